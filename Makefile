@@ -1,0 +1,48 @@
+# musicsae: `make test` and `make demo` each set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+# torch is installed first from this spec so a CPU machine never pulls CUDA wheels. GPU users override it,
+# e.g.  make test TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.musicsae-installed
+
+.PHONY: venv test test-fast demo lint completions bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check musicsae_cli tests bench
+
+# The main job on the built-in defaults: synthesise a concept dataset, index it, describe it.
+demo: venv
+	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
+	$(BIN)/musicsae data index $(DEMO_OUT)/concepts/manifest.csv --out $(DEMO_OUT)/concepts-index.csv --overwrite
+	$(BIN)/musicsae info $(DEMO_OUT)/concepts
+
+# Regenerate the shell completion scripts (a test fails when they drift from the CLI).
+completions: venv
+	for sh in bash zsh fish; do _MUSICSAE_COMPLETE=source_$$sh $(BIN)/musicsae > completions/musicsae.$$sh; done
+
+bench: venv
+	$(BIN)/python bench/store_bench.py --gb 2.0
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

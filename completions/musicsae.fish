@@ -1,0 +1,1 @@
+complete --command musicsae --no-files --arguments "(env _MUSICSAE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) musicsae)" --condition "env _MUSICSAE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) musicsae"

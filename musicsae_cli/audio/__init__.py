@@ -1,0 +1,1 @@
+"""Audio services: loading and writing, dataset manifests, concept-audio synthesis."""

@@ -1,0 +1,35 @@
+"""`data synth`: write a concept-audio dataset folder (wav files, manifest.csv, manifest.json, config.yaml)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import new_manifest, staged_directory, write_config, write_json
+from ..progress import ProgressFactory, no_progress
+from .manifest import RESERVED, Manifest
+
+DATASET_FORMAT_VERSION = 1
+
+
+def make_concept_dataset(out: str | Path, config, overwrite: bool = False,
+                         progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    """Synthesise every clip of `config` into `out`; the folder appears only once it is complete."""
+    from .synth import synthesize
+
+    out = Path(out)
+    cfg = config.model_dump(mode="json")
+    with staged_directory(out, overwrite) as stage:
+        rows = synthesize(config, stage, progress)
+        labels = list(dict.fromkeys(k for r in rows for k in r if k not in RESERVED))
+        manifest = Manifest([{**r, "path": stage / r["path"]} for r in rows], labels, stage)
+        manifest.write(stage / "manifest.csv")
+        write_json(stage / "manifest.json", new_manifest(
+            "dataset", DATASET_FORMAT_VERSION, cfg, source="synth", manifest="manifest.csv",
+            n_items=len(rows), label_columns=labels))
+        write_config(stage, cfg)
+    per_concept = Counter(str(r.get("concept")) for r in rows)
+    return {"path": str(out), "manifest": str(out / "manifest.csv"), "items": len(rows),
+            "seconds_of_audio": round(sum(float(r.get("duration_s") or 0) for r in rows), 3),
+            "per_concept": dict(per_concept)}

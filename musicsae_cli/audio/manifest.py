@@ -1,0 +1,244 @@
+"""Dataset manifests: one row per audio item with its path, id, group and labels.
+
+Read from CSV/JSONL/Parquet or built from a folder (class subfolders become labels). Paths are stored
+relative to the manifest's folder when the audio lies under it, so a dataset folder can be moved whole.
+The `group` column names the track or source an item came from, so later splits never put frames of one
+track on both sides.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import atomic_write_bytes, atomic_write_text
+from ..errors import InputError
+from .io import AUDIO_EXTENSIONS
+
+MANIFEST_FORMATS = (".csv", ".jsonl", ".parquet")
+# Columns musicsae itself fills in; everything else in a manifest is a label.
+RESERVED = ("path", "item_id", "group", "duration_s", "sample_rate", "channels")
+
+
+@dataclass
+class Manifest:
+    """Rows of a dataset; `path` in every row is absolute after loading."""
+
+    rows: list[dict[str, Any]]
+    label_columns: list[str] = field(default_factory=list)
+    root: Path = field(default_factory=Path.cwd)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def columns(self) -> list[str]:
+        extra = [c for c in ("duration_s", "sample_rate", "channels") if any(c in r for r in self.rows)]
+        return ["path", "item_id", "group", *self.label_columns, *extra]
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write atomically as CSV, JSONL or Parquet (by extension), with paths relative where possible."""
+        path = Path(path)
+        fmt = manifest_format(path)
+        root = path.resolve().parent
+        rows = [{**{c: r.get(c) for c in self.columns}, "path": _relative(r["path"], root)} for r in self.rows]
+        if fmt == ".csv":
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+            atomic_write_text(path, buf.getvalue())
+        elif fmt == ".jsonl":
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_pylist(rows), sink)
+            atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        return path
+
+
+def read_manifest_file(
+    path: str | os.PathLike,
+    path_column: str = "path",
+    label_columns: list[str] | None = None,
+    group_column: str | None = None,
+    id_column: str | None = None,
+) -> Manifest:
+    """Load a CSV/JSONL/Parquet manifest; `label_columns=None` takes every non-reserved column."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}", "pass a .csv, .jsonl or .parquet file or a folder of audio")
+    records = _read_records(path, manifest_format(path))
+    if not records:
+        raise InputError(f"manifest is empty: {path}", "it needs a header and at least one row")
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    _require(path, columns, path_column, "path", "--path-column")
+    if group_column:
+        _require(path, columns, group_column, "group", "--group-column")
+    if id_column:
+        _require(path, columns, id_column, "id", "--id-column")
+    special = {path_column, group_column or "group", id_column or "item_id"}
+    if label_columns is None:
+        labels = [c for c in columns if c not in special and c not in RESERVED]
+    else:
+        for col in label_columns:
+            _require(path, columns, col, "label", "--label")
+        labels = list(label_columns)
+    root = path.resolve().parent
+    rows = []
+    for i, rec in enumerate(records):
+        raw = rec.get(path_column)
+        if raw in (None, ""):
+            raise InputError(f"{path}: row {i + 1} has an empty '{path_column}'", "every row needs an audio path")
+        audio = Path(str(raw)).expanduser()
+        audio = audio if audio.is_absolute() else root / audio
+        item_id = str(rec.get(id_column or "item_id") or _default_id(audio, root))
+        group = rec.get(group_column or "group")
+        row = {"path": audio, "item_id": item_id, "group": str(group) if group not in (None, "") else item_id}
+        row.update({c: rec.get(c) for c in labels})
+        for extra in ("duration_s", "sample_rate", "channels"):
+            if rec.get(extra) not in (None, ""):
+                row[extra] = rec[extra]
+        rows.append(row)
+    _check_unique(rows, path)
+    return Manifest(rows, labels, root)
+
+
+def index_folder(folder: str | os.PathLike, label_name: str = "label", group_regex: str | None = None) -> Manifest:
+    """Build a manifest from a folder; first-level subfolders are class labels (column `label_name`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"not a folder: {folder}", "pass a folder of audio files or a manifest file")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise InputError(f"no audio files in {folder}", f"looked for {', '.join(AUDIO_EXTENSIONS)}")
+    pattern = _compile_group_regex(group_regex)
+    nested = any(len(p.relative_to(folder).parts) > 1 for p in files)
+    rows = []
+    for p in files:
+        rel = p.relative_to(folder)
+        item_id = rel.with_suffix("").as_posix()
+        row = {"path": p.resolve(), "item_id": item_id, "group": _group_of(item_id, pattern)}
+        if nested:
+            row[label_name] = rel.parts[0] if len(rel.parts) > 1 else None
+        rows.append(row)
+    _check_unique(rows, folder)
+    return Manifest(rows, [label_name] if nested else [], folder.resolve())
+
+
+def _compile_group_regex(expr: str | None) -> re.Pattern | None:
+    if expr is None:
+        return None
+    try:
+        pattern = re.compile(expr)
+    except re.error as exc:
+        raise InputError(f"invalid --group-regex '{expr}': {exc}", "e.g. '^(.+)_chunk\\d+$'") from exc
+    if pattern.groups < 1:
+        raise InputError(f"--group-regex '{expr}' has no capture group", "wrap the track part in (...)")
+    return pattern
+
+
+def _group_of(item_id: str, pattern: re.Pattern | None) -> str:
+    if pattern is None:
+        return item_id
+    match = pattern.search(item_id)
+    if not match:
+        return item_id
+    return match.group("group") if "group" in pattern.groupindex else match.group(1)
+
+
+def _read_records(path: Path, fmt: str) -> list[dict]:
+    try:
+        if fmt == ".csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                records = list(csv.DictReader(fh))
+            return _infer_types(records)
+        if fmt == ".jsonl":
+            out = []
+            for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+                if line.strip():
+                    rec = json.loads(line)
+                    if not isinstance(rec, dict):
+                        raise InputError(f"{path}: line {n} is not a JSON object", "one object per line")
+                    out.append(rec)
+            return out
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot parse manifest {path}: {exc}", f"is it a valid {fmt[1:]} file?") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read manifest {path}: {exc}", "check the path and permissions") from exc
+
+
+def _infer_types(records: list[dict]) -> list[dict]:
+    """CSV cells are text: columns whose every non-empty cell is a number become int or float."""
+    if not records:
+        return records
+    for col in records[0]:
+        values = [r[col] for r in records if r.get(col) not in (None, "")]
+        for cast in (int, float):
+            try:
+                converted = [cast(v) for v in values]
+            except (TypeError, ValueError):
+                continue
+            it = iter(converted)
+            for r in records:
+                r[col] = next(it) if r.get(col) not in (None, "") else None
+            break
+        else:
+            for r in records:
+                if r.get(col) == "":
+                    r[col] = None
+    return records
+
+
+def _require(path: Path, columns: list[str], col: str, role: str, flag: str) -> None:
+    if col in columns:
+        return
+    close = difflib.get_close_matches(col, columns, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise InputError(f"manifest {path.name} has no {role} column '{col}' (columns: {', '.join(columns)})",
+                     f"{hint}name the right one with {flag}")
+
+
+def _check_unique(rows: list[dict], where: Path) -> None:
+    seen: set[str] = set()
+    for r in rows:
+        if r["item_id"] in seen:
+            raise InputError(f"duplicate item id '{r['item_id']}' in {where}", "item ids must be unique")
+        seen.add(r["item_id"])
+
+
+def _default_id(audio: Path, root: Path) -> str:
+    try:
+        return audio.resolve().relative_to(root).with_suffix("").as_posix()
+    except ValueError:
+        return audio.with_suffix("").name
+
+
+def _relative(audio: Path, root: Path) -> str:
+    try:
+        return Path(audio).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(Path(audio).resolve())
+
+
+def manifest_format(path: Path) -> str:
+    """The manifest format of `path` by extension; InputError for anything else."""
+    fmt = path.suffix.lower()
+    if fmt not in MANIFEST_FORMATS:
+        raise InputError(f"unsupported manifest format '{path.suffix or path.name}'",
+                         f"use one of {', '.join(MANIFEST_FORMATS)}")
+    return fmt

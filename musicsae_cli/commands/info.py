@@ -1,0 +1,37 @@
+"""`musicsae info PATH`: describe a store, dataset or manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import JsonOpt, Output, QuietOpt, VerboseOpt, cli_command
+
+
+@cli_command
+def info(
+    path: Annotated[Path, typer.Argument(help="An activation store, dataset folder or manifest file.")],
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Summarise any musicsae artefact."""
+    out = Output(json_out, quiet, verbose)
+    from ..inspect import describe
+
+    summary = describe(path)
+    out.result(summary, list(_lines(summary)))
+
+
+def _lines(data: dict[str, Any], indent: int = 0):
+    pad = "  " * indent
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield f"{pad}{key}:"
+            yield from _lines(value, indent + 1)
+        elif isinstance(value, list):
+            yield f"{pad}{key}: {', '.join(map(str, value)) if value else '-'}"
+        else:
+            yield f"{pad}{key}: {'-' if value is None or value == {} else value}"

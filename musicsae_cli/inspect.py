@@ -1,0 +1,68 @@
+"""`musicsae info`: summarise any musicsae artefact (activation store, dataset folder, manifest file)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .artifacts import MANIFEST_NAME, read_manifest
+from .errors import InputError
+
+_TOP_VALUES = 10
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """A JSON-ready summary of the artefact at `path`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file or folder: {path}", "pass a store, a dataset folder or a manifest file")
+    if path.is_dir():
+        if not (path / MANIFEST_NAME).is_file():
+            raise InputError(f"not a musicsae artefact: {path} (no {MANIFEST_NAME})",
+                             "info reads activation stores, dataset folders and manifest files")
+        manifest = read_manifest(path)
+        kind = manifest.get("kind")
+        if kind == "activation_store":
+            from .store import ActivationStore
+
+            return ActivationStore.open(path, allow_incomplete=True).describe()
+        if kind == "dataset":
+            return {**_head(manifest, path), **describe_manifest(path / manifest.get("manifest", "manifest.csv"))}
+        return _head(manifest, path)
+    from .audio.manifest import MANIFEST_FORMATS
+
+    if path.suffix.lower() in MANIFEST_FORMATS:
+        return {"kind": "manifest", "path": str(path), **describe_manifest(path)}
+    raise InputError(f"not a musicsae artefact: {path}", "info reads activation stores, dataset folders and manifests")
+
+
+def _head(manifest: dict, path: Path) -> dict[str, Any]:
+    return {"kind": manifest.get("kind"), "path": str(path), "format_version": manifest.get("format_version"),
+            "musicsae_version": manifest.get("musicsae_version"), "created": manifest.get("created")}
+
+
+def describe_manifest(path: Path) -> dict[str, Any]:
+    """Rows, groups, total duration and per-label value counts (or ranges for numeric labels)."""
+    from .audio.manifest import read_manifest_file
+
+    m = read_manifest_file(path)
+    out: dict[str, Any] = {"items": len(m.rows), "groups": len({r["group"] for r in m.rows})}
+    durations = [r["duration_s"] for r in m.rows if isinstance(r.get("duration_s"), int | float)]
+    if durations:
+        out["total_duration_s"] = round(float(sum(durations)), 3)
+    out["labels"] = {col: summarise_values([r.get(col) for r in m.rows]) for col in m.label_columns}
+    return out
+
+
+def summarise_values(values: list) -> dict[str, Any]:
+    """Counts of the most common values, or min/max/mean for numbers; `missing` counts empty cells."""
+    present = [v for v in values if v is not None]
+    summary: dict[str, Any] = {"missing": len(values) - len(present)}
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        summary.update(min=min(present), max=max(present), mean=round(sum(present) / len(present), 6),
+                       distinct=len(set(present)))
+    else:
+        counts = Counter(str(v) for v in present)
+        summary.update(distinct=len(counts), top=dict(counts.most_common(_TOP_VALUES)))
+    return summary

@@ -1,0 +1,133 @@
+"""Dataset manifests and `data index`: folders, CSV/JSONL, groups, skipped files, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from musicsae_cli.audio.manifest import read_manifest_file
+from tests.conftest import write_audio
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_folder_of_classes_gives_labels_groups_and_durations(runner, app, class_folder, tmp_path):
+    out = tmp_path / "m.csv"
+    result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out),
+                                 "--label-name", "genre", "--group-regex", r"^(.+)_part\d+$"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    assert len(rows) == 6 and {r["genre"] for r in rows} == {"jazz", "rock"}
+    assert {r["group"] for r in rows if r["genre"] == "jazz"} == {"jazz/track0", "jazz/track1"}
+    assert all(float(r["duration_s"]) == 0.5 and r["sample_rate"] == "16000" for r in rows)
+    # paths are absolute when the audio is not under the manifest's folder, and resolve either way
+    m = read_manifest_file(out)
+    assert all(r["path"].is_file() for r in m.rows) and m.label_columns == ["genre"]
+
+
+def test_manifest_paths_relative_to_its_folder(runner, app, class_folder):
+    out = class_folder / "index.csv"
+    assert runner.invoke(app, ["data", "index", str(class_folder), "-o", str(out)]).exit_code == 0
+    assert _rows(out)[0]["path"] == "jazz/track0_part0.wav"
+
+
+def test_csv_source_with_labels_group_and_types(runner, app, tmp_path):
+    for i in range(3):
+        write_audio(tmp_path / "audio" / f"{i}.wav", freq=200 + 100 * i)
+    src = tmp_path / "meta.csv"
+    src.write_text("file,genre,bpm,track,notes\n"
+                   "audio/0.wav,jazz,120,t1,x\naudio/1.wav,rock,90.5,t1,y\naudio/2.wav,rock,,t2,z\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["data", "index", str(src), "--out", str(out), "--path-column", "file",
+                                 "--label", "genre", "--label", "bpm", "--group-column", "track"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["genre"] for r in rows] == ["jazz", "rock", "rock"] and "notes" not in rows[0]
+    assert [r["bpm"] for r in rows] == [120.0, 90.5, None]  # numeric column typed, empty cell is missing
+    assert [r["group"] for r in rows] == ["t1", "t1", "t2"]
+
+
+def test_jsonl_and_parquet_sources(tmp_path):
+    write_audio(tmp_path / "a.wav")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "a.wav", "pitch": 60, "group": "g"}) + "\n")
+    m = read_manifest_file(tmp_path / "m.jsonl")
+    assert m.rows[0]["pitch"] == 60 and m.rows[0]["group"] == "g" and m.label_columns == ["pitch"]
+    m.write(tmp_path / "m.parquet")
+    back = read_manifest_file(tmp_path / "m.parquet")
+    assert back.rows[0]["path"] == m.rows[0]["path"] and back.rows[0]["pitch"] == 60
+
+
+def test_missing_path_column_is_a_one_line_error(runner, app, tmp_path):
+    src = tmp_path / "meta.csv"
+    src.write_text("audio_path,genre\nx.wav,jazz\n")
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["data", "index", str(src), "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert result.stderr.strip() == ("error: manifest meta.csv has no path column 'path' (columns: audio_path, genre)"
+                                     " (hint: did you mean 'audio_path'? name the right one with --path-column)")
+
+
+def test_unknown_label_column_names_closest(runner, app, tmp_path):
+    write_audio(tmp_path / "a.wav")
+    src = tmp_path / "meta.csv"
+    src.write_text("path,genre\na.wav,jazz\n")
+    result = runner.invoke(app, ["data", "index", str(src), "--out", str(tmp_path / "o.csv"), "--label", "genra"])
+    assert result.exit_code == 2 and "no label column 'genra'" in result.stderr and "did you mean 'genre'" in \
+        result.stderr
+
+
+def test_bad_audio_is_skipped_and_listed(runner, app, class_folder, tmp_path):
+    (class_folder / "jazz" / "corrupt.wav").write_bytes(b"RIFF\x00\x00WAVEfmt garbage")
+    write_audio(class_folder / "rock" / "empty.wav", data=np.zeros((0,), np.float32))
+    write_audio(class_folder / "rock" / "silent.wav", data=np.zeros(4000, np.float32))
+    src = tmp_path / "list.csv"
+    src.write_text(f"path\n{class_folder / 'jazz' / 'track0_part0.wav'}\n{tmp_path / 'gone.wav'}\n")
+    out = tmp_path / "m.csv"
+    result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(_rows(out)) == 6
+    assert "3 skipped:" in result.stdout
+    for name, reason in (("corrupt.wav", "cannot decode"), ("empty.wav", "zero-length"), ("silent.wav", "silent")):
+        assert any(name in line and reason in line for line in result.stdout.splitlines()), name
+    missing = runner.invoke(app, ["data", "index", str(src), "--out", str(tmp_path / "m2.csv")])
+    assert missing.exit_code == 0 and "gone.wav: file not found" in missing.stdout
+    kept = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(tmp_path / "k.csv"), "--keep-silent"])
+    assert "silent.wav" in (tmp_path / "k.csv").read_text() and kept.exit_code == 0
+
+
+def test_strict_fails_and_leaves_nothing(runner, app, class_folder, tmp_path):
+    (class_folder / "jazz" / "corrupt.wav").write_bytes(b"garbage")
+    out = tmp_path / "m.csv"
+    result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out), "--strict"])
+    assert result.exit_code == 1 and "corrupt.wav" in result.stderr and "--strict" in result.stderr
+    assert not out.exists() and list(tmp_path.glob(".m.csv*")) == []
+
+
+def test_empty_folder_and_all_unusable(runner, app, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["data", "index", str(tmp_path / "empty"), "--out", str(tmp_path / "m.csv")])
+    assert result.exit_code == 2 and "no audio files in" in result.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"junk")
+    result = runner.invoke(app, ["data", "index", str(tmp_path / "bad"), "--out", str(tmp_path / "m.csv")])
+    assert result.exit_code == 2 and "no usable audio" in result.stderr and not (tmp_path / "m.csv").exists()
+
+
+def test_existing_output_refused_unless_overwrite(runner, app, class_folder, tmp_path):
+    out = tmp_path / "m.csv"
+    out.write_text("precious user data\n")
+    result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out)])
+    assert result.exit_code == 2 and "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert out.read_text() == "precious user data\n"
+    assert runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out), "--overwrite"]).exit_code == 0
+    assert len(_rows(out)) == 6
+
+
+def test_unsupported_output_format(runner, app, class_folder, tmp_path):
+    result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(tmp_path / "m.txt")])
+    assert result.exit_code == 2 and "unsupported manifest format" in result.stderr

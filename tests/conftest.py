@@ -1,0 +1,46 @@
+"""Shared fixtures: everything is built offline in tmp_path (synthesised audio, tiny arrays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+
+def sine(freq: float = 440.0, seconds: float = 0.5, sr: int = 16000, channels: int = 1, amp: float = 0.5):
+    """A sine tone as (N,) or (N, C) float32, the layout soundfile writes."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return x if channels == 1 else np.stack([x * (1 - 0.2 * c) for c in range(channels)], axis=1)
+
+
+def write_audio(path: Path, data=None, sr: int = 16000, **kw) -> Path:
+    """Write audio with soundfile (format from the extension)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), sine(sr=sr, **kw) if data is None else data, sr)
+    return path
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def class_folder(tmp_path: Path) -> Path:
+    """A folder of class subfolders: two genres, three short clips each, two clips per track."""
+    root = tmp_path / "songs"
+    for genre, base in (("jazz", 220.0), ("rock", 330.0)):
+        for i in range(3):
+            write_audio(root / genre / f"track{i // 2}_part{i % 2}.wav", freq=base * (1 + i / 10))
+    return root
+
+
+@pytest.fixture
+def app():
+    from musicsae_cli.commands.app import app
+
+    return app
