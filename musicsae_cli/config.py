@@ -113,8 +113,8 @@ def parse_set(items: list[str] | None) -> dict:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value is not valid YAML: {raw}", "quote strings, e.g. --set 'name=\"a: b\"'") \
-                from exc
+            raise ConfigError(f"--set {key}: value is not valid YAML: {raw}",
+                              "quote strings, e.g. --set 'name=\"a: b\"'") from exc
         out = deep_merge(out, _nest(key.split("."), value))
     return out
 

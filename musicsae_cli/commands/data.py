@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
-from ._common import (DryRunOpt, JsonOpt, Output, OverwriteOpt, QuietOpt, SetOpt, VerboseOpt, cli_command,
-                      config_option, resolve)
+from ._common import (
+    DryRunOpt,
+    JsonOpt,
+    Output,
+    OverwriteOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    cli_command,
+    config_option,
+    resolve,
+)
 
 app = typer.Typer(help="Prepare audio: synthesise labelled concept audio, index datasets.", no_args_is_help=True)
 
