@@ -109,6 +109,14 @@ def check_output(path: str | os.PathLike, overwrite: bool, what: str = "output")
     return path
 
 
+def check_replaceable(path: Path) -> None:
+    """--overwrite replaces only a previous musicsae output (or an empty folder), never other user files."""
+    if path.is_dir() and ((path / MANIFEST_NAME).is_file() or not any(path.iterdir())):
+        return
+    raise InputError(f"refusing to replace {path}: it is not a musicsae output",
+                     "choose a new output path; --overwrite only replaces what musicsae wrote")
+
+
 @contextmanager
 def staged_directory(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Build a directory artefact in a hidden sibling and move it into place only when complete.
@@ -117,6 +125,8 @@ def staged_directory(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     With `overwrite`, the old output is replaced only after the new one is fully written.
     """
     out = check_output(out, overwrite)
+    if out.exists():
+        check_replaceable(out)
     stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     stage.mkdir()
     try:
