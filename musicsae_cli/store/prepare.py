@@ -1,0 +1,139 @@
+"""Writer set-up: output-path safety, the state of a store being resumed, and the single-writer lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from ..artifacts import check_format_version, read_manifest
+from ..errors import InputError, OutputExistsError, StoreError
+from .format import (
+    FORMAT_VERSION,
+    LOCK_FILE,
+    SHARDS_DIR,
+    STATUS_WRITING,
+    committed_shard_dirs,
+    is_store,
+    read_shard_json,
+    tmp_shard_dirs,
+)
+from .schema import BASE_COLUMNS, unify
+
+try:  # POSIX only; elsewhere two writers on one store are simply not detected
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+
+def acquire_lock(root: Path) -> int | None:
+    """Take the store's writer lock (released by the OS if the process dies); StoreError when held."""
+    if fcntl is None:
+        return None
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"another writer is using {root}",
+                         "wait for it to finish, or stop it and rerun with --resume") from None
+    return fd
+
+
+def release_lock(root: Path, fd: int | None) -> None:
+    """Release the writer lock; the file stays, as unlinking it would let two writers lock different files."""
+    if fd is not None:
+        os.close(fd)
+
+
+def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> None:
+    """Leave `root` as an empty directory for a new store; an old store is replaced only with `overwrite`."""
+    if not root.exists():
+        if not root.parent.is_dir():
+            raise InputError(f"parent folder does not exist: {root.parent}",
+                             "create it first or fix the path")
+        root.mkdir()
+        return
+    if root.is_dir() and not any(root.iterdir()):
+        if overwrite or resume:
+            return
+        raise OutputExistsError(root, "activation store")
+    store = is_store(root)
+    if not overwrite:
+        if resume:
+            raise InputError(f"cannot resume {root}: it is not an activation store",
+                             "pass the folder an earlier run wrote, or choose a new output path")
+        err = OutputExistsError(root, "activation store")
+        if store and _status(root) == STATUS_WRITING:
+            err.hint = "it is incomplete: pass --resume to continue it, or --overwrite to start over"
+        raise err
+    if not store:
+        raise InputError(f"refusing to overwrite {root}: it is not a musicsae activation store",
+                         "delete it yourself if it should go, or choose another output path")
+    lock = acquire_lock(root)  # never delete a store another process is still writing
+    old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        os.replace(root, old)
+    finally:
+        release_lock(old, lock)
+    shutil.rmtree(old)
+    root.mkdir()
+
+
+def resume_state(root: Path, widths: dict[str, int], dtype: str, model: dict | None,
+                 frame_rate: float | None) -> tuple[dict, int | None, dict]:
+    """Lock a store for resuming, drop uncommitted shards, rebuild the writer state from committed ones."""
+    manifest = read_manifest(root)
+    check_format_version(manifest, FORMAT_VERSION, f"activation store {root}")
+    lock = acquire_lock(root)
+    try:
+        _check_compatible(root, manifest, widths, dtype, model, frame_rate)
+        for tmp in tmp_shard_dirs(root):
+            shutil.rmtree(tmp)
+        (root / SHARDS_DIR).mkdir(exist_ok=True)
+        # Committed shards are the truth: the manifest may lag behind one commit if the writer was killed.
+        state = {"done": set(), "n_rows": 0, "n_shards": 0, "columns": dict(BASE_COLUMNS), "item_columns": []}
+        for shard_dir in committed_shard_dirs(root):
+            info = read_shard_json(shard_dir)
+            state["done"].update(info["items"])
+            state["n_rows"] += int(info["n_rows"])
+            state["n_shards"] += 1
+            for name, type_name in info.get("columns", {}).items():
+                state["columns"][name] = unify(name, state["columns"].get(name), type_name)
+            new_columns = [c for c in info.get("item_columns", []) if c not in state["item_columns"]]
+            state["item_columns"] += new_columns
+    except BaseException:
+        release_lock(root, lock)
+        raise
+    return manifest, lock, state
+
+
+def _check_compatible(root: Path, manifest: dict, widths: dict[str, int], dtype: str,
+                      model: dict | None, frame_rate: float | None) -> None:
+    old_widths = {name: int(h["width"]) for name, h in manifest.get("hookpoints", {}).items()}
+    problems = []
+    if old_widths != widths:
+        problems.append(f"hookpoints: store has {_fmt(old_widths)}, requested {_fmt(widths)}")
+    if manifest.get("dtype") != dtype:
+        problems.append(f"dtype: store has {manifest.get('dtype')}, requested {dtype}")
+    if manifest.get("frame_rate") != frame_rate:
+        problems.append(f"frame_rate: store has {manifest.get('frame_rate')}, requested {frame_rate}")
+    # JSON round trip so that tuples and numpy scalars compare like the stored values.
+    if model is not None and json.loads(json.dumps(model, default=str)) != manifest.get("model"):
+        problems.append(f"model: store has {manifest.get('model')}, requested {model}")
+    if problems:
+        raise StoreError(f"cannot resume {root}, its settings differ: " + "; ".join(problems),
+                         "resume with the settings it was started with, or pass --overwrite to start over")
+
+
+def _fmt(widths: dict[str, int]) -> str:
+    return ", ".join(f"{name}={width}" for name, width in widths.items()) or "none"
+
+
+def _status(root: Path) -> str | None:
+    try:
+        return read_manifest(root).get("status")
+    except StoreError:
+        return None

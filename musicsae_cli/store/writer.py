@@ -1,0 +1,278 @@
+"""StoreWriter: append items to an activation store, one atomically committed shard at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import MANIFEST_NAME, new_manifest, write_config, write_json
+from ..errors import InputError, StoreError
+from .commit import PendingItem, write_shard
+from .format import (
+    FORMAT_VERSION,
+    SHARDS_DIR,
+    STATUS_COMPLETE,
+    STATUS_WRITING,
+    STORE_KIND,
+    check_hookpoint_name,
+    encode,
+    is_store,
+    storage_dtype,
+)
+from .prepare import acquire_lock, prepare_fresh, release_lock, resume_state
+from .schema import BASE_COLUMNS, check_column_name, frame_array, scalar_type, unify
+
+DEFAULT_SHARD_BYTES = 256 * 2**20
+
+
+class StoreWriter:
+    """Appends items to a store; use :meth:`create`, then as a context manager (close() on success)."""
+
+    def __init__(self, root: Path, manifest: dict, lock: int | None, shard_rows: int | None,
+                 shard_bytes: int, state: dict | None = None):
+        # Private: StoreWriter.create() validates arguments and prepares the directory.
+        self.path = root
+        self._manifest = manifest
+        self._lock = lock
+        self._shard_rows = shard_rows
+        self._shard_bytes = shard_bytes
+        self._widths = {name: int(h["width"]) for name, h in manifest["hookpoints"].items()}
+        self._dtype = manifest["dtype"]
+        self._storage = storage_dtype(self._dtype)
+        self._frame_rate = manifest.get("frame_rate")
+        state = state or {}
+        self._done: set[str] = state.get("done", set())
+        self._n_rows = state.get("n_rows", 0)
+        self._n_shards = state.get("n_shards", 0)
+        self._columns: dict[str, str] = state.get("columns", dict(BASE_COLUMNS))
+        self._item_columns: list[str] = state.get("item_columns", [])
+        self._pending: list[PendingItem] = []
+        self._pending_ids: set[str] = set()
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._closed = False
+
+    @classmethod
+    def create(cls, path: str | Path, hookpoints: Mapping[str, int], dtype: str = "float16", *,
+               model: dict | None = None, frame_rate: float | None = None,
+               position_convention: str | None = None, config: dict | None = None,
+               overwrite: bool = False, resume: bool = False, shard_rows: int | None = None,
+               shard_bytes: int = DEFAULT_SHARD_BYTES) -> StoreWriter:
+        """Start a new store at `path`, or with `resume` continue an interrupted one (see the package doc)."""
+        if overwrite and resume:
+            raise InputError("resume and overwrite cannot be combined",
+                             "pass --resume to continue a store, or --overwrite to start it over")
+        widths = _check_widths(hookpoints)
+        storage_dtype(dtype)
+        if shard_rows is not None and int(shard_rows) < 1:
+            raise InputError(f"shard_rows must be at least 1, got {shard_rows}")
+        if int(shard_bytes) < 1:
+            raise InputError(f"shard_bytes must be at least 1, got {shard_bytes}")
+        if frame_rate is not None and not float(frame_rate) > 0:
+            raise InputError(f"frame_rate must be positive, got {frame_rate}")
+        frame_rate = None if frame_rate is None else float(frame_rate)
+        root = Path(path)
+        if resume and is_store(root):
+            manifest, lock, state = resume_state(root, widths, dtype, model, frame_rate)
+            writer = cls(root, manifest, lock, shard_rows, int(shard_bytes), state)
+            if manifest.get("status") != STATUS_COMPLETE:
+                writer._write_manifest(STATUS_WRITING)  # the manifest may lag one commit behind a kill
+            return writer
+        prepare_fresh(root, overwrite=overwrite, resume=resume)
+        manifest = new_manifest(
+            STORE_KIND, FORMAT_VERSION, config, status=STATUS_WRITING, model=dict(model or {}),
+            hookpoints={name: {"width": width} for name, width in widths.items()}, dtype=dtype,
+            frame_rate=frame_rate, position_convention=position_convention,
+            n_rows=0, n_items=0, n_shards=0, metadata_columns=dict(BASE_COLUMNS), item_columns=[],
+        )
+        # Manifest first: from here on the directory is recognisably a store (resumable, overwritable).
+        write_json(root / MANIFEST_NAME, manifest)
+        (root / SHARDS_DIR).mkdir(exist_ok=True)
+        write_config(root, config or {})
+        return cls(root, manifest, acquire_lock(root), shard_rows, int(shard_bytes))
+
+    @property
+    def done_items(self) -> Set[str]:
+        """Item ids already committed (callers skip these when resuming); do not mutate."""
+        return self._done
+
+    @property
+    def hookpoints(self) -> dict[str, int]:
+        """Hookpoint name -> width."""
+        return dict(self._widths)
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    @property
+    def n_rows(self) -> int:
+        """Rows committed so far."""
+        return self._n_rows
+
+    @property
+    def n_items(self) -> int:
+        """Items committed so far."""
+        return len(self._done)
+
+    @property
+    def n_shards(self) -> int:
+        return self._n_shards
+
+    def add_item(self, item_id: str, acts: Mapping[str, np.ndarray], item_meta: Mapping | None = None,
+                 frame_meta: Mapping | None = None, time_s: np.ndarray | None = None,
+                 frames: np.ndarray | None = None) -> bool:
+        """Buffer one item's activations (n_frames, width) per hookpoint; False when it has no frames.
+
+        Any float dtype is converted to the store's dtype. Passing the storage dtype itself (float16, or
+        for bfloat16 stores the bit patterns as uint16, e.g. `t.bfloat16().view(torch.int16).numpy()
+        .view(np.uint16)`) skips the CPU conversion, which costs more than writing the bytes.
+        """
+        self._check_open()
+        if not isinstance(item_id, str) or not item_id:
+            raise InputError(f"item ids must be non-empty strings, got {item_id!r}")
+        if item_id in self._done or item_id in self._pending_ids:
+            raise InputError(f"duplicate item id {item_id!r}",
+                             "item ids must be unique; skip ids in writer.done_items when resuming")
+        arrays, n_frames = self._check_acts(item_id, acts)
+        if n_frames == 0:
+            return False
+        columns, item_columns = dict(self._columns), list(self._item_columns)
+        meta = dict(item_meta or {})
+        for name, value in meta.items():
+            check_column_name(name)
+            if name in columns and name not in item_columns:
+                raise InputError(f"metadata column {name!r} is per-frame in this store, not per-item")
+            columns[name] = unify(name, columns.get(name), scalar_type(name, value))
+            if name not in item_columns:
+                item_columns.append(name)
+        per_frame = {}
+        for name, values in (frame_meta or {}).items():
+            check_column_name(name)
+            if name in item_columns:
+                raise InputError(f"metadata column {name!r} is per-item in this store, not per-frame")
+            per_frame[name] = frame_array(name, values, n_frames)
+            columns[name] = unify(name, columns.get(name), str(per_frame[name].type))
+        frames_arr = _frames(frames, n_frames)
+        times = self._times(time_s, frames_arr)
+        # Validation passed: only now change the writer's state.
+        item_bytes = n_frames * sum(self._widths.values()) * self._storage.itemsize
+        if self._pending and self._would_overflow(n_frames, item_bytes):
+            self.flush()
+        self._columns, self._item_columns = columns, item_columns
+        stored = {name: encode(a, self._dtype) for name, a in arrays.items()}
+        self._pending.append(PendingItem(item_id, n_frames, stored, frames_arr, times, meta, per_frame))
+        self._pending_ids.add(item_id)
+        self._pending_rows += n_frames
+        self._pending_bytes += item_bytes
+        return True
+
+    def flush(self) -> None:
+        """Commit the buffered items as one shard (a no-op when nothing is buffered)."""
+        self._check_open()
+        if not self._pending:
+            return
+        info = write_shard(self.path / SHARDS_DIR, self._n_shards, self._pending, self._widths,
+                           self._storage, self._columns, self._item_columns)
+        self._n_shards += 1
+        self._n_rows += info["n_rows"]
+        self._done.update(self._pending_ids)
+        self._pending, self._pending_ids = [], set()
+        self._pending_rows = self._pending_bytes = 0
+        self._write_manifest(STATUS_WRITING)
+
+    def close(self) -> None:
+        """Commit what is buffered and mark the store complete."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+            self._write_manifest(STATUS_COMPLETE)
+        finally:
+            self._release()
+
+    def abandon(self) -> None:
+        """Drop buffered items and stop, leaving the store resumable (status "writing")."""
+        self._pending, self._pending_ids = [], set()
+        self._release()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # On an exception, committing half a batch of items would hide the failure; resume redoes them.
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the writer for {self.path} is closed", "open a new StoreWriter with resume")
+
+    def _release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            release_lock(self.path, self._lock)
+
+    def _would_overflow(self, n_frames: int, item_bytes: int) -> bool:
+        rows_full = self._shard_rows is not None and self._pending_rows + n_frames > self._shard_rows
+        return rows_full or self._pending_bytes + item_bytes > self._shard_bytes
+
+    def _check_acts(self, item_id: str, acts: Mapping[str, np.ndarray]) -> tuple[dict, int]:
+        missing = [name for name in self._widths if name not in acts]
+        extra = [name for name in acts if name not in self._widths]
+        if missing or extra:
+            raise InputError(f"item {item_id!r}: hookpoints do not match the store "
+                             f"(missing: {missing or 'none'}, unexpected: {extra or 'none'})",
+                             f"pass exactly: {', '.join(self._widths)}")
+        arrays, n_frames = {}, None
+        for name, width in self._widths.items():
+            a = np.asarray(acts[name])
+            bf16_bits = self._dtype == "bfloat16" and a.dtype == np.uint16
+            if a.ndim != 2 or a.shape[1] != width or not (a.dtype.kind == "f" or bf16_bits):
+                raise InputError(f"item {item_id!r}: activations of {name!r} are {a.dtype} {a.shape}, "
+                                 f"expected float (n_frames, {width})")
+            if n_frames is not None and a.shape[0] != n_frames:
+                raise InputError(f"item {item_id!r}: hookpoints have different frame counts "
+                                 f"({n_frames} vs {a.shape[0]} for {name!r})")
+            n_frames = a.shape[0]
+            arrays[name] = a
+        return arrays, int(n_frames)
+
+    def _times(self, time_s: np.ndarray | None, frames: np.ndarray) -> np.ndarray | None:
+        if time_s is None:
+            return None if self._frame_rate is None else frames / self._frame_rate
+        times = np.asarray(time_s, dtype=np.float64)
+        if times.shape != frames.shape:
+            raise InputError(f"time_s has shape {times.shape}, expected {frames.shape}")
+        return times
+
+    def _write_manifest(self, status: str) -> None:
+        self._manifest.update(status=status, n_rows=self._n_rows, n_items=len(self._done),
+                              n_shards=self._n_shards, metadata_columns=dict(self._columns),
+                              item_columns=list(self._item_columns))
+        write_json(self.path / MANIFEST_NAME, self._manifest)
+
+
+def _check_widths(hookpoints: Mapping[str, int]) -> dict[str, int]:
+    if not hookpoints:
+        raise InputError("a store needs at least one hookpoint")
+    widths = {}
+    for name, width in hookpoints.items():
+        check_hookpoint_name(name)
+        if int(width) < 1:
+            raise InputError(f"hookpoint {name!r} has width {width}; widths must be positive")
+        widths[name] = int(width)
+    return widths
+
+
+def _frames(frames: np.ndarray | None, n_frames: int) -> np.ndarray:
+    if frames is None:
+        return np.arange(n_frames, dtype=np.int32)
+    out = np.asarray(frames)
+    if out.shape != (n_frames,) or out.dtype.kind not in "iu":
+        raise InputError(f"frames must be {n_frames} integers, got {out.dtype} {out.shape}")
+    return out.astype(np.int32)
