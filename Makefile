@@ -42,7 +42,7 @@ completions: venv
 	for sh in bash zsh fish; do _MUSICSAE_COMPLETE=source_$$sh $(BIN)/musicsae > completions/musicsae.$$sh; done
 
 bench: venv
-	$(BIN)/python bench/store_bench.py --gb 2.0
+	$(BIN)/python bench/store_bench.py --out bench-out/store --gb 2.0
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache
