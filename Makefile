@@ -42,6 +42,7 @@ completions: venv
 	for sh in bash zsh fish; do _MUSICSAE_COMPLETE=source_$$sh $(BIN)/musicsae > completions/musicsae.$$sh; done
 
 bench: venv
+	mkdir -p bench-out
 	$(BIN)/python bench/store_bench.py --out bench-out/store --gb 2.0
 
 clean:
