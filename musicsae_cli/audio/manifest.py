@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write_bytes, atomic_write_text
+from ..artifacts import atomic_write_bytes, atomic_write_text, check_output
 from ..errors import InputError
 from .io import AUDIO_EXTENSIONS
 
@@ -233,6 +233,15 @@ def _relative(audio: Path, root: Path) -> str:
         return Path(audio).resolve().relative_to(root).as_posix()
     except ValueError:
         return str(Path(audio).resolve())
+
+
+def check_manifest_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Validate where a manifest will be written: a known format, not a folder, not existing unless overwrite."""
+    path = Path(path)
+    manifest_format(path)
+    if path.is_dir():
+        raise InputError(f"--out is a folder: {path}", "name a manifest file, e.g. manifest.csv")
+    return check_output(path, overwrite, "manifest")
 
 
 def manifest_format(path: Path) -> str:

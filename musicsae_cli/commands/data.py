@@ -85,17 +85,14 @@ def index(
 ) -> None:
     """Index a folder or manifest into a checked manifest (path, item_id, group, labels, duration)."""
     out_ = Output(json_out, quiet, verbose)
-    from ..artifacts import check_output
     from ..audio.dataset import IndexConfig, build_index
+    from ..audio.manifest import check_manifest_output
 
     flags = {"path_column": path_column, "label_columns": label, "group_column": group_column,
              "id_column": id_column, "label_name": label_name, "group_regex": group_regex, "strict": strict,
              "decode": decode, "keep_silent": keep_silent}
     cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, out_)
-    from ..audio.manifest import manifest_format
-
-    manifest_format(out)
-    check_output(out, overwrite, "manifest")
+    check_manifest_output(out, overwrite)
     res = build_index(source, cfg, out_.progress)
     res.manifest.write(out)
     summary = {"manifest": str(out), "items": len(res.manifest), "label_columns": res.manifest.label_columns,

@@ -131,3 +131,9 @@ def test_existing_output_refused_unless_overwrite(runner, app, class_folder, tmp
 def test_unsupported_output_format(runner, app, class_folder, tmp_path):
     result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(tmp_path / "m.txt")])
     assert result.exit_code == 2 and "unsupported manifest format" in result.stderr
+
+
+def test_output_that_is_a_folder_is_refused(runner, app, class_folder, tmp_path):
+    (tmp_path / "m.csv").mkdir()
+    result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(tmp_path / "m.csv"), "--overwrite"])
+    assert result.exit_code == 2 and "--out is a folder" in result.stderr and (tmp_path / "m.csv").is_dir()
