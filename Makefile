@@ -33,6 +33,7 @@ lint: venv
 
 # The main job on the built-in defaults: synthesise a concept dataset, index it, describe it.
 demo: venv
+	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
 	$(BIN)/musicsae data index $(DEMO_OUT)/concepts/manifest.csv --out $(DEMO_OUT)/concepts-index.csv --overwrite
 	$(BIN)/musicsae info $(DEMO_OUT)/concepts
