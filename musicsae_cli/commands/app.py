@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -36,5 +37,18 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="musicsae")
+    """Console-script entry point: parser errors get the same one-line format as every other error."""
+    try:
+        code = app(prog_name="musicsae", standalone_mode=False)
+    except Exception as exc:
+        # Usage errors from the argument parser (missing argument, unknown option or command) carry
+        # `format_message()`, `exit_code` and the failing `ctx`; anything else is not ours to format.
+        if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = getattr(ctx, "command_path", None) or "musicsae"
+        message = exc.format_message().strip()
+        if message:  # empty when a bare group was called: its help has been shown already
+            sys.stderr.write(f"error: {message} (hint: see '{where} --help')\n")
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -50,3 +50,18 @@ def test_real_process_exit_codes(tmp_path):
     missing = run("info", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no such file or folder")
     assert run("--version").stdout.startswith("musicsae ")
+
+
+def test_parser_errors_are_one_line_with_a_hint(tmp_path):
+    cases = {
+        ("data", "synth"): "error: Missing argument 'out'. (hint: see 'musicsae data synth --help')",
+        ("dat",): "error: No such command 'dat'. Did you mean 'data'? (hint: see 'musicsae --help')",
+    }
+    for args, line in cases.items():
+        proc = run(*args)
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [line], proc.stderr
+    unknown = run("data", "index", str(tmp_path), "--out", "m.csv", "--bogus")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: No such option: --bogus")
+    bare = run("data")
+    assert bare.returncode == 2 and "synth" in bare.stdout and bare.stderr == ""
+    assert run("data", "--help").returncode == 0 and run("data", "synth", "x", "--dry-run").returncode == 0
