@@ -78,7 +78,7 @@ def read_manifest_file(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}", "pass a .csv, .jsonl or .parquet file or a folder of audio")
-    records = _read_records(path, manifest_format(path))
+    records = read_records(path)
     if not records:
         raise InputError(f"manifest is empty: {path}", "it needs a header and at least one row")
     columns = list(dict.fromkeys(k for r in records for k in r))
@@ -112,6 +112,18 @@ def read_manifest_file(
         rows.append(row)
     _check_unique(rows, path)
     return Manifest(rows, labels, root)
+
+
+def load_dataset(source: str | os.PathLike) -> Manifest:
+    """Rows of a dataset given as a manifest file, a dataset folder (with manifest.csv) or a folder of audio."""
+    source = Path(source)
+    if source.is_dir():
+        inner = source / "manifest.csv"
+        return read_manifest_file(inner) if (source / "manifest.json").is_file() and inner.is_file() \
+            else index_folder(source)
+    if not source.exists():
+        raise InputError(f"no such file or folder: {source}", "pass a manifest, a dataset folder or a folder of audio")
+    return read_manifest_file(source)
 
 
 def index_folder(folder: str | os.PathLike, label_name: str = "label", group_regex: str | None = None) -> Manifest:
@@ -158,7 +170,9 @@ def _group_of(item_id: str, pattern: re.Pattern | None) -> str:
     return match.group("group") if "group" in pattern.groupindex else match.group(1)
 
 
-def _read_records(path: Path, fmt: str) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
+    """The rows of a CSV (numeric columns typed), JSONL or Parquet file as dicts."""
+    fmt = manifest_format(path)
     try:
         if fmt == ".csv":
             with path.open(newline="", encoding="utf-8") as fh:

@@ -1,0 +1,1 @@
+"""`musicsae extract`: activations of model layers into an activation store (from audio or during generation)."""

@@ -1,0 +1,118 @@
+"""Teacher-forced extraction: audio -> model -> frame-aligned activations in a store, resumable."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..audio.io import audio_info, load_audio
+from ..audio.manifest import load_dataset
+from ..errors import AudioError, InputError
+from ..progress import ProgressFactory, no_progress
+from .common import open_store, out_of_memory_hint, store_config, to_store
+from .config import ExtractConfig
+from .windows import plan_windows, window_id
+
+log = logging.getLogger("musicsae")
+
+
+@dataclass
+class _Job:
+    item_id: str
+    audio: np.ndarray  # (n,) mono at the model's rate, a whole number of frames
+    start: int  # first sample of the window in the source
+    meta: dict
+    text: str | None
+
+
+def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
+                  progress: ProgressFactory = no_progress, adapter=None) -> dict:
+    """Run the model over every window of every item in `source` and store the requested hookpoints."""
+    from ..models import load_adapter
+
+    manifest = load_dataset(source)
+    if cfg.text_column and manifest.rows and cfg.text_column not in manifest.rows[0]:
+        raise InputError(f"the manifest has no text column '{cfg.text_column}'",
+                         f"columns: {', '.join(manifest.columns)}")
+    adapter = adapter or load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
+                                      seed=cfg.seed)
+    hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
+    writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "audio", str(source)), overwrite)
+    sr, hop = adapter.sample_rate, adapter.hop_length
+    skipped: list[tuple[str, str]] = []
+    stats = {"windows": 0, "rows": 0, "audio_s": 0.0}
+    started = time.perf_counter()
+    jobs: list[_Job] = []
+
+    def run(batch: list[_Job]) -> None:
+        with out_of_memory_hint(cfg.batch_size):
+            acts = adapter.audio_activations([j.audio for j in batch], hookpoints, [j.text for j in batch])
+        for job, item in zip(batch, acts):
+            n = next(iter(item.values())).shape[0]
+            frames = np.arange(n)
+            writer.add_item(job.item_id, {h: to_store(item[h], cfg.store_dtype) for h in hookpoints},
+                            item_meta=job.meta, time_s=(job.start // hop + frames) / adapter.frame_rate)
+            stats["windows"] += 1
+            stats["rows"] += n
+            stats["audio_s"] += len(job.audio) / sr
+
+    with writer, progress("Extracting", len(manifest.rows)) as bar:
+        for row in manifest.rows:
+            for job in _jobs_for(row, manifest.label_columns, writer.done_items, cfg, sr, hop, skipped):
+                jobs.append(job)
+                if len(jobs) == cfg.batch_size:
+                    run(jobs)
+                    jobs = []
+            bar.advance()
+        if jobs:
+            run(jobs)
+    elapsed = time.perf_counter() - started
+    return {"store": str(out), "hookpoints": hookpoints, "windows_written": stats["windows"],
+            "rows_written": stats["rows"], "store_items": writer.n_items, "store_rows": writer.n_rows,
+            "audio_seconds": round(stats["audio_s"], 3), "elapsed_s": round(elapsed, 3),
+            "audio_s_per_s": round(stats["audio_s"] / elapsed, 3) if elapsed > 0 else None,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def _jobs_for(row: dict, labels: list[str], done, cfg: ExtractConfig, sr: int, hop: int,
+              skipped: list[tuple[str, str]]):
+    """The not-yet-stored windows of one manifest row (the audio is read only when some are missing)."""
+    path = Path(row["path"])
+    try:
+        info = audio_info(path)
+        expected = plan_windows(int(info.frames * sr / info.sample_rate), sr, hop, cfg.window_s, cfg.hop,
+                                cfg.min_window_s)
+        if expected and all(window_id(row["item_id"], w, len(expected)) in done for w in expected):
+            return
+        audio, _ = load_audio(path, sample_rate=sr, mono=True)
+    except AudioError as exc:
+        if cfg.strict:
+            raise
+        log.warning("skipping %s: %s", path, exc.message)
+        skipped.append((str(path), exc.message))
+        return
+    windows = plan_windows(len(audio), sr, hop, cfg.window_s, cfg.hop, cfg.min_window_s)
+    if not windows:
+        reason = f"shorter than one frame ({hop} samples at {sr} Hz)"
+        if cfg.strict:
+            raise AudioError(f"{path}: {reason}", "drop --strict to skip it")
+        log.warning("skipping %s: %s", path, reason)
+        skipped.append((str(path), reason))
+        return
+    text = cfg.text if cfg.text is not None else (row.get(cfg.text_column) if cfg.text_column else None)
+    base = {"source_item": row["item_id"], "source_path": str(path), "group": row["group"],
+            **{c: row.get(c) for c in labels}}
+    if text is not None:
+        base["text"] = str(text)
+    for w in windows:
+        item_id = window_id(row["item_id"], w, len(windows))
+        if item_id in done:
+            continue
+        meta = {**base, "window": w.index, "window_start_s": w.start / sr}
+        yield _Job(item_id, audio[w.start:w.start + w.length], w.start, meta,
+                   None if text is None else str(text))
+

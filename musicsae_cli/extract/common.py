@@ -1,0 +1,68 @@
+"""What both extraction modes share: opening (or resuming) the store, moving tensors into it, OOM errors."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import read_manifest
+from ..errors import InputError, MusicSAEError, OutputExistsError
+from ..store import StoreWriter, is_store
+
+# Settings that change what a store holds; a rerun with other values cannot resume it.
+_RUNTIME_ONLY = ("device", "batch_size", "strict", "shard_mb")
+
+
+def store_config(cfg, mode: str, source: str) -> dict:
+    """The config recorded in the store: the resolved settings plus the mode and the source."""
+    return {"mode": mode, "source": source, **cfg.model_dump(mode="json")}
+
+
+def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dict, overwrite: bool) -> StoreWriter:
+    """A writer for `out`: new, replacing a store (--overwrite), or resuming an interrupted run of the same job."""
+    out = Path(out)
+    resume = False
+    if out.exists() and not overwrite:
+        if not is_store(out):
+            raise OutputExistsError(out, "output")
+        manifest = read_manifest(out)
+        if manifest.get("status") == "complete":
+            raise OutputExistsError(out, "activation store")
+        before = manifest.get("config", {})
+        changed = [k for k in record if k not in _RUNTIME_ONLY and before.get(k) != record[k]]
+        if changed:
+            raise InputError(f"{out} is an interrupted extraction with other settings ({', '.join(changed)})",
+                             "rerun it with the same settings to resume, or pass --overwrite to start over")
+        resume = True
+    if not out.parent.exists():
+        raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
+    widths = {h: adapter.hookpoint_widths[h] for h in hookpoints}
+    return StoreWriter.create(out, widths, cfg.store_dtype, model=adapter.describe(),
+                              frame_rate=adapter.frame_rate, position_convention=adapter.position_convention,
+                              config=record, overwrite=overwrite, resume=resume, shard_bytes=cfg.shard_mb * 2**20)
+
+
+def to_store(t, store_dtype: str) -> np.ndarray:
+    """A (n, d) tensor as the array the store keeps, converted on the tensor's device (cheaper on a GPU)."""
+    import torch
+
+    if store_dtype == "float16":
+        return t.to(torch.float16).cpu().numpy()
+    if store_dtype == "bfloat16":  # the store keeps bf16 as its uint16 bit pattern
+        return t.to(torch.bfloat16).view(torch.int16).cpu().numpy().view(np.uint16)
+    return t.to(torch.float32).cpu().numpy()
+
+
+@contextmanager
+def out_of_memory_hint(batch_size: int):
+    """Turn a device out-of-memory error into a one-line error that suggests a smaller batch."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        smaller = max(1, batch_size // 2)
+        raise MusicSAEError(f"out of memory with batch size {batch_size}",
+                            f"retry with --batch-size {smaller} (the run resumes where it stopped)") from exc

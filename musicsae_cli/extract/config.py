@@ -1,0 +1,57 @@
+"""The config of `musicsae extract` (teacher forcing from audio, or capture during generation)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import ConfigError
+
+
+class ExtractConfig(BaseModel):
+    """What to run, which hookpoints to capture and how to store them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("facebook/musicgen-small", description="Hub id (facebook/musicgen-small|medium|large), "
+                       "a local save_pretrained directory, or tiny-musicgen (built in, random weights).")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+    hookpoints: str = Field("all", description="layers.N, ranges layers.A-B, negative layers.-1, lists "
+                            "separated by commas, or all.")
+    store_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float16", description="Precision of the stored activations.")
+    batch_size: int = Field(8, ge=1, description="Windows (or generated clips) per forward pass.")
+    seed: int = Field(0, ge=0, description="Seed for the tiny model's weights and for generation sampling.")
+    shard_mb: int = Field(256, ge=1, description="Approximate size of one store shard (MB).")
+    strict: bool = Field(False, description="Fail on the first unreadable audio file instead of skipping it.")
+    # teacher forcing from audio
+    window_s: float = Field(10.0, gt=0, description="Cut audio into windows of this many seconds.")
+    hop_s: float | None = Field(None, gt=0, description="Step between window starts (seconds); default = "
+                                "window_s (no overlap).")
+    min_window_s: float = Field(0.0, ge=0, description="Drop a file's last window when it is shorter than this.")
+    text: str | None = Field(None, description="Condition every item on this text (default: unconditional, so "
+                             "labels never leak through the prompt).")
+    text_column: str | None = Field(None, description="Condition each item on this manifest column.")
+    # capture during generation
+    duration_s: float = Field(10.0, gt=0, description="Length of each generated clip (seconds).")
+    samples_per_prompt: int = Field(1, ge=1, description="Clips generated per prompt.")
+    guidance_scale: float = Field(3.0, ge=1.0, description="Classifier-free guidance scale (1 = no guidance).")
+    top_k: int = Field(250, ge=0, description="Top-k sampling (0 = off).")
+    top_p: float = Field(0.0, ge=0.0, le=1.0, description="Nucleus sampling (0 = off).")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
+    stream: Literal["both", "cond", "uncond"] = Field(
+        "both", description="Which classifier-free-guidance stream(s) to store during generation.")
+    prompt_column: str = Field("prompt", description="Column with prompts when prompts come from a manifest.")
+
+    @model_validator(mode="after")
+    def _one_conditioning(self) -> ExtractConfig:
+        if self.text is not None and self.text_column is not None:
+            raise ConfigError("text and text_column are both set", "condition on one: --text or --text-column")
+        return self
+
+    @property
+    def hop(self) -> float:
+        return self.hop_s if self.hop_s is not None else self.window_s

@@ -1,0 +1,104 @@
+"""Extraction during generation: prompts -> generated audio (written beside the store) + activations per stream."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..audio.io import write_wav
+from ..audio.manifest import MANIFEST_FORMATS, read_records
+from ..errors import InputError
+from ..progress import ProgressFactory, no_progress
+from .common import open_store, out_of_memory_hint, store_config, to_store
+from .config import ExtractConfig
+
+AUDIO_DIR = "generated"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt with its id and any labels that came with it."""
+
+    prompt_id: str
+    text: str
+    labels: dict
+
+
+def read_prompts(path: str | Path, column: str = "prompt") -> list[Prompt]:
+    """Prompts from a text file (one per line) or from a column of a CSV/JSONL/Parquet manifest."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"prompt file not found: {path}", "pass a .txt file (one prompt per line) or a manifest")
+    if path.suffix.lower() in MANIFEST_FORMATS:
+        rows = read_records(path)
+        if not rows or column not in rows[0]:
+            found = ", ".join(rows[0]) if rows else "none"
+            raise InputError(f"{path.name} has no prompt column '{column}' (columns: {found})",
+                             "name it with --prompt-column")
+        ids = [str(r.get("item_id") or r.get("id") or f"p{i:04d}") for i, r in enumerate(rows)]
+        return [Prompt(pid, str(r[column]), {k: v for k, v in r.items() if k not in (column, "item_id", "id")})
+                for pid, r in zip(ids, rows)]
+    lines = [line.strip() for line in path.read_text("utf-8").splitlines()]
+    prompts = [Prompt(f"p{i:04d}", text, {}) for i, text in enumerate(t for t in lines if t)]
+    if not prompts:
+        raise InputError(f"no prompts in {path}", "write one prompt per line")
+    return prompts
+
+
+def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
+                     progress: ProgressFactory = no_progress, adapter=None, source: str = "prompts") -> dict:
+    """Generate `samples_per_prompt` clips per prompt, storing each stream's activations and the audio."""
+    from ..models import load_adapter
+
+    if not prompts:
+        raise InputError("no prompts given", "pass --prompt TEXT or --prompts FILE")
+    adapter = adapter or load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
+                                      seed=cfg.seed)
+    hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
+    writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "generate", source), overwrite)
+    audio_dir = Path(out) / AUDIO_DIR
+    samples = [(p, s) for p in prompts for s in range(cfg.samples_per_prompt)]
+    n_batches = -(-len(samples) // cfg.batch_size)
+    started, written, rows = time.perf_counter(), 0, 0
+    with writer, progress("Generating", n_batches) as bar:
+        # Batches are fixed by position and seeded by number, so a resumed run generates the same clips.
+        for b in range(n_batches):
+            batch = samples[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            ids = [f"{p.prompt_id}-s{s}" for p, s in batch]
+            if all(i in writer.done_items for i in ids):
+                bar.advance()
+                continue
+            with out_of_memory_hint(cfg.batch_size):
+                res = adapter.generate([p.text for p, _ in batch], cfg.duration_s, hookpoints,
+                                       guidance_scale=cfg.guidance_scale, seed=cfg.seed + b, top_k=cfg.top_k,
+                                       top_p=cfg.top_p, temperature=cfg.temperature, streams=cfg.stream)
+            for i, (item_id, (prompt, s)) in enumerate(zip(ids, batch)):
+                if item_id in writer.done_items:
+                    continue
+                wav = write_wav(audio_dir / f"{item_id}.wav", res.audio[i], adapter.sample_rate)
+                np.save(audio_dir / f"{item_id}.codes.npy", res.codes[i])
+                streams = list(res.acts)
+                acts = {h: np.concatenate([to_store(res.acts[st][h][i], cfg.store_dtype) for st in streams])
+                        for h in hookpoints}  # (n_streams * T, d), one stream after the other
+                frames = np.tile(np.arange(res.n_frames), len(streams))
+                meta = {"prompt_id": prompt.prompt_id, "prompt": prompt.text, "sample": s, "batch": b,
+                        "seed": cfg.seed + b, "audio_path": str(wav.relative_to(Path(out))), **prompt.labels}
+                writer.add_item(item_id, acts, item_meta=meta, frames=frames,
+                                frame_meta={"stream": np.repeat(streams, res.n_frames)},
+                                time_s=frames / adapter.frame_rate)
+                written += 1
+                rows += len(frames)
+            bar.advance()
+    elapsed = time.perf_counter() - started
+    generated_s = written * res_seconds(cfg, adapter)
+    return {"store": str(out), "audio_dir": str(audio_dir), "hookpoints": hookpoints, "clips_written": written,
+            "rows_written": rows, "store_items": writer.n_items, "store_rows": writer.n_rows,
+            "generated_seconds": round(generated_s, 3), "elapsed_s": round(elapsed, 3)}
+
+
+def res_seconds(cfg: ExtractConfig, adapter) -> float:
+    """Seconds of audio in one generated clip (whole frames)."""
+    return max(1, round(cfg.duration_s * adapter.frame_rate)) / adapter.frame_rate

@@ -1,0 +1,73 @@
+"""The interface every model family implements (MusicGen now; RAVE, token LMs, any module later)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class GenerationOutput:
+    """Generated audio with the activations captured while generating it."""
+
+    audio: np.ndarray  # (B, C, N) float32 at the adapter's sample rate
+    codes: np.ndarray | None  # (B, K, T) token codes, where the model has them
+    acts: dict[str, dict[str, Any]]  # stream ("cond"/"uncond") -> hookpoint -> tensor (B, T, d), frame-aligned
+    n_frames: int
+    settings: dict = field(default_factory=dict)
+
+
+class ModelAdapter(ABC):
+    """A model behind hookpoint names: audio in, frame-aligned activations out; generation with capture."""
+
+    family: str = ""
+    model_id: str = ""
+    revision: str | None = None
+    position_convention: str = ""
+
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int:
+        """Audio sample rate the model expects (Hz)."""
+
+    @property
+    @abstractmethod
+    def frame_rate(self) -> float:
+        """Activation rows per second of audio."""
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per activation row."""
+        return int(round(self.sample_rate / self.frame_rate))
+
+    @property
+    @abstractmethod
+    def hookpoint_widths(self) -> dict[str, int]:
+        """Every hookpoint the model offers, with its width."""
+
+    @abstractmethod
+    def resolve_hookpoints(self, spec: str | list[str]) -> list[str]:
+        """Expand a hookpoint spec (names, ranges, `all`); UsageError before any work when invalid."""
+
+    @abstractmethod
+    def n_frames(self, n_samples: int) -> int:
+        """Activation rows the model produces for `n_samples` of audio."""
+
+    @abstractmethod
+    def audio_activations(self, audio: list[np.ndarray], hookpoints: list[str],
+                          texts: list[str | None] | None = None) -> list[dict[str, Any]]:
+        """Per item, hookpoint -> (n_frames, d) tensor for mono audio at `sample_rate` (frames aligned)."""
+
+    @abstractmethod
+    def generate(self, texts: list[str | None], duration_s: float, hookpoints: list[str], **options) \
+            -> GenerationOutput:
+        """Generate audio for each prompt, capturing the hookpoints at every generated frame."""
+
+    def describe(self) -> dict:
+        """Model facts recorded in every store manifest."""
+        return {"family": self.family, "id": self.model_id, "revision": self.revision,
+                "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                "n_hookpoints": len(self.hookpoint_widths)}

@@ -1,0 +1,248 @@
+"""MusicGen (transformers `MusicgenForConditionalGeneration`) behind the model-adapter interface.
+
+Teacher forcing: EnCodec codes (K, T) get the codebook delay pattern (input position s holds codebook k of
+frame s-1-k, with a BOS/pad column first) and the decoder runs once per batch; forward hooks on the decoder
+blocks capture the residual stream after each requested block in that one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+from .base import GenerationOutput, ModelAdapter
+from .hookpoints import layer_index, layer_name, parse_hookpoints
+from .hooks import StopForward, scoped_hooks
+
+POSITION_CONVENTION = (
+    "frame t is decoder position t+1, the first position whose input holds codebook 0 of frame t "
+    "(delay pattern: input position s holds codebook k of frame s-1-k); it has seen codebook k of frames "
+    "<= t-k. time_s = window start + t / frame_rate. BOS (position 0), delay padding and batch padding "
+    "are never stored."
+)
+HUB_IDS = ("facebook/musicgen-small", "facebook/musicgen-medium", "facebook/musicgen-large")
+
+
+class _DropVocabWarning(logging.Filter):
+    # transformers warns that pad = codebook size lies outside the vocabulary for every composite MusicGen
+    # config, real checkpoints included; the embedding tables do have that extra row.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "integer within the vocabulary" not in record.getMessage()
+
+
+_FILTER = _DropVocabWarning()
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' harmless pad-token-outside-vocabulary warning (on its own log handler)."""
+    import transformers  # noqa: F401  (configures the library's handler)
+
+    for handler in logging.getLogger("transformers").handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+
+
+class MusicGenAdapter(ModelAdapter):
+    """A loaded MusicGen model and processor, with hookpoints `layers.0 .. layers.{L-1}`."""
+
+    family = "musicgen"
+    position_convention = POSITION_CONVENTION
+
+    def __init__(self, model, processor, model_id: str, revision: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.model_id = model_id
+        self.revision = revision
+        self.layers = model.decoder.model.decoder.layers
+        self.num_codebooks = int(model.decoder.config.num_codebooks)
+        self.pad_id = int(model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None
+                          else model.decoder.config.pad_token_id)
+        if model.decoder.config.audio_channels != 1:
+            raise UsageError(f"{model_id} is a stereo MusicGen", "only mono MusicGen checkpoints are supported")
+
+    # ---- loading ----
+    @classmethod
+    def load(cls, name: str, revision: str | None = None, device: str = "auto", dtype: str = "fp32",
+             seed: int = 0) -> MusicGenAdapter:
+        """From the built-in `tiny-musicgen`, a local save_pretrained directory, or a hub id."""
+        from ..runtime import resolve_device, resolve_dtype
+        from .tiny import TINY_NAME, build_tiny_musicgen
+
+        torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+        if name == TINY_NAME:
+            model, processor = build_tiny_musicgen(seed)
+            adapter = cls(model, processor, TINY_NAME, None)
+        else:
+            model, processor = _from_pretrained(name, revision, torch_dtype)
+            adapter = cls(model, processor, name, revision)
+        adapter.model.to(device=torch_device, dtype=torch_dtype).eval()
+        return adapter
+
+    # ---- facts ----
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def dtype(self):
+        return self.model.dtype
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.audio_encoder.sampling_rate)
+
+    @property
+    def hop_length(self) -> int:
+        return int(np.prod(self.model.config.audio_encoder.upsampling_ratios))
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hookpoint_widths(self) -> dict[str, int]:
+        d = int(self.model.decoder.config.hidden_size)
+        return {layer_name(i): d for i in range(self.n_layers)}
+
+    def resolve_hookpoints(self, spec: str | list[str]) -> list[str]:
+        return parse_hookpoints(spec, self.n_layers)
+
+    def n_frames(self, n_samples: int) -> int:
+        return -(-int(n_samples) // self.hop_length) if n_samples > 0 else 0
+
+    def describe(self) -> dict:
+        cfg = self.model.decoder.config
+        return {**super().describe(), "n_layers": self.n_layers, "hidden_size": int(cfg.hidden_size),
+                "num_codebooks": self.num_codebooks, "codebook_size": int(cfg.vocab_size),
+                "dtype": str(self.dtype).replace("torch.", "")}
+
+    # ---- audio -> codes ----
+    def encode(self, audio: list[np.ndarray]):
+        """EnCodec codes (K, T) per mono item; items of equal length are encoded as one batch."""
+        import torch
+
+        out: list = [None] * len(audio)
+        by_length: dict[int, list[int]] = {}
+        for i, a in enumerate(audio):
+            by_length.setdefault(len(a), []).append(i)
+        with torch.inference_mode():
+            for idx in by_length.values():
+                x = torch.from_numpy(np.stack([audio[i] for i in idx]).astype(np.float32))[:, None]  # (B, 1, N)
+                x = x.to(self.device, self.dtype)
+                codes = self.model.audio_encoder.encode(x).audio_codes[0]  # (B, K, T)
+                for j, i in enumerate(idx):
+                    out[i] = codes[j]
+        return out
+
+    # ---- conditioning ----
+    def conditioning(self, texts: list[str | None]):
+        """Encoder states (B, L, d) and mask (B, L) as the model's own forward builds them; None = unconditional."""
+        import torch
+
+        if all(t is None for t in texts):
+            states = torch.zeros((len(texts), 1, self.model.decoder.config.hidden_size), device=self.device,
+                                 dtype=self.dtype)
+            return states, torch.zeros((len(texts), 1), device=self.device, dtype=torch.long)
+        tok = self.processor(text=[t or "" for t in texts], padding=True, return_tensors="pt")
+        ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+        with torch.inference_mode():
+            states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            if getattr(self.model, "enc_to_dec_proj", None) is not None:
+                states = self.model.enc_to_dec_proj(states)
+        uncond = torch.tensor([t is None for t in texts], device=self.device)
+        mask = mask.masked_fill(uncond[:, None], 0)  # an unconditional item attends to nothing, as in CFG
+        return states * mask[..., None].to(states.dtype), mask
+
+    # ---- teacher forcing ----
+    def delayed_inputs(self, codes: list) -> tuple:
+        """Decoder input (B*K, T_max+1) with the delay pattern, right-padded; and each item's T."""
+        import torch
+
+        k_books, pad = self.num_codebooks, self.pad_id
+        lengths = [int(c.shape[-1]) for c in codes]
+        t_max = max(lengths)
+        seq = torch.full((len(codes), k_books, t_max + 1), pad, dtype=torch.long, device=self.device)
+        for b, c in enumerate(codes):
+            for k in range(k_books):
+                n = min(lengths[b], t_max - k)  # codebook k of frame t sits at position k+1+t
+                if n > 0:
+                    seq[b, k, k + 1:k + 1 + n] = c[k, :n]
+        return seq.reshape(len(codes) * k_books, t_max + 1), lengths
+
+    def audio_activations(self, audio, hookpoints, texts=None):
+        return self.code_activations(self.encode(audio), hookpoints, texts)
+
+    def code_activations(self, codes: list, hookpoints: list[str], texts: list[str | None] | None = None):
+        """Per item, hookpoint -> (T, d) residuals at positions 1..T (frames 0..T-1), one decoder pass."""
+        import torch
+
+        texts = texts if texts is not None else [None] * len(codes)
+        ids, lengths = self.delayed_inputs(codes)
+        states, mask = self.conditioning(texts)
+        captured: dict[str, torch.Tensor] = {}
+        deepest = max(layer_index(h) for h in hookpoints)
+
+        def hook_for(name: str, last: bool):
+            def hook(module, args, output):
+                captured[name] = output[0] if isinstance(output, tuple) else output  # (B, T_max+1, d)
+                if last:
+                    raise StopForward  # later blocks and the LM heads are not needed
+            return hook
+
+        regs = [(self.layers[layer_index(h)], "forward", hook_for(h, layer_index(h) == deepest), False)
+                for h in hookpoints]
+        with torch.inference_mode(), scoped_hooks(regs):
+            try:
+                self.model.decoder.model.decoder(input_ids=ids, encoder_hidden_states=states,
+                                                 encoder_attention_mask=mask, use_cache=False)
+            except StopForward:
+                pass
+        return [{h: captured[h][b, 1:n + 1] for h in hookpoints} for b, n in enumerate(lengths)]
+
+    def generate(self, texts, duration_s, hookpoints, **options) -> GenerationOutput:
+        from .musicgen_generate import generate_with_capture
+
+        return generate_with_capture(self, texts, duration_s, hookpoints, **options)
+
+
+def _from_pretrained(name: str, revision: str | None, torch_dtype):
+    """Load model and processor from a local directory or the hub, with errors that say what to do."""
+    import json
+
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    path = Path(name).expanduser()
+    local = path.exists()
+    if local:
+        config = path / "config.json"
+        if not path.is_dir() or not config.is_file():
+            raise InputError(f"{name} is not a MusicGen checkpoint (no config.json)",
+                             "pass a directory written by save_pretrained, a hub id, or tiny-musicgen")
+        model_type = json.loads(config.read_text("utf-8")).get("model_type")
+        if model_type != "musicgen":
+            raise InputError(f"{name} is not a MusicGen checkpoint (model_type {model_type!r})",
+                             "pass a facebook/musicgen-{small,medium,large} checkpoint directory")
+    elif "/" not in name:
+        raise InputError(f"unknown model '{name}'", f"use tiny-musicgen, a local directory or a hub id such as "
+                                                    f"{HUB_IDS[0]}")
+    kwargs = {"revision": revision} if revision and not local else {}
+    quiet_transformers()
+    try:
+        model = MusicgenForConditionalGeneration.from_pretrained(str(path) if local else name, dtype=torch_dtype,
+                                                                 **kwargs)
+        processor = AutoProcessor.from_pretrained(str(path) if local else name, **kwargs)
+    except OSError as exc:
+        if local:
+            raise InputError(f"cannot load the MusicGen checkpoint in {name}: {str(exc).splitlines()[0]}",
+                             "the directory may be incomplete; save it again with save_pretrained") from exc
+        raise InputError(f"cannot load '{name}' from the Hugging Face hub: this machine is offline or the id is "
+                         "wrong", "download it where there is network (model.save_pretrained(DIR) and "
+                         "processor.save_pretrained(DIR)) and pass --model DIR") from exc
+    return model, processor

@@ -1,0 +1,100 @@
+"""A tiny random-weight MusicGen built offline in well under a second, for tests and demos.
+
+It is self-consistent the way a real checkpoint is: decoder codebooks = EnCodec quantizers (derived from
+`target_bandwidths`), decoder vocab = codebook size, pad = bos = decoder start = codebook size on the decoder
+and generation configs, a real T5 tokenizer built from an in-memory vocabulary, and a MusicgenProcessor.
+EnCodec's codebooks are initialised from encoder outputs of synthetic audio (transformers leaves them at
+zero, which maps every frame to code 0 and would make every code decode to the same sound).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+TINY_NAME = "tiny-musicgen"
+SAMPLE_RATE = 32000
+UPSAMPLING = [8, 5, 4, 4]  # hop 640 at 32 kHz -> 50 frames/s, as in the real checkpoints
+WORDS = ("music", "song", "piano", "guitar", "drums", "bass", "jazz", "rock", "pop", "classical", "electronic",
+         "ambient", "fast", "slow", "happy", "sad", "loud", "quiet", "note", "chord", "beat", "tempo", "a", "the",
+         "with", "and", "of", "in", "C", "D", "E", "F", "G", "A", "B", "major", "minor")
+
+
+def build_tiny_musicgen(seed: int = 0, num_codebooks: int = 4, codebook_size: int = 64, hidden_size: int = 64,
+                        num_layers: int = 4, num_heads: int = 4):
+    """(model, processor): a random-weight MusicgenForConditionalGeneration and its processor, in eval mode."""
+    import torch
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    from .musicgen import quiet_transformers
+
+    quiet_transformers()
+    nbits = math.ceil(math.log2(codebook_size))
+    frame_rate = SAMPLE_RATE / math.prod(UPSAMPLING)
+    text = T5Config(vocab_size=len(WORDS) + 3, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(
+        sampling_rate=SAMPLE_RATE, audio_channels=1, num_filters=4, hidden_size=16, codebook_size=codebook_size,
+        codebook_dim=16, upsampling_ratios=UPSAMPLING, num_lstm_layers=1, num_residual_layers=1,
+        chunk_length_s=None, overlap=None, normalize=False, use_causal_conv=False,
+        # num_quantizers is derived from the bandwidth: K * frame_rate * log2(codebook_size) / 1000
+        target_bandwidths=[num_codebooks * frame_rate * nbits / 1000])
+    decoder = MusicgenDecoderConfig(
+        vocab_size=codebook_size, max_position_embeddings=2048, num_hidden_layers=num_layers,
+        ffn_dim=4 * hidden_size, num_attention_heads=num_heads, hidden_size=hidden_size,
+        num_codebooks=num_codebooks, pad_token_id=codebook_size, bos_token_id=codebook_size,
+        decoder_start_token_id=codebook_size)
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=audio,
+                                                            decoder=decoder)).eval()
+    assert model.audio_encoder.config.num_quantizers == num_codebooks
+    _init_codebooks(model, seed)
+    gen = model.generation_config
+    gen.update(do_sample=True, top_k=50, guidance_scale=3.0, max_length=1500, pad_token_id=codebook_size,
+               bos_token_id=codebook_size, decoder_start_token_id=codebook_size)
+    return model, build_tiny_processor()
+
+
+def build_tiny_processor():
+    """A MusicgenProcessor around an offline T5 tokenizer (vocabulary in memory) and EnCodec features."""
+    from transformers import EncodecFeatureExtractor, MusicgenProcessor, T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"\u2581{w}", -float(i)) for i, w in enumerate(WORDS)]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    features = EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0)
+    return MusicgenProcessor(feature_extractor=features, tokenizer=tokenizer)
+
+
+def _init_codebooks(model, seed: int) -> None:
+    """Fill each residual quantizer's codebook with residuals of encoded synthetic audio (sines + noise)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE  # 1 s
+    freqs = torch.tensor([55.0, 110, 165, 220, 330, 440, 660, 880, 1320, 1760, 2640, 3520])
+    audio = 0.5 * torch.sin(2 * math.pi * freqs[:, None] * t[None]) + 0.1 * torch.randn(len(freqs), len(t), generator=g)
+    enc = model.audio_encoder
+    with torch.no_grad():
+        emb = enc.encoder(audio[:, None])  # (B, D, T)
+        residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # (B*T, D)
+        for layer in enc.quantizer.layers:
+            book = layer.codebook
+            pick = torch.randperm(residual.shape[0], generator=g)[: book.embed.shape[0]]
+            book.embed.copy_(residual[pick])
+            book.embed_avg.copy_(residual[pick])
+            residual = residual - book.embed[book.quantize(residual)]
+
+
+def save_tiny_musicgen(directory: str | Path, seed: int = 0) -> Path:
+    """Write the tiny MusicGen and its processor with save_pretrained, loadable by from_pretrained."""
+    directory = Path(directory)
+    model, processor = build_tiny_musicgen(seed)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -1,0 +1,52 @@
+"""Device, dtype and seeding in one place ("auto" device = cuda > mps > cpu)."""
+
+from __future__ import annotations
+
+import random
+
+from .errors import UsageError
+
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+          "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def resolve_device(name: str = "auto"):
+    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; UsageError when it is not available."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"unknown device '{name}'", "use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device '{name}' requested but CUDA is not available", "use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device 'mps' requested but MPS is not available", "use --device cpu or auto")
+    return device
+
+
+def resolve_dtype(name: str = "fp32"):
+    """A torch dtype for fp32/fp16/bf16 (or their long names)."""
+    import torch
+
+    canonical = DTYPES.get((name or "fp32").lower())
+    if canonical is None:
+        raise UsageError(f"unknown dtype '{name}'", "use fp32, fp16 or bf16")
+    return getattr(torch, canonical)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
