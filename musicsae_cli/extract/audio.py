@@ -51,7 +51,7 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
     def run(batch: list[_Job]) -> None:
         with out_of_memory_hint(cfg.batch_size):
             acts = adapter.audio_activations([j.audio for j in batch], hookpoints, [j.text for j in batch])
-        for job, item in zip(batch, acts):
+        for job, item in zip(batch, acts, strict=True):
             n = next(iter(item.values())).shape[0]
             frames = np.arange(n)
             writer.add_item(job.item_id, {h: to_store(item[h], cfg.store_dtype) for h in hookpoints},

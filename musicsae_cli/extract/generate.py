@@ -40,7 +40,7 @@ def read_prompts(path: str | Path, column: str = "prompt") -> list[Prompt]:
                              "name it with --prompt-column")
         ids = [str(r.get("item_id") or r.get("id") or f"p{i:04d}") for i, r in enumerate(rows)]
         return [Prompt(pid, str(r[column]), {k: v for k, v in r.items() if k not in (column, "item_id", "id")})
-                for pid, r in zip(ids, rows)]
+                for pid, r in zip(ids, rows, strict=True)]
     lines = [line.strip() for line in path.read_text("utf-8").splitlines()]
     prompts = [Prompt(f"p{i:04d}", text, {}) for i, text in enumerate(t for t in lines if t)]
     if not prompts:
@@ -75,7 +75,7 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
                 res = adapter.generate([p.text for p, _ in batch], cfg.duration_s, hookpoints,
                                        guidance_scale=cfg.guidance_scale, seed=cfg.seed + b, top_k=cfg.top_k,
                                        top_p=cfg.top_p, temperature=cfg.temperature, streams=cfg.stream)
-            for i, (item_id, (prompt, s)) in enumerate(zip(ids, batch)):
+            for i, (item_id, (prompt, s)) in enumerate(zip(ids, batch, strict=True)):
                 if item_id in writer.done_items:
                     continue
                 wav = write_wav(audio_dir / f"{item_id}.wav", res.audio[i], adapter.sample_rate)
