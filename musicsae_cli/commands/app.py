@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import data, info
+from . import data, extract, info, model
 
 app = typer.Typer(
     name="musicsae",
@@ -19,6 +19,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data.app, name="data")
+app.command("extract")(extract.extract)
+app.add_typer(model.app, name="model")
 app.command("info")(info.info)
 
 

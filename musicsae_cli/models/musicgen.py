@@ -37,9 +37,10 @@ _FILTER = _DropVocabWarning()
 
 
 def quiet_transformers() -> None:
-    """Silence transformers' harmless pad-token-outside-vocabulary warning (on its own log handler)."""
-    import transformers  # noqa: F401  (configures the library's handler)
+    """Silence transformers' harmless pad-token-outside-vocabulary warning and its progress bars."""
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # musicsae draws its own progress; transformers' bars are noise here
     for handler in logging.getLogger("transformers").handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
@@ -243,6 +244,7 @@ def _from_pretrained(name: str, revision: str | None, torch_dtype):
             raise InputError(f"cannot load the MusicGen checkpoint in {name}: {str(exc).splitlines()[0]}",
                              "the directory may be incomplete; save it again with save_pretrained") from exc
         raise InputError(f"cannot load '{name}' from the Hugging Face hub: this machine is offline or the id is "
-                         "wrong", "download it where there is network (model.save_pretrained(DIR) and "
-                         "processor.save_pretrained(DIR)) and pass --model DIR") from exc
+                         "wrong", "save it where there is network (model.save_pretrained(DIR) and "
+                         "processor.save_pretrained(DIR)) and pass --model DIR; with a filled cache, "
+                         "HF_HUB_OFFLINE=1 skips the network") from exc
     return model, processor

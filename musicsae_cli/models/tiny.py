@@ -91,10 +91,18 @@ def _init_codebooks(model, seed: int) -> None:
             residual = residual - book.embed[book.quantize(residual)]
 
 
-def save_tiny_musicgen(directory: str | Path, seed: int = 0) -> Path:
+def save_tiny_musicgen(directory: str | Path, seed: int = 0, overwrite: bool = False) -> dict:
     """Write the tiny MusicGen and its processor with save_pretrained, loadable by from_pretrained."""
+    from ..artifacts import new_manifest, staged_directory, write_json
+
     directory = Path(directory)
     model, processor = build_tiny_musicgen(seed)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
+    with staged_directory(directory, overwrite) as stage:
+        model.save_pretrained(stage)
+        processor.save_pretrained(stage)
+        # musicsae's own marker (transformers ignores it): lets --overwrite recognise the folder as ours
+        write_json(stage / "manifest.json", new_manifest("model", 1, {"seed": seed}, family="musicgen",
+                                                         name=TINY_NAME))
+    cfg = model.decoder.config
+    return {"path": str(directory), "n_layers": int(cfg.num_hidden_layers), "hidden_size": int(cfg.hidden_size),
+            "parameters": sum(p.numel() for p in model.parameters()), "seed": seed}

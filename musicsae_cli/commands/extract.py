@@ -1,0 +1,84 @@
+"""`musicsae extract`: model activations into an activation store, from audio or while generating."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import (DryRunOpt, JsonOpt, Output, OverwriteOpt, QuietOpt, SetOpt, VerboseOpt, cli_command,
+                      config_option, resolve)
+
+
+@cli_command
+def extract(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Activation store to write (resumed if interrupted).")],
+    source: Annotated[Path | None, typer.Argument(help="Audio to teacher-force: a manifest, a dataset folder or a "
+                                                       "folder of audio. Omit it to generate from prompts.")] = None,
+    config: Annotated[str | None, config_option("extract")] = None,
+    set_: SetOpt = None,
+    model: Annotated[str | None, typer.Option(help="Hub id, local directory or tiny-musicgen.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision of the model.")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", "--hookpoints",
+                                               help="Hookpoints: layers.N, layers.A-B, layers.-1, all.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Model precision: fp32, fp16 or bf16.")] = None,
+    store_dtype: Annotated[str | None, typer.Option(help="Stored precision: float32, float16, bfloat16.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows or clips per forward pass.")] = None,
+    window_s: Annotated[float | None, typer.Option(help="Window length in seconds.")] = None,
+    hop_s: Annotated[float | None, typer.Option(help="Step between windows in seconds.")] = None,
+    text: Annotated[str | None, typer.Option(help="Condition every item on this text.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Condition each item on this manifest column.")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Generate from prompts: a .txt file (one per line) or a "
+                                                      "manifest with a prompt column.")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(help="A prompt to generate from (repeatable).")] = None,
+    prompt_column: Annotated[str | None, typer.Option(help="Prompt column of a prompts manifest.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds per generated clip.")] = None,
+    samples_per_prompt: Annotated[int | None, typer.Option(help="Clips per prompt.")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    stream: Annotated[str | None, typer.Option(help="Streams to store when generating: both, cond, uncond.")]
+    = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (sampling; the tiny model's weights).")] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unreadable audio.")] = None,
+    overwrite: OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Extract layer activations (residual streams) into an activation store."""
+    o = Output(json_out, quiet, verbose)
+    from ..errors import UsageError
+    from ..extract.config import ExtractConfig
+
+    flags = {"model": model, "revision": revision, "hookpoints": layers, "device": device, "dtype": dtype,
+             "store_dtype": store_dtype, "batch_size": batch_size, "window_s": window_s, "hop_s": hop_s,
+             "text": text, "text_column": text_column, "duration_s": duration, "prompt_column": prompt_column,
+             "samples_per_prompt": samples_per_prompt, "guidance_scale": guidance_scale, "stream": stream,
+             "seed": seed, "strict": strict}
+    cfg = resolve(ExtractConfig, "extract", config, set_, flags, dry_run, o)
+    generating = prompts is not None or bool(prompt)
+    if generating == (source is not None):
+        raise UsageError("pass either SOURCE (audio to teacher-force) or --prompts/--prompt (to generate)",
+                         "see `musicsae extract --help`")
+    if generating:
+        from ..extract.generate import Prompt, extract_generate, read_prompts
+
+        items = read_prompts(prompts, cfg.prompt_column) if prompts else []
+        items += [Prompt(f"prompt{i:03d}", p, {}) for i, p in enumerate(prompt or [])]
+        res = extract_generate(items, out, cfg, overwrite, o.progress, source=str(prompts or "--prompt"))
+        o.result(res, [res["store"], f"{res['clips_written']} clips generated ({res['generated_seconds']:.1f} s of "
+                                     f"audio in {res['audio_dir']}), {res['rows_written']} rows, "
+                                     f"{res['elapsed_s']:.1f} s"])
+        return
+    from ..extract.audio import extract_audio
+
+    res = extract_audio(source, out, cfg, overwrite, o.progress)
+    lines = [res["store"], f"{res['windows_written']} windows, {res['rows_written']} rows of "
+                           f"{len(res['hookpoints'])} hookpoints; {res['audio_seconds']:.1f} s of audio in "
+                           f"{res['elapsed_s']:.1f} s ({res['audio_s_per_s'] or 0:.1f} audio s/s)"]
+    if res["skipped"]:
+        lines.append(f"{len(res['skipped'])} skipped:")
+        lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
+    o.result(res, lines)

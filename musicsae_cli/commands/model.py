@@ -1,0 +1,49 @@
+"""`musicsae model ...`: the built-in tiny model and what a model offers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import JsonOpt, Output, OverwriteOpt, QuietOpt, VerboseOpt, cli_command
+
+app = typer.Typer(help="Models: write the built-in tiny MusicGen, list hookpoints.", no_args_is_help=True)
+
+
+@app.command("save-tiny")
+@cli_command
+def save_tiny(
+    out: Annotated[Path, typer.Argument(help="Directory to write (loadable with --model DIR).")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write the tiny random-weight MusicGen with save_pretrained (for tests, demos and offline trials)."""
+    o = Output(json_out, quiet, verbose)
+    from ..models.tiny import save_tiny_musicgen
+
+    res = save_tiny_musicgen(out, seed=seed, overwrite=overwrite)
+    o.result(res, [res["path"], f"tiny MusicGen: {res['n_layers']} layers, width {res['hidden_size']}, "
+                                f"{res['parameters']:,} parameters"])
+
+
+@app.command("hookpoints")
+@cli_command
+def hookpoints(
+    model: Annotated[str, typer.Argument(help="Hub id, local directory or tiny-musicgen.")],
+    revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List a model's hookpoints and their widths."""
+    o = Output(json_out, quiet, verbose)
+    from ..models import load_adapter
+
+    adapter = load_adapter(model, revision=revision, device="cpu")
+    widths = adapter.hookpoint_widths
+    o.result({"model": adapter.describe(), "hookpoints": widths}, [f"{h}\t{w}" for h, w in widths.items()])
