@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
-from ._common import (DryRunOpt, JsonOpt, Output, OverwriteOpt, QuietOpt, SetOpt, VerboseOpt, cli_command,
-                      config_option, resolve)
+from ._common import (
+    DryRunOpt,
+    JsonOpt,
+    Output,
+    OverwriteOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    cli_command,
+    config_option,
+    resolve,
+)
 
 
 @cli_command
