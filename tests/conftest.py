@@ -44,3 +44,33 @@ def app():
     from musicsae_cli.commands.app import app
 
     return app
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter():
+    """The built-in tiny MusicGen (random weights), loaded once per session."""
+    from musicsae_cli.models.musicgen import MusicGenAdapter
+
+    return MusicGenAdapter.load("tiny-musicgen", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """The tiny MusicGen written with save_pretrained, for the real from_pretrained path."""
+    from musicsae_cli.models.tiny import save_tiny_musicgen
+
+    path = tmp_path_factory.mktemp("models") / "tiny-musicgen"
+    save_tiny_musicgen(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def concept_set(tmp_path_factory) -> Path:
+    """A small synthesised concept dataset (notes and tempos, 1.5 s clips)."""
+    from musicsae_cli.audio.concepts import make_concept_dataset
+    from musicsae_cli.audio.synth import SynthConfig
+
+    path = tmp_path_factory.mktemp("data") / "concepts"
+    make_concept_dataset(path, SynthConfig(concepts=["notes", "tempos"], timbres=["sine", "piano"],
+                                           max_per_concept=3, duration_s=1.5))
+    return path

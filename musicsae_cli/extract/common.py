@@ -41,7 +41,8 @@ def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dic
     widths = {h: adapter.hookpoint_widths[h] for h in hookpoints}
     return StoreWriter.create(out, widths, cfg.store_dtype, model=adapter.describe(),
                               frame_rate=adapter.frame_rate, position_convention=adapter.position_convention,
-                              config=record, overwrite=overwrite, resume=resume, shard_bytes=cfg.shard_mb * 2**20)
+                              config=record, overwrite=overwrite, resume=resume,
+                              shard_bytes=max(1, int(cfg.shard_mb * 2**20)))
 
 
 def to_store(t, store_dtype: str) -> np.ndarray:

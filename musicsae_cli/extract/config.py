@@ -25,7 +25,7 @@ class ExtractConfig(BaseModel):
         "float16", description="Precision of the stored activations.")
     batch_size: int = Field(8, ge=1, description="Windows (or generated clips) per forward pass.")
     seed: int = Field(0, ge=0, description="Seed for the tiny model's weights and for generation sampling.")
-    shard_mb: int = Field(256, ge=1, description="Approximate size of one store shard (MB).")
+    shard_mb: float = Field(256, gt=0, description="Approximate size of one store shard (MB).")
     strict: bool = Field(False, description="Fail on the first unreadable audio file instead of skipping it.")
     # teacher forcing from audio
     window_s: float = Field(10.0, gt=0, description="Cut audio into windows of this many seconds.")
