@@ -31,12 +31,19 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check musicsae_cli tests bench
 
-# The main job on the built-in defaults: synthesise a concept dataset, index it, describe it.
+# The main job on the built-in defaults: synthesise a concept dataset and index it, write the tiny MusicGen
+# and load it back through from_pretrained to extract every layer from the dataset, then capture activations
+# while generating from two prompts.
 demo: venv
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
 	$(BIN)/musicsae data index $(DEMO_OUT)/concepts/manifest.csv --out $(DEMO_OUT)/concepts-index.csv --overwrite
-	$(BIN)/musicsae info $(DEMO_OUT)/concepts
+	$(BIN)/musicsae model save-tiny $(DEMO_OUT)/tiny-musicgen --overwrite
+	$(BIN)/musicsae extract $(DEMO_OUT)/concepts -c tiny --model $(DEMO_OUT)/tiny-musicgen \
+		-o $(DEMO_OUT)/store --overwrite
+	$(BIN)/musicsae info $(DEMO_OUT)/store
+	$(BIN)/musicsae extract -c tiny --model $(DEMO_OUT)/tiny-musicgen --prompt "calm jazz piano" \
+		--prompt "fast rock drums" --duration 4 -o $(DEMO_OUT)/generated --overwrite
 
 # Regenerate the shell completion scripts (a test fails when they drift from the CLI).
 completions: venv

@@ -30,7 +30,9 @@ def _command_paths(app) -> list[list[str]]:
 
 def test_help_on_every_command(runner, app):
     paths = _command_paths(app)
-    assert ["data", "synth"] in paths and ["data", "index"] in paths and ["info"] in paths
+    for expected in (["data", "synth"], ["data", "index"], ["info"], ["extract"], ["model", "save-tiny"],
+                     ["model", "hookpoints"]):
+        assert expected in paths
     for path in [[], *paths]:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
@@ -60,6 +62,8 @@ sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
     (["musicsae", "data", "synth", "--help"], {}),
     (["musicsae", "data", "index", "--help"], {}),
     (["musicsae", "info", "--help"], {}),
+    (["musicsae", "extract", "--help"], {}),
+    (["musicsae", "model", "save-tiny", "--help"], {}),
     (["musicsae"], {"_MUSICSAE_COMPLETE": "complete_bash", "COMP_WORDS": "musicsae data sy", "COMP_CWORD": "2"}),
     (["musicsae"], {"_MUSICSAE_COMPLETE": "complete_bash", "COMP_WORDS": "musicsae data synth out -c ",
                     "COMP_CWORD": "5"}),
