@@ -52,6 +52,7 @@ completions: venv
 bench: venv
 	mkdir -p bench-out
 	$(BIN)/python bench/store_bench.py --out bench-out/store --gb 2.0
+	$(BIN)/python bench/extract_bench.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

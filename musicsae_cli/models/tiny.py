@@ -54,7 +54,7 @@ def build_tiny_musicgen(seed: int = 0, num_codebooks: int = 4, codebook_size: in
     model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=audio,
                                                             decoder=decoder)).eval()
     assert model.audio_encoder.config.num_quantizers == num_codebooks
-    _init_codebooks(model, seed)
+    init_codebooks(model, seed)
     gen = model.generation_config
     gen.update(do_sample=True, top_k=50, guidance_scale=3.0, max_length=1500, pad_token_id=codebook_size,
                bos_token_id=codebook_size, decoder_start_token_id=codebook_size)
@@ -71,24 +71,29 @@ def build_tiny_processor():
     return MusicgenProcessor(feature_extractor=features, tokenizer=tokenizer)
 
 
-def _init_codebooks(model, seed: int) -> None:
-    """Fill each residual quantizer's codebook with residuals of encoded synthetic audio (sines + noise)."""
+def init_codebooks(model, seed: int) -> None:
+    """Fill each residual quantizer's codebook from encoder outputs of synthetic audio (random chords + noise).
+
+    Entries are residuals drawn with replacement plus noise, so this works for any codebook size (2048 codes
+    need more frames than a few seconds give) and no stage's residual collapses to zero.
+    """
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE  # 1 s
-    freqs = torch.tensor([55.0, 110, 165, 220, 330, 440, 660, 880, 1320, 1760, 2640, 3520])
-    audio = 0.5 * torch.sin(2 * math.pi * freqs[:, None] * t[None]) + 0.1 * torch.randn(len(freqs), len(t), generator=g)
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE  # 1 s per clip
+    freqs = 55 * 2 ** (6 * torch.rand(8, 3, generator=g))  # (8 clips, 3 tones) between 55 Hz and 3.5 kHz
+    audio = 0.3 * torch.sin(2 * math.pi * freqs[..., None] * t).sum(1) + 0.05 * torch.randn(8, len(t), generator=g)
     enc = model.audio_encoder
     with torch.no_grad():
-        emb = enc.encoder(audio[:, None])  # (B, D, T)
+        emb = enc.encoder(audio[:, None].to(enc.device, enc.dtype)).float()  # (B, D, T)
         residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # (B*T, D)
         for layer in enc.quantizer.layers:
             book = layer.codebook
-            pick = torch.randperm(residual.shape[0], generator=g)[: book.embed.shape[0]]
-            book.embed.copy_(residual[pick])
-            book.embed_avg.copy_(residual[pick])
-            residual = residual - book.embed[book.quantize(residual)]
+            pick = torch.randint(len(residual), (book.embed.shape[0],), generator=g)
+            noise = 0.5 * residual.std(0) * torch.randn(book.embed.shape, generator=g)
+            book.embed.copy_(residual[pick] + noise)
+            book.embed_avg.copy_(book.embed)
+            residual = residual - book.embed.float()[book.quantize(residual.to(book.embed.dtype))]
 
 
 def save_tiny_musicgen(directory: str | Path, seed: int = 0, overwrite: bool = False) -> dict:
