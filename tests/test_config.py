@@ -79,9 +79,10 @@ def test_every_shipped_preset_validates(monkeypatch):
     """Guard: each preset in configs/ names the command it is for by prefix and validates against its model."""
     from musicsae_cli.audio.dataset import IndexConfig
     from musicsae_cli.audio.synth import SynthConfig
+    from musicsae_cli.extract.config import ExtractConfig
 
     monkeypatch.delenv("MUSICSAE_CONFIG_DIR", raising=False)
-    models = {("data", "synth"): SynthConfig, ("data", "index"): IndexConfig}
+    models = {("data", "synth"): SynthConfig, ("data", "index"): IndexConfig, ("extract", ""): ExtractConfig}
     presets = sorted(configs_dir().glob("*/*.yaml"))
     assert presets, "no presets found"
     for path in presets:
