@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +62,11 @@ class ModelAdapter(ABC):
     def audio_activations(self, audio: list[np.ndarray], hookpoints: list[str],
                           texts: list[str | None] | None = None) -> list[dict[str, Any]]:
         """Per item, hookpoint -> (n_frames, d) tensor for mono audio at `sample_rate` (frames aligned)."""
+
+    @abstractmethod
+    def intervene(self, edits: dict[str, Callable]) -> AbstractContextManager[None]:
+        """While active, each hookpoint's output h is replaced by edits[hookpoint](h) in every forward pass
+        (teacher forcing and generation alike); captures see the edited value. Removed on exit."""
 
     @abstractmethod
     def generate(self, texts: list[str | None], duration_s: float, hookpoints: list[str], **options) \

@@ -8,6 +8,7 @@ blocks capture the residual stream after each requested block in that one pass.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,21 @@ class MusicGenAdapter(ModelAdapter):
             except StopForward:
                 pass
         return [{h: captured[h][b, 1:n + 1] for h in hookpoints} for b, n in enumerate(lengths)]
+
+    @contextmanager
+    def intervene(self, edits: dict):
+        """Replace block outputs: edits maps a hookpoint to fn(h (batch, seq, d)) -> h; hooks removed on exit."""
+        for name in edits:
+            self.resolve_hookpoints(name)  # unknown or out-of-range names fail here
+
+        def hook_for(fn):
+            def hook(module, args, output):
+                return fn(output[0] if isinstance(output, tuple) else output)
+            return hook
+
+        regs = [(self.layers[layer_index(h)], "forward", hook_for(fn), False) for h, fn in edits.items()]
+        with scoped_hooks(regs):
+            yield
 
     def generate(self, texts, duration_s, hookpoints, **options) -> GenerationOutput:
         from .musicgen_generate import generate_with_capture

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicsae_cli.errors import InputError
+from musicsae_cli.errors import InputError, UsageError
 from musicsae_cli.models.musicgen import MusicGenAdapter
 
 SR = 32000
@@ -130,6 +130,33 @@ def test_generation_is_seeded_and_streams_selectable(tiny_adapter):
     c = tiny_adapter.generate(["piano"], 0.2, ["layers.1"], seed=4)
     assert np.array_equal(a.codes, b.codes) and not np.array_equal(a.codes, c.codes)
     assert set(b.acts) == {"cond"}
+
+
+def test_intervene_edits_downstream_only_and_is_removed(tiny_adapter):
+    codes = tiny_adapter.encode([_tone(440, 0.4)])
+    hooks = ["layers.0", "layers.1", "layers.2"]
+    clean = tiny_adapter.code_activations(codes, hooks)[0]
+    v = torch.randn(64)
+    with tiny_adapter.intervene({"layers.1": lambda h: h + v}):
+        steered = tiny_adapter.code_activations(codes, hooks)[0]
+        with tiny_adapter.intervene({"layers.0": lambda h: h}):  # an identity edit is exactly a no-op
+            same = tiny_adapter.code_activations(codes, hooks)[0]
+    torch.testing.assert_close(steered["layers.0"], clean["layers.0"], rtol=0, atol=0)
+    torch.testing.assert_close(steered["layers.1"], clean["layers.1"] + v, rtol=0, atol=1e-5)
+    assert (steered["layers.2"] - clean["layers.2"]).abs().max() > 1e-3
+    torch.testing.assert_close(same["layers.2"], steered["layers.2"], rtol=0, atol=0)
+    after = tiny_adapter.code_activations(codes, hooks)[0]
+    torch.testing.assert_close(after["layers.2"], clean["layers.2"], rtol=0, atol=0)
+    with pytest.raises(UsageError, match="out of range"):
+        with tiny_adapter.intervene({"layers.9": lambda h: h}):
+            pass
+
+
+def test_intervene_applies_during_generation(tiny_adapter):
+    plain = tiny_adapter.generate(["piano"], 0.2, ["layers.3"], seed=5)
+    with tiny_adapter.intervene({"layers.2": lambda h: h + 5.0}):
+        steered = tiny_adapter.generate(["piano"], 0.2, ["layers.3"], seed=5)
+    assert (plain.acts["cond"]["layers.3"] - steered.acts["cond"]["layers.3"]).abs().max() > 1e-3
 
 
 def test_saved_model_loads_through_from_pretrained_with_identical_activations(tiny_adapter, tiny_dir):
