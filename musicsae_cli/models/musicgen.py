@@ -78,9 +78,15 @@ class MusicGenAdapter(ModelAdapter):
             model, processor = build_tiny_musicgen(seed)
             adapter = cls(model, processor, TINY_NAME, None)
         else:
-            model, processor = _from_pretrained(name, revision, torch_dtype)
+            model, processor = _from_pretrained(name, revision)
             adapter = cls(model, processor, name, revision)
-        adapter.model.to(device=torch_device, dtype=torch_dtype).eval()
+        model = adapter.model
+        # Only the language model runs in the requested precision. EnCodec stays in fp32: it is the
+        # tokenizer, and in bf16 most codes flip to a neighbouring codebook entry.
+        for part in (model.decoder, model.text_encoder, getattr(model, "enc_to_dec_proj", None)):
+            if part is not None:
+                part.to(dtype=torch_dtype)
+        model.to(device=torch_device).eval()
         return adapter
 
     # ---- facts ----
@@ -90,7 +96,8 @@ class MusicGenAdapter(ModelAdapter):
 
     @property
     def dtype(self):
-        return self.model.dtype
+        """Precision of the language model (the decoder); EnCodec always runs in fp32."""
+        return self.model.decoder.dtype
 
     @property
     def sample_rate(self) -> int:
@@ -137,7 +144,7 @@ class MusicGenAdapter(ModelAdapter):
         with torch.inference_mode():
             for idx in by_length.values():
                 x = torch.from_numpy(np.stack([audio[i] for i in idx]).astype(np.float32))[:, None]  # (B, 1, N)
-                x = x.to(self.device, self.dtype)
+                x = x.to(self.device, self.model.audio_encoder.dtype)
                 codes = self.model.audio_encoder.encode(x).audio_codes[0]  # (B, K, T)
                 for j, i in enumerate(idx):
                     out[i] = codes[j]
@@ -229,10 +236,11 @@ class MusicGenAdapter(ModelAdapter):
         return generate_with_capture(self, texts, duration_s, hookpoints, **options)
 
 
-def _from_pretrained(name: str, revision: str | None, torch_dtype):
-    """Load model and processor from a local directory or the hub, with errors that say what to do."""
+def _from_pretrained(name: str, revision: str | None):
+    """Load model and processor (fp32) from a local directory or the hub, with errors that say what to do."""
     import json
 
+    import torch
     from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
     path = Path(name).expanduser()
@@ -252,8 +260,8 @@ def _from_pretrained(name: str, revision: str | None, torch_dtype):
     kwargs = {"revision": revision} if revision and not local else {}
     quiet_transformers()
     try:
-        model = MusicgenForConditionalGeneration.from_pretrained(str(path) if local else name, dtype=torch_dtype,
-                                                                 **kwargs)
+        model = MusicgenForConditionalGeneration.from_pretrained(str(path) if local else name,
+                                                                 dtype=torch.float32, **kwargs)
         processor = AutoProcessor.from_pretrained(str(path) if local else name, **kwargs)
     except OSError as exc:
         if local:
