@@ -18,6 +18,10 @@ def describe(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise InputError(f"no such file or folder: {path}", "pass a store, a dataset folder or a manifest file")
     if path.is_dir():
+        if (path / "cfg.json").is_file():  # an SAE folder (musicsae's or a plain SAELens one)
+            from .sae.io import describe_sae
+
+            return describe_sae(path)
         if not (path / MANIFEST_NAME).is_file():
             raise InputError(f"not a musicsae artefact: {path} (no {MANIFEST_NAME})",
                              "info reads activation stores, dataset folders and manifest files")
@@ -27,6 +31,11 @@ def describe(path: str | Path) -> dict[str, Any]:
             from .store import ActivationStore
 
             return ActivationStore.open(path, allow_incomplete=True).describe()
+        if kind == "sae_run":
+            keys = ("status", "members", "steps", "split", "final_metrics")
+            return {**_head(manifest, path), **{k: manifest.get(k) for k in keys},
+                    "store": manifest.get("config", {}).get("store"),
+                    "hookpoint": manifest.get("config", {}).get("hookpoint")}
         if kind == "dataset":
             return {**_head(manifest, path), **describe_manifest(path / manifest.get("manifest", "manifest.csv"))}
         return _head(manifest, path)

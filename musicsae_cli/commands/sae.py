@@ -1,0 +1,126 @@
+"""`musicsae sae train | encode | evaluate`: sparse autoencoders on activation stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import (
+    DryRunOpt,
+    JsonOpt,
+    Output,
+    OverwriteOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    cli_command,
+    config_option,
+    resolve,
+)
+
+app = typer.Typer(help="Sparse autoencoders: train on a store, encode stores into latents, evaluate.",
+                  no_args_is_help=True)
+StoreArg = Annotated[Path, typer.Argument(help="Activation store.")]
+WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
+
+
+@app.command("train")
+@cli_command
+def train(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: SAE(s), logs, curves, checkpoint.")],
+    config: Annotated[str | None, config_option("sae")] = None,
+    set_: SetOpt = None,
+    hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the only one).")] = None,
+    where: WhereOpt = None,
+    architecture: Annotated[str | None, typer.Option(help="relu, topk, batchtopk or jumprelu.")] = None,
+    k: Annotated[int | None, typer.Option(help="Active latents (topk, batchtopk).")] = None,
+    expansion_factor: Annotated[float | None, typer.Option(help="Latents per input dimension.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
+    device: DeviceOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT.")] = False,
+    init_from: Annotated[Path | None, typer.Option(help="Start from this SAE's weights.")] = None,
+    overwrite: OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train SAE(s) on a store (a sweep trains several from one pass over the data)."""
+    o = Output(json_out, quiet, verbose)
+    from ..sae.config import SAETrainConfig
+
+    flags = {"hookpoint": hookpoint, "where": where, "architecture": architecture, "k": k,
+             "expansion_factor": expansion_factor, "max_steps": max_steps, "batch_size": batch_size,
+             "device": device, "seed": seed}
+    cfg = resolve(SAETrainConfig, "sae", config, set_, flags, dry_run, o)
+    from ..sae.train import train_sae
+
+    res = train_sae(store, out, cfg, overwrite=overwrite, resume=resume, init_from=init_from, progress=o.progress)
+    lines = [res["run"], f"{res['steps']} steps on {res['hookpoint']} ({res['rows_per_s'] or 0:,.0f} rows/s); "
+                         f"metrics on {res['evaluated_on']} ({res['split']['val_rows']} rows):"]
+    for name, m in res["members"].items():
+        lines.append(f"  {name}: explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, "
+                     f"dead {m['dead_fraction']:.3f}, shrinkage {m['shrinkage']:.3f}  -> {m['path']}")
+    o.result(res, lines)
+
+
+@app.command("encode")
+@cli_command
+def encode(
+    store: StoreArg,
+    sae: Annotated[Path, typer.Option("--sae", help="SAE folder or training run.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Latent store to write.")],
+    member: MemberOpt = None,
+    hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
+    where: WhereOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 4096,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Encode a store into a latent store (sparse: indices + values per row, same metadata)."""
+    o = Output(json_out, quiet, verbose)
+    from ..runtime import resolve_device
+    from ..sae.encode import encode_store
+    from ..sae.io import load_sae
+    from ..sae.train import sae_dir
+
+    path = sae_dir(sae, member)
+    model, cfg = load_sae(path)
+    hp = hookpoint or cfg.get("hook_name") or None
+    res = encode_store(model, store, out, hookpoint=hp, where=where, batch_size=batch_size, overwrite=overwrite,
+                       device=str(resolve_device(device or "auto")), progress=o.progress,
+                       sae_info={"path": str(path), "architecture": model.spec.arch, "d_sae": model.spec.d_sae})
+    o.result(res, [str(out), ", ".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, dict | list))])
+
+
+@app.command("evaluate")
+@cli_command
+def evaluate(
+    sae: Annotated[Path, typer.Argument(help="SAE folder or training run.")],
+    store: StoreArg,
+    member: MemberOpt = None,
+    hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
+    where: WhereOpt = None,
+    max_rows: Annotated[int | None, typer.Option(help="Evaluate at most this many rows (evenly spaced).")] = None,
+    device: DeviceOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Reconstruction metrics of an SAE on any store (explained variance, MSE, L0, dead, shrinkage)."""
+    o = Output(json_out, quiet, verbose)
+    from ..sae.evaluate import evaluate_reconstruction
+
+    res = evaluate_reconstruction(sae, store, member=member, hookpoint=hookpoint, where=where, max_rows=max_rows,
+                                  device=device or "auto", progress=o.progress)
+    o.result(res, [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()])

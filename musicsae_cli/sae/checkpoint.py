@@ -1,0 +1,70 @@
+"""Resumable trainer state: weights, Adam moments and schedules in safetensors, counters in JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def save_checkpoint(out: Path, step: int, members: list, extra: dict) -> None:
+    """Write every member's model, optimiser and dead-latent state, then swap the folder in atomically."""
+    from safetensors.torch import save_file
+
+    tensors, meta = {}, {"step": step, **extra, "members": {}}
+    for m in members:
+        for key, value in m.sae.state_dict().items():
+            tensors[f"{m.name}/model/{key}"] = value.detach().cpu().contiguous()
+        opt = m.optimizer.state_dict()
+        for idx, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"{m.name}/adam/{idx}/{key}"] = value.detach().cpu().contiguous().reshape(value.shape)
+        tracker = m.tracker.state_dict()
+        tensors[f"{m.name}/tracker/since_fired"] = tracker.pop("since_fired")
+        meta["members"][m.name] = {"param_groups": opt["param_groups"], "tracker": tracker}
+    tmp = out / f".{CHECKPOINT_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(tensors, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(meta, indent=2, default=float))
+    final = out / CHECKPOINT_DIR
+    if final.exists():
+        old = out / f".{CHECKPOINT_DIR}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+
+
+def load_checkpoint(out: Path, members: list, device) -> dict:
+    """Restore members in place from `out/checkpoint`; returns the saved counters (step, ...)."""
+    from safetensors.torch import load_file
+
+    folder = out / CHECKPOINT_DIR
+    meta = json.loads((folder / "state.json").read_text())
+    tensors = load_file(str(folder / "state.safetensors"), device=str(device))
+    for m in members:
+        prefix = f"{m.name}/model/"
+        m.sae.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        state: dict[int, dict] = {}
+        prefix = f"{m.name}/adam/"
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                idx, name = key[len(prefix):].split("/", 1)
+                state.setdefault(int(idx), {})[name] = value
+        info = meta["members"][m.name]
+        m.optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+        m.tracker.load_state_dict({**info["tracker"], "since_fired": tensors[f"{m.name}/tracker/since_fired"]})
+        for group in m.optimizer.param_groups:  # JSON turned the betas tuple into a list
+            group["betas"] = tuple(group["betas"])
+    return meta
+
+
+def has_checkpoint(out: Path) -> bool:
+    """Whether `out` holds a complete checkpoint."""
+    return (out / CHECKPOINT_DIR / "state.json").is_file()

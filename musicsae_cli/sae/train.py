@@ -1,0 +1,155 @@
+"""`sae train`: the run directory, resume and init-from rules, final evaluation and the saved SAEs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..artifacts import check_replaceable, new_manifest, read_manifest, staged_directory, write_config, write_json
+from ..errors import ConfigError, InputError, OutputExistsError
+from ..progress import ProgressFactory, no_progress
+from .config import SAETrainConfig
+
+RUN_KIND = "sae_run"
+# Settings that only change how a run is watched or where it runs, not what it learns.
+_RUNTIME_ONLY = ("device", "log_every", "eval_every", "checkpoint_every", "tensorboard")
+
+
+def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, overwrite: bool = False,
+              resume: bool = False, init_from: str | Path | None = None,
+              progress: ProgressFactory = no_progress) -> dict:
+    """Train the SAE(s) of `cfg` on a store; returns a summary with the final validation metrics."""
+    import torch
+
+    from ..runtime import resolve_device, seed_everything
+    from ..store import ActivationStore
+    from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from .data import check_finite, init_sample, pick_hookpoint, split_rows
+    from .io import save_sae
+    from .report import write_report
+    from .trainer import build_members, evaluate_members, run_training
+
+    store = ActivationStore.open(store_path)
+    hookpoint = pick_hookpoint(store, cfg.hookpoint)
+    d_in = store.widths[hookpoint]
+    start_sae = _check_init_from(init_from, cfg, d_in) if init_from else None
+    out = Path(out)
+    record = {"store": str(store_path), "hookpoint": hookpoint, **cfg.model_dump(mode="json")}
+    _prepare_run_dir(out, record, overwrite, resume)
+    split = split_rows(store, cfg.where, cfg.val_fraction, cfg.split_column, cfg.seed)
+    steps_per_epoch = split.train.size // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise InputError(f"{split.train.size} training rows are fewer than one batch ({cfg.batch_size})",
+                         "lower --batch-size or extract more audio")
+    total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    sample_rows, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed)
+    sample = torch.from_numpy(sample)
+    check_finite(sample, sample_rows, store)
+    members = build_members(cfg, d_in, sample, device, start_sae)
+    start = load_checkpoint(out, members, device)["step"] if resume and has_checkpoint(out) else 0
+    tb = _tensorboard(out) if cfg.tensorboard else None
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(out, step, members, {"total": total})
+
+    stats = run_training(members, store, hookpoint, split, cfg, out, device, start, total, steps_per_epoch,
+                         progress, checkpoint, tb)
+    checkpoint(total)
+    eval_rows = split.val if split.val.size else split.train
+    final = evaluate_members(members, store, hookpoint, eval_rows, device)
+    saved = {}
+    for m in members:
+        metrics = final[m.name]
+        with staged_directory(out / m.name, overwrite=True) as stage:
+            save_sae(m.sae, stage, hook_name=hookpoint, model_name=str(store.model.get("id", "")),
+                     extra={"store": str(store_path), "member": m.name, "train_config": m.cfg.model_dump(mode="json"),
+                            "steps": total, "split": {"column": split.column, "train_rows": int(split.train.size),
+                                                      "val_rows": int(split.val.size)},
+                            "final_metrics": _scalars(metrics)},
+                     density=torch.as_tensor(metrics["density"]))
+        saved[m.name] = {"path": str(out / m.name), **_scalars(metrics)}
+    write_report(out, final)
+    manifest = read_manifest(out)
+    manifest.update(status="complete", members=list(saved), final_metrics=saved, steps=total,
+                    split={"column": split.column, "train_rows": int(split.train.size),
+                           "val_rows": int(split.val.size), "train_groups": split.n_train_groups,
+                           "val_groups": split.n_val_groups})
+    write_json(out / "manifest.json", manifest)
+    return {"run": str(out), "hookpoint": hookpoint, "steps": total, "resumed_from": start,
+            "rows_per_s": stats["rows_per_s"], "members": saved,
+            "split": manifest["split"], "evaluated_on": "validation" if split.val.size else "training rows"}
+
+
+def _prepare_run_dir(out: Path, record: dict, overwrite: bool, resume: bool) -> None:
+    if resume:
+        if not out.is_dir():
+            raise InputError(f"nothing to resume: {out} does not exist", "start the run without --resume")
+        manifest = read_manifest(out)
+        if manifest.get("kind") != RUN_KIND:
+            raise InputError(f"{out} is not an SAE training run", "pass the folder `sae train` wrote")
+        before = manifest.get("config", {})
+        changed = [f"{k}: {before.get(k)!r} -> {record[k]!r}" for k in record
+                   if k not in _RUNTIME_ONLY and before.get(k) != record[k]]
+        if changed:
+            raise ConfigError("cannot resume with a changed config (" + "; ".join(changed) + ")",
+                              "resume with the original settings, or start a new run")
+        return
+    if out.exists():
+        if not overwrite:
+            raise OutputExistsError(out, "training run")
+        check_replaceable(out)
+        shutil.rmtree(out)
+    if not out.parent.is_dir():
+        raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
+    out.mkdir()
+    write_json(out / "manifest.json", new_manifest(RUN_KIND, 1, record, status="training", members=[]))
+    write_config(out, record)
+
+
+def _check_init_from(path, cfg: SAETrainConfig, d_in: int):
+    from .io import load_sae
+
+    if cfg.sweep:
+        raise ConfigError("--init-from cannot be combined with a sweep", "train one SAE when starting from weights")
+    sae, _ = load_sae(path)
+    spec = sae.spec
+    if spec.d_in != d_in or spec.d_sae != cfg.width(d_in) or spec.arch != cfg.architecture:
+        raise InputError(f"--init-from SAE is {spec.arch} {spec.d_in}->{spec.d_sae}, the run wants "
+                         f"{cfg.architecture} {d_in}->{cfg.width(d_in)}",
+                         "match --set architecture/expansion_factor/d_sae to the starting SAE")
+    return sae
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ConfigError("tensorboard logging needs the tensorboard package", "pip install tensorboard") from exc
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def sae_dir(path: str | Path, member: str | None = None) -> Path:
+    """The SAE folder inside `path`: an SAE folder itself, or a finished run (its only member, or `member`)."""
+    path = Path(path)
+    if (path / "cfg.json").is_file():
+        return path
+    if not (path / "manifest.json").is_file():
+        raise InputError(f"not an SAE: {path} (no cfg.json)", "pass the folder `sae train` wrote or an SAE inside it")
+    manifest = read_manifest(path)
+    if manifest.get("kind") != RUN_KIND:
+        raise InputError(f"{path} is a {manifest.get('kind')!r} artefact, not an SAE", "pass an SAE training run")
+    if manifest.get("status") != "complete":
+        raise InputError(f"the training run {path} is not finished", "resume it with `sae train ... --resume`")
+    members = manifest.get("members", [])
+    if member is None and len(members) == 1:
+        member = members[0]
+    if member not in members:
+        raise InputError(f"choose one of the run's SAEs with --member: {', '.join(members)}",
+                         "a sweep trains several SAEs")
+    return path / member

@@ -1,0 +1,180 @@
+"""SAE training: one pass over shuffled store batches feeds every SAE of a sweep; resumable at any checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MusicSAEError
+from ..progress import ProgressFactory, no_progress
+from .config import SAETrainConfig
+
+log = logging.getLogger("musicsae")
+
+
+@dataclass
+class Member:
+    """One SAE being trained, with its optimiser, dead-latent tracker and config."""
+
+    name: str
+    cfg: SAETrainConfig
+    sae: object
+    optimizer: object
+    tracker: object
+
+
+def lr_at(cfg: SAETrainConfig, step: int, total: int) -> float:
+    """Linear warmup, then constant, then (optionally) decay to 0 over the last part of training."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else cfg.lr
+    start = int(cfg.lr_decay_start * total)
+    if cfg.lr_decay == "none" or step < start or total <= start:
+        return lr
+    frac = (step - start) / (total - start)
+    return lr * (1 - frac) if cfg.lr_decay == "linear" else lr * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def sparsity_at(cfg: SAETrainConfig, step: int) -> float:
+    """The sparsity coefficient of the architecture, warmed up linearly."""
+    coef = cfg.l1_coefficient if cfg.architecture == "relu" else cfg.l0_coefficient
+    if cfg.architecture in ("topk", "batchtopk"):
+        coef = 0.0
+    return coef * min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else coef
+
+
+def build_members(cfg: SAETrainConfig, d_in: int, sample, device, init_from=None) -> list[Member]:
+    """One SAE (with Adam and a dead-latent tracker) per sweep member, initialised from `sample`."""
+    import torch
+
+    from .architectures import SAESpec, SparseAutoencoder
+    from .metrics import DeadLatentTracker
+
+    members = []
+    for name, mcfg in cfg.members():
+        spec = SAESpec(arch=mcfg.architecture, d_in=d_in, d_sae=mcfg.width(d_in),
+                       k=mcfg.k if mcfg.architecture in ("topk", "batchtopk") else None,
+                       jumprelu_bandwidth=mcfg.jumprelu_bandwidth, jumprelu_init_threshold=mcfg.jumprelu_init_threshold)
+        sae = SparseAutoencoder.create(spec, sample=sample, seed=mcfg.seed, init_b_dec=mcfg.init_b_dec,
+                                       normalize=mcfg.normalize)
+        if init_from is not None:
+            sae.load_state_dict(init_from.state_dict())
+        sae.to(device)
+        opt = torch.optim.Adam(sae.parameters(), lr=mcfg.lr, betas=tuple(mcfg.adam_betas))
+        members.append(Member(name, mcfg, sae, opt, DeadLatentTracker(spec.d_sae, mcfg.dead_window_tokens)))
+    return members
+
+
+def train_step(m: Member, x, step: int, total: int) -> dict:
+    """One optimiser step of one member on batch x; returns its detached log terms."""
+    import torch
+
+    cfg = m.cfg
+    for group in m.optimizer.param_groups:
+        group["lr"] = lr_at(cfg, step, total)
+    dead = m.tracker.dead_mask().to(x.device) if cfg.architecture in ("topk", "batchtopk") else None
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
+        out = m.sae.training_loss(x, sparsity_at(cfg, step), dead_mask=dead, auxk_coef=cfg.auxk_coefficient,
+                                  auxk_k=cfg.auxk_k)
+    if not torch.isfinite(out.loss):
+        raise MusicSAEError(f"training diverged at step {step} ({m.name}): the loss is {float(out.loss)}",
+                            "lower the learning rate (--set lr=...) or keep gradient clipping on")
+    out.loss.backward()
+    m.sae.before_optimizer_step()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(m.sae.parameters(), cfg.grad_clip)
+    m.optimizer.step()
+    m.optimizer.zero_grad(set_to_none=True)
+    m.sae.after_optimizer_step()
+    m.tracker.update(out.fired, x.shape[0])
+    if cfg.resample_dead and cfg.architecture == "relu" and (step + 1) % cfg.resample_every == 0:
+        dead_idx = torch.nonzero(m.tracker.dead_mask()).flatten()
+        if dead_idx.numel():
+            m.sae.resample_dead(dead_idx.to(x.device), x, m.optimizer)
+    terms = {k: float(v) for k, v in out.terms.items()}
+    return {"loss": float(out.loss.detach()), **terms, "l0": float(out.l0), "lr": lr_at(cfg, step, total),
+            "dead_fraction": float(m.tracker.dead_mask().float().mean())}
+
+
+def evaluate_members(members: list[Member], store, hookpoint: str, rows: np.ndarray, device,
+                     batch_size: int = 4096) -> dict[str, dict]:
+    """Reconstruction metrics of every member on `rows` (float64 accumulation)."""
+    import torch
+
+    from .metrics import ReconstructionMetrics
+
+    acc = {m.name: ReconstructionMetrics(m.sae.spec.d_sae) for m in members}
+    with torch.no_grad():
+        for start in range(0, rows.size, batch_size):
+            x = torch.from_numpy(store.read_rows(hookpoint, rows[start:start + batch_size])).to(device)
+            for m in members:
+                f = m.sae.encode(x)
+                acc[m.name].update(x, m.sae.decode(f), f)
+    return {name: a.compute() for name, a in acc.items()}
+
+
+class JsonlLog:
+    """Append-only JSON-lines log (flushed per line, so a killed run keeps what it logged)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, default=float) + "\n")
+
+
+def run_training(members: list[Member], store, hookpoint: str, split, cfg: SAETrainConfig, out: Path, device,
+                 start_step: int, total: int, steps_per_epoch: int, progress: ProgressFactory = no_progress,
+                 on_checkpoint=None, tb=None) -> dict:
+    """The training loop from `start_step` to `total`; logs, evaluates and checkpoints as configured."""
+    import torch
+
+    from .data import check_finite
+
+    train_log, eval_log = JsonlLog(out / "train_log.jsonl"), JsonlLog(out / "eval_log.jsonl")
+    eval_rows = _even_sample(split.val if split.val.size else split.train, cfg.eval_rows)
+    step, started, seen = start_step, time.perf_counter(), 0
+    with progress("Training", total - start_step) as bar:
+        while step < total:
+            epoch, first = divmod(step, steps_per_epoch)
+            stream = store.stream([hookpoint], cfg.batch_size, rows=split.train, shuffle=True, seed=cfg.seed,
+                                  epoch=epoch, buffer_rows=cfg.buffer_rows, block_rows=cfg.block_rows,
+                                  start_batch=first, drop_last=True)
+            for batch in stream:
+                x = torch.from_numpy(batch.acts[hookpoint]).to(device, non_blocking=True)
+                check_finite(x, batch.rows, store)
+                for m in members:
+                    terms = train_step(m, x, step, total)
+                    if step % cfg.log_every == 0 or step == total - 1:
+                        row = {"step": step, "tokens": (step + 1) * cfg.batch_size, "member": m.name, **terms}
+                        train_log.write(row)
+                        if tb is not None:
+                            for k, v in terms.items():
+                                tb.add_scalar(f"{m.name}/{k}", v, step)
+                step += 1
+                seen += x.shape[0]
+                bar.advance()
+                if step % cfg.eval_every == 0 and step < total:
+                    for name, metrics in evaluate_members(members, store, hookpoint, eval_rows, device).items():
+                        eval_log.write({"step": step, "member": name, **_scalars(metrics)})
+                if step % cfg.checkpoint_every == 0 and step < total and on_checkpoint is not None:
+                    on_checkpoint(step)
+                if step >= total:
+                    break
+    elapsed = time.perf_counter() - started
+    return {"steps": step, "rows_per_s": seen / elapsed if elapsed > 0 else None, "elapsed_s": elapsed}
+
+
+def _even_sample(rows: np.ndarray, n: int) -> np.ndarray:
+    if rows.size <= n:
+        return rows
+    return rows[np.linspace(0, rows.size - 1, n).astype(np.int64)]
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
