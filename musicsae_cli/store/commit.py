@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..artifacts import write_json
-from .format import META_FILE, SHARD_FILE, TMP_PREFIX, shard_dirname, write_npy_header
+from .csr import CSR
+from .format import INDEX_DTYPE, INDPTR_DTYPE, META_FILE, SHARD_FILE, TMP_PREFIX, shard_dirname, write_npy_header
 from .schema import arrow_type
 
 
@@ -23,7 +24,7 @@ class PendingItem:
 
     item_id: str
     n_frames: int
-    acts: dict[str, np.ndarray]  # hookpoint -> (n_frames, width) storage dtype, C-contiguous
+    acts: dict[str, np.ndarray | CSR]  # hookpoint -> (n_frames, width) storage dtype: C-contiguous, or CSR
     frames: np.ndarray  # (n_frames,) int32
     time_s: np.ndarray | None  # (n_frames,) float64, or None when unknown
     item_meta: dict[str, object] = field(default_factory=dict)
@@ -50,14 +51,21 @@ def fsync_path(path: Path) -> None:
 
 
 def write_shard(shards_dir: Path, index: int, items: list[PendingItem], widths: dict[str, int],
-                storage: np.dtype, columns: dict[str, str], item_columns: list[str]) -> dict:
-    """Commit `items` as shard `index` and return its shard.json; nothing shows unless all succeeds."""
+                storage: np.dtype, columns: dict[str, str], item_columns: list[str],
+                sparse: frozenset[str] = frozenset()) -> dict:
+    """Commit `items` as shard `index` and return its shard.json; nothing shows unless all succeeds.
+
+    Hookpoints in `sparse` hold CSR items and are written as <name>.indptr/.indices/.values.npy.
+    """
     tmp = shards_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         n_rows = sum(item.n_frames for item in items)
         for name, width in widths.items():
-            _write_npy(tmp / f"{name}.npy", [item.acts[name] for item in items], storage, (n_rows, width))
+            if name in sparse:
+                _write_csr(tmp, name, [item.acts[name] for item in items], storage, n_rows)
+            else:
+                _write_npy(tmp / f"{name}.npy", [item.acts[name] for item in items], storage, (n_rows, width))
         pq.write_table(meta_table(items, columns, item_columns), tmp / META_FILE)
         fsync_path(tmp / META_FILE)
         info = {
@@ -65,6 +73,7 @@ def write_shard(shards_dir: Path, index: int, items: list[PendingItem], widths: 
             "items": [item.item_id for item in items],
             "item_rows": [item.n_frames for item in items],
             "hookpoints": list(widths),
+            **({"sparse": sorted(sparse)} if sparse else {}),
             "columns": dict(columns),
             "item_columns": list(item_columns),
         }
@@ -78,7 +87,18 @@ def write_shard(shards_dir: Path, index: int, items: list[PendingItem], widths: 
     return info
 
 
-def _write_npy(path: Path, pieces: list[np.ndarray], storage: np.dtype, shape: tuple[int, int]) -> None:
+def _write_csr(tmp: Path, name: str, pieces: list[CSR], storage: np.dtype, n_rows: int) -> None:
+    nnz = sum(p.nnz for p in pieces)
+    # Each item's indptr restarts at 0: shift it by the values written before it, dropping its leading 0.
+    bases = np.cumsum([0] + [p.nnz for p in pieces[:-1]]).tolist()
+    indptr = [np.zeros(1, INDPTR_DTYPE)]
+    indptr += [(p.indptr[1:] + base).astype(INDPTR_DTYPE) for p, base in zip(pieces, bases, strict=True)]
+    _write_npy(tmp / f"{name}.indptr.npy", indptr, INDPTR_DTYPE, (n_rows + 1,))
+    _write_npy(tmp / f"{name}.indices.npy", [p.indices for p in pieces], INDEX_DTYPE, (nnz,))
+    _write_npy(tmp / f"{name}.values.npy", [p.data for p in pieces], storage, (nnz,))
+
+
+def _write_npy(path: Path, pieces: list[np.ndarray], storage: np.dtype, shape: tuple[int, ...]) -> None:
     # Header first, then each item's rows: the shard is never concatenated in memory.
     with open(path, "wb") as fh:
         write_npy_header(fh, storage, shape)

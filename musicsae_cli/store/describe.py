@@ -6,6 +6,9 @@ from collections import Counter
 
 import pyarrow.compute as pc
 
+from .format import FORMAT_CSR
+from .sparse_read import shard_nnz
+
 TOP_VALUES = 10
 MAX_LABEL_VALUES = 1000  # more distinct values than this is not a label column
 
@@ -22,6 +25,8 @@ def describe_store(store) -> dict:
         "created": manifest.get("created"),
         "model": store.model,
         "hookpoints": dict(store.widths),
+        "hookpoint_formats": dict(store.formats),
+        **({"sparse": sparse_summary(store)} if FORMAT_CSR in store.formats.values() else {}),
         "dtype": store.dtype,
         "n_rows": store.n_rows,
         "n_items": store.n_items,
@@ -33,6 +38,16 @@ def describe_store(store) -> dict:
         "item_columns": store.item_columns,
         "labels": label_summary(store),
     }
+
+
+def sparse_summary(store) -> dict[str, dict]:
+    """For each CSR hookpoint: stored values and their mean per row (from the file headers only)."""
+    out = {}
+    for name, fmt in store.formats.items():
+        if fmt == FORMAT_CSR:
+            nnz = sum(shard_nnz(store, name, shard) for shard in range(store.n_shards))
+            out[name] = {"nnz": nnz, "mean_nnz_per_row": round(nnz / store.n_rows, 3) if store.n_rows else 0.0}
+    return out
 
 
 def label_summary(store) -> dict[str, dict]:

@@ -12,7 +12,10 @@ import numpy as np
 from ..artifacts import MANIFEST_NAME
 from ..errors import InputError, StoreError
 
-FORMAT_VERSION = 1
+# Version 2 adds CSR hookpoints. Stores without one are still written as version 1, so that older
+# musicsae releases keep reading them; this release reads both.
+FORMAT_VERSION = 2
+DENSE_FORMAT_VERSION = 1
 STORE_KIND = "activation_store"
 STATUS_WRITING = "writing"
 STATUS_COMPLETE = "complete"
@@ -23,6 +26,15 @@ SHARD_FILE = "shard.json"
 TMP_PREFIX = ".tmp-"
 LOCK_FILE = ".writer.lock"
 CORRUPT_HINT = "the store is corrupt; recreate it"
+
+FORMAT_DENSE = "dense"
+FORMAT_CSR = "csr"
+HOOKPOINT_FORMATS = (FORMAT_DENSE, FORMAT_CSR)
+# A CSR hookpoint <hp> keeps <hp>.indptr.npy (n_rows + 1 int64), <hp>.indices.npy (nnz int32) and
+# <hp>.values.npy (nnz, storage dtype); a dense one keeps <hp>.npy (n_rows, width).
+CSR_PARTS = ("indptr", "indices", "values")
+INDPTR_DTYPE = np.dtype("<i8")
+INDEX_DTYPE = np.dtype("<i4")
 
 # bf16 has no numpy dtype: it is stored as the upper 16 bits of a float32, as little-endian uint16.
 STORAGE_DTYPES = {
@@ -49,6 +61,23 @@ def check_hookpoint_name(name: str) -> None:
     if not isinstance(name, str) or not _HOOKPOINT_RE.match(name) or name.endswith(".npy"):
         raise InputError(f"invalid hookpoint name {name!r}",
                          "use letters, digits, '_', '.' and '-' (e.g. 'layers.3')")
+
+
+def hookpoint_files(name: str, fmt: str) -> list[str]:
+    """The file names a hookpoint of format `fmt` occupies in each shard."""
+    return [f"{name}.npy"] if fmt == FORMAT_DENSE else [f"{name}.{part}.npy" for part in CSR_PARTS]
+
+
+def manifest_formats(manifest: dict) -> dict[str, str]:
+    """Hookpoint name -> format ("dense" when the entry names none); StoreError for an unknown format."""
+    formats = {}
+    for name, entry in manifest.get("hookpoints", {}).items():
+        fmt = entry.get("format", FORMAT_DENSE)
+        if fmt not in HOOKPOINT_FORMATS:
+            raise StoreError(f"hookpoint {name!r} has unsupported format {fmt!r}",
+                             "the store is corrupt or newer than this musicsae; upgrade musicsae")
+        formats[name] = fmt
+    return formats
 
 
 def bf16_encode(x: np.ndarray) -> np.ndarray:

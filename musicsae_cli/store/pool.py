@@ -9,11 +9,15 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
+from .format import FORMAT_CSR
 from .schema import arrow_type
+from .sparse_read import reduce_csr
 from .stream import check_rows
 
 POOLS = ("mean", "max", "last")
 CHUNK_ROWS = 65536  # rows decoded at once while pooling; whole items only, so a longer item goes alone
+# Sparse pooling scatters into (items, width) float64 cells; cap the items per chunk so that stays small.
+CHUNK_CELLS = 2**22
 
 
 def _shard_items(store, shard: int) -> pa.Table:
@@ -52,6 +56,8 @@ def pool_items(store, hookpoints: str | Sequence[str], how: str = "mean", rows: 
     if how not in POOLS:
         raise InputError(f"unknown pooling {how!r}", f"use one of: {', '.join(POOLS)}")
     selected = check_rows(rows, store.n_rows)
+    sparse_widths = [store.widths[name] for name in names if store.formats[name] == FORMAT_CSR]
+    max_groups = max(1, CHUNK_CELLS // max(sparse_widths)) if sparse_widths else None
     tables, outs = [], {name: [] for name in names}
     with progress(f"Pooling ({how})", store.n_shards) as tracker:
         for shard, info in enumerate(store.shards):
@@ -66,11 +72,15 @@ def pool_items(store, hookpoints: str | Sequence[str], how: str = "mean", rows: 
                 codes = np.repeat(np.arange(len(info.items)), info.item_rows)[local]
                 group_starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1])
                 counts = np.diff(np.append(group_starts, local.size))
-                for g0, g1 in _chunks(counts, CHUNK_ROWS):
+                for g0, g1 in item_chunks(counts, CHUNK_ROWS, max_groups):
                     r0 = int(group_starts[g0])
                     r1 = int(group_starts[g1]) if g1 < group_starts.size else local.size
                     rel = group_starts[g0:g1] - r0
                     for name in names:
+                        if store.formats[name] == FORMAT_CSR:  # never densify the chunk's rows
+                            x = store.read_rows_sparse(name, local[r0:r1] + first_row)
+                            outs[name].append(reduce_csr(x, rel, counts[g0:g1], how))
+                            continue
                         x = store.read_rows(name, local[r0:r1] + first_row)  # (r1 - r0, width) float32
                         outs[name].append(_reduce(x, rel, counts[g0:g1], how))
                 table = _shard_items(store, shard).take(pa.array(codes[group_starts]))
@@ -84,11 +94,11 @@ def pool_items(store, hookpoints: str | Sequence[str], how: str = "mean", rows: 
     return items, acts
 
 
-def _chunks(counts: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """Split groups (with `counts` rows each) into consecutive runs of at most `limit` rows."""
+def item_chunks(counts: np.ndarray, limit: int, max_groups: int | None = None) -> list[tuple[int, int]]:
+    """Split groups (with `counts` rows each) into consecutive runs of at most `limit` rows (and `max_groups`)."""
     bounds, total = [0], 0
     for i, count in enumerate(counts.tolist()):
-        if total and total + count > limit:
+        if total and (total + count > limit or (max_groups is not None and i - bounds[-1] >= max_groups)):
             bounds.append(i)
             total = 0
         total += count
@@ -98,10 +108,13 @@ def _chunks(counts: np.ndarray, limit: int) -> list[tuple[int, int]]:
 
 def _reduce(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, how: str) -> np.ndarray:
     """Pool the groups of consecutive rows of `x` that begin at `starts` -> (n_groups, width) float32."""
-    if how == "mean":
-        # float64 accumulation: long items summed in float32 lose precision.
-        sums = np.add.reduceat(x, starts, axis=0, dtype=np.float64)
-        return (sums / counts[:, None]).astype(np.float32)
-    if how == "max":
-        return np.maximum.reduceat(x, starts, axis=0)
-    return x[starts + counts - 1]
+    if how == "last":
+        return x[starts + counts - 1]
+    # One reduction per group: ufunc.reduceat along axis 0 measured 7-20x slower (numpy 2.4, 1024 to 16384
+    # wide), even for groups of two rows.
+    out = np.empty((starts.size, x.shape[1]), dtype=np.float32)
+    for g, (start, count) in enumerate(zip(starts.tolist(), counts.tolist(), strict=True)):
+        group = x[start:start + count]
+        # float64 accumulation for the mean: long items summed in float32 lose precision.
+        out[g] = group.sum(axis=0, dtype=np.float64) / count if how == "mean" else group.max(axis=0)
+    return out

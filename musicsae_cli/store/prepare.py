@@ -1,4 +1,4 @@
-"""Writer set-up: output-path safety, the state of a store being resumed, and the single-writer lock."""
+"""Writer set-up: argument checks, output-path safety, the state of a store being resumed, the writer lock."""
 
 from __future__ import annotations
 
@@ -6,17 +6,23 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..artifacts import check_format_version, read_manifest
 from ..errors import InputError, OutputExistsError, StoreError
 from .format import (
+    FORMAT_CSR,
+    FORMAT_DENSE,
     FORMAT_VERSION,
     LOCK_FILE,
     SHARDS_DIR,
     STATUS_WRITING,
+    check_hookpoint_name,
     committed_shard_dirs,
+    hookpoint_files,
     is_store,
+    manifest_formats,
     read_shard_json,
     tmp_shard_dirs,
 )
@@ -46,6 +52,34 @@ def release_lock(root: Path, fd: int | None) -> None:
     """Release the writer lock; the file stays, as unlinking it would let two writers lock different files."""
     if fd is not None:
         os.close(fd)
+
+
+def check_widths(hookpoints: Mapping[str, int]) -> dict[str, int]:
+    """Validated hookpoint name -> width."""
+    if not hookpoints:
+        raise InputError("a store needs at least one hookpoint")
+    widths = {}
+    for name, width in hookpoints.items():
+        check_hookpoint_name(name)
+        if int(width) < 1:
+            raise InputError(f"hookpoint {name!r} has width {width}; widths must be positive")
+        widths[name] = int(width)
+    return widths
+
+
+def check_sparse(widths: dict[str, int], sparse: Iterable[str]) -> frozenset[str]:
+    """The validated set of hookpoints to store as CSR."""
+    names = frozenset([sparse] if isinstance(sparse, str) else sparse)
+    unknown = sorted(names - set(widths))
+    if unknown:
+        raise InputError(f"sparse hookpoint(s) {', '.join(unknown)} are not among the store's hookpoints",
+                         f"hookpoints: {', '.join(widths)}")
+    # A dense "x.indptr" and a sparse "x" would both write x.indptr.npy.
+    files = [f for name in widths for f in hookpoint_files(name, FORMAT_CSR if name in names else FORMAT_DENSE)]
+    clash = sorted({f for f in files if files.count(f) > 1})
+    if clash:
+        raise InputError(f"hookpoint names collide on disk ({', '.join(clash)})", "rename one of the hookpoints")
+    return names
 
 
 def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> None:
@@ -83,13 +117,13 @@ def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> None:
 
 
 def resume_state(root: Path, widths: dict[str, int], dtype: str, model: dict | None,
-                 frame_rate: float | None) -> tuple[dict, int | None, dict]:
+                 frame_rate: float | None, sparse: frozenset[str] = frozenset()) -> tuple[dict, int | None, dict]:
     """Lock a store for resuming, drop uncommitted shards, rebuild the writer state from committed ones."""
     manifest = read_manifest(root)
     check_format_version(manifest, FORMAT_VERSION, f"activation store {root}")
     lock = acquire_lock(root)
     try:
-        _check_compatible(root, manifest, widths, dtype, model, frame_rate)
+        _check_compatible(root, manifest, widths, dtype, model, frame_rate, sparse)
         for tmp in tmp_shard_dirs(root):
             shutil.rmtree(tmp)
         (root / SHARDS_DIR).mkdir(exist_ok=True)
@@ -111,11 +145,15 @@ def resume_state(root: Path, widths: dict[str, int], dtype: str, model: dict | N
 
 
 def _check_compatible(root: Path, manifest: dict, widths: dict[str, int], dtype: str,
-                      model: dict | None, frame_rate: float | None) -> None:
+                      model: dict | None, frame_rate: float | None, sparse: frozenset[str]) -> None:
     old_widths = {name: int(h["width"]) for name, h in manifest.get("hookpoints", {}).items()}
+    old_sparse = {name for name, fmt in manifest_formats(manifest).items() if fmt == FORMAT_CSR}
     problems = []
     if old_widths != widths:
         problems.append(f"hookpoints: store has {_fmt(old_widths)}, requested {_fmt(widths)}")
+    if old_sparse != set(sparse):
+        problems.append(f"sparse hookpoints: store has {', '.join(sorted(old_sparse)) or 'none'}, "
+                        f"requested {', '.join(sorted(sparse)) or 'none'}")
     if manifest.get("dtype") != dtype:
         problems.append(f"dtype: store has {manifest.get('dtype')}, requested {dtype}")
     if manifest.get("frame_rate") != frame_rate:

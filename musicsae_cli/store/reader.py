@@ -13,21 +13,23 @@ import pyarrow.parquet as pq
 from ..artifacts import check_format_version, read_manifest
 from ..errors import InputError, StoreError
 from ..progress import ProgressFactory, no_progress
-from .commit import byte_view
+from .csr import CSR
+from .dense_read import read_dense_sorted
 from .format import (
     CORRUPT_HINT,
+    FORMAT_CSR,
     FORMAT_VERSION,
     META_FILE,
     STATUS_COMPLETE,
     STORE_KIND,
     committed_shard_dirs,
     decode,
-    npy_layout,
-    read_exact,
+    manifest_formats,
     read_shard_json,
     storage_dtype,
 )
 from .schema import conform
+from .sparse_read import read_sorted_csr
 from .stream import Batch, iter_batches
 
 
@@ -51,11 +53,12 @@ class ActivationStore:
         self.manifest = manifest
         self.shards = shards
         self.widths: dict[str, int] = {name: int(h["width"]) for name, h in manifest["hookpoints"].items()}
+        self.formats: dict[str, str] = manifest_formats(manifest)  # hookpoint -> "dense" | "csr"
         self.dtype: str = manifest["dtype"]
         self.storage_dtype = storage_dtype(self.dtype)
         # offsets[i] is the global index of shard i's first row; offsets[-1] == n_rows.
         self.offsets = np.concatenate([[0], np.cumsum([s.n_rows for s in shards])]).astype(np.int64)
-        self._layouts: dict[tuple[str, int], int] = {}
+        self._layouts: dict[tuple, object] = {}  # per (hookpoint, shard): checked file offsets
 
     @classmethod
     def open(cls, path: str | Path, allow_incomplete: bool = False) -> ActivationStore:
@@ -85,6 +88,15 @@ class ActivationStore:
     @property
     def hookpoints(self) -> list[str]:
         return list(self.widths)
+
+    def hookpoint_format(self, hookpoint: str) -> str:
+        """How `hookpoint` is stored: "dense" or "csr"."""
+        self._check_hookpoint(hookpoint)
+        return self.formats[hookpoint]
+
+    def is_sparse(self, hookpoint: str) -> bool:
+        """True when `hookpoint` is stored as CSR."""
+        return self.hookpoint_format(hookpoint) == FORMAT_CSR
 
     @property
     def n_rows(self) -> int:
@@ -152,11 +164,25 @@ class ActivationStore:
 
     def array(self, hookpoint: str, shard: int) -> np.memmap:
         """One shard's activations as a read-only memmap in the storage dtype (bf16: uint16 bit patterns)."""
-        self._check_hookpoint(hookpoint)
+        if self.is_sparse(hookpoint):
+            raise InputError(f"hookpoint {hookpoint!r} is sparse (CSR)", "use sparse_arrays() or read_rows()")
         return np.load(self.shards[shard].path / f"{hookpoint}.npy", mmap_mode="r")
 
+    def sparse_arrays(self, hookpoint: str, shard: int) -> tuple[np.memmap, np.memmap, np.memmap]:
+        """One shard's CSR arrays (indptr, indices, values) as read-only memmaps, values in the storage dtype."""
+        if not self.is_sparse(hookpoint):
+            raise InputError(f"hookpoint {hookpoint!r} is dense", "use array() or read_rows()")
+        path = self.shards[shard].path
+        return tuple(np.load(path / f"{hookpoint}.{part}.npy", mmap_mode="r")
+                     for part in ("indptr", "indices", "values"))
+
     def read_rows(self, hookpoint: str, rows: np.ndarray, raw: bool = False) -> np.ndarray:
-        """Activations of global `rows` (any order) as float32 (n, width), or the storage dtype with `raw`."""
+        """Activations of global `rows` (any order) as float32 (n, width), or the storage dtype with `raw`.
+
+        Sparse hookpoints come dense too; use read_rows_sparse() for large selections of them.
+        """
+        if self.is_sparse(hookpoint):
+            return self.read_rows_sparse(hookpoint, rows, raw).toarray()
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         order = None
         if rows.size > 1 and np.any(rows[1:] < rows[:-1]):
@@ -169,6 +195,25 @@ class ActivationStore:
             unsorted[order] = out
             out = unsorted
         return out if raw else decode(out, self.dtype)
+
+    def read_rows_sparse(self, hookpoint: str, rows: np.ndarray, raw: bool = False) -> CSR:
+        """Rows of a sparse hookpoint (any order) as a CSR of float32 values (storage dtype with `raw`).
+
+        The CSR has scipy's attributes (indptr, indices, data, shape, toarray); `.to_scipy()` converts.
+        """
+        if not self.is_sparse(hookpoint):
+            raise InputError(f"hookpoint {hookpoint!r} is dense", "use read_rows() for dense hookpoints")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        order = np.argsort(rows, kind="stable") if rows.size > 1 and np.any(rows[1:] < rows[:-1]) else None
+        out = self.read_sorted_csr(hookpoint, rows if order is None else rows[order])
+        if order is not None:
+            out = out.take(np.argsort(order))  # back to the requested order
+        return out if raw else out.with_data(decode(out.data, self.dtype))
+
+    def read_sorted_csr(self, hookpoint: str, rows: np.ndarray) -> CSR:
+        """Sorted global `rows` of a sparse hookpoint as a CSR in the storage dtype."""
+        self._check_hookpoint(hookpoint)
+        return read_sorted_csr(self, hookpoint, rows)
 
     def read_sorted_into(self, hookpoint: str, rows: np.ndarray, out: np.ndarray) -> None:
         """Fill `out` (n, width) in the storage dtype with sorted global `rows`, reading contiguous runs.
@@ -184,34 +229,26 @@ class ActivationStore:
             return
         if rows[0] < 0 or rows[-1] >= self.n_rows:
             raise InputError(f"row indices must lie in [0, {self.n_rows}), got {rows[0]}..{rows[-1]}")
-        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1  # (n,) shard of each row
-        # A run ends where the next row is not the next on disk or lies in another shard.
-        breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(shard_of) != 0)) + 1
-        starts = np.concatenate([[0], breaks])
-        ends = np.concatenate([breaks, [rows.size]])
-        row_bytes = width * self.storage_dtype.itemsize
-        flat = byte_view(out)
-        for shard in np.unique(shard_of[starts]):
-            offset = self._data_offset(hookpoint, int(shard))
-            local0 = int(self.offsets[shard])
-            in_shard = shard_of[starts] == shard
-            with open(self.shards[shard].path / f"{hookpoint}.npy", "rb", buffering=0) as fh:
-                for start, end in zip(starts[in_shard].tolist(), ends[in_shard].tolist(), strict=True):
-                    at = offset + (int(rows[start]) - local0) * row_bytes
-                    read_exact(fh, at, flat[start * row_bytes:end * row_bytes])
+        if self.formats[hookpoint] == FORMAT_CSR:
+            csr = self.read_sorted_csr(hookpoint, rows)
+            out[...] = 0
+            out[csr.row_ids(), csr.indices] = csr.data
+            return
+        read_dense_sorted(self, hookpoint, rows, out)
 
     def stream(self, hookpoints: str | Sequence[str], batch_size: int, *, rows: np.ndarray | None = None,
                shuffle: bool = True, seed: int = 0, epoch: int = 0, buffer_rows: int = 65536,
                block_rows: int = 2048, start_batch: int = 0, drop_last: bool = False, raw: bool = False,
-               prefetch: bool = True) -> Iterator[Batch]:
+               prefetch: bool = True, sparse: bool = False) -> Iterator[Batch]:
         """Batches of the selected rows, each once per epoch, in a resumable block-then-buffer shuffle.
 
         Same seed and epoch give the same batches; `start_batch` resumes there exactly. Memory stays
         near buffer_rows rows (twice that with `prefetch`), whatever the store size. See stream.py.
+        Sparse hookpoints are buffered as CSR and densified per batch, or given as CSR with `sparse`.
         """
         return iter_batches(self, hookpoints, batch_size, rows=rows, shuffle=shuffle, seed=seed, epoch=epoch,
                             buffer_rows=buffer_rows, block_rows=block_rows, start_batch=start_batch,
-                            drop_last=drop_last, raw=raw, prefetch=prefetch)
+                            drop_last=drop_last, raw=raw, prefetch=prefetch, sparse=sparse)
 
     def pool(self, hookpoints: str | Sequence[str], how: str = "mean", rows: np.ndarray | None = None,
              progress: ProgressFactory = no_progress) -> tuple[pa.Table, dict[str, np.ndarray]]:
@@ -250,15 +287,3 @@ class ActivationStore:
     def _width(self, hookpoint: str) -> int:
         self._check_hookpoint(hookpoint)
         return self.widths[hookpoint]
-
-    def _data_offset(self, hookpoint: str, shard: int) -> int:
-        key = (hookpoint, shard)
-        if key not in self._layouts:
-            path = self.shards[shard].path / f"{hookpoint}.npy"
-            offset, shape, dtype = npy_layout(path)
-            expected = (self.shards[shard].n_rows, self.widths[hookpoint])
-            if tuple(shape) != expected or dtype != self.storage_dtype:
-                raise StoreError(f"activation file {path} holds {dtype} {tuple(shape)}, "
-                                 f"expected {self.storage_dtype} {expected}", CORRUPT_HINT)
-            self._layouts[key] = offset
-        return self._layouts[key]

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .format import decode
+from .csr import CSR, vstack
+from .format import FORMAT_CSR, decode
 
 
 @dataclass
@@ -28,7 +29,9 @@ class Batch:
 
     index: int  # batch number within the epoch; resume with start_batch=index + 1
     rows: np.ndarray  # (B,) int64 global row indices
-    acts: dict[str, np.ndarray]  # hookpoint -> (B, width) float32, or the storage dtype with raw=True
+    # hookpoint -> (B, width) float32, or the storage dtype with raw=True; a CSR for sparse hookpoints
+    # streamed with sparse=True
+    acts: dict[str, np.ndarray | CSR]
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -94,8 +97,11 @@ def epoch_order(n: int, **plan_options) -> np.ndarray:
 def iter_batches(store, hookpoints: str | Sequence[str], batch_size: int, *, rows: np.ndarray | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, buffer_rows: int = 65536,
                  block_rows: int = 2048, start_batch: int = 0, drop_last: bool = False, raw: bool = False,
-                 prefetch: bool = True) -> Iterator[Batch]:
-    """Batches over the selected `rows` (default: all), each selected row exactly once per epoch."""
+                 prefetch: bool = True, sparse: bool = False) -> Iterator[Batch]:
+    """Batches over the selected `rows` (default: all), each selected row exactly once per epoch.
+
+    With `sparse`, CSR hookpoints come as CSR batches; otherwise every hookpoint comes dense.
+    """
     names = [hookpoints] if isinstance(hookpoints, str) else list(hookpoints)
     if not names:
         raise InputError("stream() needs at least one hookpoint")
@@ -107,7 +113,8 @@ def iter_batches(store, hookpoints: str | Sequence[str], batch_size: int, *, row
     n = store.n_rows if selected is None else selected.size
     plan = plan_epoch(n, shuffle, seed, epoch, buffer_rows, block_rows)
     # Validation above runs at call time; reading starts on the first next().
-    return _batches(store, names, int(batch_size), plan, selected, int(start_batch), drop_last, raw, prefetch)
+    return _batches(store, names, int(batch_size), plan, selected, int(start_batch), drop_last, raw, prefetch,
+                    bool(sparse))
 
 
 def check_rows(rows: np.ndarray | None, n_rows: int) -> np.ndarray | None:
@@ -125,7 +132,7 @@ def check_rows(rows: np.ndarray | None, n_rows: int) -> np.ndarray | None:
 
 
 def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected: np.ndarray | None,
-             start_batch: int, drop_last: bool, raw: bool, prefetch: bool) -> Iterator[Batch]:
+             start_batch: int, drop_last: bool, raw: bool, prefetch: bool, sparse: bool) -> Iterator[Batch]:
     n_batches = plan.n // batch_size if drop_last else -(-plan.n // batch_size)
     if start_batch >= n_batches:
         return
@@ -144,9 +151,19 @@ def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected
         where[order] = np.arange(order.size)  # stream position -> row of the sorted read buffer
         bufs = {}
         for name in names:
+            if store.formats[name] == FORMAT_CSR:  # buffered sparse: a dense buffer may not fit in memory
+                bufs[name] = store.read_sorted_csr(name, wanted[order])
+                continue
             bufs[name] = np.empty((wanted.size, store.widths[name]), dtype=store.storage_dtype)
             store.read_sorted_into(name, wanted[order], bufs[name])
         return wanted, where, bufs
+
+    def piece_of(buf: np.ndarray | CSR, idx: np.ndarray) -> np.ndarray | CSR:
+        if isinstance(buf, CSR):
+            piece = buf.take(idx)
+            piece = piece if raw else piece.with_data(decode(piece.data, store.dtype))
+            return piece if sparse else piece.toarray()
+        return buf[idx] if raw else decode(buf[idx], store.dtype)
 
     def submit(pool, k: int) -> Future:
         if pool is not None:
@@ -170,8 +187,7 @@ def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected
                 idx = where[i:i + take]
                 parts_rows.append(wanted[i:i + take])
                 for name in names:
-                    piece = bufs[name][idx]
-                    parts_acts[name].append(piece if raw else decode(piece, store.dtype))
+                    parts_acts[name].append(piece_of(bufs[name], idx))
                 fill += take
                 i += take
                 if fill == batch_size:
@@ -182,10 +198,11 @@ def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected
         yield _batch(index, parts_rows, parts_acts)
 
 
-def _batch(index: int, parts_rows: list[np.ndarray], parts_acts: dict[str, list[np.ndarray]]) -> Batch:
+def _batch(index: int, parts_rows: list[np.ndarray], parts_acts: dict[str, list]) -> Batch:
     # A batch spans at most a few pieces (one per buffer it crosses); concatenate and reset them.
     rows = parts_rows[0] if len(parts_rows) == 1 else np.concatenate(parts_rows)
-    acts = {name: p[0] if len(p) == 1 else np.concatenate(p) for name, p in parts_acts.items()}
+    acts = {name: p[0] if len(p) == 1 else vstack(p) if isinstance(p[0], CSR) else np.concatenate(p)
+            for name, p in parts_acts.items()}
     parts_rows.clear()
     for p in parts_acts.values():
         p.clear()

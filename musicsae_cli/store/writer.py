@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 
 import numpy as np
@@ -10,18 +10,23 @@ import numpy as np
 from ..artifacts import MANIFEST_NAME, new_manifest, write_config, write_json
 from ..errors import InputError, StoreError
 from .commit import PendingItem, write_shard
+from .csr import CSR, as_csr
 from .format import (
+    DENSE_FORMAT_VERSION,
+    FORMAT_CSR,
     FORMAT_VERSION,
+    INDEX_DTYPE,
+    INDPTR_DTYPE,
     SHARDS_DIR,
     STATUS_COMPLETE,
     STATUS_WRITING,
     STORE_KIND,
-    check_hookpoint_name,
     encode,
     is_store,
+    manifest_formats,
     storage_dtype,
 )
-from .prepare import acquire_lock, prepare_fresh, release_lock, resume_state
+from .prepare import acquire_lock, check_sparse, check_widths, prepare_fresh, release_lock, resume_state
 from .schema import BASE_COLUMNS, check_column_name, frame_array, scalar_type, unify
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
@@ -39,6 +44,7 @@ class StoreWriter:
         self._shard_rows = shard_rows
         self._shard_bytes = shard_bytes
         self._widths = {name: int(h["width"]) for name, h in manifest["hookpoints"].items()}
+        self._sparse = frozenset(name for name, fmt in manifest_formats(manifest).items() if fmt == FORMAT_CSR)
         self._dtype = manifest["dtype"]
         self._storage = storage_dtype(self._dtype)
         self._frame_rate = manifest.get("frame_rate")
@@ -59,12 +65,16 @@ class StoreWriter:
                model: dict | None = None, frame_rate: float | None = None,
                position_convention: str | None = None, config: dict | None = None,
                overwrite: bool = False, resume: bool = False, shard_rows: int | None = None,
-               shard_bytes: int = DEFAULT_SHARD_BYTES) -> StoreWriter:
-        """Start a new store at `path`, or with `resume` continue an interrupted one (see the package doc)."""
+               shard_bytes: int = DEFAULT_SHARD_BYTES, sparse: Iterable[str] = ()) -> StoreWriter:
+        """Start a new store at `path`, or with `resume` continue an interrupted one (see the package doc).
+
+        Hookpoints named in `sparse` are stored as CSR (their add_item arrays may be sparse).
+        """
         if overwrite and resume:
             raise InputError("resume and overwrite cannot be combined",
                              "pass --resume to continue a store, or --overwrite to start it over")
-        widths = _check_widths(hookpoints)
+        widths = check_widths(hookpoints)
+        sparse = check_sparse(widths, sparse)
         storage_dtype(dtype)
         if shard_rows is not None and int(shard_rows) < 1:
             raise InputError(f"shard_rows must be at least 1, got {shard_rows}")
@@ -75,15 +85,18 @@ class StoreWriter:
         frame_rate = None if frame_rate is None else float(frame_rate)
         root = Path(path)
         if resume and is_store(root):
-            manifest, lock, state = resume_state(root, widths, dtype, model, frame_rate)
+            manifest, lock, state = resume_state(root, widths, dtype, model, frame_rate, sparse)
             writer = cls(root, manifest, lock, shard_rows, int(shard_bytes), state)
             if manifest.get("status") != STATUS_COMPLETE:
                 writer._write_manifest(STATUS_WRITING)  # the manifest may lag one commit behind a kill
             return writer
         prepare_fresh(root, overwrite=overwrite, resume=resume)
+        # Stores without CSR hookpoints keep the old version number: older releases read them unchanged.
+        version = FORMAT_VERSION if sparse else DENSE_FORMAT_VERSION
         manifest = new_manifest(
-            STORE_KIND, FORMAT_VERSION, config, status=STATUS_WRITING, model=dict(model or {}),
-            hookpoints={name: {"width": width} for name, width in widths.items()}, dtype=dtype,
+            STORE_KIND, version, config, status=STATUS_WRITING, model=dict(model or {}),
+            hookpoints={name: {"width": width, **({"format": FORMAT_CSR} if name in sparse else {})}
+                        for name, width in widths.items()}, dtype=dtype,
             frame_rate=frame_rate, position_convention=position_convention,
             n_rows=0, n_items=0, n_shards=0, metadata_columns=dict(BASE_COLUMNS), item_columns=[],
         )
@@ -102,6 +115,11 @@ class StoreWriter:
     def hookpoints(self) -> dict[str, int]:
         """Hookpoint name -> width."""
         return dict(self._widths)
+
+    @property
+    def sparse(self) -> frozenset[str]:
+        """The hookpoints stored as CSR."""
+        return self._sparse
 
     @property
     def dtype(self) -> str:
@@ -126,6 +144,8 @@ class StoreWriter:
                  frames: np.ndarray | None = None) -> bool:
         """Buffer one item's activations (n_frames, width) per hookpoint; False when it has no frames.
 
+        Sparse hookpoints take a CSR (this package's, or a scipy sparse matrix), a tuple (indptr, indices,
+        values) or a dense array; their rows are stored sorted by column, without explicit zeros.
         Any float dtype is converted to the store's dtype. Passing the storage dtype itself (float16, or
         for bfloat16 stores the bit patterns as uint16, e.g. `t.bfloat16().view(torch.int16).numpy()
         .view(np.uint16)`) skips the CPU conversion, which costs more than writing the bytes.
@@ -158,11 +178,11 @@ class StoreWriter:
         frames_arr = _frames(frames, n_frames)
         times = self._times(time_s, frames_arr)
         # Validation passed: only now change the writer's state.
-        item_bytes = n_frames * sum(self._widths.values()) * self._storage.itemsize
+        item_bytes = sum(self._nbytes(name, a) for name, a in arrays.items())
         if self._pending and self._would_overflow(n_frames, item_bytes):
             self.flush()
         self._columns, self._item_columns = columns, item_columns
-        stored = {name: encode(a, self._dtype) for name, a in arrays.items()}
+        stored = {name: self._encode(a) for name, a in arrays.items()}
         self._pending.append(PendingItem(item_id, n_frames, stored, frames_arr, times, meta, per_frame))
         self._pending_ids.add(item_id)
         self._pending_rows += n_frames
@@ -175,7 +195,7 @@ class StoreWriter:
         if not self._pending:
             return
         info = write_shard(self.path / SHARDS_DIR, self._n_shards, self._pending, self._widths,
-                           self._storage, self._columns, self._item_columns)
+                           self._storage, self._columns, self._item_columns, self._sparse)
         self._n_shards += 1
         self._n_rows += info["n_rows"]
         self._done.update(self._pending_ids)
@@ -230,6 +250,14 @@ class StoreWriter:
                              f"pass exactly: {', '.join(self._widths)}")
         arrays, n_frames = {}, None
         for name, width in self._widths.items():
+            if name in self._sparse:
+                a = as_csr(acts[name], width, f"item {item_id!r}, hookpoint {name!r}", self._dtype == "bfloat16")
+                n_frames = a.shape[0] if n_frames is None else n_frames
+                if a.shape[0] != n_frames:
+                    raise InputError(f"item {item_id!r}: hookpoints have different frame counts "
+                                     f"({n_frames} vs {a.shape[0]} for {name!r})")
+                arrays[name] = a
+                continue
             a = np.asarray(acts[name])
             bf16_bits = self._dtype == "bfloat16" and a.dtype == np.uint16
             if a.ndim != 2 or a.shape[1] != width or not (a.dtype.kind == "f" or bf16_bits):
@@ -241,6 +269,16 @@ class StoreWriter:
             n_frames = a.shape[0]
             arrays[name] = a
         return arrays, int(n_frames)
+
+    def _nbytes(self, name: str, a: np.ndarray | CSR) -> int:
+        if name in self._sparse:
+            return (a.shape[0] + 1) * INDPTR_DTYPE.itemsize + a.nnz * (INDEX_DTYPE.itemsize + self._storage.itemsize)
+        return a.shape[0] * a.shape[1] * self._storage.itemsize
+
+    def _encode(self, a: np.ndarray | CSR) -> np.ndarray | CSR:
+        if isinstance(a, CSR):
+            return CSR(a.indptr, np.ascontiguousarray(a.indices, INDEX_DTYPE), encode(a.data, self._dtype), a.shape)
+        return encode(a, self._dtype)
 
     def _times(self, time_s: np.ndarray | None, frames: np.ndarray) -> np.ndarray | None:
         if time_s is None:
@@ -255,18 +293,6 @@ class StoreWriter:
                               n_shards=self._n_shards, metadata_columns=dict(self._columns),
                               item_columns=list(self._item_columns))
         write_json(self.path / MANIFEST_NAME, self._manifest)
-
-
-def _check_widths(hookpoints: Mapping[str, int]) -> dict[str, int]:
-    if not hookpoints:
-        raise InputError("a store needs at least one hookpoint")
-    widths = {}
-    for name, width in hookpoints.items():
-        check_hookpoint_name(name)
-        if int(width) < 1:
-            raise InputError(f"hookpoint {name!r} has width {width}; widths must be positive")
-        widths[name] = int(width)
-    return widths
 
 
 def _frames(frames: np.ndarray | None, n_frames: int) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from musicsae_cli.store import FORMAT_VERSION
+
 from .helpers import make_items, write_store
 
 
@@ -41,5 +43,5 @@ def test_info_refuses_newer_format_version(runner, app, tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     result = runner.invoke(app, ["info", str(path)])
     assert result.exit_code == 1
-    assert "format version 99, newer than this musicsae supports (1)" in result.stderr
+    assert f"format version 99, newer than this musicsae supports ({FORMAT_VERSION})" in result.stderr
     assert "upgrade musicsae" in result.stderr and len(result.stderr.splitlines()) == 1
