@@ -23,6 +23,7 @@ def evaluate_reconstruction(sae_path: str | Path, store_path: str | Path, member
     from .io import load_sae
     from .metrics import ReconstructionMetrics
     from .train import sae_dir
+    from .trainer import update_metrics
 
     path = sae_dir(sae_path, member)
     sae, cfg = load_sae(path)
@@ -45,8 +46,7 @@ def evaluate_reconstruction(sae_path: str | Path, store_path: str | Path, member
             chunk = rows[start:start + batch_size]
             x = torch.from_numpy(store.read_rows(hp, chunk)).to(dev)
             check_finite(x, chunk, store)
-            f = sae.encode(x)
-            acc.update(x, sae.decode(f), f)
+            update_metrics(acc, sae, x)
             bar.advance()
     metrics = acc.compute()
     return {"sae": str(path), "store": str(store_path), "hookpoint": hp, "rows": int(rows.size),

@@ -27,7 +27,7 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
     from .data import check_finite, init_sample, pick_hookpoint, split_rows
     from .io import save_sae
     from .report import write_report
-    from .trainer import build_members, evaluate_members, run_training
+    from .trainer import build_members, calibrate, evaluate_members, run_training
 
     store = ActivationStore.open(store_path)
     hookpoint = pick_hookpoint(store, cfg.hookpoint)
@@ -56,6 +56,7 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
 
     stats = run_training(members, store, hookpoint, split, cfg, out, device, start, total, steps_per_epoch,
                          progress, checkpoint, tb)
+    calibrate(members, store, hookpoint, split.train, cfg.batch_size, device)
     checkpoint(total)
     eval_rows = split.val if split.val.size else split.train
     final = evaluate_members(members, store, hookpoint, eval_rows, device)

@@ -112,9 +112,34 @@ def evaluate_members(members: list[Member], store, hookpoint: str, rows: np.ndar
         for start in range(0, rows.size, batch_size):
             x = torch.from_numpy(store.read_rows(hookpoint, rows[start:start + batch_size])).to(device)
             for m in members:
-                f = m.sae.encode(x)
-                acc[m.name].update(x, m.sae.decode(f), f)
+                update_metrics(acc[m.name], m.sae, x)
     return {name: a.compute() for name, a in acc.items()}
+
+
+def update_metrics(acc, sae, x) -> None:
+    """Add a batch to `acc`, decoding TopK sparsely (no dense (B, d_sae) latent matrix)."""
+    sparse = sae.encode_sparse(x)
+    if sparse is not None:
+        values, indices = sparse
+        acc.update(x, sae.decode_sparse(values, indices), values=values, indices=indices)
+    else:
+        f = sae.encode(x)
+        acc.update(x, sae.decode(f), f)
+
+
+def calibrate(members: list[Member], store, hookpoint: str, rows: np.ndarray, batch_size: int, device,
+              n_batches: int = 8) -> None:
+    """BatchTopK: set the inference threshold from training batches so inference L0 matches k."""
+    import torch
+
+    todo = [m for m in members if m.cfg.architecture == "batchtopk"]
+    if not todo:
+        return
+    pick = _even_sample(rows, n_batches * batch_size)
+    batches = [torch.from_numpy(store.read_rows(hookpoint, pick[i:i + batch_size])).to(device)
+               for i in range(0, pick.size, batch_size)]
+    for m in todo:
+        m.sae.calibrate_threshold(batches)
 
 
 class JsonlLog:

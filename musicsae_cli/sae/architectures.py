@@ -1,0 +1,348 @@
+"""SAE architectures behind one module: ReLU (+decoder-norm-weighted L1), TopK (+AuxK), BatchTopK and JumpReLU.
+
+Conventions shared by all four (see PRIOR_WORK.md):
+
+- Inputs are normalised inside the module, x_n = (x - norm_mean) * norm_scale with E||x_n||^2 = d_in on the
+  init sample; outputs are mapped back (x_hat = x_hat_n / norm_scale + norm_mean). `fold_normalisation` moves
+  both into the weights for export.
+- Encoder: pre = (x_n - b_dec) @ W_enc + b_enc (SAELens `apply_b_dec_to_input=True`); decoder:
+  x_hat_n = f @ W_dec + b_dec.
+- Loss, in the normalised space: SAELens's loss (squared error summed over dimensions, mean over rows, plus
+  coef * penalty) divided by d_in. So `sparsity_coef` means what l1/l0 coefficients mean in SAELens and Anthropic's
+  write-ups, while terms["mse"] is a per-element MSE (~ the fraction of variance unexplained, since E||x_n||^2 =
+  d_in); Adam is invariant to the constant 1/d_in up to its eps. terms["mse_row"] is the per-row sum.
+- AuxK (Gao et al. 2024) is their normalised MSE ||e - e_hat||^2 / ||e - mean(e)||^2 of the detached residual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from ..errors import ConfigError
+from . import kernels
+
+ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
+UNIT_NORM_ARCHS = ("topk", "batchtopk", "jumprelu")  # relu's penalty is decoder-norm-weighted instead
+RELU_INIT_DECODER_NORM = 0.1  # Anthropic April-2024 update: random directions with norm 0.1 (0.05-1 work)
+THRESHOLD_EMA = 0.99  # BatchTopK inference threshold: EMA of each batch's smallest kept activation
+
+
+@dataclass
+class SAESpec:
+    """Architecture and shape of an SAE (everything needed to rebuild it before loading weights)."""
+
+    arch: str
+    d_in: int
+    d_sae: int
+    k: int | None = None  # topk / batchtopk: latents kept per row (on average per row for batchtopk)
+    jumprelu_bandwidth: float = 0.001  # STE kernel width (Rajamanoharan et al. 2024)
+    jumprelu_init_threshold: float = 0.001
+
+    def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"unknown SAE architecture {self.arch!r}", f"use one of {', '.join(ARCHITECTURES)}")
+        if self.d_in < 1 or self.d_sae < 1:
+            raise ConfigError(f"SAE dimensions must be positive (d_in={self.d_in}, d_sae={self.d_sae})")
+        if self.arch in ("topk", "batchtopk"):
+            if self.k is None or not 1 <= self.k <= self.d_sae:
+                raise ConfigError(f"{self.arch} needs 1 <= k <= d_sae ({self.d_sae}), got k={self.k}", "set k")
+        if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
+            raise ConfigError("jumprelu_bandwidth and jumprelu_init_threshold must be > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SAESpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown SAE spec keys: {', '.join(unknown)}", f"known keys: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+@dataclass
+class TrainStep:
+    """What one training_loss call returns."""
+
+    loss: torch.Tensor  # scalar, to backward
+    x_hat: torch.Tensor  # (B, d_in) input space, detached
+    terms: dict[str, torch.Tensor]  # detached scalars: mse, mse_row, sparsity, auxk (those that apply)
+    fired: torch.Tensor  # (d_sae,) bool: latent fired at least once in the batch
+    l0: torch.Tensor  # scalar: mean active latents per row
+
+
+class SparseAutoencoder(torch.nn.Module):
+    """One SAE; `spec.arch` picks the activation and the loss."""
+
+    def __init__(self, spec: SAESpec):
+        super().__init__()
+        self.spec = spec
+        d_in, d_sae = spec.d_in, spec.d_sae
+        self.W_enc = torch.nn.Parameter(torch.zeros(d_in, d_sae))
+        self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = torch.nn.Parameter(torch.zeros(d_sae, d_in))
+        self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
+        if spec.arch == "jumprelu":
+            self.log_threshold = torch.nn.Parameter(torch.full((d_sae,), math.log(spec.jumprelu_init_threshold)))
+        if spec.arch == "batchtopk":
+            self.register_buffer("threshold", torch.full((d_sae,), -1.0))  # < 0: not estimated yet (plain ReLU)
+        self.register_buffer("norm_mean", torch.zeros(d_in))
+        self.register_buffer("norm_scale", torch.ones(()))
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, spec: SAESpec, sample: torch.Tensor | None = None, seed: int = 0,
+               init_b_dec: str = "geometric_median", normalize: bool = True) -> SparseAutoencoder:
+        """A freshly initialised SAE: tied W_enc = W_dec^T, b_enc = 0, normalisation and b_dec from `sample`."""
+        if init_b_dec not in ("geometric_median", "mean", "zeros"):
+            raise ConfigError(f"unknown init_b_dec {init_b_dec!r}", "use geometric_median, mean or zeros")
+        sae = cls(spec)
+        gen = torch.Generator().manual_seed(seed)
+        w_dec = torch.randn(spec.d_sae, spec.d_in, generator=gen)
+        w_dec /= w_dec.norm(dim=1, keepdim=True)
+        if spec.arch == "relu":
+            w_dec *= RELU_INIT_DECODER_NORM
+        with torch.no_grad():
+            sae.W_dec.copy_(w_dec)
+            sae.W_enc.copy_(w_dec.T)
+            if sample is not None:
+                sample = sample.reshape(-1, spec.d_in).double()
+                if normalize:
+                    mean = sample.mean(0)
+                    sq = (sample - mean).pow(2).sum(1).mean()
+                    sae.norm_mean.copy_(mean.float())
+                    sae.norm_scale.fill_(math.sqrt(spec.d_in / max(float(sq), 1e-12)))
+                x_n = (sample - sae.norm_mean.double()) * sae.norm_scale.double()
+                if init_b_dec == "mean":
+                    sae.b_dec.copy_(x_n.mean(0).float())
+                elif init_b_dec == "geometric_median":
+                    sae.b_dec.copy_(geometric_median(x_n).float())
+        return sae
+
+    # ---- inference ----------------------------------------------------------------------------------------
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """x -> x_n (float32, (B, d_in))."""
+        return (x.reshape(-1, self.spec.d_in).to(self.W_enc.dtype) - self.norm_mean) * self.norm_scale
+
+    def denormalise(self, x_hat_n: torch.Tensor) -> torch.Tensor:
+        return x_hat_n / self.norm_scale + self.norm_mean
+
+    def preacts(self, x_n: torch.Tensor) -> torch.Tensor:
+        """Dense pre-activations (B, d_sae) with autograd."""
+        return (x_n - self.b_dec) @ self.W_enc + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense latents (..., d_sae) with inference semantics (BatchTopK: the learned threshold, per row)."""
+        return self.encode_n(self.normalise(x)).reshape(*x.shape[:-1], self.spec.d_sae)
+
+    def encode_n(self, x_n: torch.Tensor) -> torch.Tensor:
+        """Dense latents (B, d_sae) of already-normalised inputs (B, d_in)."""
+        if self.spec.arch == "topk":
+            values, indices = self._topk(x_n)
+            f = torch.zeros(x_n.shape[0], self.spec.d_sae, dtype=values.dtype, device=x_n.device)
+            return f.scatter_(1, indices, values)  # (B, d_sae)
+        pre = self.preacts(x_n).float()  # (B, d_sae)
+        if self.spec.arch == "relu":
+            return torch.relu(pre)
+        return torch.relu(pre) * (pre > self.threshold_value())
+
+    def threshold_value(self) -> torch.Tensor:
+        """The JumpReLU threshold (d_sae,): exp(log_threshold) for jumprelu, the estimated one for batchtopk."""
+        return self.log_threshold.exp() if self.spec.arch == "jumprelu" else self.threshold
+
+    def _topk(self, x_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pre = self.preacts(x_n)  # (B, d_sae)
+        values, indices = pre.topk(self.spec.k, dim=1)  # (B, k), largest first
+        return torch.relu(values).float(), indices
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """TopK only: (values (B, k), indices (B, k)), largest first (values may be 0); None for other archs."""
+        if self.spec.arch != "topk":
+            return None
+        return self._topk(self.normalise(x))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Latents (..., d_sae) -> reconstruction (..., d_in) in the input space."""
+        lead = f.shape[:-1]
+        x_hat_n = f.reshape(-1, self.spec.d_sae).to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+        return self.denormalise(x_hat_n).reshape(*lead, self.spec.d_in)
+
+    def decode_sparse(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """(B, k) values at (B, k) latent indices -> (B, d_in), gathering only those decoder rows."""
+        sel = kernels.fixed_selection(indices, self.spec.d_sae)
+        x_hat_n = kernels.sparse_decode(values.reshape(-1).to(self.W_dec.dtype), sel, self.W_dec) + self.b_dec
+        return self.denormalise(x_hat_n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of x (same shape)."""
+        if self.spec.arch == "topk":
+            values, indices = self.encode_sparse(x)
+            return self.decode_sparse(values, indices).reshape(x.shape)
+        return self.decode(self.encode(x))
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def training_loss(self, x: torch.Tensor, sparsity_coef: float, dead_mask: torch.Tensor | None = None,
+                      auxk_coef: float = 1 / 32, auxk_k: int | None = None) -> TrainStep:
+        """Loss on a raw batch x (B, d_in); the terms are defined in the module docstring."""
+        x_n = self.normalise(x).detach()  # (B, d_in)
+        if self.spec.arch in ("topk", "batchtopk"):
+            return self._sparse_loss(x_n, dead_mask, auxk_coef, auxk_k)
+        return self._dense_loss(x_n, sparsity_coef)
+
+    def _sparse_loss(self, x_n, dead_mask, auxk_coef, auxk_k) -> TrainStep:
+        spec = self.spec
+        pre = kernels.encoder_preacts(x_n - self.b_dec.detach(), self.W_enc.detach(), self.b_enc.detach())
+        if spec.arch == "topk":
+            sel = kernels.topk_selection(pre, spec.k)
+        else:
+            sel = kernels.batch_topk_selection(pre, spec.k)
+        values = torch.relu(kernels.selected_preacts(x_n, self.b_dec, self.W_enc, self.b_enc, pre, sel))  # (nnz,)
+        x_hat_n = kernels.sparse_decode(values, sel, self.W_dec) + self.b_dec  # (B, d_in)
+        err = x_n - x_hat_n  # (B, d_in)
+        mse_row = err.pow(2).sum(1).mean()
+        loss = mse_row / spec.d_in
+        active = values.detach() > 0  # (nnz,)
+        fired = torch.zeros(spec.d_sae, dtype=torch.bool, device=x_n.device)
+        fired[sel.cols[active]] = True
+        if spec.arch == "batchtopk" and active.any():
+            self._update_threshold(values.detach()[active].min())
+        terms = {"mse": mse_row.detach() / spec.d_in, "mse_row": mse_row.detach(),
+                 "auxk": torch.zeros((), device=x_n.device)}
+        n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
+        if n_dead and auxk_coef:
+            dead = torch.nonzero(dead_mask.to(x_n.device)).flatten()
+            aux_sel = kernels.masked_topk_selection(pre, dead, min(auxk_k or spec.d_in // 2, n_dead))
+            aux_values = torch.relu(kernels.selected_preacts(x_n, self.b_dec, self.W_enc, self.b_enc, pre, aux_sel))
+            residual = err.detach()  # target: what the live latents missed; b_dec is already in x_hat_n
+            residual_hat = kernels.sparse_decode(aux_values, aux_sel, self.W_dec)  # no b_dec: not added twice
+            auxk = (residual - residual_hat).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+            loss = loss + auxk_coef * auxk
+            terms["auxk"] = auxk.detach()
+        l0 = active.sum() / x_n.shape[0]
+        return TrainStep(loss, self.denormalise(x_hat_n.detach()), terms, fired, l0)
+
+    @torch.no_grad()
+    def calibrate_threshold(self, batches) -> float:
+        """BatchTopK: set the inference threshold to the mean over `batches` (raw (B, d_in) tensors) of the
+        smallest activation the batch-level top-k keeps (Bussmann et al. 2024); better than the training EMA,
+        which lags in short runs. Returns the threshold."""
+        if self.spec.arch != "batchtopk":
+            raise ValueError("calibrate_threshold applies to batchtopk SAEs only")
+        mins = []
+        for x in [batches] if isinstance(batches, torch.Tensor) else batches:
+            pre = self.preacts(self.normalise(x.to(self.W_enc.device))).float()  # (B, d_sae)
+            sel = kernels.batch_topk_selection(pre, self.spec.k)
+            kept = pre[sel.rows, sel.cols]
+            if bool((kept > 0).any()):
+                mins.append(kept[kept > 0].min())
+        if mins:
+            self.threshold.fill_(float(torch.stack(mins).mean()))
+        return float(self.threshold[0])
+
+    @torch.no_grad()
+    def _update_threshold(self, smallest_kept: torch.Tensor) -> None:
+        if bool(self.threshold[0] < 0):
+            self.threshold.fill_(float(smallest_kept))
+        else:
+            self.threshold.mul_(THRESHOLD_EMA).add_((1 - THRESHOLD_EMA) * smallest_kept)
+
+    def _dense_loss(self, x_n, sparsity_coef) -> TrainStep:
+        spec = self.spec
+        pre = self.preacts(x_n).float()  # (B, d_sae)
+        if spec.arch == "relu":
+            f = torch.relu(pre)
+            sparsity = (f * self.W_dec.norm(dim=1)).sum(1).mean()  # decoder-norm-weighted L1 (April 2024)
+        else:
+            threshold = self.log_threshold.exp()
+            f = kernels.jumprelu(pre, threshold, spec.jumprelu_bandwidth)
+            sparsity = kernels.step(pre, threshold, spec.jumprelu_bandwidth).sum(1).mean()  # L0 with an STE
+        x_hat_n = (f @ self.W_dec).float() + self.b_dec  # (B, d_in)
+        mse_row = (x_n - x_hat_n).pow(2).sum(1).mean()
+        loss = (mse_row + sparsity_coef * sparsity) / spec.d_in
+        active = f.detach() > 0  # (B, d_sae)
+        terms = {"mse": mse_row.detach() / spec.d_in, "mse_row": mse_row.detach(), "sparsity": sparsity.detach()}
+        return TrainStep(loss, self.denormalise(x_hat_n.detach()), terms, active.any(0),
+                         active.sum(1).float().mean())
+
+    @torch.no_grad()
+    def before_optimizer_step(self) -> None:
+        """Unit-norm architectures: drop the decoder-gradient component parallel to each row (it only rescales)."""
+        grad = self.W_dec.grad
+        if self.spec.arch not in UNIT_NORM_ARCHS or grad is None:
+            return
+        w = self.W_dec
+        parallel = (grad * w).sum(1) / torch.linalg.vector_norm(w, dim=1).square().clamp_min(1e-12)  # (d_sae,)
+        grad.addcmul_(parallel[:, None], w, value=-1.0)
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Unit-norm architectures: renormalise decoder rows to norm 1."""
+        if self.spec.arch in UNIT_NORM_ARCHS:
+            self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def resample_dead(self, dead_idx: torch.Tensor, x: torch.Tensor, optimizer=None) -> None:
+        """Re-initialise dead latents toward badly reconstructed inputs (Anthropic 2023); reset their Adam moments.
+
+        Each dead latent gets the direction of an input drawn with probability proportional to its squared
+        reconstruction loss; the encoder column is that direction at 0.2x the mean live encoder norm.
+        """
+        if dead_idx.numel() == 0:
+            return
+        dead_idx = dead_idx.to(self.W_dec.device).long()
+        x_n = self.normalise(x)
+        err = (x_n - (self.encode_n(x_n) @ self.W_dec + self.b_dec)).pow(2).sum(1)  # (B,)
+        weights = err.pow(2)
+        if not bool(weights.sum() > 0):
+            weights = torch.ones_like(weights)
+        picks = torch.multinomial(weights, dead_idx.numel(), replacement=True)
+        directions = x_n[picks] - self.b_dec  # (n_dead, d_in)
+        directions /= directions.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        alive = torch.ones(self.spec.d_sae, dtype=torch.bool, device=dead_idx.device)
+        alive[dead_idx] = False
+        if alive.any():
+            dec_norm = self.W_dec[alive].norm(dim=1).mean()
+            enc_norm = self.W_enc[:, alive].norm(dim=0).mean()
+        else:
+            dec_norm = torch.tensor(RELU_INIT_DECODER_NORM if self.spec.arch == "relu" else 1.0)
+            enc_norm = torch.tensor(1.0)
+        if self.spec.arch in UNIT_NORM_ARCHS:
+            dec_norm = torch.tensor(1.0)
+        self.W_dec[dead_idx] = directions * dec_norm
+        self.W_enc[:, dead_idx] = directions.T * (0.2 * enc_norm)
+        self.b_enc[dead_idx] = 0.0
+        if self.spec.arch == "jumprelu":
+            self.log_threshold[dead_idx] = math.log(self.spec.jumprelu_init_threshold)
+        if optimizer is not None:
+            for param, where in ((self.W_dec, (dead_idx,)), (self.W_enc, (slice(None), dead_idx)),
+                                 (self.b_enc, (dead_idx,)), (getattr(self, "log_threshold", None), (dead_idx,))):
+                state = optimizer.state.get(param, {}) if param is not None else {}
+                for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                    if key in state:
+                        state[key][where] = 0.0
+
+    @torch.no_grad()
+    def fold_normalisation(self) -> None:
+        """Move norm_mean / norm_scale into the weights; outputs are unchanged and the buffers become identity."""
+        s, m = self.norm_scale.clone(), self.norm_mean.clone()
+        self.W_enc.mul_(s)
+        self.W_dec.div_(s)
+        self.b_dec.copy_(self.b_dec / s + m)  # encoder input x - b_dec' = (x - m) - b_dec / s
+        self.norm_mean.zero_()
+        self.norm_scale.fill_(1.0)
+
+
+def geometric_median(points: torch.Tensor, iters: int = 50, tol: float = 1e-6) -> torch.Tensor:
+    """Geometric median of (N, d) points by Weiszfeld iterations from the mean."""
+    median = points.mean(0)
+    for _ in range(iters):
+        weights = 1.0 / (points - median).norm(dim=1).clamp_min(1e-8)  # (N,)
+        updated = (weights[:, None] * points).sum(0) / weights.sum()
+        if float((updated - median).norm()) <= tol * max(1.0, float(median.norm())):
+            return updated
+        median = updated
+    return median

@@ -1,0 +1,200 @@
+"""SAE save/load in the layout SAELens reads (cfg.json + sae_weights.safetensors + sparsity.safetensors).
+
+A saved SAE directory::
+
+    cfg.json                  SAELens config (flat pre-6.0 style, which SAELens 6 still converts): architecture
+                              "standard" | "topk" | "jumprelu", d_in, d_sae, dtype, device, model_name, hook_name,
+                              hook_layer, apply_b_dec_to_input=true, normalize_activations="none" (folded),
+                              k + activation_fn_kwargs {"k"} for topk; plus "musicsae": {"spec", ...extra}
+    sae_weights.safetensors   W_enc (d_in, d_sae), b_enc, W_dec (d_sae, d_in), b_dec, threshold (jumprelu)
+    sparsity.safetensors      {"sparsity": log10(feature density + 1e-10)} (SAELens's convention), optional
+    manifest.json             kind "sae", format_version
+
+BatchTopK is exported as a JumpReLU with its inference threshold, which is exactly how it encodes at inference.
+Input normalisation is folded into the weights. No pickles: safetensors and JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from ..artifacts import MANIFEST_NAME, check_format_version, new_manifest, read_manifest, write_json
+from ..errors import InputError, StoreError
+
+FORMAT_VERSION = 1
+KIND = "sae"
+CFG_NAME, WEIGHTS_NAME, SPARSITY_NAME = "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"
+SAELENS_ARCH = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
+DENSITY_EPS = 1e-10
+
+
+def hook_layer_of(hook_name: str) -> int | None:
+    """The layer number in a hookpoint name ("layers.12" -> 12), else None."""
+    found = re.findall(r"\d+", hook_name or "")
+    return int(found[0]) if found else None
+
+
+def save_sae(sae, directory: str | Path, hook_name: str, model_name: str, extra: dict | None = None,
+             density=None, *, config: dict | None = None, hook_layer: int | None = None) -> Path:
+    """Write `sae` (normalisation folded into a copy) into the existing `directory`; returns it."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"SAE output folder does not exist: {directory}", "create it (a staged directory) first")
+    from .architectures import SparseAutoencoder
+
+    spec = sae.spec
+    folded = SparseAutoencoder(spec)  # a CPU fp32 copy: the caller's SAE keeps its normalisation and device
+    folded.load_state_dict({k: v.detach().float().cpu() for k, v in sae.state_dict().items()})
+    folded.fold_normalisation()
+    weights = {name: getattr(folded, name).detach().contiguous() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    if spec.arch in ("jumprelu", "batchtopk"):
+        weights["threshold"] = folded.threshold_value().detach().float().contiguous()
+    save_file(weights, str(directory / WEIGHTS_NAME))
+    if density is not None:
+        density = torch.as_tensor(density, dtype=torch.float64).reshape(-1)
+        if density.numel() != spec.d_sae:
+            raise ValueError(f"density has {density.numel()} entries, expected d_sae={spec.d_sae}")
+        save_file({"sparsity": torch.log10(density + DENSITY_EPS).float()}, str(directory / SPARSITY_NAME))
+    layer = hook_layer if hook_layer is not None else hook_layer_of(hook_name)
+    cfg = {
+        "architecture": SAELENS_ARCH[spec.arch], "d_in": spec.d_in, "d_sae": spec.d_sae,
+        "dtype": "float32", "device": "cpu", "model_name": model_name, "hook_name": hook_name,
+        "hook_layer": layer if layer is not None else 0, "hook_head_index": None,
+        "activation_fn_str": "topk" if spec.arch == "topk" else "relu",
+        "apply_b_dec_to_input": True, "normalize_activations": "none", "finetuning_scaling_factor": False,
+        "prepend_bos": False, "context_size": None, "dataset_path": None,
+    }
+    if spec.arch == "topk":
+        cfg["k"] = spec.k
+        cfg["activation_fn_kwargs"] = {"k": spec.k}
+    cfg["musicsae"] = {"spec": spec.to_dict(), **(extra or {})}
+    write_json(directory / CFG_NAME, cfg)
+    files = [CFG_NAME, WEIGHTS_NAME] + ([SPARSITY_NAME] if density is not None else [])
+    write_json(directory / MANIFEST_NAME, new_manifest(
+        KIND, FORMAT_VERSION, config, architecture=spec.arch, saelens_architecture=cfg["architecture"],
+        d_in=spec.d_in, d_sae=spec.d_sae, k=spec.k, hook_name=hook_name, model_name=model_name, files=files))
+    return directory
+
+
+def _read_cfg(directory: Path) -> tuple[dict | None, dict]:
+    if not directory.is_dir():
+        raise InputError(f"SAE folder not found: {directory}", "pass a folder written by `musicsae sae train`")
+    manifest = None
+    if (directory / MANIFEST_NAME).is_file():
+        manifest = read_manifest(directory)
+        if manifest.get("kind") != KIND:
+            raise StoreError(f"{directory} is a musicsae {manifest.get('kind')!r} artefact, not an SAE",
+                             "pass an SAE folder (a training run holds one per member)")
+        check_format_version(manifest, FORMAT_VERSION, f"SAE {directory}")
+    path = directory / CFG_NAME
+    if not path.is_file():
+        raise InputError(f"no {CFG_NAME} in {directory}", "pass a musicsae or SAELens SAE folder")
+    try:
+        cfg = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"unreadable {path}: {exc}", "the SAE folder is corrupt; re-save it") from exc
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}  # SAELens >= 6 nests these
+    for key in ("model_name", "hook_name", "hook_layer"):
+        cfg.setdefault(key, meta.get(key))
+    return manifest, cfg
+
+
+def _spec_of(cfg: dict, directory: Path):
+    from .architectures import SAESpec
+
+    ours = cfg.get("musicsae", {}).get("spec") if isinstance(cfg.get("musicsae"), dict) else None
+    if ours:
+        return SAESpec.from_dict(ours)
+    arch = cfg.get("architecture", "standard")
+    fn = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
+    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+    if arch == "standard" and fn == "topk":  # SAELens < 5 saved TopK SAEs this way
+        arch = "topk"
+    mapping = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
+    if arch not in mapping:
+        raise InputError(f"unsupported SAE architecture {arch!r} in {directory}",
+                         "musicsae loads standard, topk, jumprelu and batchtopk SAEs")
+    norm = cfg.get("normalize_activations") or "none"
+    if norm not in ("none", False):
+        raise InputError(f"{directory} needs run-time input normalisation ({norm!r}), which musicsae does not apply",
+                         "fold the normalisation into the weights before exporting")
+    return SAESpec(arch=mapping[arch], d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
+                   k=int(k) if mapping[arch] == "topk" else None)
+
+
+def load_sae(directory: str | Path, device="cpu"):
+    """(SparseAutoencoder in eval mode, cfg dict) from a musicsae or plain SAELens SAE folder."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .architectures import SparseAutoencoder
+
+    directory = Path(directory)
+    _, cfg = _read_cfg(directory)
+    spec = _spec_of(cfg, directory)
+    path = directory / WEIGHTS_NAME
+    if not path.is_file():
+        raise StoreError(f"no {WEIGHTS_NAME} in {directory}", "the SAE folder is incomplete; re-save it")
+    try:
+        weights = {k: v.float() for k, v in load_file(str(path)).items()}
+    except Exception as exc:  # safetensors raises several types for truncated/corrupt files
+        raise StoreError(f"unreadable {path}: {exc}", "the SAE folder is corrupt; re-save it") from exc
+    shapes = {"W_enc": (spec.d_in, spec.d_sae), "b_enc": (spec.d_sae,), "W_dec": (spec.d_sae, spec.d_in),
+              "b_dec": (spec.d_in,)}
+    if spec.arch in ("jumprelu", "batchtopk"):
+        shapes["threshold"] = (spec.d_sae,)
+    for name, shape in shapes.items():
+        if name not in weights or tuple(weights[name].shape) != shape:
+            found = tuple(weights[name].shape) if name in weights else "missing"
+            raise StoreError(f"{path}: {name} should be {shape}, found {found}", "the SAE folder is corrupt")
+    scaling = weights.get("scaling_factor")
+    if scaling is not None and not torch.allclose(scaling, torch.ones_like(scaling)):
+        raise InputError(f"{directory} has a fine-tuning scaling factor, which musicsae does not support")
+    if cfg.get("apply_b_dec_to_input") is False:  # x @ W + b == (x - b_dec) @ W + (b + b_dec @ W)
+        weights["b_enc"] = weights["b_enc"] + weights["b_dec"] @ weights["W_enc"]
+    sae = SparseAutoencoder(spec)
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, name).copy_(weights[name])
+        if spec.arch == "jumprelu":  # a threshold <= 0 acts like 0 after the ReLU; keep log finite
+            sae.log_threshold.copy_(weights["threshold"].clamp_min(torch.finfo(torch.float32).tiny).log())
+        elif spec.arch == "batchtopk":
+            sae.threshold.copy_(weights["threshold"])
+    return sae.to(device).eval(), cfg
+
+
+def describe_sae(directory: str | Path) -> dict:
+    """A JSON-ready summary of an SAE folder (no weights loaded), for `musicsae info`."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    manifest, cfg = _read_cfg(directory)
+    spec = _spec_of(cfg, directory)
+    ours = cfg.get("musicsae") if isinstance(cfg.get("musicsae"), dict) else {}
+    info = {
+        "path": str(directory), "kind": KIND if manifest else "saelens",
+        "format_version": (manifest or {}).get("format_version"),
+        "musicsae_version": (manifest or {}).get("musicsae_version"), "created": (manifest or {}).get("created"),
+        "architecture": spec.arch, "saelens_architecture": cfg.get("architecture"), "d_in": spec.d_in,
+        "d_sae": spec.d_sae, "expansion_factor": spec.d_sae / spec.d_in, "k": spec.k,
+        "model_name": cfg.get("model_name"), "hook_name": cfg.get("hook_name"), "dtype": cfg.get("dtype"),
+        "size_bytes": sum(f.stat().st_size for f in directory.iterdir() if f.is_file()),
+        "files": sorted(f.name for f in directory.iterdir() if f.is_file()),
+    }
+    info.update({k: v for k, v in ours.items() if k != "spec"})
+    sparsity = directory / SPARSITY_NAME
+    if sparsity.is_file():
+        with safe_open(str(sparsity), framework="pt") as fh:
+            log_density = fh.get_tensor("sparsity").double()
+        dead = log_density <= math.log10(DENSITY_EPS) + 1e-6
+        alive = log_density[~dead]
+        info["density"] = {"dead_fraction": float(dead.double().mean()),
+                           "median_log10": float(alive.median()) if alive.numel() else None,
+                           "max_log10": float(log_density.max())}
+    return info

@@ -1,0 +1,128 @@
+"""`sae train` end to end on a store with a known sparse structure: quality, split, sweep, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from musicsae_cli.errors import ConfigError, InputError, MusicSAEError, OutputExistsError
+from musicsae_cli.sae.config import SAETrainConfig
+from musicsae_cli.sae.train import sae_dir, train_sae
+from musicsae_cli.store import ActivationStore
+
+from .conftest import make_sparse_store
+
+
+def cfg(**kw) -> SAETrainConfig:
+    base = dict(architecture="topk", expansion_factor=4, k=4, batch_size=128, epochs=12, lr=1e-2, lr_warmup_steps=10,
+                eval_every=80, checkpoint_every=25, log_every=5, device="cpu", init_rows=2048)
+    return SAETrainConfig(**{**base, **kw})
+
+
+def test_topk_learns_the_structure_and_writes_everything(sparse_store, tmp_path):
+    store, dirs = sparse_store
+    res = train_sae(store, tmp_path / "run", cfg())
+    m = res["members"]["sae"]
+    assert m["explained_variance"] > 0.85 and m["l0"] == pytest.approx(4.0)
+    run = tmp_path / "run"
+    for name in ("manifest.json", "config.yaml", "train_log.jsonl", "eval_log.jsonl", "eval.csv", "curves.png",
+                 "density.png", "final_metrics.json", "sae/cfg.json", "sae/sae_weights.safetensors",
+                 "sae/sparsity.safetensors"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
+    # decoder rows line up with the true directions
+    from musicsae_cli.sae.io import load_sae
+
+    sae, saved = load_sae(sae_dir(run))
+    assert saved["hook_name"] == "layers.0" and saved["d_sae"] == 128
+    w_dec = sae.W_dec.detach().numpy()
+    cos = (dirs @ (w_dec / np.linalg.norm(w_dec, axis=1, keepdims=True)).T).max(axis=1)
+    assert np.median(cos) > 0.8
+
+
+def test_split_keeps_groups_on_one_side(sparse_store, tmp_path):
+    from musicsae_cli.sae.data import split_rows
+
+    store = ActivationStore.open(sparse_store[0])
+    split = split_rows(store, [], 0.25, "group", seed=0)
+    groups = np.asarray(store.metadata(["group"]).column("group").to_pylist())
+    assert not set(groups[split.train]) & set(groups[split.val])
+    assert split.val.size > 0 and split.train.size + split.val.size == store.n_rows
+    again = split_rows(store, [], 0.25, "group", seed=0)
+    assert np.array_equal(again.val, split.val)
+
+
+def test_sweep_trains_several_from_one_pass(sparse_store, tmp_path):
+    res = train_sae(sparse_store[0], tmp_path / "sweep", cfg(sweep={"k": [2, 8]}, epochs=2))
+    assert set(res["members"]) == {"k=2", "k=8"}
+    assert res["members"]["k=8"]["explained_variance"] > res["members"]["k=2"]["explained_variance"]
+    log = [json.loads(line) for line in (tmp_path / "sweep" / "train_log.jsonl").read_text().splitlines()]
+    steps = {m: [r["step"] for r in log if r["member"] == m] for m in ("k=2", "k=8")}
+    assert steps["k=2"] == steps["k=8"] and steps["k=2"]
+    with pytest.raises(InputError, match="--member"):
+        sae_dir(tmp_path / "sweep")
+    assert sae_dir(tmp_path / "sweep", "k=8").name == "k=8"
+
+
+def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, monkeypatch):
+    import musicsae_cli.sae.trainer as trainer
+    from musicsae_cli.sae.io import load_sae
+
+    train_sae(sparse_store[0], tmp_path / "whole", cfg())
+    real, calls = trainer.train_step, {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 60:  # after the checkpoints at steps 25 and 50
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(sparse_store[0], tmp_path / "part", cfg())
+    monkeypatch.setattr(trainer, "train_step", real)
+    with pytest.raises(InputError, match="not finished"):
+        sae_dir(tmp_path / "part")
+    res = train_sae(sparse_store[0], tmp_path / "part", cfg(), resume=True)
+    assert res["resumed_from"] == 50
+    a, _ = load_sae(sae_dir(tmp_path / "whole"))
+    b, _ = load_sae(sae_dir(tmp_path / "part"))
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert np.allclose(x.numpy(), y.numpy(), atol=1e-6), name
+
+
+def test_resume_with_changed_config_is_refused(sparse_store, tmp_path):
+    train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5))
+    with pytest.raises(ConfigError, match=r"changed config \(k: 4 -> 8\)"):
+        train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5, k=8), resume=True)
+
+
+def test_refusals(sparse_store, tmp_path):
+    store = sparse_store[0]
+    train_sae(store, tmp_path / "run", cfg(max_steps=3))
+    with pytest.raises(OutputExistsError):
+        train_sae(store, tmp_path / "run", cfg(max_steps=3))
+    with pytest.raises(InputError, match="no rows to train on after filters"):
+        train_sae(store, tmp_path / "empty", cfg(where=["label=zzz"]))
+    with pytest.raises(InputError, match="hookpoint 'layers.5' is not in the store"):
+        train_sae(store, tmp_path / "x", cfg(hookpoint="layers.5"))
+    with pytest.raises(InputError, match="--init-from SAE is topk 32->128, the run wants topk 32->64"):
+        train_sae(store, tmp_path / "y", cfg(expansion_factor=2), init_from=tmp_path / "run" / "sae")
+    with pytest.raises(ConfigError, match="cannot sweep 'batch_size'"):
+        cfg(sweep={"batch_size": [1, 2]})
+
+
+def test_nan_rows_are_reported_with_ids(tmp_path):
+    store, _ = make_sparse_store(tmp_path / "nan", n_items=12, nan_row=200)
+    with pytest.raises(MusicSAEError, match=r"non-finite activations .*row 200 \(item003\)"):
+        train_sae(store, tmp_path / "run", cfg(init_rows=100000, val_fraction=0.0))
+
+
+@pytest.mark.parametrize("arch,extra", [("relu", {"l1_coefficient": 0.5, "lr": 1e-3}),
+                                        ("batchtopk", {}), ("jumprelu", {"l0_coefficient": 1e-3})])
+def test_other_architectures_train(sparse_store, tmp_path, arch, extra):
+    res = train_sae(sparse_store[0], tmp_path / arch, cfg(architecture=arch, **extra))
+    m = res["members"]["sae"]
+    assert m["explained_variance"] > 0.5 and 0 < m["l0"] < 128
