@@ -74,3 +74,15 @@ def concept_set(tmp_path_factory) -> Path:
     make_concept_dataset(path, SynthConfig(concepts=["notes", "tempos"], timbres=["sine", "piano"],
                                            max_per_concept=3, duration_s=1.5))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory, concept_set, tiny_adapter) -> Path:
+    """The concept set extracted with the tiny MusicGen (all 4 layers, float32)."""
+    from musicsae_cli.extract.audio import extract_audio
+    from musicsae_cli.extract.config import ExtractConfig
+
+    path = tmp_path_factory.mktemp("stores") / "tiny-store"
+    extract_audio(concept_set, path, ExtractConfig(model="tiny-musicgen", device="cpu", store_dtype="float32"),
+                  adapter=tiny_adapter)
+    return path

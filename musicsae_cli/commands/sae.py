@@ -112,15 +112,29 @@ def evaluate(
     hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
     where: WhereOpt = None,
     max_rows: Annotated[int | None, typer.Option(help="Evaluate at most this many rows (evenly spaced).")] = None,
+    downstream: Annotated[bool, typer.Option(help="Also splice the SAE into the model (MusicGen) and report CE, KL "
+                                                  "and the fraction of loss recovered.")] = False,
+    items: Annotated[int, typer.Option(help="Store items re-run through the model for --downstream.")] = 16,
+    model: Annotated[str | None, typer.Option(help="Model for --downstream (default: the store's).")] = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Reconstruction metrics of an SAE on any store (explained variance, MSE, L0, dead, shrinkage)."""
+    """Reconstruction metrics of an SAE on any store; with --downstream, the model's loss with the SAE spliced in."""
     o = Output(json_out, quiet, verbose)
-    from ..sae.evaluate import evaluate_reconstruction
+    from ..sae.evaluate import evaluate_downstream, evaluate_reconstruction
 
     res = evaluate_reconstruction(sae, store, member=member, hookpoint=hookpoint, where=where, max_rows=max_rows,
                                   device=device or "auto", progress=o.progress)
-    o.result(res, [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()])
+    lines = [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()]
+    if downstream:
+        res["downstream"] = d = evaluate_downstream(res["sae"], store, res["hookpoint"], model=model, n_items=items,
+                                                    device=device or "auto", progress=o.progress)
+        lines.append(f"downstream over {d['tokens']} codebook tokens of {d['items']} items:")
+        lines += [f"  CE {name}: {ce:.5f}" + (f"  KL to clean {d['kl_to_clean'][name]:.3g}" if name != "clean" else "")
+                  for name, ce in d["ce"].items()]
+        lines += [f"  fraction of loss recovered vs {k.replace('_', '-')}: {v:.4f}" if v is not None else
+                  f"  fraction of loss recovered vs {k}: undefined (ablation does not change the loss)"
+                  for k, v in d["fraction_loss_recovered"].items()]
+    o.result(res, lines)

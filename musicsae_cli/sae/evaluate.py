@@ -51,3 +51,27 @@ def evaluate_reconstruction(sae_path: str | Path, store_path: str | Path, member
     metrics = acc.compute()
     return {"sae": str(path), "store": str(store_path), "hookpoint": hp, "rows": int(rows.size),
             **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+
+
+def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint: str, model: str | None = None,
+                        n_items: int = 16, device: str = "auto", progress: ProgressFactory = no_progress) -> dict:
+    """Splice the SAE into the store's model at its hookpoint and compare losses (see sae.downstream)."""
+    from ..models import load_adapter
+    from ..store import ActivationStore
+    from .downstream import downstream_metrics
+    from .io import load_sae
+
+    store = ActivationStore.open(store_path)
+    info = store.model
+    name = model or info.get("id")
+    if not name or info.get("family", "musicgen") != "musicgen":
+        raise InputError("downstream metrics need a MusicGen store (or --model)", "pass --model MODEL")
+    config = store.manifest.get("config", {})
+    adapter = load_adapter(name, revision=info.get("revision"), device=device,
+                           dtype={"bfloat16": "bf16", "float16": "fp16"}.get(info.get("dtype"), "fp32"),
+                           seed=int(config.get("seed", 0)))
+    if hookpoint not in adapter.hookpoint_widths:
+        raise InputError(f"hookpoint '{hookpoint}' is not a hookpoint of {name}",
+                         "downstream metrics splice at a model hookpoint such as layers.12")
+    sae, _ = load_sae(Path(sae_path))
+    return downstream_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)

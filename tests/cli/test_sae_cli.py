@@ -1,0 +1,57 @@
+"""`musicsae sae train | encode | evaluate` and `info` on their outputs, from the command line."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_train_encode_evaluate(runner, app, tiny_store, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(run), "-c", "tiny", "--hookpoint",
+                                 "layers.2", "--steps", "30", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)
+    assert res["members"]["sae"]["l0"] > 0 and res["split"]["val_rows"] > 0
+    info = json.loads(runner.invoke(app, ["info", str(run / "sae"), "--json"]).stdout)
+    assert info["d_in"] == 64 and info["d_sae"] == 512
+    run_info = json.loads(runner.invoke(app, ["info", str(run), "--json"]).stdout)
+    assert run_info["kind"] == "sae_run" and run_info["status"] == "complete"
+
+    latents = tmp_path / "latents"
+    enc = runner.invoke(app, ["sae", "encode", str(tiny_store), "--sae", str(run), "-o", str(latents), "--json",
+                              "--device", "cpu"])
+    assert enc.exit_code == 0, enc.output
+    described = json.loads(runner.invoke(app, ["info", str(latents), "--json"]).stdout)
+    assert described["hookpoints"] == {"layers.2.sae": 512} and described["n_rows"] == 6 * 75
+
+    ev = runner.invoke(app, ["sae", "evaluate", str(run), str(tiny_store), "--json", "--device", "cpu",
+                             "--downstream", "--items", "2"])
+    assert ev.exit_code == 0, ev.output
+    data = json.loads(ev.stdout)
+    assert data["hookpoint"] == "layers.2" and data["rows"] == 450
+    # explained variance recomputed independently with numpy over the same rows
+    import numpy as np
+    import torch
+
+    from musicsae_cli.sae.io import load_sae
+    from musicsae_cli.store import ActivationStore
+
+    store = ActivationStore.open(tiny_store)
+    x = store.read_rows("layers.2", np.arange(store.n_rows)).astype(np.float64)
+    sae, _ = load_sae(run / "sae")
+    with torch.no_grad():
+        x_hat = sae(torch.from_numpy(x).float()).double().numpy()
+    ev = 1 - ((x - x_hat) ** 2).sum(1).mean() / ((x ** 2).sum(1).mean() - (x.mean(0) ** 2).sum())
+    assert abs(data["explained_variance"] - ev) < 1e-4
+    assert set(data["downstream"]["fraction_loss_recovered"]) == {"zero_ablation", "mean_ablation"}
+
+
+def test_sae_bad_input(runner, app, tiny_store, tmp_path):
+    unknown = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(tmp_path / "r"), "--architecture",
+                                  "gated"])
+    assert unknown.exit_code == 2 and "invalid value for 'architecture'" in unknown.stderr
+    preset = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(tmp_path / "r"), "-c", "topkk"])
+    assert preset.exit_code == 2 and "did you mean 'topk'" in preset.stderr
+    several = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(tmp_path / "r"), "-c", "tiny"])
+    assert several.exit_code == 2 and "choose one with --hookpoint" in several.stderr
+    assert not (tmp_path / "r").exists()
