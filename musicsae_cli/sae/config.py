@@ -23,9 +23,9 @@ class SAETrainConfig(BaseModel):
     split_column: str = Field("group", description="Column whose values are kept on one side of the split "
                               "(tracks), so validation never sees frames of training tracks.")
     # architecture
-    architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = Field(
+    architecture: Literal["relu", "topk", "batchtopk", "jumprelu", "dictionary_learning"] = Field(
         "topk", description="relu (L1 weighted by decoder norms), topk, batchtopk (saved with its inference "
-                            "threshold), jumprelu.")
+                            "threshold), jumprelu, or dictionary_learning (scikit-learn baseline).")
     expansion_factor: float = Field(16.0, gt=0, description="Latents per input dimension (ignored if d_sae set).")
     d_sae: int | None = Field(None, ge=1, description="Number of latents, overriding expansion_factor.")
     k: int = Field(32, ge=1, description="Active latents per row (topk) or on average (batchtopk).")
@@ -33,6 +33,9 @@ class SAETrainConfig(BaseModel):
     l0_coefficient: float = Field(1e-3, ge=0, description="jumprelu: weight of the L0 penalty.")
     jumprelu_bandwidth: float = Field(1e-3, gt=0, description="jumprelu: straight-through kernel width.")
     jumprelu_init_threshold: float = Field(1e-3, gt=0, description="jumprelu: initial threshold.")
+    dl_alpha: float = Field(1.0, gt=0, description="dictionary_learning: sparsity of the dictionary fit.")
+    dl_transform: Literal["omp", "lasso_lars", "lasso_cd", "threshold"] = Field(
+        "omp", description="dictionary_learning: sparse coding used to encode (omp keeps k atoms).")
     normalize: bool = Field(True, description="Mean-centre inputs and scale them to E||x||^2 = d_in (folded "
                             "into the saved weights).")
     init_b_dec: Literal["geometric_median", "mean", "zeros"] = Field(
@@ -81,6 +84,8 @@ class SAETrainConfig(BaseModel):
                 raise ConfigError(f"cannot sweep '{key}'", f"sweepable: {', '.join(SWEEPABLE)}")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"sweep.{key} must be a non-empty list", f"e.g. --set 'sweep.{key}=[16, 32]'")
+        if self.sweep and self.architecture == "dictionary_learning":
+            raise ConfigError("the dictionary_learning baseline does not sweep", "train one dictionary per run")
         if len(self.sweep) > 1:
             raise ConfigError("sweep one key at a time", f"got {', '.join(self.sweep)}")
         return self

@@ -137,6 +137,10 @@ def load_sae(directory: str | Path, device="cpu"):
 
     directory = Path(directory)
     _, cfg = _read_cfg(directory)
+    if cfg.get("architecture") == "dictionary_learning":  # musicsae's scikit-learn baseline
+        from .dictionary import load_dictionary
+
+        return load_dictionary(directory, cfg).to(device), cfg
     spec = _spec_of(cfg, directory)
     path = directory / WEIGHTS_NAME
     if not path.is_file():
@@ -175,7 +179,12 @@ def describe_sae(directory: str | Path) -> dict:
 
     directory = Path(directory)
     manifest, cfg = _read_cfg(directory)
-    spec = _spec_of(cfg, directory)
+    if cfg.get("architecture") == "dictionary_learning":
+        from .dictionary import DictionarySpec
+
+        spec = DictionarySpec(**cfg["musicsae"]["spec"])
+    else:
+        spec = _spec_of(cfg, directory)
     ours = cfg.get("musicsae") if isinstance(cfg.get("musicsae"), dict) else {}
     info = {
         "path": str(directory), "kind": KIND if manifest else "saelens",

@@ -42,6 +42,8 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
         raise InputError(f"{split.train.size} training rows are fewer than one batch ({cfg.batch_size})",
                          "lower --batch-size or extract more audio")
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    if cfg.architecture == "dictionary_learning":
+        return _train_dictionary(store, store_path, hookpoint, split, cfg, out, total, steps_per_epoch, progress)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     sample_rows, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed)
@@ -81,6 +83,55 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
     return {"run": str(out), "hookpoint": hookpoint, "steps": total, "resumed_from": start,
             "rows_per_s": stats["rows_per_s"], "members": saved,
             "split": manifest["split"], "evaluated_on": "validation" if split.val.size else "training rows"}
+
+
+def _train_dictionary(store, store_path, hookpoint, split, cfg, out: Path, total: int, steps_per_epoch: int,
+                      progress) -> dict:
+    """The scikit-learn baseline: partial_fit on the same shuffled batches, then the same evaluation and save."""
+    import itertools
+    import time
+
+    from .data import init_sample
+    from .dictionary import DictionarySpec, fit_dictionary, save_dictionary
+    from .trainer import evaluate_members
+
+    d_in = store.widths[hookpoint]
+    _, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed)
+    spec = DictionarySpec(d_in=d_in, d_sae=cfg.width(d_in), k=cfg.k, alpha=cfg.dl_alpha, transform=cfg.dl_transform)
+
+    def batches():
+        for epoch in itertools.count():
+            for batch in store.stream([hookpoint], cfg.batch_size, rows=split.train, shuffle=True, seed=cfg.seed,
+                                      epoch=epoch, buffer_rows=cfg.buffer_rows, block_rows=cfg.block_rows,
+                                      drop_last=True):
+                yield batch.acts[hookpoint]
+
+    started = time.perf_counter()
+    with progress("Fitting dictionary", total) as bar:
+        model = fit_dictionary(spec, itertools.islice(batches(), total), sample.mean(axis=0), cfg.seed, bar)
+    elapsed = time.perf_counter() - started
+
+    class _Member:  # what evaluate_members needs
+        name, sae = "sae", model
+
+    metrics = evaluate_members([_Member], store, hookpoint, split.val if split.val.size else split.train, "cpu")
+    final = metrics["sae"]
+    with staged_directory(out / "sae", overwrite=True) as stage:
+        save_dictionary(model, stage, hookpoint, str(store.model.get("id", "")),
+                        {"store": str(store_path), "member": "sae", "train_config": cfg.model_dump(mode="json"),
+                         "steps": total, "final_metrics": _scalars(final)}, final["density"])
+    from .report import write_report
+
+    write_report(out, metrics)
+    saved = {"sae": {"path": str(out / "sae"), **_scalars(final)}}
+    manifest = read_manifest(out)
+    split_info = {"column": split.column, "train_rows": int(split.train.size), "val_rows": int(split.val.size),
+                  "train_groups": split.n_train_groups, "val_groups": split.n_val_groups}
+    manifest.update(status="complete", members=["sae"], final_metrics=saved, steps=total, split=split_info)
+    write_json(out / "manifest.json", manifest)
+    return {"run": str(out), "hookpoint": hookpoint, "steps": total, "resumed_from": 0,
+            "rows_per_s": total * cfg.batch_size / elapsed if elapsed > 0 else None, "members": saved,
+            "split": split_info, "evaluated_on": "validation" if split.val.size else "training rows"}
 
 
 def _prepare_run_dir(out: Path, record: dict, overwrite: bool, resume: bool) -> None:

@@ -126,3 +126,17 @@ def test_other_architectures_train(sparse_store, tmp_path, arch, extra):
     res = train_sae(sparse_store[0], tmp_path / arch, cfg(architecture=arch, **extra))
     m = res["members"]["sae"]
     assert m["explained_variance"] > 0.5 and 0 < m["l0"] < 128
+
+
+def test_dictionary_learning_baseline_through_the_same_commands(sparse_store, tmp_path):
+    from musicsae_cli.sae.evaluate import evaluate_reconstruction
+    from musicsae_cli.sae.io import load_sae
+
+    res = train_sae(sparse_store[0], tmp_path / "dl", cfg(architecture="dictionary_learning", k=3, epochs=2,
+                                                          dl_alpha=0.1))
+    m = res["members"]["sae"]
+    assert m["explained_variance"] > 0.8 and m["l0"] <= 3.0
+    model, saved = load_sae(tmp_path / "dl" / "sae")
+    assert saved["architecture"] == "dictionary_learning" and model.W_dec.shape == (128, 32)
+    again = evaluate_reconstruction(tmp_path / "dl", sparse_store[0], max_rows=500, device="cpu")
+    assert again["l0"] <= 3.0 and again["explained_variance"] > 0.8
