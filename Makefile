@@ -32,8 +32,9 @@ lint: venv
 	$(BIN)/ruff check musicsae_cli tests bench
 
 # The main job on the built-in defaults: synthesise a concept dataset and index it, write the tiny MusicGen
-# and load it back through from_pretrained to extract every layer from the dataset, then capture activations
-# while generating from two prompts.
+# and load it back through from_pretrained to extract every layer from the dataset, capture activations while
+# generating from two prompts, then train a TopK SAE on one layer, encode the store into latents and evaluate
+# the SAE (reconstruction, and spliced into the model).
 demo: venv
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
@@ -44,6 +45,9 @@ demo: venv
 	$(BIN)/musicsae info $(DEMO_OUT)/store
 	$(BIN)/musicsae extract -c tiny --model $(DEMO_OUT)/tiny-musicgen --prompt "calm jazz piano" \
 		--prompt "fast rock drums" --duration 4 -o $(DEMO_OUT)/generated --overwrite
+	$(BIN)/musicsae sae train $(DEMO_OUT)/store -c tiny --hookpoint layers.2 -o $(DEMO_OUT)/sae --overwrite
+	$(BIN)/musicsae sae encode $(DEMO_OUT)/store --sae $(DEMO_OUT)/sae -o $(DEMO_OUT)/latents --overwrite
+	$(BIN)/musicsae sae evaluate $(DEMO_OUT)/sae $(DEMO_OUT)/store --downstream --items 8
 
 # Regenerate the shell completion scripts (a test fails when they drift from the CLI).
 completions: venv
