@@ -35,12 +35,12 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
     start_sae = _check_init_from(init_from, cfg, d_in) if init_from else None
     out = Path(out)
     record = {"store": str(store_path), "hookpoint": hookpoint, **cfg.model_dump(mode="json")}
-    _prepare_run_dir(out, record, overwrite, resume)
     split = split_rows(store, cfg.where, cfg.val_fraction, cfg.split_column, cfg.seed)
     steps_per_epoch = split.train.size // cfg.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"{split.train.size} training rows are fewer than one batch ({cfg.batch_size})",
                          "lower --batch-size or extract more audio")
+    _prepare_run_dir(out, record, overwrite, resume)  # only once the data is known to be usable
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
     if cfg.architecture == "dictionary_learning":
         return _train_dictionary(store, store_path, hookpoint, split, cfg, out, total, steps_per_epoch, progress)

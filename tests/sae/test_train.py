@@ -140,3 +140,13 @@ def test_dictionary_learning_baseline_through_the_same_commands(sparse_store, tm
     assert saved["architecture"] == "dictionary_learning" and model.W_dec.shape == (128, 32)
     again = evaluate_reconstruction(tmp_path / "dl", sparse_store[0], max_rows=500, device="cpu")
     assert again["l0"] <= 3.0 and again["explained_variance"] > 0.8
+
+
+def test_empty_store_is_refused(tmp_path):
+    from musicsae_cli.store import StoreWriter
+
+    with StoreWriter.create(tmp_path / "empty", {"layers.0": 8}, "float32"):
+        pass
+    with pytest.raises(InputError, match=r"no rows to train on \(empty store\)"):
+        train_sae(tmp_path / "empty", tmp_path / "run", cfg())
+    assert not (tmp_path / "run").exists()
