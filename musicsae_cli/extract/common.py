@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import read_manifest
-from ..errors import InputError, MusicSAEError, OutputExistsError
-from ..store import StoreWriter, is_store
+from ..errors import InputError, MusicSAEError
+from ..store import StoreWriter
+from ..store.prepare import resume_or_refuse
 
 # Settings that change what a store holds; a rerun with other values cannot resume it.
 _RUNTIME_ONLY = ("device", "batch_size", "strict", "shard_mb")
@@ -23,19 +23,7 @@ def store_config(cfg, mode: str, source: str) -> dict:
 def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dict, overwrite: bool) -> StoreWriter:
     """A writer for `out`: new, replacing a store (--overwrite), or resuming an interrupted run of the same job."""
     out = Path(out)
-    resume = False
-    if out.exists() and not overwrite:
-        if not is_store(out):
-            raise OutputExistsError(out, "output")
-        manifest = read_manifest(out)
-        if manifest.get("status") == "complete":
-            raise OutputExistsError(out, "activation store")
-        before = manifest.get("config", {})
-        changed = [k for k in record if k not in _RUNTIME_ONLY and before.get(k) != record[k]]
-        if changed:
-            raise InputError(f"{out} is an interrupted extraction with other settings ({', '.join(changed)})",
-                             "rerun it with the same settings to resume, or pass --overwrite to start over")
-        resume = True
+    resume = False if overwrite else resume_or_refuse(out, record, _RUNTIME_ONLY, "activation store")
     if not out.parent.exists():
         raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
     widths = {h: adapter.hookpoint_widths[h] for h in hookpoints}

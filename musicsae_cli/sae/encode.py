@@ -7,20 +7,20 @@ written item by item in source row order, committed shard by shard, and resumabl
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import read_manifest
-from ..errors import InputError, MusicSAEError, OutputExistsError
+from ..errors import InputError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
-from ..store import CSR, ActivationStore, StoreWriter, is_store
+from ..store import CSR, ActivationStore, StoreWriter
 from ..store.csr import vstack
 from ..store.pool import item_chunks
+from ..store.prepare import resume_or_refuse
 from ..store.schema import BASE_COLUMNS
 from ..store.writer import DEFAULT_SHARD_BYTES
+from .data import pick_hookpoint
 
 LATENT_SUFFIX = ".sae"
 LATENT_DTYPES = ("float32", "float16")
@@ -50,7 +50,7 @@ def encode_store(sae, store_path: str | Path, out: str | Path, hookpoint: str | 
     if Path(out).resolve() == source.path.resolve():
         raise InputError(f"the latent store would replace its source {source.path}", "choose another output path")
     where = [where] if isinstance(where, str) else list(where or [])
-    hookpoint = _pick_hookpoint(source, hookpoint)
+    hookpoint = pick_hookpoint(source, hookpoint)
     d_in, d_sae = int(sae.spec.d_in), int(sae.spec.d_sae)
     if source.widths[hookpoint] != d_in:
         raise InputError(f"hookpoint {hookpoint!r} of {source.path} has width {source.widths[hookpoint]}, "
@@ -201,35 +201,10 @@ def _check_finite(x: np.ndarray, rows: np.ndarray, meta, hookpoint: str, path: P
                         "items before them are kept and a rerun resumes")
 
 
-def _pick_hookpoint(store: ActivationStore, hookpoint: str | None) -> str:
-    if hookpoint is None:
-        if len(store.hookpoints) != 1:
-            raise InputError(f"{store.path} has {len(store.hookpoints)} hookpoints; choose one",
-                             f"hookpoints: {', '.join(store.hookpoints)}")
-        return store.hookpoints[0]
-    if hookpoint not in store.widths:
-        raise InputError(f"hookpoint {hookpoint!r} is not in {store.path}",
-                         f"hookpoints: {', '.join(store.hookpoints)}")
-    return hookpoint
-
-
 def _open_writer(out: Path, source: ActivationStore, latent: str, d_sae: int, dtype: str, record: dict,
                  overwrite: bool) -> StoreWriter:
     """A writer for `out`: new, replacing a store (`overwrite`), or resuming an interrupted run of the same job."""
-    resume = False
-    if out.exists() and not overwrite:
-        if not is_store(out):
-            raise OutputExistsError(out, "output")
-        manifest = read_manifest(out)
-        if manifest.get("status") == "complete":
-            raise OutputExistsError(out, "latent store")
-        before = manifest.get("config", {})
-        wanted = json.loads(json.dumps(record, default=str))  # compare as stored: tuples become lists
-        changed = [k for k in wanted if k not in _RUNTIME_ONLY and before.get(k) != wanted[k]]
-        if changed:
-            raise InputError(f"{out} is an interrupted encoding with other settings ({', '.join(changed)})",
-                             "rerun it with the same settings to resume, or pass --overwrite to start over")
-        resume = True
+    resume = False if overwrite else resume_or_refuse(out, record, _RUNTIME_ONLY, "latent store")
     return StoreWriter.create(out, {latent: d_sae}, dtype, model=source.model, frame_rate=source.frame_rate,
                               position_convention=source.position_convention, config=record,
                               overwrite=overwrite, resume=resume, sparse=[latent], shard_bytes=record["shard_bytes"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..artifacts import check_replaceable, new_manifest, read_manifest, staged_directory, write_config, write_json
 from ..errors import ConfigError, InputError, OutputExistsError
@@ -111,10 +112,8 @@ def _train_dictionary(store, store_path, hookpoint, split, cfg, out: Path, total
         model = fit_dictionary(spec, itertools.islice(batches(), total), sample.mean(axis=0), cfg.seed, bar)
     elapsed = time.perf_counter() - started
 
-    class _Member:  # what evaluate_members needs
-        name, sae = "sae", model
-
-    metrics = evaluate_members([_Member], store, hookpoint, split.val if split.val.size else split.train, "cpu")
+    member = SimpleNamespace(name="sae", sae=model)  # all evaluate_members needs of a member
+    metrics = evaluate_members([member], store, hookpoint, split.val if split.val.size else split.train, "cpu")
     final = metrics["sae"]
     with staged_directory(out / "sae", overwrite=True) as stage:
         save_dictionary(model, stage, hookpoint, str(store.model.get("id", "")),

@@ -175,3 +175,31 @@ def _status(root: Path) -> str | None:
         return read_manifest(root).get("status")
     except StoreError:
         return None
+
+
+def resume_or_refuse(out: Path, record: dict, runtime_only: tuple[str, ...], what: str) -> bool:
+    """Whether writing `out` resumes an interrupted run of the same job (True) or starts fresh (False).
+
+    A finished store, or anything that is not a store, is refused; an interrupted store written with other
+    settings (ignoring `runtime_only` keys) is refused naming them. Callers pass overwrite separately.
+    """
+    import json
+
+    from ..artifacts import read_manifest
+    from ..errors import InputError, OutputExistsError
+    from .format import is_store
+
+    if not out.exists():
+        return False
+    if not is_store(out):
+        raise OutputExistsError(out, "output")
+    manifest = read_manifest(out)
+    if manifest.get("status") == "complete":
+        raise OutputExistsError(out, what)
+    before = manifest.get("config", {})
+    wanted = json.loads(json.dumps(record, default=str))  # compare as stored: tuples become lists
+    changed = [k for k in wanted if k not in runtime_only and before.get(k) != wanted[k]]
+    if changed:
+        raise InputError(f"{out} is an interrupted run with other settings ({', '.join(changed)})",
+                         "rerun it with the same settings to resume, or pass --overwrite to start over")
+    return True

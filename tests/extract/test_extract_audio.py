@@ -143,7 +143,7 @@ def test_complete_store_refused_and_other_settings_refused(tiny_adapter, concept
     assert ActivationStore.open(out).hookpoints == ["layers.0"]
     manifest = (out / "manifest.json").read_text().replace('"complete"', '"writing"')
     (out / "manifest.json").write_text(manifest)
-    with pytest.raises(InputError, match="interrupted extraction with other settings \\(hookpoints\\)"):
+    with pytest.raises(InputError, match="interrupted run with other settings \\(hookpoints\\)"):
         extract_audio(concept_set, out, cfg(), adapter=tiny_adapter)
 
 
