@@ -36,6 +36,10 @@ def describe(path: str | Path) -> dict[str, Any]:
             return {**_head(manifest, path), **{k: manifest.get(k) for k in keys},
                     "store": manifest.get("config", {}).get("store"),
                     "hookpoint": manifest.get("config", {}).get("hookpoint")}
+        if kind == "probes":
+            keys = ("task", "label", "classes", "hookpoints", "widths", "pooling", "model", "store", "split",
+                    "metrics")
+            return {**_head(manifest, path), **{k: manifest.get(k) for k in keys}}
         if kind == "dataset":
             return {**_head(manifest, path), **describe_manifest(path / manifest.get("manifest", "manifest.csv"))}
         return _head(manifest, path)

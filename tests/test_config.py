@@ -80,11 +80,12 @@ def test_every_shipped_preset_validates(monkeypatch):
     from musicsae_cli.audio.dataset import IndexConfig
     from musicsae_cli.audio.synth import SynthConfig
     from musicsae_cli.extract.config import ExtractConfig
+    from musicsae_cli.probes.config import ProbeConfig
     from musicsae_cli.sae.config import SAETrainConfig
 
     monkeypatch.delenv("MUSICSAE_CONFIG_DIR", raising=False)
     models = {("data", "synth"): SynthConfig, ("data", "index"): IndexConfig, ("extract", ""): ExtractConfig,
-              ("sae", ""): SAETrainConfig}
+              ("sae", ""): SAETrainConfig, ("probe", ""): ProbeConfig}
     presets = sorted(configs_dir().glob("*/*.yaml"))
     assert presets, "no presets found"
     for path in presets:

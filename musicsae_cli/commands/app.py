@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import data, extract, info, model, sae
+from . import data, extract, info, model, probe, sae
 
 app = typer.Typer(
     name="musicsae",
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.command("extract")(extract.extract)
 app.add_typer(sae.app, name="sae")
+app.add_typer(probe.app, name="probe")
 app.add_typer(model.app, name="model")
 app.command("info")(info.info)
 

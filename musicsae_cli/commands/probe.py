@@ -1,0 +1,111 @@
+"""`musicsae probe train | evaluate`: linear probes per hookpoint on activation stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import (
+    DryRunOpt,
+    JsonOpt,
+    Output,
+    OverwriteOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    cli_command,
+    config_option,
+    resolve,
+)
+
+app = typer.Typer(help="Linear probes: train one per hookpoint on a store, evaluate them on another.",
+                  no_args_is_help=True)
+StoreArg = Annotated[Path, typer.Argument(help="Activation store (raw activations or SAE latents).")]
+WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
+
+
+def _table_lines(res: dict) -> list[str]:
+    key = res["best"]["metric"]
+    lines = []
+    for row in res["layers"]:
+        extra = "".join(f"  {name} {row[f'{name}_{key}']:.3f}" for name in ("baseline", "control")
+                        if f"{name}_{key}" in row)
+        spread = f" ± {row[f'{key}_std']:.3f}" if f"{key}_std" in row else ""
+        lines.append(f"  {row['hookpoint']}: {key} {row[key]:.3f}{spread}{extra}")
+    best = res["best"]
+    lines.append(f"best: {best['hookpoint']} ({key} {best['value']:.3f})")
+    return lines
+
+
+@app.command("train")
+@cli_command
+def train(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Probes folder to write.")],
+    config: Annotated[str | None, config_option("probe")] = None,
+    set_: SetOpt = None,
+    label: Annotated[str | None, typer.Option(help="Metadata column to predict (e.g. genre, bpm).")] = None,
+    hookpoints: Annotated[list[str] | None, typer.Option(
+        "--hookpoints", help="Hookpoints to probe: names, comma lists or globs (default: all; repeatable).")] = None,
+    pooling: Annotated[str | None, typer.Option(help="mean, max, last (per item) or frame (per row).")] = None,
+    task: Annotated[str | None, typer.Option(help="classification or regression.")] = None,
+    where: WhereOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the split and the shuffled-label control.")] = None,
+    folds: Annotated[int | None, typer.Option(help="k-fold cross-validation by group.")] = None,
+    overwrite: OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train a linear probe per hookpoint for a label; split by group, with baseline and shuffled control."""
+    o = Output(json_out, quiet, verbose)
+    from ..probes.config import ProbeConfig
+
+    flags = {"label": label, "hookpoints": hookpoints, "pooling": pooling, "task": task, "where": where,
+             "seed": seed, "folds": folds}
+    cfg = resolve(ProbeConfig, "probe", config, set_, flags, dry_run, o)
+    from ..probes.train import train_probes
+
+    res = train_probes(store, out, cfg, overwrite=overwrite, progress=o.progress)
+    s = res["split"]
+    head = [res["probes"], f"{res['task']} probes for '{res['label']}' on {len(res['hookpoints'])} hookpoint(s) "
+            f"({res['pooling']} pooling, {s['samples']} samples, {s['groups']} groups; "
+            + (f"{s['folds']}-fold by {s['column']})" if s["folds"] else
+               f"test {s['test_samples']} samples of {s['test_groups']} {s['column']}s)")]
+    o.result(res, head + _table_lines(res))
+
+
+@app.command("evaluate")
+@cli_command
+def evaluate(
+    probes: Annotated[Path, typer.Argument(help="Probes folder written by `probe train`.")],
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for predictions and metrics.")],
+    label: Annotated[str | None, typer.Option(help="Store column holding the true label (default: the probe's).")]
+    = None,
+    where: WhereOpt = None,
+    max_rows: Annotated[int | None, typer.Option(help="Frame probes: predict a seeded sample of rows.")] = None,
+    allow_other_model: Annotated[bool, typer.Option(
+        "--allow-other-model", help="Accept a store whose model id differs (widths must still match).")] = False,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Apply saved probes to a store: per-sample predictions, mean class probabilities, metrics if labelled."""
+    o = Output(json_out, quiet, verbose)
+    from ..probes.evaluate import evaluate_probes
+
+    res = evaluate_probes(probes, store, out, where=where, label=label, allow_other_model=allow_other_model,
+                          max_rows=max_rows, overwrite=overwrite, progress=o.progress)
+    lines = [res["evaluation"], f"{res['samples']} samples predicted ({res['pooling']} pooling)"]
+    for hp, probs in (res.get("mean_probabilities") or {}).items():
+        lines.append(f"  {hp}: " + ", ".join(f"{c} {p:.3f}" for c, p in probs.items()))
+    for hp, value in (res.get("mean_prediction") or {}).items():
+        lines.append(f"  {hp}: mean prediction {value:.4g}")
+    if res.get("layers"):
+        lines += [f"metrics on {res['labelled_samples']} labelled samples:"] + _table_lines(res)
+    o.result(res, lines)

@@ -1,0 +1,169 @@
+"""`probe train`: read the store once, split by group, fit every hookpoint's probe at once, report, save.
+
+Protocol (the leak-free one PRIOR_WORK asks for): samples of one group (track) sit on one side only; feature
+standardisation is fitted on the training part only; metrics sit beside a majority/mean baseline and a
+probe trained on shuffled training labels. Without folds the saved probes are the ones evaluated (trained on
+the training groups). With `folds: k` the metrics are the mean and std over k group folds and the saved
+probes are refitted on all labelled groups (the usual cross-validate-then-refit), so their own held-out
+score is the cross-validated one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import check_output, check_replaceable, new_manifest, staged_directory, write_config
+from ..errors import InputError
+from ..progress import ProgressFactory, no_progress
+from .config import ProbeConfig
+from .model import FORMAT_VERSION, KIND, ProbeSet
+
+log = logging.getLogger("musicsae")
+
+
+def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, overwrite: bool = False,
+                 progress: ProgressFactory = no_progress) -> dict:
+    """Train one probe per hookpoint of `cfg` on a store; returns the summary (per-layer metrics included)."""
+    from ..store import ActivationStore
+    from .data import check_label_column, group_folds, holdout, load_samples, pick_hookpoints
+    from .metrics import aggregate, best_layer, layer_table
+    from .report import write_report
+
+    start = time.perf_counter()
+    store = ActivationStore.open(store_path)
+    label = check_label_column(store, cfg.label)
+    hookpoints = pick_hookpoints(store, cfg.hookpoints)
+    out = check_output(out, overwrite, "probes folder")
+    if out.exists():
+        check_replaceable(out)  # fail before reading the store, not after training
+    data = load_samples(store, hookpoints, label, cfg.task, cfg.pooling, cfg.where, cfg.split_column,
+                        cfg.max_rows, cfg.seed, progress)
+    read_s = time.perf_counter() - start
+    classes, y = encode_targets(cfg.task, data.labels, label)
+    if cfg.folds:
+        fold_of = group_folds(data.groups, cfg.folds, cfg.seed)
+        splits = [(fold_of != f, fold_of == f) for f in range(cfg.folds)]
+    else:
+        test = holdout(store, data, cfg.where, cfg.test_fraction, cfg.seed)
+        splits = [(~test, test)]
+    tables, fitted = [], None
+    with progress("Training probes", len(splits) + (1 if cfg.folds else 0)) as tracker:
+        for f, (train, test) in enumerate(splits):
+            fitted, target, pred, control = _fit_and_predict(data.x, y, train, test, cfg, classes, f)
+            tables.append(layer_table(cfg.task, hookpoints, pred, control, y[train], y[test]))
+            tracker.advance(1)
+        if cfg.folds:  # refit on every labelled group (see the module docstring)
+            fitted, target, _, _ = _fit_and_predict(data.x, y, np.ones(y.size, bool), None, cfg, classes, -1)
+            tracker.advance(1)
+    fit_s = time.perf_counter() - start - read_s
+    table = aggregate(tables)
+    best = best_layer(cfg.task, table)
+    train0, test0 = splits[0]  # with folds: the first fold's sides
+    split = {"column": data.split_column, "folds": cfg.folds, "samples": int(y.size),
+             "groups": int(np.unique(data.groups).size),
+             "train_samples": int(train0.sum()), "test_samples": int(test0.sum()),
+             "train_groups": int(np.unique(data.groups[train0]).size),
+             "test_groups": int(np.unique(data.groups[test0]).size),
+             "probes_trained_on": "all labelled groups" if cfg.folds else "training groups"}
+    summary = {"task": cfg.task, "label": label, "loss": cfg.fit_loss, "pooling": cfg.pooling,
+               "classes": classes, "class_counts": _counts(cfg.task, classes, y), "split": split,
+               "missing_labels": data.missing, "sampled_from_rows": data.sampled_from, "best": best}
+    manifest = new_manifest(KIND, FORMAT_VERSION, cfg.model_dump(mode="json"), store=str(store_path),
+                            **summary, **target, metrics={"best": best, "file": "metrics.json"})
+    probes = ProbeSet(cfg.task, label, classes, hookpoints, cfg.pooling, store.model, fitted.weight[0],
+                      fitted.bias[0], fitted.mean, fitted.std, manifest=manifest)
+    with staged_directory(out, overwrite) as stage:
+        probes.save(stage)
+        write_config(stage, {"store": str(store_path), **cfg.model_dump(mode="json")})
+        write_report(stage, cfg.task, table, summary)
+        write_split(stage / "split.csv", data, fold_of if cfg.folds else np.where(test0, "test", "train"))
+    return {"probes": str(out), "store": str(store_path), **summary, "hookpoints": hookpoints,
+            "iterations": fitted.iterations,
+            "converged": fitted.iterations < cfg.max_iter if cfg.optimizer == "lbfgs" else None,
+            "bytes_read": data.bytes_read,
+            "timing_s": {"read": round(read_s, 3), "fit": round(fit_s, 3),
+                         "total": round(time.perf_counter() - start, 3)},
+            "layers": table}
+
+
+def write_split(path: Path, data, side: np.ndarray) -> None:
+    """split.csv: item_id, [frame], group and side (train/test, or the fold number) of every sample."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    cols = {"item_id": data.item_ids, **({"frame": data.frames} if data.frames is not None else {}),
+            "group": data.groups, "fold" if side.dtype.kind in "iu" else "side": side}
+    pacsv.write_csv(pa.table({k: pa.array(v) for k, v in cols.items()}), str(path))
+
+
+def encode_targets(task: str, labels: np.ndarray, label: str) -> tuple[list[str], np.ndarray]:
+    """(classes, class index per sample) for classification; ([], float64 values) for regression."""
+    if task == "regression":
+        if np.unique(labels).size < 2:
+            raise InputError(f"label '{label}' takes a single value; nothing to regress", "choose another label")
+        return [], labels.astype(np.float64)
+    classes = sorted({str(v) for v in labels}, key=_natural)
+    if len(classes) < 2:
+        raise InputError(f"label '{label}' has {len(classes)} class(es) ({', '.join(classes)}); a probe needs 2+",
+                         "choose another label, or widen --where")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[str(v)] for v in labels], dtype=np.int64)
+    rare = [f"{c} ({n})" for c, n in zip(classes, np.bincount(y, minlength=len(classes)), strict=True) if n < 2]
+    if rare:
+        log.warning("label '%s': class(es) with fewer than 2 samples: %s", label, ", ".join(rare))
+    return classes, y
+
+
+def _natural(value: str) -> tuple:
+    """Sort numbers numerically, before other strings ("2" < "10" < "jazz")."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _counts(task: str, classes: list[str], y: np.ndarray) -> dict | None:
+    if task != "classification":
+        return None
+    counts = Counter(y.tolist())
+    return {c: int(counts.get(i, 0)) for i, c in enumerate(classes)}
+
+
+def _fit_and_predict(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray | None, cfg: ProbeConfig,
+                     classes: list[str], fold: int):
+    """Fit on the `train` samples (plus a shuffled-label control when evaluating); predict `test`.
+
+    Returns (fitted, target standardisation, predictions (H, n_test), control predictions or None).
+    """
+    from .fit import apply, fit_probes
+    from .metrics import decode
+
+    y_train = y[train]
+    target = {}
+    if cfg.task == "regression":
+        mu, sd = float(y_train.mean()), float(y_train.std())
+        if sd == 0:
+            raise InputError(f"the training part of label '{cfg.label}' is constant", "use more groups")
+        target = {"target_mean": mu, "target_std": sd}
+        variants = [(y_train - mu) / sd]
+    else:
+        variants = [y_train]
+    with_control = cfg.control and test is not None
+    if with_control:  # seeded per fold: the control is reproducible and differs between folds
+        variants.append(variants[0][np.random.default_rng([cfg.seed, 3, max(fold, 0)]).permutation(y_train.size)])
+    n_out = 1 if cfg.task == "regression" else len(classes)
+    fitted = fit_probes(x[:, train], np.stack(variants), n_out, cfg.fit_loss, optimizer=cfg.optimizer,
+                        max_iter=cfg.max_iter, lr=cfg.learning_rate, batch_size=cfg.batch_size,
+                        weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device)
+    if test is None:
+        return fitted, target, None, None
+    x_test = x[:, test]  # (H, n_test, d)
+    outputs = [apply(fitted.weight[k], fitted.bias[k], fitted.mean, fitted.std, x_test)
+               for k in range(len(variants))]
+    preds = [decode(cfg.task, o, target.get("target_mean", 0.0), target.get("target_std", 1.0)) for o in outputs]
+    return fitted, target, preds[0], preds[1] if with_control else None
