@@ -82,10 +82,12 @@ def test_every_shipped_preset_validates(monkeypatch):
     from musicsae_cli.extract.config import ExtractConfig
     from musicsae_cli.probes.config import ProbeConfig
     from musicsae_cli.sae.config import SAETrainConfig
+    from musicsae_cli.steering.config import SteerGenerateConfig, SteerSweepConfig
 
     monkeypatch.delenv("MUSICSAE_CONFIG_DIR", raising=False)
     models = {("data", "synth"): SynthConfig, ("data", "index"): IndexConfig, ("extract", ""): ExtractConfig,
-              ("sae", ""): SAETrainConfig, ("probe", ""): ProbeConfig}
+              ("sae", ""): SAETrainConfig, ("probe", ""): ProbeConfig,
+              ("steer", "sweep"): SteerSweepConfig, ("steer", ""): SteerGenerateConfig}
     presets = sorted(configs_dir().glob("*/*.yaml"))
     assert presets, "no presets found"
     for path in presets:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import data, extract, info, model, probe, sae
+from . import data, extract, info, model, probe, sae, steer
 
 app = typer.Typer(
     name="musicsae",
@@ -24,6 +24,7 @@ app.add_typer(sae.app, name="sae")
 app.add_typer(probe.app, name="probe")
 app.add_typer(model.app, name="model")
 app.command("info")(info.info)
+app.add_typer(steer.app, name="steer")
 
 
 def _version(value: bool) -> None:

@@ -11,6 +11,41 @@ from typing import Any
 import numpy as np
 
 
+@dataclass(frozen=True)
+class EditContext:
+    """Where an edited block output sits: the decoder positions of its sequence axis and the batch layout.
+
+    Passed to edits that declare `needs_context = True` (see `contextual`). During guided generation the batch
+    is doubled: rows [:batch] are the conditional stream, rows [batch:] the unconditional one.
+    """
+
+    start: int  # absolute decoder position of h[:, 0] (the KV-cache length when the pass began)
+    length: int  # positions in this pass: the prefill, then 1 per generation step
+    batch: int  # items per stream
+    guided: bool  # classifier-free guidance doubled the batch
+
+    @property
+    def positions(self) -> range:
+        """Absolute decoder positions of h[:, 0 .. length-1]."""
+        return range(self.start, self.start + self.length)
+
+    def rows(self, stream: str) -> slice:
+        """Rows of `stream` ("cond", "uncond" or "both"); without guidance every row is the one stream."""
+        if stream == "both" or not self.guided:
+            return slice(None)
+        if stream == "cond":
+            return slice(0, self.batch)
+        if stream == "uncond":
+            return slice(self.batch, 2 * self.batch)
+        raise ValueError(f"unknown stream {stream!r}")
+
+
+def contextual(fn: Callable) -> Callable:
+    """Mark `fn(h, ctx)` as an edit that takes an EditContext as well as the block output."""
+    fn.needs_context = True
+    return fn
+
+
 @dataclass
 class GenerationOutput:
     """Generated audio with the activations captured while generating it."""
@@ -20,6 +55,7 @@ class GenerationOutput:
     acts: dict[str, dict[str, Any]]  # stream ("cond"/"uncond") -> hookpoint -> tensor (B, T, d), frame-aligned
     n_frames: int
     settings: dict = field(default_factory=dict)
+    prompt_frames: int = 0  # leading frames of `codes`/`audio` that came from an audio prompt
 
 
 class ModelAdapter(ABC):
@@ -66,7 +102,9 @@ class ModelAdapter(ABC):
     @abstractmethod
     def intervene(self, edits: dict[str, Callable]) -> AbstractContextManager[None]:
         """While active, each hookpoint's output h is replaced by edits[hookpoint](h) in every forward pass
-        (teacher forcing and generation alike); captures see the edited value. Removed on exit."""
+        (teacher forcing and generation alike); captures see the edited value. Removed on exit.
+
+        An edit with a truthy `needs_context` attribute (see `contextual`) is called as fn(h, EditContext)."""
 
     @abstractmethod
     def generate(self, texts: list[str | None], duration_s: float, hookpoints: list[str], **options) \

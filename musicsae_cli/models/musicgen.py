@@ -62,6 +62,7 @@ class MusicGenAdapter(ModelAdapter):
         self.num_codebooks = int(model.decoder.config.num_codebooks)
         self.pad_id = int(model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None
                           else model.decoder.config.pad_token_id)
+        self._guided_batch: int | None = None  # set while generating with guidance (see guided_layout)
         if model.decoder.config.audio_channels != 1:
             raise UsageError(f"{model_id} is a stereo MusicGen", "only mono MusicGen checkpoints are supported")
 
@@ -217,18 +218,46 @@ class MusicGenAdapter(ModelAdapter):
 
     @contextmanager
     def intervene(self, edits: dict):
-        """Replace block outputs: edits maps a hookpoint to fn(h (batch, seq, d)) -> h; hooks removed on exit."""
+        """Replace block outputs: edits maps a hookpoint to fn(h (batch, seq, d)) -> h, or to fn(h, ctx) when fn
+        has `needs_context` (ctx: EditContext, positions from the KV-cache length); hooks removed on exit."""
+        from .base import EditContext
+
         for name in edits:
             self.resolve_hookpoints(name)  # unknown or out-of-range names fail here
+        state: dict = {}
+
+        def decoder_pre(module, args, kwargs):
+            # Key by position, not call count: the cache length is where this pass starts (the prefill may run
+            # twice). Rows: 2B during guided generation (declared by generate), else B.
+            cache = kwargs.get("past_key_values")
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            ref = ids if ids is not None else kwargs["inputs_embeds"]
+            rows = ref.shape[0] // self.num_codebooks if ids is not None else ref.shape[0]
+            guided = self._guided_batch is not None and rows == 2 * self._guided_batch
+            state["ctx"] = EditContext(start=int(cache.get_seq_length()) if cache is not None else 0,
+                                       length=int(ref.shape[1]), batch=rows // 2 if guided else rows, guided=guided)
 
         def hook_for(fn):
+            takes_ctx = bool(getattr(fn, "needs_context", False))
+
             def hook(module, args, output):
-                return fn(output[0] if isinstance(output, tuple) else output)
+                h = output[0] if isinstance(output, tuple) else output
+                return fn(h, state["ctx"]) if takes_ctx else fn(h)
             return hook
 
-        regs = [(self.layers[layer_index(h)], "forward", hook_for(fn), False) for h, fn in edits.items()]
+        regs = [(self.model.decoder.model.decoder, "pre", decoder_pre, True)]
+        regs += [(self.layers[layer_index(h)], "forward", hook_for(fn), False) for h, fn in edits.items()]
         with scoped_hooks(regs):
             yield
+
+    @contextmanager
+    def guided_layout(self, batch: int | None):
+        """Declare that decoder passes of 2*batch rows are classifier-free-guidance doubled (None: not guided)."""
+        previous, self._guided_batch = self._guided_batch, batch
+        try:
+            yield
+        finally:
+            self._guided_batch = previous
 
     def generate(self, texts, duration_s, hookpoints, **options) -> GenerationOutput:
         from .musicgen_generate import generate_with_capture

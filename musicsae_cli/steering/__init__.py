@@ -1,0 +1,8 @@
+"""Steering MusicGen: directions (probe, SAE latents, difference of means, file) applied during generation.
+
+    load_direction(DirectionConfig, adapter) -> Direction            directions.py
+    build_steering(SteeringConfig, adapter, direction) -> Steering     edits.py  (edits for adapter.intervene)
+    AddEdit, LatentEdit, Schedule                                      edits.py
+    steer_generate(SteerGenerateConfig, out) -> dict                   generate.py
+    steer_sweep(SteerSweepConfig, out) -> dict                         sweep.py
+"""

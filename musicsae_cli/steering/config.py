@@ -1,0 +1,192 @@
+"""Configs of `musicsae steer generate` and `musicsae steer sweep`: a direction source, how to apply it, and
+the generation settings. Every field is documented; unknown keys are rejected."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import ConfigError
+
+SOURCES = ("probe", "sae", "contrast", "file")
+LATENT_MODES = ("clamp", "scale", "zero")
+
+
+def _split(value, kind):
+    """'2,4' or 2 or [2, 4] -> [2, 4] (comma lists come from the command line)."""
+    if value is None:
+        return value
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            return [kind(p) for p in parts]
+        except ValueError as exc:
+            raise ValueError(f"expected comma-separated numbers, got {value!r}") from exc
+    if isinstance(value, int | float):
+        return [value]
+    return value
+
+
+class DirectionConfig(BaseModel):
+    """Where the steering direction comes from: exactly one of probe, sae, contrast (with store) or file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probe: str | None = Field(None, description="Probes folder (`musicsae probe train`): the direction of `target` "
+                              "at each probed hookpoint (raw-activation space: weight / std).")
+    target: str | None = Field(None, description="Class of the probe to steer towards; with a seed-layout .npy file "
+                               "([layers, classes, d]) the class index.")
+    sae: str | None = Field(None, description="SAE folder or training run: the decoder rows of `latents` at the "
+                            "SAE's hookpoint (add/relative), or the latents to edit (clamp/scale/zero).")
+    member: str | None = Field(None, description="Which SAE of a sweep run.")
+    latents: list[int] = Field(default_factory=list, description="SAE latent indices, e.g. [123, 456].")
+    latent_scale: float | Literal["mean"] | None = Field(
+        None, description="Scale of each latent's decoder row (add/relative) or unit of the clamp value: a number, "
+        "'mean' (the latent's mean non-zero activation over `store`), or null (1).")
+    store: str | None = Field(None, description="Activation store: the source of `contrast`, or of "
+                              "latent_scale=mean.")
+    contrast: str | None = Field(None, description="Difference of means between two values of a store label, "
+                                 "`label=a:b` -> mean(a) - mean(b) at every store hookpoint.")
+    where: list[str] = Field(default_factory=list, description="Store row filters applied before the contrast "
+                             "(e.g. stream=cond).")
+    pooling: Literal["item", "frame"] = Field("item", description="Contrast means over items (each item's frames "
+                                              "averaged first, so long items do not dominate) or over frames.")
+    file: str | None = Field(None, description=".npy ([d], [layers, d] with row i = layers.i, or the seed's "
+                             "[layers, classes, d] with `target` an index), .safetensors or .npz ({hookpoint: (d,)}).")
+    max_rows: int = Field(65536, ge=1, description="Store rows read (evenly spaced) for latent_scale=mean.")
+
+    @field_validator("latents", mode="before")
+    @classmethod
+    def _latents(cls, v):
+        return _split(v, int)
+
+    @field_validator("latent_scale", mode="before")
+    @classmethod
+    def _scale(cls, v):
+        if isinstance(v, str) and v != "mean":
+            try:
+                return float(v)
+            except ValueError as exc:
+                raise ValueError(f"expected a number or 'mean', got {v!r}") from exc
+        return v
+
+    @property
+    def sources(self) -> list[str]:
+        """The source fields that are set."""
+        return [s for s in SOURCES if getattr(self, s) not in (None, "")]
+
+
+class ScheduleConfig(BaseModel):
+    """When to steer, in absolute decoder positions: position p holds codebook 0 of frame p-1 (p = 0 is BOS;
+    with an audio prompt of P frames, positions 1..P are the prompt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(0, ge=0, description="First steered position.")
+    end: int | None = Field(None, ge=0, description="Stop before this position (null: to the end).")
+    every: int = Field(1, ge=1, description="Steer every N-th position from `start` (the seed's steering period).")
+    ramp: int = Field(0, ge=0, description="Ramp the strength linearly from 1/ramp to full over this many steered "
+                      "positions (0: full strength at once).")
+
+
+class SteeringConfig(BaseModel):
+    """How a direction is applied: layers, strengths, mode, schedule and stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    direction: DirectionConfig = Field(default_factory=DirectionConfig, description="The direction source.")
+    layers: str | None = Field(None, description="Hookpoints to steer (layers.N = output of block N; ranges, "
+                               "layers.-1, lists). Default: the direction's only hookpoint.")
+    strength: list[float] = Field([1.0], description="One strength per layer, or one for all. add: h + a*v; "
+                                  "relative: h + a*||h||*v (per position); clamp: latent := a * latent_scale; "
+                                  "scale: latent *= a.")
+    mode: Literal["add", "relative", "clamp", "scale", "zero"] = Field(
+        "add", description="add/relative add the direction; clamp/scale/zero edit SAE latents and keep the SAE's "
+        "reconstruction error, so a no-op edit changes nothing.")
+    normalize: bool = Field(True, description="add: unit-normalise v per layer, so a is in activation-norm units "
+                            "(false: use v as given, e.g. latent_scale-scaled decoder rows).")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="When to steer.")
+    stream: Literal["both", "cond", "uncond"] = Field(
+        "both", description="Guidance stream(s) to steer. Steering only cond is amplified by the guidance scale; "
+        "without guidance every row is steered.")
+    allow_model_mismatch: bool = Field(False, description="Accept a probe/SAE/store recorded with another model id "
+                                       "(e.g. the same checkpoint under another path); widths must still match.")
+
+    @field_validator("strength", mode="before")
+    @classmethod
+    def _strength(cls, v):
+        return _split(v, float)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        d = self.direction
+        if len(d.sources) > 1:
+            raise ConfigError(f"several direction sources set: {', '.join(d.sources)}",
+                              "choose one of --probe, --sae, --contrast or --file")
+        if not self.strength:
+            raise ConfigError("no strength given", "e.g. --strength 4 or --strength 0.5,0.3,0.2")
+        return self
+
+
+class GenerationSettings(BaseModel):
+    """The model and sampling settings shared by generate and sweep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("facebook/musicgen-small", description="Hub id, local save_pretrained directory, or "
+                       "tiny-musicgen.")
+    revision: str | None = Field(None, description="Hub revision of the model.")
+    model_seed: int = Field(0, ge=0, description="Weights seed of the built-in tiny model (match the extraction).")
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision of the language model.")
+    prompts: list[str] = Field(default_factory=list, description="Text prompts (one clip batch row each).")
+    prompts_file: str | None = Field(None, description="More prompts: a .txt file (one per line) or a manifest.")
+    audio: str | None = Field(None, description="Audio to continue (mono mix, resampled); must be shorter than "
+                              "duration_s, which includes it.")
+    duration_s: float = Field(10.0, gt=0, description="Total seconds per clip (an audio prompt included).")
+    guidance_scale: float = Field(3.0, ge=1.0, description="Classifier-free guidance scale (1 = none).")
+    top_k: int = Field(250, ge=0, description="Top-k sampling (0 = off).")
+    top_p: float = Field(0.0, ge=0.0, le=1.0, description="Nucleus sampling (0 = off).")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
+    batch_size: int = Field(4, ge=1, description="Clips generated together.")
+
+
+class SteerGenerateConfig(SteeringConfig, GenerationSettings):
+    """`steer generate`: generate clips with steering and record how to reproduce them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples_per_prompt: int = Field(1, ge=1, description="Clips per prompt.")
+    seed: int = Field(0, ge=0, description="Sampling seed; batch b uses seed + b.")
+
+
+class SteerSweepConfig(SteeringConfig, GenerationSettings):
+    """`steer sweep`: dose-response of one direction, scored by a probe, against random controls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strengths: list[float] = Field([0.0, 2.0, 4.0, 8.0], description="Strengths swept (each multiplies the "
+                                   "per-layer `strength`); 0 is the unsteered baseline.")
+    seeds: list[int] = Field([0, 1, 2], description="Sampling seeds; each is run at every strength and control.")
+    random_controls: int = Field(3, ge=0, description="Random directions of the same norm per layer (latent modes: "
+                                 "random latents of the same SAE), each run at every non-zero strength.")
+    control_seed: int = Field(0, ge=0, description="Seed of the random controls.")
+    score_probe: str | None = Field(None, description="Probes that score the clips (default: direction.probe).")
+    score_target: str | None = Field(None, description="Class whose probability is the score (default: "
+                                     "direction.target).")
+    score_hookpoint: str | None = Field(None, description="Probed hookpoint to score at (default: the deepest "
+                                        "steered layer the probe has, else its deepest).")
+    rescore_from: Literal["audio", "codes"] = Field("audio", description="Re-extract from the decoded audio "
+                                                    "(re-encoded, as extraction does) or from the generated codes.")
+    save_audio: bool = Field(False, description="Also write every clip as wav.")
+
+    @field_validator("strengths", mode="before")
+    @classmethod
+    def _strengths(cls, v):
+        return _split(v, float)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v):
+        return _split(v, int)

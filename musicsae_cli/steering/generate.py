@@ -1,0 +1,142 @@
+"""`steer generate`: MusicGen generation with steering, written as wav + codes + a JSON record that reproduces it.
+
+Output folder::
+
+    manifest.json            the record: model (id, revision, sizes), environment, prompts, audio prompt (path,
+                             sha256, frames), sampling settings, steering (layers, strengths, mode, schedule,
+                             stream, direction source and norms), every clip (file, prompt, batch, seed), config
+    config.yaml              the resolved config (prompts expanded): `steer generate -c OUT/config.yaml -o NEW`
+                             generates the same clips on the same device and versions
+    directions.safetensors   the direction vectors as loaded ({hookpoint: (d,)}), usable as --file
+    clips/<id>.wav, <id>.codes.npy
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+from ..progress import ProgressFactory, no_progress
+from .config import GenerationSettings, SteerGenerateConfig
+from .directions import Direction, load_direction, sha256
+from .edits import build_steering
+
+KIND = "steer_generate"
+FORMAT_VERSION = 1
+CLIPS = "clips"
+
+
+def load_model(cfg: GenerationSettings):
+    """The adapter for `cfg.model` (the tiny model's weights from model_seed)."""
+    from ..models import load_adapter
+
+    return load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed)
+
+
+def resolve_prompts(cfg: GenerationSettings) -> list[str | None]:
+    """Text prompts from `prompts` and `prompts_file`; [None] (unconditional) for an audio prompt alone."""
+    prompts: list[str | None] = list(cfg.prompts)
+    if cfg.prompts_file:
+        from ..extract.generate import read_prompts
+
+        prompts += [p.text for p in read_prompts(cfg.prompts_file)]
+    if not prompts:
+        if cfg.audio is None:
+            raise UsageError("nothing to generate from", "pass --prompt TEXT, --prompts FILE or --audio FILE")
+        prompts = [None]
+    return prompts
+
+
+def audio_prompt(cfg: GenerationSettings, adapter) -> tuple[object | None, dict | None]:
+    """EnCodec codes (K, P) of `cfg.audio` and its description; UsageError when it is not shorter than the clip."""
+    if cfg.audio is None:
+        return None, None
+    from ..audio.io import load_audio
+
+    audio, _ = load_audio(cfg.audio, sample_rate=adapter.sample_rate)
+    if audio.size == 0:
+        raise InputError(f"the audio prompt {cfg.audio} is empty", "pass a clip of at least one frame (20 ms)")
+    seconds = audio.size / adapter.sample_rate
+    n_frames = max(1, int(round(cfg.duration_s * adapter.frame_rate)))
+    if adapter.n_frames(audio.size) >= n_frames:
+        raise UsageError(f"the audio prompt is {seconds:.2f} s, not shorter than the requested duration "
+                         f"{cfg.duration_s:g} s", "the duration is the total length, prompt included: raise "
+                         "--duration or trim the prompt")
+    codes = adapter.encode([audio])[0]  # (K, P)
+    return codes, {"path": str(cfg.audio), "sha256": sha256(cfg.audio), "seconds": round(seconds, 4),
+                   "frames": int(codes.shape[-1])}
+
+
+def sampling_options(cfg: GenerationSettings) -> dict:
+    """Keyword arguments of adapter.generate shared by every batch."""
+    return {"guidance_scale": cfg.guidance_scale, "top_k": cfg.top_k, "top_p": cfg.top_p,
+            "temperature": cfg.temperature}
+
+
+def environment(adapter) -> dict:
+    """Versions and device: what else decides whether a rerun gives the same samples."""
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"musicsae": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "device": str(adapter.device)}
+
+
+def save_directions(path: Path, direction: Direction, layers: list[str]) -> None:
+    """The vectors used at each steered layer, as {hookpoint: (d,)} safetensors (a valid --file)."""
+    from safetensors.numpy import save_file
+
+    save_file({hp: np.ascontiguousarray(direction.at(hp), dtype=np.float32) for hp in layers}, str(path))
+
+
+def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = False,
+                   progress: ProgressFactory = no_progress, adapter=None) -> dict:
+    """Generate `samples_per_prompt` steered clips per prompt; write audio, codes and the reproducing record."""
+    from ..artifacts import new_manifest, staged_directory, write_config, write_json
+    from ..audio.io import write_wav
+
+    prompts = resolve_prompts(cfg)
+    adapter = adapter or load_model(cfg)
+    codes_prompt, prompt_info = audio_prompt(cfg, adapter)
+    direction = load_direction(cfg.direction, adapter, cfg.allow_model_mismatch)
+    steering = build_steering(cfg, adapter, direction)
+    samples = [(i, s) for i in range(len(prompts)) for s in range(cfg.samples_per_prompt)]
+    batches = [samples[b:b + cfg.batch_size] for b in range(0, len(samples), cfg.batch_size)]
+    resolved = cfg.model_copy(update={"prompts": [p for p in prompts if p is not None], "prompts_file": None})
+    clips, started = [], time.perf_counter()
+    with staged_directory(out, overwrite) as stage, progress("Generating", len(batches)) as bar:
+        for b, batch in enumerate(batches):
+            with adapter.intervene(steering.edits):
+                res = adapter.generate([prompts[i] for i, _ in batch], cfg.duration_s, [], seed=cfg.seed + b,
+                                       prompt_codes=codes_prompt, **sampling_options(cfg))
+            for j, (i, s) in enumerate(batch):
+                clip_id = f"p{i:03d}-s{s}"
+                write_wav(stage / CLIPS / f"{clip_id}.wav", res.audio[j], adapter.sample_rate)
+                np.save(stage / CLIPS / f"{clip_id}.codes.npy", res.codes[j])
+                clips.append({"id": clip_id, "wav": f"{CLIPS}/{clip_id}.wav", "codes": f"{CLIPS}/{clip_id}.codes.npy",
+                              "prompt": prompts[i], "prompt_index": i, "sample": s, "batch": b, "seed": cfg.seed + b,
+                              "frames": int(res.codes.shape[-1])})
+            bar.advance()
+        save_directions(stage / "directions.safetensors", direction, steering.layers)
+        n_frames = max(1, int(round(cfg.duration_s * adapter.frame_rate)))
+        record = new_manifest(
+            KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
+            model={**adapter.describe(), "revision": adapter.revision}, environment=environment(adapter),
+            prompts=prompts, audio_prompt=prompt_info,
+            sampling={**sampling_options(cfg), "duration_s": cfg.duration_s, "n_frames": n_frames,
+                      "seed": cfg.seed, "batch_size": cfg.batch_size, "samples_per_prompt": cfg.samples_per_prompt,
+                      "seed_rule": "batch b uses seed + b"},
+            steering={**steering.record, "vectors_file": "directions.safetensors",
+                      "vectors_sha256": sha256(stage / "directions.safetensors")},
+            clips=clips, reproduce="musicsae steer generate -c OUT/config.yaml -o NEW_OUT")
+        write_json(stage / "manifest.json", record)
+        write_config(stage, resolved.model_dump(mode="json"))
+    return {"out": str(out), "clips": len(clips), "layers": steering.layers, "strengths": steering.strengths,
+            "mode": cfg.mode, "direction": direction.source["kind"], "seconds_per_clip": n_frames / adapter.frame_rate,
+            "elapsed_s": round(time.perf_counter() - started, 3)}

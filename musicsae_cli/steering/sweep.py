@@ -1,0 +1,144 @@
+"""`steer sweep`: dose-response of one direction, scored by a probe, against random controls and strength 0.
+
+For every seed and prompt batch: the unsteered clip (strength 0), then at each non-zero strength the direction
+and `random_controls` random directions with the same per-layer norm (latent modes: random latents of the same
+SAE), all with the same sampling seed so the runs are paired. Each clip is re-extracted without conditioning at
+the probe's hookpoint, pooled like the probe, and scored by the probability of the target class.
+
+Output folder: sweep.csv (one row per clip), dose_response.png, manifest.json (config, stats, summary line),
+config.yaml, and clips/ with save_audio.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+from ..progress import ProgressFactory, no_progress
+from .config import LATENT_MODES, SteerSweepConfig
+from .directions import Direction, check_same_model, load_direction, set_latents
+from .edits import build_steering, steer_layers
+from .generate import audio_prompt, environment, load_model, resolve_prompts, sampling_options
+from .report import plot_dose_response, score_clips, summarize, write_csv
+
+KIND = "steer_sweep"
+FORMAT_VERSION = 1
+
+
+def load_scoring_probe(cfg: SteerSweepConfig, adapter):
+    """(probe, target class, its index) that score the clips."""
+    from ..probes import ProbeSet
+
+    path = cfg.score_probe or cfg.direction.probe
+    target = cfg.score_target or cfg.direction.target
+    if not path:
+        raise UsageError("a sweep needs a probe to score the clips", "pass --probe DIR (or --score-probe DIR)")
+    probe = ProbeSet.load(path)
+    check_same_model(f"the probe {path}", probe.model, adapter, cfg.allow_model_mismatch)
+    if probe.task != "classification":
+        raise InputError(f"the {probe.label} probe is a regression probe", "score a sweep with a classification probe")
+    if target is None:
+        raise UsageError("which class should the sweep score?", "pass --target CLASS: " + ", ".join(probe.classes))
+    return probe, target, probe.class_index(target)
+
+
+def score_hookpoint(cfg: SteerSweepConfig, probe, layers: list[str]) -> str:
+    """score_hookpoint, else the deepest steered layer the probe has, else the probe's deepest hookpoint."""
+    if cfg.score_hookpoint:
+        probe.index(cfg.score_hookpoint)  # InputError listing the probed hookpoints
+        return cfg.score_hookpoint
+    shared = [h for h in layers if h in probe.hookpoints]
+    depth = lambda h: int(h.split(".")[-1])  # noqa: E731
+    return max(shared, key=depth) if shared else max(probe.hookpoints, key=depth)
+
+
+def random_controls(direction: Direction, cfg: SteerSweepConfig, layers: list[str]) -> list[Direction]:
+    """`random_controls` seeded random directions with the direction's norm per layer (or random SAE latents)."""
+    out = []
+    for i in range(cfg.random_controls):
+        rng = np.random.default_rng([cfg.control_seed, i])
+        source = {"kind": "random", "index": i, "seed": cfg.control_seed}
+        if cfg.mode in LATENT_MODES:
+            d_sae = direction.sae.spec.d_sae
+            pool = np.setdiff1d(np.arange(d_sae), direction.latents)
+            control = Direction({}, source, sae=direction.sae, hookpoint=direction.hookpoint,
+                                latent_means=direction.latent_means)
+            picks = sorted(int(x) for x in rng.choice(pool, size=len(direction.latents), replace=False))
+            set_latents(control, picks, cfg.direction.latent_scale)
+            control.source["latents"] = picks
+        else:
+            vectors = {}
+            for hp in layers:
+                v = direction.at(hp)
+                g = rng.standard_normal(v.shape[0])
+                vectors[hp] = (g / np.linalg.norm(g) * np.linalg.norm(v)).astype(np.float32)
+            control = Direction(vectors, source)
+        out.append(control)
+    return out
+
+
+def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
+                progress: ProgressFactory = no_progress, adapter=None) -> dict:
+    """Run the sweep; write sweep.csv, dose_response.png and the manifest; return the summary."""
+    from ..artifacts import new_manifest, staged_directory, write_config, write_json
+    from ..audio.io import write_wav
+
+    prompts = resolve_prompts(cfg)
+    adapter = adapter or load_model(cfg)
+    probe, target, _ = load_scoring_probe(cfg, adapter)
+    codes_prompt, prompt_info = audio_prompt(cfg, adapter)
+    direction = load_direction(cfg.direction, adapter, cfg.allow_model_mismatch)
+    layers = steer_layers(cfg, adapter, direction)
+    build_steering(cfg, adapter, direction)  # strength/layer mistakes fail before any generation
+    hp = score_hookpoint(cfg, probe, layers)
+    controls = random_controls(direction, cfg, layers)
+    conditions = [("none", None, 0.0)]
+    for s in sorted({float(x) for x in cfg.strengths if x != 0}):
+        conditions += [("direction", None, s)] + [("random", i, s) for i in range(len(controls))]
+    batches = [list(range(b, min(b + cfg.batch_size, len(prompts)))) for b in range(0, len(prompts), cfg.batch_size)]
+    rows, started = [], time.perf_counter()
+    total = len(cfg.seeds) * len(batches) * len(conditions)
+    with staged_directory(out, overwrite) as stage, progress("Sweeping", total) as bar:
+        for seed in cfg.seeds:
+            for batch in batches:
+                for kind, index, strength in conditions:
+                    d = controls[index] if kind == "random" else direction
+                    edits = build_steering(cfg, adapter, d, scale=strength).edits if kind != "none" else {}
+                    with adapter.intervene(edits):
+                        res = adapter.generate([prompts[i] for i in batch], cfg.duration_s, [], seed=seed,
+                                               prompt_codes=codes_prompt, **sampling_options(cfg))
+                    probs = score_clips(adapter, probe, hp, res, cfg.rescore_from)  # (B, C)
+                    for j, i in enumerate(batch):
+                        clip = f"s{seed}-p{i:03d}-{kind}{'' if index is None else index}-a{strength:g}"
+                        if cfg.save_audio:
+                            write_wav(stage / "clips" / f"{clip}.wav", res.audio[j], adapter.sample_rate)
+                        rows.append({"clip": clip, "strength": strength, "seed": seed, "prompt_index": i,
+                                     "prompt": prompts[i] or "", "control": kind,
+                                     "control_index": "" if index is None else index,
+                                     "target_prob": float(probs[j, probe.class_index(target)]),
+                                     **{f"p_{c}": float(probs[j, k]) for k, c in enumerate(probe.classes)}})
+                    bar.advance()
+        write_csv(stage / "sweep.csv", rows)
+        stats, line = summarize(rows, cfg.strengths)
+        title = f"{probe.label}={target} at {hp}; steering {', '.join(layers)} ({cfg.mode})"
+        plot_dose_response(stage / "dose_response.png", stats, title, chance=1.0 / len(probe.classes))
+        resolved = cfg.model_copy(update={"prompts": [p for p in prompts if p is not None], "prompts_file": None})
+        write_json(stage / "manifest.json", new_manifest(
+            KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
+            model={**adapter.describe(), "revision": adapter.revision}, environment=environment(adapter),
+            prompts=prompts, audio_prompt=prompt_info, sampling={**sampling_options(cfg), "seeds": cfg.seeds,
+                                                                "duration_s": cfg.duration_s},
+            score={"probe": str(cfg.score_probe or cfg.direction.probe), "label": probe.label, "target": target,
+                   "hookpoint": hp, "pooling": probe.pooling, "rescore_from": cfg.rescore_from,
+                   "conditioning": "none (unconditional teacher forcing)"},
+            steering={"layers": layers, "mode": cfg.mode, "per_layer_strength": cfg.strength,
+                      "strengths": sorted({0.0, *map(float, cfg.strengths)}), "schedule": cfg.schedule.model_dump(),
+                      "stream": cfg.stream, "direction": direction.source,
+                      "controls": [c.source for c in controls]},
+            stats=stats, summary=line, files=["sweep.csv", "dose_response.png"]))
+        write_config(stage, resolved.model_dump(mode="json"))
+    return {"out": str(out), "clips": len(rows), "summary": line, "score_hookpoint": hp, "target": target,
+            "layers": layers, "stats": stats, "elapsed_s": round(time.perf_counter() - started, 3)}
