@@ -34,7 +34,8 @@ lint: venv
 # The main job on the built-in defaults: synthesise a concept dataset and index it, write the tiny MusicGen
 # and load it back through from_pretrained to extract every layer from the dataset, capture activations while
 # generating from two prompts, then train a TopK SAE on one layer, encode the store into latents and evaluate
-# the SAE (reconstruction, and spliced into the model).
+# the SAE (reconstruction, and spliced into the model); probe every layer for the synthesised concepts, steer
+# generation with a probe direction and with an SAE latent, and run a small dose-response sweep.
 demo: venv
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
@@ -48,6 +49,14 @@ demo: venv
 	$(BIN)/musicsae sae train $(DEMO_OUT)/store -c tiny --hookpoint layers.2 -o $(DEMO_OUT)/sae --overwrite
 	$(BIN)/musicsae sae encode $(DEMO_OUT)/store --sae $(DEMO_OUT)/sae -o $(DEMO_OUT)/latents --overwrite
 	$(BIN)/musicsae sae evaluate $(DEMO_OUT)/sae $(DEMO_OUT)/store --downstream --items 8
+	$(BIN)/musicsae probe train $(DEMO_OUT)/store -o $(DEMO_OUT)/probes --label concept --overwrite
+	$(BIN)/musicsae steer generate -c tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
+		--target notes -o $(DEMO_OUT)/steered-probe --overwrite
+	$(BIN)/musicsae steer generate -c sae-latent --set device=cpu --model $(DEMO_OUT)/tiny-musicgen \
+		--prompt "calm jazz piano" --duration 2 --sae $(DEMO_OUT)/sae --latent 3 --store $(DEMO_OUT)/store \
+		-o $(DEMO_OUT)/steered-sae --overwrite
+	$(BIN)/musicsae steer sweep -c sweep-tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
+		--target notes -o $(DEMO_OUT)/sweep --overwrite
 
 # Regenerate the shell completion scripts (a test fails when they drift from the CLI).
 completions: venv
@@ -57,6 +66,9 @@ bench: venv
 	mkdir -p bench-out
 	$(BIN)/python bench/store_bench.py --out bench-out/store --gb 2.0
 	$(BIN)/python bench/extract_bench.py
+	$(BIN)/python bench/sae_bench.py
+	$(BIN)/python bench/probe_bench.py
+	$(BIN)/python bench/steer_bench.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache
