@@ -35,7 +35,8 @@ lint: venv
 # and load it back through from_pretrained to extract every layer from the dataset, capture activations while
 # generating from two prompts, then train a TopK SAE on one layer, encode the store into latents and evaluate
 # the SAE (reconstruction, and spliced into the model); probe every layer for the synthesised concepts, steer
-# generation with a probe direction and with an SAE latent, and run a small dose-response sweep.
+# generation with a probe direction and with an SAE latent, run a small dose-response sweep, and measure how each
+# layer responds to pitch, tempo and gain changes of the input.
 demo: venv
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
@@ -57,6 +58,8 @@ demo: venv
 		-o $(DEMO_OUT)/steered-sae --overwrite
 	$(BIN)/musicsae steer sweep -c sweep-tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
 		--target notes -o $(DEMO_OUT)/sweep --overwrite
+	$(BIN)/musicsae analyze sensitivity $(DEMO_OUT)/concepts -c sensitivity-tiny --model $(DEMO_OUT)/tiny-musicgen \
+		-o $(DEMO_OUT)/sensitivity --overwrite
 
 # Regenerate the shell completion scripts (a test fails when they drift from the CLI).
 completions: venv

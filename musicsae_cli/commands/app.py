@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import data, extract, info, model, probe, sae, steer
+from . import analyze, data, extract, info, model, probe, sae, steer
 
 app = typer.Typer(
     name="musicsae",
@@ -25,6 +25,7 @@ app.add_typer(probe.app, name="probe")
 app.add_typer(model.app, name="model")
 app.command("info")(info.info)
 app.add_typer(steer.app, name="steer")
+app.add_typer(analyze.app, name="analyze")
 
 
 def _version(value: bool) -> None:

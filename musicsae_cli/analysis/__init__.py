@@ -1,0 +1,1 @@
+"""Analyses of what layers encode: sensitivity of each layer to musical perturbations of the input."""

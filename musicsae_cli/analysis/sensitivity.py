@@ -1,0 +1,253 @@
+"""Layer sensitivity: how much each hookpoint's activations change when a musical property of the input changes.
+
+Per (perturbation, setting, hookpoint, clip): relative change ||a' - a|| / ||a|| and cosine distance 1 - cos,
+frame-aligned (mean over frames) when the frame counts match, else on time-pooled (mean) vectors. Both are
+scale-free, so wide layers are not favoured, and nothing is min-max rescaled. Aggregated as means with seeded
+bootstrap confidence intervals over clips, optionally per label value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import atomic_write_text, check_output, new_manifest, staged_directory, write_config, write_json
+from ..audio.io import audio_info, load_audio
+from ..audio.manifest import load_dataset
+from ..errors import AudioError, InputError
+from ..progress import ProgressFactory, no_progress
+from .config import SensitivityConfig
+from .perturb import perturb, unit
+
+log = logging.getLogger("musicsae")
+FORMAT_VERSION = 1
+_EPS = 1e-12
+METRICS = ("rel_change", "cos_distance")
+
+
+@dataclass
+class Clip:
+    clip_id: str
+    path: str
+    label: str | None
+    audio: np.ndarray  # (n,) mono float32 at the model's rate, whole frames
+
+
+def layer_change(a, b) -> tuple[float, float, str]:
+    """(relative change, 1 - cosine, comparison) between activations a (T, d) and b (T', d).
+
+    Frame-aligned ("frames": per-frame metrics averaged over frames) when T and T' differ by at most one frame
+    (trimmed to the shorter); otherwise on mean-pooled vectors ("pooled").
+    """
+    a = _np(a)
+    b = _np(b)
+    if abs(a.shape[0] - b.shape[0]) <= 1:
+        n = min(a.shape[0], b.shape[0])
+        a, b, mode = a[:n], b[:n], "frames"
+    else:
+        a, b, mode = a.mean(axis=0, keepdims=True), b.mean(axis=0, keepdims=True), "pooled"
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    rel = np.linalg.norm(b - a, axis=1) / np.maximum(na, _EPS)
+    cos = np.sum(a * b, axis=1) / np.maximum(na * nb, _EPS)
+    return float(rel.mean()), float(np.clip(1.0 - cos, 0.0, 2.0).mean()), mode
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def bootstrap_ci(values, n_boot: int, ci: float, seed: int) -> tuple[float, float, float]:
+    """(mean, lower, upper): percentile bootstrap of the mean over `values` (one per clip), seeded."""
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, mean, mean
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return mean, float(min(lo, mean)), float(max(hi, mean))
+
+
+def sensitivity(source: str | Path, out: str | Path, cfg: SensitivityConfig, overwrite: bool = False,
+                progress: ProgressFactory = no_progress, adapter=None) -> dict:
+    """Measure per-layer sensitivity of the model to each configured perturbation; write the results to `out`."""
+    from ..models import load_adapter
+
+    started = time.perf_counter()
+    check_output(out, overwrite)  # fail before any model work
+    manifest = load_dataset(source)
+    if cfg.by is not None and cfg.by not in manifest.columns:
+        raise InputError(f"the manifest has no column '{cfg.by}' for --by",
+                         f"columns: {', '.join(manifest.columns)}")
+    rows = manifest.rows[:cfg.max_clips] if cfg.max_clips else manifest.rows
+    if not rows:
+        raise InputError(f"no audio items in {source}", "point SOURCE at a manifest or a folder of audio")
+    adapter = adapter or load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
+                                      seed=cfg.seed)
+    hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
+    sr, hop = adapter.sample_rate, adapter.hop_length
+    clips, skipped = _load_clips(rows, cfg, sr, hop)
+    if not clips:
+        raise InputError("no usable clips (all unreadable or shorter than one frame)", "check the audio files")
+    settings = [(name, float(s)) for name, values in cfg.perturbations.items() for s in values]
+    texts_all = [cfg.text] * len(clips)
+    per_clip: list[dict] = []
+    with progress("Perturbing", len(clips) * (1 + len(settings))) as bar:
+        for start in range(0, len(clips), cfg.batch_size):
+            batch = clips[start:start + cfg.batch_size]
+            texts = texts_all[start:start + len(batch)]
+            original = adapter.audio_activations([c.audio for c in batch], hookpoints, texts)
+            bar.advance(len(batch))
+            for si, (name, setting) in enumerate(settings):
+                audios = [perturb(name, c.audio, sr, setting, np.random.default_rng([cfg.seed, start + i, si]))
+                          for i, c in enumerate(batch)]
+                changed = adapter.audio_activations(audios, hookpoints, texts)
+                for clip, a_item, b_item in zip(batch, original, changed, strict=True):
+                    for li, hp in enumerate(hookpoints):
+                        rel, cosd, mode = layer_change(a_item[hp], b_item[hp])
+                        per_clip.append({"clip_id": clip.clip_id, "path": clip.path, "label": clip.label,
+                                         "perturbation": name, "setting": setting, "hookpoint": hp, "layer": li,
+                                         "comparison": mode, "frames_original": int(a_item[hp].shape[0]),
+                                         "frames_perturbed": int(b_item[hp].shape[0]),
+                                         "rel_change": rel, "cos_distance": cosd})
+                bar.advance(len(batch))
+    summary = _summarise(per_clip, settings, hookpoints, cfg)
+    config = cfg.model_dump(mode="json")
+    result = {"out": str(out), "model": adapter.describe(), "hookpoints": hookpoints, "n_clips": len(clips),
+              "perturbations": {n: {"settings": v, "unit": unit(n)} for n, v in cfg.perturbations.items()},
+              "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap, "ci": cfg.ci, "by": cfg.by,
+              "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    with staged_directory(out, overwrite) as stage:
+        atomic_write_text(stage / "per_clip.csv", _csv([_rename(r, cfg.by) for r in per_clip]))
+        atomic_write_text(stage / "summary.csv", _csv(summary))
+        plots = _plot(stage, summary, hookpoints, cfg)
+        write_json(stage / "summary.json", {**result, "config": config, "summary": summary, "per_clip": per_clip,
+                                            "clips": [{"clip_id": c.clip_id, "path": c.path, "label": c.label,
+                                                       "seconds": len(c.audio) / sr} for c in clips]})
+        write_config(stage, config)
+        write_json(stage / "manifest.json", new_manifest("sensitivity", FORMAT_VERSION, config,
+                                                         source=str(source), model=adapter.describe(),
+                                                         hookpoints=hookpoints, n_clips=len(clips),
+                                                         files=["per_clip.csv", "summary.csv", "summary.json",
+                                                                *plots]))
+    result.update(plots=[str(Path(out) / p) for p in plots], elapsed_s=round(time.perf_counter() - started, 3),
+                  summary=[r for r in summary if r["group"] == "all"])
+    return result
+
+
+def _load_clips(rows: list[dict], cfg: SensitivityConfig, sr: int, hop: int):
+    clips: list[Clip] = []
+    skipped: list[tuple[str, str]] = []
+    for row in rows:
+        path = Path(row["path"])
+        try:
+            info = audio_info(path)
+            total = info.frames / info.sample_rate
+            offset = max(0.0, (total - cfg.excerpt_s) / 2) if cfg.excerpt_at == "center" else 0.0
+            audio, _ = load_audio(path, sample_rate=sr, mono=True, offset_s=offset,
+                                  duration_s=min(cfg.excerpt_s, total))
+        except AudioError as exc:
+            if cfg.strict:
+                raise
+            log.warning("skipping %s: %s", path, exc.message)
+            skipped.append((str(path), exc.message))
+            continue
+        n = (min(len(audio), int(round(cfg.excerpt_s * sr))) // hop) * hop
+        if n == 0:
+            reason = f"shorter than one frame ({hop} samples at {sr} Hz)"
+            if cfg.strict:
+                raise AudioError(f"{path}: {reason}", "drop strict to skip it")
+            log.warning("skipping %s: %s", path, reason)
+            skipped.append((str(path), reason))
+            continue
+        label = None if cfg.by is None else (None if row.get(cfg.by) is None else str(row.get(cfg.by)))
+        clips.append(Clip(str(row["item_id"]), str(path), label, np.ascontiguousarray(audio[:n], np.float32)))
+    return clips, skipped
+
+
+def _summarise(per_clip: list[dict], settings, hookpoints: list[str], cfg: SensitivityConfig) -> list[dict]:
+    groups: list[str | None] = [None]
+    if cfg.by is not None:
+        groups += sorted({r["label"] for r in per_clip if r["label"] is not None})
+    index: dict[tuple, list[dict]] = {}
+    for r in per_clip:
+        index.setdefault((r["perturbation"], r["setting"], r["hookpoint"]), []).append(r)
+    out = []
+    for name, setting in settings:
+        for li, hp in enumerate(hookpoints):
+            cell = index.get((name, setting, hp), [])
+            for g in groups:
+                rows = cell if g is None else [r for r in cell if r["label"] == g]
+                if not rows:
+                    continue
+                modes = sorted({r["comparison"] for r in rows})
+                entry = {"perturbation": name, "setting": setting, "hookpoint": hp, "layer": li,
+                         "group": "all" if g is None else g, "n_clips": len(rows), "comparison": "+".join(modes)}
+                for m in METRICS:
+                    mean, lo, hi = bootstrap_ci([r[m] for r in rows], cfg.n_bootstrap, cfg.ci, cfg.seed)
+                    entry.update({f"{m}_mean": mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
+                out.append(entry)
+    return out
+
+
+def _rename(row: dict, by: str | None) -> dict:
+    """CSV rows name the label column after --by (dropped without it); summary rows keep `group`."""
+    if "label" not in row:
+        return row
+    return {(by if k == "label" else k): v for k, v in row.items() if k != "label" or by is not None}
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _plot(stage: Path, summary: list[dict], hookpoints: list[str], cfg: SensitivityConfig) -> list[str]:
+    """One PNG per perturbation: both metrics vs layer, one line per setting with its CI band (all clips)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    x = np.arange(len(hookpoints))
+    for name, values in cfg.perturbations.items():
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        for setting in values:
+            rows = sorted((r for r in summary if r["perturbation"] == name and r["setting"] == float(setting)
+                           and r["group"] == "all"), key=lambda r: r["layer"])
+            if not rows:
+                continue
+            for ax, m in zip(axes, METRICS, strict=True):
+                mean = [r[f"{m}_mean"] for r in rows]
+                line, = ax.plot(x, mean, marker="o", ms=3, label=f"{setting:g} {unit(name)}")
+                ax.fill_between(x, [r[f"{m}_ci_low"] for r in rows], [r[f"{m}_ci_high"] for r in rows],
+                                color=line.get_color(), alpha=0.2)
+        for ax, title in zip(axes, ("relative change ||a'-a|| / ||a||", "1 - cosine similarity"), strict=True):
+            ax.set_title(title)
+            ax.set_xlabel("hookpoint")
+            ax.set_xticks(x, hookpoints, rotation=90 if len(hookpoints) > 8 else 0, fontsize=7)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"sensitivity to {name} (mean, {cfg.ci:.0%} bootstrap CI over clips)")
+        fname = f"sensitivity_{name}.png"
+        fig.savefig(stage / fname, dpi=110)
+        plt.close(fig)
+        names.append(fname)
+    return names
