@@ -56,6 +56,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def write_csv_rows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Atomically write dicts as a CSV table, columns in first-seen order (an empty list gives an empty file)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def new_manifest(kind: str, format_version: int, config: dict | None = None, **fields: Any) -> dict:
     """The common head of every artefact manifest."""
     return {

@@ -8,8 +8,6 @@ bootstrap confidence intervals over clips, optionally per label value.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import atomic_write_text, check_output, new_manifest, staged_directory, write_config, write_json
+from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
 from ..audio.io import audio_info, load_audio
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
@@ -128,8 +126,8 @@ def sensitivity(source: str | Path, out: str | Path, cfg: SensitivityConfig, ove
               "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap, "ci": cfg.ci, "by": cfg.by,
               "skipped": [{"path": p, "reason": r} for p, r in skipped]}
     with staged_directory(out, overwrite) as stage:
-        atomic_write_text(stage / "per_clip.csv", _csv([_rename(r, cfg.by) for r in per_clip]))
-        atomic_write_text(stage / "summary.csv", _csv(summary))
+        write_csv_rows(stage / "per_clip.csv", [_rename(r, cfg.by) for r in per_clip])
+        write_csv_rows(stage / "summary.csv", summary)
         plots = _plot(stage, summary, hookpoints, cfg)
         write_json(stage / "summary.json", {**result, "config": config, "summary": summary, "per_clip": per_clip,
                                             "clips": [{"clip_id": c.clip_id, "path": c.path, "label": c.label,
@@ -206,15 +204,6 @@ def _rename(row: dict, by: str | None) -> dict:
         return row
     return {(by if k == "label" else k): v for k, v in row.items() if k != "label" or by is not None}
 
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _plot(stage: Path, summary: list[dict], hookpoints: list[str], cfg: SensitivityConfig) -> list[str]:

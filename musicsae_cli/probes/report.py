@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import write_json
+from ..artifacts import write_csv_rows, write_json
 from .metrics import metric_names, primary
-
-
-def write_table(path: Path, rows: list[dict]) -> None:
-    """A CSV with one row per dict (columns in first-seen order)."""
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def write_report(out: Path, task: str, table: list[dict], summary: dict) -> None:
     """metrics.csv, metrics.json and per_layer.png in `out`."""
-    write_table(out / "metrics.csv", table)
+    write_csv_rows(out / "metrics.csv", table)
     write_json(out / "metrics.json", {**summary, "layers": table})
     plot_layers(out / "per_layer.png", task, table, title=f"{summary.get('label')} probe ({task})")
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import write_json
+from ..artifacts import write_csv_rows, write_json
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -28,11 +27,7 @@ def write_report(out: Path, final: dict[str, dict]) -> None:
     scalars = {name: {k: v for k, v in m.items() if isinstance(v, int | float)} for name, m in final.items()}
     write_json(out / "final_metrics.json", scalars)
     if evals:
-        keys = list(dict.fromkeys(k for row in evals for k in row))
-        with (out / "eval.csv").open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(evals)
+        write_csv_rows(out / "eval.csv", evals)
     panels = [("mse", "training MSE (normalised)"), ("l0", "L0"), ("dead_fraction", "dead fraction")]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.2))
     for ax, (key, title) in zip(axes, panels, strict=False):

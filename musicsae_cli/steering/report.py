@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,6 @@ def score_clips(adapter, probe, hookpoint: str, res, rescore_from: str = "audio"
     return np.stack(out)  # (B, C)
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """One row per clip, columns in first-seen order."""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _stat(values: list[float]) -> dict:

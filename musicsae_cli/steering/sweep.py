@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import write_csv_rows
 from ..errors import InputError, UsageError
 from ..progress import ProgressFactory, no_progress
 from .config import LATENT_MODES, SteerSweepConfig
 from .directions import Direction, check_same_model, load_direction, set_latents
 from .edits import build_steering, steer_layers
 from .generate import audio_prompt, environment, load_model, resolve_prompts, sampling_options
-from .report import plot_dose_response, score_clips, summarize, write_csv
+from .report import plot_dose_response, score_clips, summarize
 
 KIND = "steer_sweep"
 FORMAT_VERSION = 1
@@ -121,7 +122,7 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                                      "target_prob": float(probs[j, probe.class_index(target)]),
                                      **{f"p_{c}": float(probs[j, k]) for k, c in enumerate(probe.classes)}})
                     bar.advance()
-        write_csv(stage / "sweep.csv", rows)
+        write_csv_rows(stage / "sweep.csv", rows)
         stats, line = summarize(rows, cfg.strengths)
         title = f"{probe.label}={target} at {hp}; steering {', '.join(layers)} ({cfg.mode})"
         plot_dose_response(stage / "dose_response.png", stats, title, chance=1.0 / len(probe.classes))
