@@ -8,7 +8,6 @@ bootstrap confidence intervals over clips, optionally per label value.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
-from ..audio.io import audio_info, load_audio
+from ..audio.io import audio_info, load_audio, skip_unusable
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
 from .config import SensitivityConfig
 from .perturb import perturb, unit
 
-log = logging.getLogger("musicsae")
 FORMAT_VERSION = 1
 _EPS = 1e-12
 METRICS = ("rel_change", "cos_distance")
@@ -155,18 +153,11 @@ def _load_clips(rows: list[dict], cfg: SensitivityConfig, sr: int, hop: int):
             audio, _ = load_audio(path, sample_rate=sr, mono=True, offset_s=offset,
                                   duration_s=min(cfg.excerpt_s, total))
         except AudioError as exc:
-            if cfg.strict:
-                raise
-            log.warning("skipping %s: %s", path, exc.message)
-            skipped.append((str(path), exc.message))
+            skip_unusable(path, exc.message, cfg.strict, skipped, exc)
             continue
         n = (min(len(audio), int(round(cfg.excerpt_s * sr))) // hop) * hop
         if n == 0:
-            reason = f"shorter than one frame ({hop} samples at {sr} Hz)"
-            if cfg.strict:
-                raise AudioError(f"{path}: {reason}", "drop strict to skip it")
-            log.warning("skipping %s: %s", path, reason)
-            skipped.append((str(path), reason))
+            skip_unusable(path, f"shorter than one frame ({hop} samples at {sr} Hz)", cfg.strict, skipped)
             continue
         label = None if cfg.by is None else (None if row.get(cfg.by) is None else str(row.get(cfg.by)))
         clips.append(Clip(str(row["item_id"]), str(path), label, np.ascontiguousarray(audio[:n], np.float32)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,10 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
-from .io import audio_info
+from .io import audio_info, skip_unusable
 from .manifest import MANIFEST_FORMATS, Manifest, index_folder, read_manifest_file
-
-log = logging.getLogger("musicsae")
 
 
 class IndexConfig(BaseModel):
@@ -73,10 +70,7 @@ def check_items(manifest: Manifest, config: IndexConfig, progress: ProgressFacto
             if reason is None:
                 kept.append(row)
                 continue
-            if config.strict:
-                raise AudioError(f"{row['path']}: {reason}", "fix or remove the file, or drop --strict to skip it")
-            log.warning("skipping %s: %s", row["path"], reason)
-            skipped.append((str(row["path"]), reason))
+            skip_unusable(row["path"], reason, config.strict, skipped)
     if not kept:
         raise InputError(f"no usable audio among {len(manifest.rows)} files", "see the warnings for why each "
                          "file was skipped")

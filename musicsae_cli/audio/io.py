@@ -6,6 +6,7 @@ file; soxr does the resampling. Arrays are channels-first: (C, N), or (N,) after
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -111,6 +112,14 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subt
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def skip_unusable(path, reason: str, strict: bool, skipped: list, error: AudioError | None = None) -> None:
+    """An unusable file: with `strict` raise (the original `error` if given); else warn and list it in `skipped`."""
+    if strict:
+        raise error or AudioError(f"{path}: {reason}", "fix or remove the file, or drop --strict to skip it")
+    logging.getLogger("musicsae").warning("skipping %s: %s", path, reason)
+    skipped.append((str(path), reason))
 
 
 def peak_dbfs(audio: np.ndarray) -> float:

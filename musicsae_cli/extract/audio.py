@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..audio.io import audio_info, load_audio
+from ..audio.io import audio_info, load_audio, skip_unusable
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
 from .common import open_store, out_of_memory_hint, store_config, to_store
 from .config import ExtractConfig
 from .windows import plan_windows, window_id
-
-log = logging.getLogger("musicsae")
 
 
 @dataclass
@@ -90,18 +87,11 @@ def _jobs_for(row: dict, labels: list[str], done, cfg: ExtractConfig, sr: int, h
             return
         audio, _ = load_audio(path, sample_rate=sr, mono=True)
     except AudioError as exc:
-        if cfg.strict:
-            raise
-        log.warning("skipping %s: %s", path, exc.message)
-        skipped.append((str(path), exc.message))
+        skip_unusable(path, exc.message, cfg.strict, skipped, exc)
         return
     windows = plan_windows(len(audio), sr, hop, cfg.window_s, cfg.hop, cfg.min_window_s)
     if not windows:
-        reason = f"shorter than one frame ({hop} samples at {sr} Hz)"
-        if cfg.strict:
-            raise AudioError(f"{path}: {reason}", "drop --strict to skip it")
-        log.warning("skipping %s: %s", path, reason)
-        skipped.append((str(path), reason))
+        skip_unusable(path, f"shorter than one frame ({hop} samples at {sr} Hz)", cfg.strict, skipped)
         return
     text = cfg.text if cfg.text is not None else (row.get(cfg.text_column) if cfg.text_column else None)
     base = {"source_item": row["item_id"], "source_path": str(path), "group": row["group"],
