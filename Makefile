@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.musicsae-installed
 
-.PHONY: venv test test-fast demo lint completions bench clean
+.PHONY: venv test test-fast demo lint completions bench browser clean
 
 venv: $(STAMP)
 
@@ -35,8 +35,9 @@ lint: venv
 # and load it back through from_pretrained to extract every layer from the dataset, capture activations while
 # generating from two prompts, then train a TopK SAE on one layer, encode the store into latents and evaluate
 # the SAE (reconstruction, and spliced into the model); probe every layer for the synthesised concepts, steer
-# generation with a probe direction and with an SAE latent, run a small dose-response sweep, and measure how each
-# layer responds to pitch, tempo and gain changes of the input.
+# generation with a probe direction and with an SAE latent, run a small dose-response sweep, measure how each
+# layer responds to pitch, tempo and gain changes of the input, score how well the SAE latents separate the
+# concepts, write a small feature dashboard (HTML with audio) and compare two concepts layer by layer.
 demo: venv
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
@@ -60,6 +61,19 @@ demo: venv
 		--target notes -o $(DEMO_OUT)/sweep --overwrite
 	$(BIN)/musicsae analyze sensitivity $(DEMO_OUT)/concepts -c sensitivity-tiny --model $(DEMO_OUT)/tiny-musicgen \
 		-o $(DEMO_OUT)/sensitivity --overwrite
+	$(BIN)/musicsae analyze separation $(DEMO_OUT)/latents -c separation-tiny -l concept -l timbre \
+		-o $(DEMO_OUT)/separation --overwrite
+	$(BIN)/musicsae analyze features $(DEMO_OUT)/latents --sae $(DEMO_OUT)/sae -c features-tiny \
+		--probes $(DEMO_OUT)/probes -o $(DEMO_OUT)/dashboard --overwrite
+	$(BIN)/musicsae analyze compare $(DEMO_OUT)/store -c compare-labels --contrast concept=notes:tempos \
+		-o $(DEMO_OUT)/compare --overwrite
+	@echo "feature dashboard: open $(DEMO_OUT)/dashboard/index.html in a browser"
+
+# Headless Chromium (Debian's package) for the test that renders the feature dashboard; without it that one test
+# skips locally (and fails when CI is set).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
 
 # Regenerate the shell completion scripts (a test fails when they drift from the CLI).
 completions: venv
@@ -72,6 +86,7 @@ bench: venv
 	$(BIN)/python bench/sae_bench.py
 	$(BIN)/python bench/probe_bench.py
 	$(BIN)/python bench/steer_bench.py
+	$(BIN)/python bench/separation_bench.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -77,7 +77,7 @@ def test_errors_name_the_problem(presets, preset, sets, pattern):
 
 def test_every_shipped_preset_validates(monkeypatch):
     """Guard: each preset in configs/ names the command it is for by prefix and validates against its model."""
-    from musicsae_cli.analysis.config import SensitivityConfig
+    from musicsae_cli.analysis.config import CompareConfig, FeaturesConfig, SensitivityConfig, SeparationConfig
     from musicsae_cli.audio.dataset import IndexConfig
     from musicsae_cli.audio.synth import SynthConfig
     from musicsae_cli.extract.config import ExtractConfig
@@ -89,7 +89,8 @@ def test_every_shipped_preset_validates(monkeypatch):
     models = {("data", "synth"): SynthConfig, ("data", "index"): IndexConfig, ("extract", ""): ExtractConfig,
               ("sae", ""): SAETrainConfig, ("probe", ""): ProbeConfig,
               ("steer", "sweep"): SteerSweepConfig, ("steer", ""): SteerGenerateConfig,
-              ("analyze", "sensitivity"): SensitivityConfig}
+              ("analyze", "sensitivity"): SensitivityConfig, ("analyze", "compare"): CompareConfig,
+              ("analyze", "features"): FeaturesConfig, ("analyze", "separation"): SeparationConfig}
     presets = sorted(configs_dir().glob("*/*.yaml"))
     assert presets, "no presets found"
     for path in presets:
