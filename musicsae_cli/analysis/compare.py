@@ -16,7 +16,6 @@ Per hookpoint, on pooled vectors (float64):
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import itertools
 import logging
@@ -250,20 +249,14 @@ def pick_dense_hookpoints(store, patterns: list[str]) -> list[str]:
             raise InputError("the store holds only sparse (CSR) latent hookpoints",
                              "compare reads dense activations: pass an activation store from `musicsae extract`")
         return dense
-    chosen: list[str] = []
-    for pattern in patterns:
-        hits = [hp for hp in store.hookpoints if fnmatch.fnmatchcase(hp, pattern)]
-        if not hits:
-            close = difflib.get_close_matches(pattern, store.hookpoints, n=1)
-            guess = f"did you mean '{close[0]}'? " if close else ""
-            raise InputError(f"hookpoint '{pattern}' is not in the store",
-                             guess + "available: " + ", ".join(store.hookpoints))
-        chosen += [hp for hp in hits if hp not in chosen]
+    from ..probes.data import pick_hookpoints
+
+    chosen = pick_hookpoints(store, patterns)  # names or globs, closest-name errors, one width
     sparse = [hp for hp in chosen if store.is_sparse(hp)]
     if sparse:
         raise InputError(f"hookpoint {sparse[0]} is stored sparse (CSR latents); compare needs dense activations",
                          "choose dense hookpoints: " + (", ".join(dense) if dense else "(none in this store)"))
-    return [hp for hp in store.hookpoints if hp in chosen]
+    return chosen
 
 
 def _values(store, label: str, rows: np.ndarray, limit: int = 20) -> list[str]:
