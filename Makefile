@@ -37,7 +37,9 @@ lint: venv
 # the SAE (reconstruction, and spliced into the model); probe every layer for the synthesised concepts, steer
 # generation with a probe direction and with an SAE latent, run a small dose-response sweep, measure how each
 # layer responds to pitch, tempo and gain changes of the input, score how well the SAE latents separate the
-# concepts, write a small feature dashboard (HTML with audio) and compare two concepts layer by layer.
+# concepts, write a small feature dashboard (HTML with audio) and compare two concepts layer by layer; finally split
+# a few synthesised mixtures into vocals/instrumental stems with a tiny local Demucs, cut the stems into chunks
+# and extract them, stem and chunk provenance carried into the store.
 demo: venv
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
@@ -67,6 +69,14 @@ demo: venv
 		--probes $(DEMO_OUT)/probes -o $(DEMO_OUT)/dashboard --overwrite
 	$(BIN)/musicsae analyze compare $(DEMO_OUT)/store -c compare-labels --contrast concept=notes:tempos \
 		-o $(DEMO_OUT)/compare --overwrite
+	$(BIN)/musicsae data synth $(DEMO_OUT)/mixes -c synth-small --overwrite
+	$(BIN)/musicsae model save-tiny-demucs $(DEMO_OUT)/demucs-models --overwrite
+	$(BIN)/musicsae data split $(DEMO_OUT)/mixes -c split-tiny --repo $(DEMO_OUT)/demucs-models --two-stems vocals \
+		-o $(DEMO_OUT)/stems --overwrite
+	$(BIN)/musicsae data chunk $(DEMO_OUT)/stems -c chunk-5s --length-s 0.5 -o $(DEMO_OUT)/stem-chunks --overwrite
+	$(BIN)/musicsae extract $(DEMO_OUT)/stem-chunks -c tiny --model $(DEMO_OUT)/tiny-musicgen \
+		-o $(DEMO_OUT)/stem-store --overwrite
+	$(BIN)/musicsae info $(DEMO_OUT)/stem-store
 	@echo "feature dashboard: open $(DEMO_OUT)/dashboard/index.html in a browser"
 
 # Headless Chromium (Debian's package) for the test that renders the feature dashboard; without it that one test
@@ -87,6 +97,7 @@ bench: venv
 	$(BIN)/python bench/probe_bench.py
 	$(BIN)/python bench/steer_bench.py
 	$(BIN)/python bench/separation_bench.py
+	$(BIN)/python bench/data_bench.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -78,7 +78,9 @@ def test_errors_name_the_problem(presets, preset, sets, pattern):
 def test_every_shipped_preset_validates(monkeypatch):
     """Guard: each preset in configs/ names the command it is for by prefix and validates against its model."""
     from musicsae_cli.analysis.config import CompareConfig, FeaturesConfig, SensitivityConfig, SeparationConfig
+    from musicsae_cli.audio.chunk import ChunkConfig
     from musicsae_cli.audio.dataset import IndexConfig
+    from musicsae_cli.audio.split import SplitConfig
     from musicsae_cli.audio.synth import SynthConfig
     from musicsae_cli.extract.config import ExtractConfig
     from musicsae_cli.probes.config import ProbeConfig
@@ -90,7 +92,8 @@ def test_every_shipped_preset_validates(monkeypatch):
               ("sae", ""): SAETrainConfig, ("probe", ""): ProbeConfig,
               ("steer", "sweep"): SteerSweepConfig, ("steer", ""): SteerGenerateConfig,
               ("analyze", "sensitivity"): SensitivityConfig, ("analyze", "compare"): CompareConfig,
-              ("analyze", "features"): FeaturesConfig, ("analyze", "separation"): SeparationConfig}
+              ("analyze", "features"): FeaturesConfig, ("analyze", "separation"): SeparationConfig,
+              ("data", "split"): SplitConfig, ("data", "chunk"): ChunkConfig}
     presets = sorted(configs_dir().glob("*/*.yaml"))
     assert presets, "no presets found"
     for path in presets:

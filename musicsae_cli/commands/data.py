@@ -1,4 +1,4 @@
-"""`musicsae data ...`: synthesise concept audio and index datasets."""
+"""`musicsae data ...`: synthesise concept audio, index datasets, separate stems (Demucs), cut windows."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from ._common import (
     resolve,
 )
 
-app = typer.Typer(help="Prepare audio: synthesise labelled concept audio, index datasets.", no_args_is_help=True)
+app = typer.Typer(help="Prepare audio: synthesise labelled concept audio, index datasets, separate stems, cut "
+                       "windows.", no_args_is_help=True)
 
 ConfigOpt = Annotated[str | None, config_option("data")]
 
@@ -102,3 +103,98 @@ def index(
         lines.append(f"{len(res.skipped)} skipped:")
         lines += [f"  {p}: {r}" for p, r in res.skipped]
     out_.result(summary, lines)
+
+
+@app.command("split")
+@cli_command
+def split(
+    sources: Annotated[list[Path], typer.Argument(help="A folder of audio, a dataset folder, a manifest, or audio "
+                                                       "files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <out>/<stem>/<relative path>.<ext> plus "
+                                                          "manifest.csv; rerun to resume.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Demucs model or bag name, e.g. htdemucs.")] = None,
+    repo: Annotated[Path | None, typer.Option(help="Local model repository folder (offline).")] = None,
+    two_stems: Annotated[str | None, typer.Option(help="Write this stem and the sum of the others "
+                                                       "(e.g. vocals).")] = None,
+    rest_name: Annotated[str | None, typer.Option(help="Name of the summed stem (default instrumental).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    shifts: Annotated[int | None, typer.Option(help="Random time shifts averaged per file (0 = none).")] = None,
+    overlap: Annotated[float | None, typer.Option(help="Overlap between segments (0-1).")] = None,
+    segment: Annotated[float | None, typer.Option(help="Segment length in seconds (default: the model's).")] = None,
+    jobs: Annotated[int | None, typer.Option(help="CPU threads over segments (0 = none).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random shifts (re-applied per file).")] = None,
+    channels: Annotated[str | None, typer.Option(help="Stem channels: input (mono in, mono out) or model.")] = None,
+    audio_format: Annotated[str | None, typer.Option("--format", help="wav, flac or mp3.")] = None,
+    bit_depth: Annotated[int | None, typer.Option(help="16, 24 or 32 (float wav).")] = None,
+    sample_rate: Annotated[int | None, typer.Option(help="Rate of the stems (default: the model's).")] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unusable audio.")] = None,
+    overwrite: OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Separate audio into stems with Demucs (all stems or two), with a manifest; resumable."""
+    out_ = Output(json_out, quiet, verbose)
+    from ..audio.split import SplitConfig
+
+    flags = {"model": model, "repo": str(repo) if repo is not None else None, "two_stems": two_stems,
+             "rest_name": rest_name, "device": device, "shifts": shifts, "overlap": overlap, "segment_s": segment,
+             "jobs": jobs, "seed": seed, "channels": channels, "format": audio_format, "bit_depth": bit_depth,
+             "sample_rate": sample_rate, "strict": strict}
+    cfg = resolve(SplitConfig, "data", config, set_, flags, dry_run, out_)
+    from ..audio.split import split_dataset
+
+    res = split_dataset(sources, out, cfg, overwrite, out_.progress)
+    speed = f", {res['audio_s_per_s']:.2f} audio s/s" if res["audio_s_per_s"] else ""
+    lines = [res["manifest"], f"{res['separated']} files separated, {res['already_done']} already done, "
+                              f"{res['stem_files']} stem files ({', '.join(res['stems'])}) on {res['device']}{speed}"]
+    if res["skipped"]:
+        lines.append(f"{len(res['skipped'])} skipped:")
+        lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
+    out_.result(res, lines)
+
+
+@app.command("chunk")
+@cli_command
+def chunk(
+    sources: Annotated[list[Path], typer.Argument(help="A folder of audio, a dataset folder, a manifest, or audio "
+                                                       "files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (must not exist): chunks plus "
+                                                          "manifest.csv.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    length_s: Annotated[float | None, typer.Option("--length-s", help="Window length in seconds.")] = None,
+    hop_s: Annotated[float | None, typer.Option("--hop-s", help="Step between windows (default: the length).")] = None,
+    last: Annotated[str | None, typer.Option(help="Short last piece: drop, pad or keep.")] = None,
+    sample_rate: Annotated[int | None, typer.Option(help="Resample to this rate (Hz).")] = None,
+    mono: Annotated[bool | None, typer.Option("--mono/--keep-channels", help="Mix down to mono.")] = None,
+    min_rms_db: Annotated[float | None, typer.Option(help="Drop windows quieter than this RMS (dBFS).")] = None,
+    audio_format: Annotated[str | None, typer.Option("--format", help="wav, flac or mp3.")] = None,
+    bit_depth: Annotated[int | None, typer.Option(help="16, 24 or 32 (float wav).")] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unusable audio.")] = None,
+    overwrite: OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Cut audio into fixed-length windows (resample, mono, silence filter) with a manifest of their times."""
+    out_ = Output(json_out, quiet, verbose)
+    from ..audio.chunk import ChunkConfig
+
+    flags = {"length_s": length_s, "hop_s": hop_s, "last": last, "sample_rate": sample_rate, "mono": mono,
+             "min_rms_db": min_rms_db, "format": audio_format, "bit_depth": bit_depth, "strict": strict}
+    cfg = resolve(ChunkConfig, "data", config, set_, flags, dry_run, out_)
+    from ..audio.chunk import chunk_dataset
+
+    res = chunk_dataset(sources, out, cfg, overwrite, out_.progress)
+    lines = [res["manifest"], f"{res['chunks']} chunks from {res['sources']} files ({res['seconds_out']:.1f} s of "
+                              f"{res['seconds_in']:.1f} s), dropped: {res['dropped_silent']} silent, "
+                              f"{res['dropped_short']} short last pieces"]
+    if res["skipped"]:
+        lines.append(f"{len(res['skipped'])} skipped:")
+        lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
+    out_.result(res, lines)

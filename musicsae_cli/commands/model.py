@@ -9,7 +9,8 @@ import typer
 
 from ._common import JsonOpt, Output, OverwriteOpt, QuietOpt, VerboseOpt, cli_command
 
-app = typer.Typer(help="Models: write the built-in tiny MusicGen, list hookpoints.", no_args_is_help=True)
+app = typer.Typer(help="Models: write the built-in tiny MusicGen or a tiny Demucs, list hookpoints.",
+                  no_args_is_help=True)
 
 
 @app.command("save-tiny")
@@ -29,6 +30,29 @@ def save_tiny(
     res = save_tiny_musicgen(out, seed=seed, overwrite=overwrite)
     o.result(res, [res["path"], f"tiny MusicGen: {res['n_layers']} layers, width {res['hidden_size']}, "
                                 f"{res['parameters']:,} parameters"])
+
+
+@app.command("save-tiny-demucs")
+@cli_command
+def save_tiny_demucs(
+    repo: Annotated[Path, typer.Argument(help="Model repository folder to write into (created if missing; use it "
+                                              "as `data split --repo DIR`).")],
+    name: Annotated[str, typer.Option(help="Model name (the bag name with --bag-size > 1).")] = "tiny-htdemucs",
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    bag_size: Annotated[int, typer.Option(help="Write a bag of this many models instead of one.")] = 1,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write a tiny random-weight HTDemucs in Demucs's local-repository layout (for tests, demos, offline trials)."""
+    o = Output(json_out, quiet, verbose)
+    from ..audio.tiny_demucs import save_tiny_demucs as save
+
+    res = save(repo, name=name, seed=seed, bag_size=bag_size, overwrite=overwrite)
+    kind = f"bag of {res['bag_size']}" if res["bag_size"] > 1 else "single model"
+    o.result(res, [f"{res['repo']}: {res['name']} ({kind}, {res['parameters_per_model']:,} parameters per model, "
+                   f"stems {', '.join(res['sources'])}, {res['sample_rate']} Hz)", *res["files"]])
 
 
 @app.command("hookpoints")

@@ -1,0 +1,293 @@
+"""`data chunk`: cut audio into fixed-length windows, optionally resampled and mixed down, dropping silence.
+
+Window k starts at round(k * hop_s * rate) samples (no drift over long files) and holds length_s of audio.
+After the last full window, the remainder (the piece that starts at the next window start, when the last
+full window did not already reach the end) is dropped, zero-padded to full length, or kept short. Windows
+whose RMS level (over all channels, padding excluded) is below `min_rms_db` are dropped; numbering keeps
+their place, so chunk k always starts at k * hop_s.
+
+Files are streamed block by block (soxr's streaming resampler gives the same samples as a one-shot
+resample), so an hour-long file never sits in memory whole. The output is a dataset folder built in a hidden
+sibling and moved into place when complete: `<out>/<relative path of the source>/<chunk:05d>.<ext>` plus
+manifest.csv with the source's labels and group, `source_path`/`source_item` (the original recording),
+`chunk`, `start_s` and `end_s` (seconds in that recording: a chunk of a chunk adds its offset).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..artifacts import new_manifest, staged_directory, write_config, write_json
+from ..errors import AudioError, InputError
+from ..progress import ProgressFactory, no_progress
+from .derive import (
+    PROVENANCE,
+    check_out_not_inside,
+    check_unique_names,
+    derived_labels,
+    load_sources,
+    output_subtype,
+    provenance,
+    relative_name,
+    write_audio_file,
+)
+from .io import audio_info, skip_unusable
+from .manifest import Manifest
+
+CHUNK_FORMAT_VERSION = 1
+CHUNK_COLUMNS = (*PROVENANCE, "chunk", "start_s", "end_s")
+BLOCK_FRAMES = 1 << 18  # frames read per block while streaming a file
+
+
+class ChunkConfig(BaseModel):
+    """How `data chunk` cuts audio into windows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    length_s: float = Field(5.0, gt=0, description="Window length in seconds.")
+    hop_s: float | None = Field(None, gt=0, description="Step between window starts in seconds; null = length_s "
+                                                        "(back to back). Smaller overlaps, larger leaves gaps.")
+    last: Literal["drop", "pad", "keep"] = Field(
+        "drop", description="The short piece after the last full window: drop it, zero-pad it to length_s, or "
+                            "keep it short.")
+    min_last_s: float = Field(0.0, ge=0, description="With last=pad or keep, drop a last piece shorter than this.")
+    sample_rate: int | None = Field(None, gt=0, description="Resample to this rate (Hz); null keeps each file's.")
+    mono: bool = Field(False, description="Mix every file down to one channel.")
+    min_rms_db: float | None = Field(
+        None, description="Drop windows whose RMS level (dBFS, over all channels, padding excluded) is below this; "
+                          "null keeps every window (digital silence included).")
+    format: Literal["wav", "flac", "mp3"] = Field("wav", description="Audio format of the chunks.")
+    bit_depth: Literal[16, 24, 32] = Field(16, description="Bits per sample (32 = float, wav only; mp3 ignores it).")
+    strict: bool = Field(False, description="Fail on the first unusable file instead of skipping it.")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One window of a file, in samples at the output rate."""
+
+    index: int
+    start: int
+    length: int  # samples of real audio
+    padded: int  # samples written (length, or length_s worth with last=pad)
+
+
+def window_start(k: int, hop_s: float, rate: int) -> int:
+    """First sample of window k (rounded from the exact time, so long files do not drift)."""
+    return int(round(k * hop_s * rate))
+
+
+def plan_chunks(n: int, rate: int, cfg: ChunkConfig) -> list[Piece]:
+    """Every window of an `n`-sample file (before the silence filter), as cut_stream would emit them."""
+    blocks = (np.zeros((1, min(BLOCK_FRAMES, n - i)), np.float32) for i in range(0, n, BLOCK_FRAMES))
+    return list(cut_stream(blocks, rate, cfg, lambda piece, data: piece))
+
+
+def cut_stream(blocks: Iterable[np.ndarray], rate: int, cfg: ChunkConfig,
+               emit: Callable[[Piece, np.ndarray], object]) -> Iterator:
+    """Feed (C, m) blocks of one file; yields emit(piece, audio (C, piece.padded)) for every window in order."""
+    length = int(round(cfg.length_s * rate))
+    hop_s = cfg.hop_s or cfg.length_s
+    if length < 1 or window_start(1, hop_s, rate) < 1:
+        raise InputError(f"length_s {cfg.length_s:g} / hop_s {hop_s:g} are shorter than one sample at {rate} Hz",
+                         "use longer windows or a higher sample rate")
+    k, need, pos = 0, 0, 0  # next window, its first sample, absolute index of the next incoming sample
+    buf: np.ndarray | None = None
+    buf_start = 0
+    last_full_end = None
+    for block in blocks:
+        m = block.shape[1]
+        if pos + m <= need:  # entirely in a gap between windows
+            pos += m
+            continue
+        seg_start = max(pos, need)
+        part = block[:, seg_start - pos:]
+        pos += m
+        if buf is None or buf.shape[1] == 0:
+            buf, buf_start = part, seg_start
+        else:
+            buf = np.concatenate([buf, part], axis=1)
+        while need + length <= buf_start + buf.shape[1]:
+            off = need - buf_start
+            yield emit(Piece(k, need, length, length), buf[:, off:off + length])
+            last_full_end = need + length
+            k += 1
+            need = window_start(k, hop_s, rate)
+            drop = min(need - buf_start, buf.shape[1])
+            buf, buf_start = buf[:, drop:], buf_start + drop
+    n = pos
+    if cfg.last == "drop" or need >= n or (last_full_end is not None and last_full_end >= n):
+        return
+    rest = n - need
+    if rest < cfg.min_last_s * rate:
+        return
+    data = buf[:, need - buf_start:] if buf is not None else np.zeros((1, 0), np.float32)
+    if cfg.last == "pad":
+        data = np.pad(data, ((0, 0), (0, length - rest)))
+        yield emit(Piece(k, need, rest, length), data)
+    else:
+        yield emit(Piece(k, need, rest, rest), data)
+
+
+def read_blocks(path: Path, sample_rate: int | None, mono: bool, block: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """A file as (C, m) float32 blocks, mixed down (before resampling) and resampled as asked."""
+    import soundfile as sf
+    import soxr
+
+    with sf.SoundFile(str(path)) as fh:
+        channels = 1 if mono else fh.channels
+        stream = None
+        if sample_rate is not None and sample_rate != fh.samplerate:
+            stream = soxr.ResampleStream(fh.samplerate, sample_rate, channels, dtype="float32", quality="HQ")
+        while True:
+            data = fh.read(block, dtype="float32", always_2d=True)  # (m, C)
+            last = data.shape[0] < block
+            if mono and data.shape[1] > 1:
+                data = data.mean(axis=1, keepdims=True, dtype=np.float32)
+            if stream is not None:
+                data = stream.resample_chunk(np.ascontiguousarray(data), last=last)
+            yield data.T  # (C, m) view; written back frame-major without a copy
+            if last:
+                return
+
+
+def rms_db(audio: np.ndarray) -> float:
+    """RMS level in dBFS over all samples and channels (-inf for digital silence or no samples)."""
+    if audio.size == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    return float("-inf") if rms == 0.0 else 20.0 * math.log10(rms)
+
+
+def chunk_dataset(sources, out: str | Path, cfg: ChunkConfig, overwrite: bool = False,
+                  progress: ProgressFactory = no_progress) -> dict:
+    """Cut every file of `sources` (a folder, dataset folder, manifest, or audio files) into a dataset at `out`."""
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    out = Path(out)
+    output_subtype(cfg.format, cfg.bit_depth)
+    manifest = load_sources(sources)
+    check_out_not_inside(out, sources)
+    names = {r["item_id"]: relative_name(r, manifest.root) for r in manifest.rows}
+    check_unique_names(names)
+    started = time.perf_counter()
+    stats = {"chunks": 0, "silent": 0, "short_pieces": 0, "no_window": 0, "seconds_in": 0.0, "seconds_out": 0.0}
+    skipped: list[tuple[str, str]] = []
+    rows: list[dict] = []
+    cfg_json = cfg.model_dump(mode="json")
+    with staged_directory(out, overwrite) as stage, progress("Chunking", len(manifest.rows)) as bar:
+        for row in manifest.rows:
+            rows += _chunk_one(row, manifest.label_columns, names[row["item_id"]], stage, cfg, stats, skipped)
+            bar.advance()
+        if not rows:
+            raise InputError(f"no chunks from {len(manifest.rows)} files",
+                             "see the warnings; files may be shorter than length_s (try last=pad or keep) or "
+                             "all below min_rms_db")
+        labels = derived_labels(manifest, CHUNK_COLUMNS)
+        Manifest(rows, labels, stage).write(stage / "manifest.csv")
+        write_json(stage / "manifest.json", new_manifest(
+            "dataset", CHUNK_FORMAT_VERSION, cfg_json, source="chunk", inputs=[str(s) for s in sources],
+            manifest="manifest.csv", n_items=len(rows), label_columns=labels,
+            skipped=[{"path": p, "reason": r} for p, r in skipped]))
+        write_config(stage, cfg_json)
+    elapsed = time.perf_counter() - started
+    return {"path": str(out), "manifest": str(out / "manifest.csv"), "sources": len(manifest.rows),
+            "chunks": stats["chunks"], "dropped_silent": stats["silent"], "dropped_short": stats["short_pieces"],
+            "files_without_window": stats["no_window"], "seconds_in": round(stats["seconds_in"], 3),
+            "seconds_out": round(stats["seconds_out"], 3), "elapsed_s": round(elapsed, 3),
+            "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def _chunk_one(row: dict, labels: list[str], name, stage: Path, cfg: ChunkConfig, stats: dict,
+               skipped: list) -> list[dict]:
+    """Write the chunks of one source; on a decode error remove what was written and skip (or raise)."""
+    path = Path(row["path"])
+    written: list[Path] = []
+    try:
+        info = audio_info(path)
+        if info.frames == 0:
+            skip_unusable(path, "zero-length audio", cfg.strict, skipped)
+            return []
+        rate = cfg.sample_rate or info.sample_rate
+        channels = 1 if cfg.mono else info.channels
+        hop_s = cfg.hop_s or cfg.length_s
+        base = {"group": row["group"], **{c: row.get(c) for c in labels if c not in CHUNK_COLUMNS},
+                **provenance(row)}
+        offset = float(row["start_s"]) if isinstance(row.get("start_s"), (int, float)) and \
+            row.get("source_path") not in (None, "") else 0.0
+        ext = cfg.format
+        out_rows: list[dict] = []
+        n_pieces = 0
+
+        def emit(piece: Piece, data: np.ndarray):
+            nonlocal n_pieces
+            n_pieces += 1
+            if cfg.min_rms_db is not None and rms_db(data[:, :piece.length]) < cfg.min_rms_db:
+                stats["silent"] += 1
+                return None
+            file = stage / f"{name}" / f"{piece.index:05d}.{ext}"
+            write_audio_file(file, data, rate, cfg.format, cfg.bit_depth, atomic=False)
+            written.append(file)
+            out_rows.append({"path": file, "item_id": f"{name}/{piece.index:05d}", **base, "chunk": piece.index,
+                             "start_s": round(offset + piece.start / rate, 6),
+                             "end_s": round(offset + (piece.start + piece.length) / rate, 6),
+                             "duration_s": round(piece.padded / rate, 6), "sample_rate": rate, "channels": channels})
+            return None
+
+        counted = [0]
+        for _ in cut_stream(_counting(read_blocks(path, cfg.sample_rate, cfg.mono), counted), rate, cfg, emit):
+            pass
+        n_in = counted[0]
+    except AudioError as exc:
+        _remove(written)
+        skip_unusable(path, exc.message, cfg.strict, skipped, exc)
+        return []
+    except InputError:
+        _remove(written)
+        raise
+    except Exception as exc:  # libsndfile raises several error types for truncated data
+        _remove(written)
+        skip_unusable(path, f"cannot decode (truncated or corrupt): {exc}", cfg.strict, skipped)
+        return []
+    full = _full_windows(n_in, rate, cfg.length_s, hop_s)
+    if n_pieces == full and _has_rest(n_in, rate, cfg.length_s, hop_s, full):  # the short piece went
+        stats["short_pieces"] += 1
+    if n_pieces == 0:
+        stats["no_window"] += 1
+    stats["chunks"] += len(out_rows)
+    stats["seconds_in"] += n_in / rate
+    stats["seconds_out"] += sum(r["duration_s"] for r in out_rows)
+    return out_rows
+
+
+def _counting(blocks: Iterable[np.ndarray], counted: list[int]) -> Iterator[np.ndarray]:
+    """Pass blocks through, adding their sample count to counted[0]."""
+    for b in blocks:
+        counted[0] += b.shape[1]
+        yield b
+
+
+def _full_windows(n: int, rate: int, length_s: float, hop_s: float) -> int:
+    length = int(round(length_s * rate))
+    k = 0
+    while window_start(k, hop_s, rate) + length <= n:
+        k += 1
+    return k
+
+
+def _has_rest(n: int, rate: int, length_s: float, hop_s: float, full: int) -> bool:
+    """Whether a short piece remains after `full` full windows (what last=drop drops)."""
+    start = window_start(full, hop_s, rate)
+    end = window_start(full - 1, hop_s, rate) + int(round(length_s * rate)) if full else 0
+    return start < n and (full == 0 or end < n)
+
+
+def _remove(files: list[Path]) -> None:
+    for f in files:
+        f.unlink(missing_ok=True)

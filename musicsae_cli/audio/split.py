@@ -1,0 +1,544 @@
+"""`data split`: source separation with Demucs into one audio file per stem, resumable file by file.
+
+Models come by name from the hub (when online, its safetensors copies) or from a local model repository
+(`repo`): single models are `<signature>[-<sha256 prefix>].th` files (or `<signature>.safetensors`), bags of
+models `<name>.yaml` files listing signatures, exactly the layout Demucs itself reads. Model files are read
+weights-only: no pickled code runs. Every file is read at the model's rate (resampled when needed), normalised
+by the mean and standard deviation of its mono mix as Demucs models expect, separated with
+demucs.apply.apply_model (overlapping segments, optional random time shifts seeded per file) and written as
+`<out>/<stem>/<relative path of the input>.<ext>`. Two-stem mode writes one stem and the sum of the others.
+
+Channels: a mono file is duplicated for a stereo model and its stems are mixed back to mono (channels=input,
+the default); with channels=model every stem keeps the model's channels. A file with more channels than the
+model is cut to the model's first channels, as Demucs does.
+
+Resuming: a file counts as done when every one of its stem files exists. A file's stems are written into a
+hidden `.partial-*` folder inside the output and then renamed into place, so a crash never leaves a
+half-written stem file; a rerun (same settings, any subset or superset of inputs) skips done files and
+separates the rest. manifest.csv (one row per stem file with the input's labels, group, `stem`,
+`source_path` and `source_item`) is rewritten at the end of every run, also an interrupted one, listing
+everything done so far; manifest.json says whether the last run completed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..artifacts import MANIFEST_NAME, check_replaceable, new_manifest, read_manifest, write_config, write_json
+from ..errors import AudioError, InputError, MusicSAEError, OutputExistsError, StoreError
+from ..progress import ProgressFactory, no_progress
+from .derive import (
+    PROVENANCE,
+    check_out_not_inside,
+    check_unique_names,
+    derived_labels,
+    load_sources,
+    output_subtype,
+    provenance,
+    relative_name,
+    write_audio_file,
+)
+from .io import audio_info, load_audio, resample, skip_unusable
+from .manifest import Manifest, read_manifest_file
+
+SPLIT_FORMAT_VERSION = 1
+SPLIT_COLUMNS = ("stem", *PROVENANCE)
+# Settings that do not change what is written; a rerun may change them and still resume.
+RUNTIME_ONLY = ("device", "jobs", "strict")
+LOCK_NAME = ".split.lock"
+try:  # POSIX only; elsewhere two runs on one output are simply not detected
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+PARTIAL_PREFIX = ".partial-"
+
+
+class SplitConfig(BaseModel):
+    """How `data split` separates audio into stems."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("htdemucs", description="Demucs model or bag name (e.g. htdemucs, htdemucs_ft, mdx_extra) or "
+                                               "a single model's signature; hf://[namespace/]name for the hub.")
+    repo: str | None = Field(None, description="Local model repository folder (.th models, .yaml bags); null "
+                                               "loads the model from the hub (needs the network).")
+    two_stems: str | None = Field(None, description="Write only this stem and the sum of the others (e.g. vocals); "
+                                                    "null writes every stem of the model.")
+    rest_name: str = Field("instrumental", description="Name of the summed stem in two-stem mode.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    shifts: int = Field(1, ge=0, description="Random time shifts averaged per file (shift trick); 0 = none, "
+                                             "each one costs a full pass.")
+    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="Overlap between consecutive segments.")
+    segment_s: float | None = Field(None, gt=0, description="Segment length in seconds; null = the model's own "
+                                                            "(transformer models cannot go above it).")
+    jobs: int = Field(0, ge=0, description="Threads separating segments in parallel on the CPU (0 = none).")
+    seed: int = Field(0, description="Seed of the random shifts, re-applied for every file (same file, same "
+                                     "stems, also when a run is resumed).")
+    channels: Literal["input", "model"] = Field(
+        "input", description="Channels of the stems: the input's (a mono file gives mono stems) or the model's.")
+    sample_rate: int | None = Field(None, gt=0, description="Rate of the written stems (Hz); null = the model's.")
+    format: Literal["wav", "flac", "mp3"] = Field("wav", description="Audio format of the stems.")
+    bit_depth: Literal[16, 24, 32] = Field(16, description="Bits per sample (32 = float, wav only; mp3 ignores it).")
+    clip: Literal["rescale", "clamp"] = Field(
+        "rescale", description="Integer and mp3 outputs: scale all stems of a file by one factor when any would "
+                               "clip (rescale), or clip each sample (clamp). Float wav is written as is.")
+    strict: bool = Field(False, description="Fail on the first unusable file instead of skipping it.")
+
+
+# ---------------------------------------------------------------- models
+def known_remote_models() -> list[str]:
+    """Names of the bags Demucs knows how to fetch (its bundled remote list)."""
+    from demucs.pretrained import REMOTE_ROOT
+
+    return sorted(p.stem for p in Path(REMOTE_ROOT).glob("*.yaml"))
+
+
+def local_models(repo: Path) -> list[str]:
+    """The single models (signatures) and bags a local model repository holds."""
+    from demucs.repo import AnyModelRepo, BagOnlyRepo, ModelLoadingError
+
+    try:
+        models = _safe_local_repo(repo)
+        return sorted(AnyModelRepo(models, BagOnlyRepo(repo, models)).list_model())
+    except ModelLoadingError as exc:
+        raise InputError(f"model repository {repo}: {exc}", "keep one file per model signature") from exc
+
+
+def _model_classes() -> list:
+    """The Demucs model classes a model file may name (nothing else is ever constructed or unpickled)."""
+    from demucs.demucs import Demucs
+    from demucs.hdemucs import HDemucs
+    from demucs.htdemucs import HTDemucs
+
+    return [Demucs, HDemucs, HTDemucs]
+
+
+def _safe_local_repo(root: Path):
+    """Demucs's local repository (`<sig>[-<sha>].th` models, `<name>.yaml` bags, also `<sig>.safetensors` as on
+    the hub), loading every file without running pickled code: .th packages through torch.load(weights_only=True)
+    with only the Demucs model classes and Fraction allowed, .safetensors after checking the class they name."""
+    from demucs.repo import LocalRepo, ModelLoadingError, check_checksum
+    from demucs.states import load_model
+
+    class SafeLocalRepo(LocalRepo):
+        def scan(self) -> None:
+            super().scan()
+            for file in self.root.iterdir():
+                if file.suffix == ".safetensors":
+                    if file.stem in self._models:
+                        raise ModelLoadingError(f"Duplicate pre-trained model exist for signature {file.stem}. "
+                                                "Please delete all but one.")
+                    self._models[file.stem] = file
+
+        def get_model(self, sig: str):
+            file = self._models.get(sig)
+            if file is None:
+                raise ModelLoadingError(f"Could not find pre-trained model with signature {sig}.")
+            if file.suffix == ".safetensors":
+                return _load_safetensors(file)
+            if sig in self._checksums:
+                check_checksum(file, self._checksums[sig])
+            return load_model(_weights_only_package(file))
+
+    return SafeLocalRepo(root)
+
+
+def _weights_only_package(path: Path) -> dict:
+    """A Demucs .th package ({"klass", "args", "kwargs", "state"}) read with torch.load(weights_only=True)."""
+    import fractions
+    import pickle
+
+    import torch
+
+    allowed = [*_model_classes(), fractions.Fraction]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            package = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), _short(exc))
+        raise InputError(f"{path.name} holds more than model weights ({detail})",
+                         "musicsae reads Demucs files weights-only; quantized (diffq) models are unsupported") from exc
+    if not isinstance(package, dict) or package.get("klass") not in _model_classes():
+        raise InputError(f"{path.name} is not a Demucs model package", "expected {klass, args, kwargs, state}")
+    return package
+
+
+def _load_safetensors(path: Path):
+    """A model from a hub-layout .safetensors file, after checking the class its metadata names."""
+    from demucs.hf import load_safetensors_model
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        klass = (fh.metadata() or {}).get("klass", "")
+    allowed = {f"{c.__module__}.{c.__name__}" for c in _model_classes()}
+    if klass not in allowed:
+        raise InputError(f"{path.name} names model class {klass!r}", f"supported: {', '.join(sorted(allowed))}")
+    return load_safetensors_model(path)
+
+
+def load_separation_model(name: str, repo: str | os.PathLike | None = None):
+    """A Demucs model or bag of models in eval mode: from a local repository, or from the hub's safetensors.
+
+    Nothing is unpickled beyond weights: local .th files are read weights-only, and hub models come from the
+    safetensors copies Demucs publishes (its legacy pickled downloads are not used).
+    """
+    from demucs.repo import AnyModelRepo, BagOnlyRepo, ModelLoadingError
+
+    if repo is not None:
+        repo = Path(repo).expanduser()
+        if not repo.is_dir():
+            raise InputError(f"model repository not found: {repo}", "pass the folder holding the .th/.yaml files")
+        available = local_models(repo)
+        if name not in available:
+            raise InputError(f"no model '{name}' in {repo}",
+                             f"available: {', '.join(available)}" if available else
+                             "the folder holds no .th models or .yaml bags (see `musicsae model save-tiny-demucs`)")
+    elif name.removeprefix("hf://").split("/")[-1] not in known_remote_models():
+        raise InputError(f"unknown Demucs model '{name}'",
+                         f"known models: {', '.join(known_remote_models())}; or pass --repo DIR for a local "
+                         "model repository")
+    try:
+        if repo is not None:
+            models = _safe_local_repo(repo)
+            model = AnyModelRepo(models, BagOnlyRepo(repo, models)).get_model(name)
+        else:
+            from demucs.hf import get_hf_model
+
+            model = get_hf_model(name.removeprefix("hf://"))
+    except ModelLoadingError as exc:
+        raise MusicSAEError(f"cannot load Demucs model '{name}': {exc}", "the model file may be corrupt") from exc
+    except (OSError, ConnectionError, RuntimeError, ValueError) as exc:
+        if repo is not None:
+            raise MusicSAEError(f"cannot load Demucs model '{name}' from {repo}: {_short(exc)}",
+                                "the model file may be corrupt or from an incompatible Demucs") from exc
+        raise MusicSAEError(f"cannot download Demucs model '{name}': {_short(exc)}",
+                            "offline? pass --repo DIR with a local model repository") from exc
+    model.eval()
+    return model
+
+
+def describe_model(model, name: str, repo) -> dict:
+    """What the manifest records about the model."""
+    members = list(getattr(model, "models", [model]))
+    return {"name": name, "repo": str(repo) if repo is not None else None, "class": type(members[0]).__name__,
+            "bag_size": len(members) if hasattr(model, "models") else None, "sources": list(model.sources),
+            "sample_rate": int(model.samplerate), "audio_channels": int(model.audio_channels),
+            "segment_s": float(_max_segment(model)) if math.isfinite(_max_segment(model)) else None}
+
+
+def _max_segment(model) -> float:
+    """The longest segment the model accepts (transformer models cannot go beyond their training length)."""
+    from demucs.htdemucs import HTDemucs
+
+    members = list(getattr(model, "models", [model]))
+    limits = [float(m.segment) for m in members if isinstance(m, HTDemucs)]
+    return min(limits) if limits else float("inf")
+
+
+def _segments(model) -> list[float]:
+    return [float(m.segment) for m in getattr(model, "models", [model])]
+
+
+# ---------------------------------------------------------------- separation of one signal
+def separate(model, audio: np.ndarray, cfg: SplitConfig, device=None, callback=None) -> np.ndarray:
+    """Stems (S, C_model, N) of `audio` (C, N) at the model's rate, as the model's `sources` order.
+
+    The mix is normalised by the mean and standard deviation of its mono mix before apply_model and the
+    estimates are scaled back, the way Demucs models are trained and used; `random` is seeded with cfg.seed
+    first so that the shift trick gives the same stems every time.
+    """
+    import random
+
+    import torch
+    from demucs.apply import apply_model
+
+    wav = torch.from_numpy(np.ascontiguousarray(to_model_channels(audio, model.audio_channels), dtype=np.float32))
+    ref = wav.mean(0)
+    mean = ref.mean()
+    std = (ref.std() if ref.numel() > 1 else torch.zeros(())) + 1e-8
+    random.seed(cfg.seed)
+    with torch.no_grad():
+        out = apply_model(model, ((wav - mean) / std)[None], shifts=cfg.shifts, split=True, overlap=cfg.overlap,
+                          segment=cfg.segment_s, device=device, num_workers=cfg.jobs, callback=callback)
+    return (out[0] * std + mean).cpu().numpy()
+
+
+def to_model_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """(C, N) audio with the model's channel count: mono duplicated, extra channels cut, stereo mixed to mono."""
+    have = audio.shape[0]
+    if have == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(axis=0, keepdims=True)
+    if have == 1:
+        return np.repeat(audio, channels, axis=0)
+    if have > channels:
+        return audio[:channels]
+    raise InputError(f"cannot map {have} channels onto a {channels}-channel model", "mix the input down first")
+
+
+def stem_audio(estimates: np.ndarray, sources: list[str], cfg: SplitConfig) -> dict[str, np.ndarray]:
+    """The stems to write, by name: every source, or (two-stem mode) one source and the sum of the others."""
+    if cfg.two_stems is None:
+        return dict(zip(sources, estimates, strict=True))
+    i = sources.index(cfg.two_stems)
+    rest = np.sum([estimates[j] for j in range(len(sources)) if j != i], axis=0)
+    return {cfg.two_stems: estimates[i], cfg.rest_name: rest}
+
+
+def stem_names(sources: list[str], cfg: SplitConfig) -> list[str]:
+    """Names of the stems written for `sources`; InputError for an unknown two-stem choice."""
+    if cfg.two_stems is None:
+        return list(sources)
+    if cfg.two_stems not in sources:
+        raise InputError(f"the model has no stem '{cfg.two_stems}'", f"its stems: {', '.join(sources)}")
+    if cfg.rest_name in sources or cfg.rest_name == cfg.two_stems:
+        raise InputError(f"rest_name '{cfg.rest_name}' clashes with a stem of the model", "choose another name")
+    return [cfg.two_stems, cfg.rest_name]
+
+
+# ---------------------------------------------------------------- datasets
+def split_dataset(sources, out: str | Path, cfg: SplitConfig, overwrite: bool = False,
+                  progress: ProgressFactory = no_progress, model=None) -> dict:
+    """Separate every file of `sources` (a folder, dataset folder, manifest or audio files) into `out`.
+
+    `model` (already loaded, e.g. by a benchmark) replaces loading `cfg.model` from `cfg.repo`.
+    """
+    from ..runtime import resolve_device
+
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    out = Path(out)
+    output_subtype(cfg.format, cfg.bit_depth)
+    manifest = load_sources(sources)
+    check_out_not_inside(out, sources)
+    names = {r["item_id"]: relative_name(r, manifest.root) for r in manifest.rows}
+    check_unique_names(names)
+    device = resolve_device(cfg.device)
+    model = model if model is not None else load_separation_model(cfg.model, cfg.repo)
+    sources_ = list(model.sources)
+    stems = stem_names(sources_, cfg)
+    if cfg.segment_s is not None and cfg.segment_s > _max_segment(model):
+        raise InputError(f"segment_s {cfg.segment_s:g} is longer than the model allows ({_max_segment(model):g} s)",
+                         "use a shorter segment or leave it unset")
+    cfg_json = cfg.model_dump(mode="json")
+    info = describe_model(model, cfg.model, cfg.repo)
+    resume = _prepare_out(out, cfg_json, overwrite)
+    ext = cfg.format
+    started = time.perf_counter()
+    stats = {"separated": 0, "already_done": 0, "audio_s": 0.0, "separate_s": 0.0}
+    skipped: list[tuple[str, str]] = []
+    rows: dict[str, dict] = {}
+    labels = derived_labels(manifest, SPLIT_COLUMNS)
+    complete = False
+    with _locked(out):
+        _clean_partials(out)
+        write_json(out / MANIFEST_NAME, _head(cfg_json, info, stems, labels, sources, "incomplete", 0, skipped))
+        write_config(out, cfg_json)
+        try:
+            with progress("Separating", len(manifest.rows)) as bar:
+                for row in manifest.rows:
+                    name = names[row["item_id"]]
+                    targets = {s: out / s / f"{name}.{ext}" for s in stems}
+                    base = {"group": row["group"], **{c: row.get(c) for c in manifest.label_columns
+                                                      if c not in SPLIT_COLUMNS}, **provenance(row)}
+                    if all(t.is_file() for t in targets.values()):
+                        stats["already_done"] += 1
+                        rows.update(_rows_for(name, targets, base))
+                    elif _split_one(row, name, targets, out, model, stems, cfg, device, stats, skipped, progress):
+                        stats["separated"] += 1
+                        rows.update(_rows_for(name, targets, base))
+                    bar.advance()
+            if not rows and skipped:
+                raise InputError(f"no usable audio among {len(manifest.rows)} files",
+                                 "see the warnings for why each file was skipped")
+            complete = True
+        finally:
+            n = _write_rows(out, rows, labels)
+            write_json(out / MANIFEST_NAME, _head(cfg_json, info, stems, labels, sources,
+                                                  "complete" if complete else "incomplete", n, skipped))
+    elapsed = time.perf_counter() - started
+    return {"path": str(out), "manifest": str(out / "manifest.csv"), "model": info, "stems": stems,
+            "resumed": resume, "files": len(manifest.rows), "separated": stats["separated"],
+            "already_done": stats["already_done"], "stem_files": n, "audio_seconds": round(stats["audio_s"], 3),
+            "separation_s": round(stats["separate_s"], 3), "elapsed_s": round(elapsed, 3),
+            "audio_s_per_s": round(stats["audio_s"] / elapsed, 3) if stats["separated"] and elapsed > 0 else None,
+            "device": str(device), "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def _split_one(row, name, targets: dict[str, Path], out: Path, model, stems, cfg: SplitConfig, device, stats,
+               skipped, progress: ProgressFactory) -> bool:
+    """Separate one file and commit its stems; False when the file was skipped as unusable."""
+    path = Path(row["path"])
+    try:
+        channels_in = audio_info(path).channels
+        audio, rate = load_audio(path, sample_rate=int(model.samplerate), mono=False)
+    except AudioError as exc:
+        skip_unusable(path, exc.message, cfg.strict, skipped, exc)
+        return False
+    if audio.shape[1] == 0:
+        skip_unusable(path, "zero-length audio", cfg.strict, skipped)
+        return False
+    calls = _model_calls(model, audio.shape[1], cfg)
+    t0 = time.perf_counter()
+    with progress(f"  {name}", calls) if calls > 2 else no_progress("", None) as inner:
+        def callback(state: dict) -> None:
+            if state.get("state") == "end":
+                inner.advance()
+
+        estimates = separate(model, audio, cfg, device, callback)
+    stats["separate_s"] += time.perf_counter() - t0
+    stats["audio_s"] += audio.shape[1] / rate
+    written = stem_audio(estimates, list(model.sources), cfg)
+    if cfg.channels == "input" and channels_in == 1:
+        written = {k: v.mean(axis=0, keepdims=True) for k, v in written.items()}
+    out_rate = cfg.sample_rate or rate
+    if out_rate != rate:
+        written = {k: resample(v, rate, out_rate) for k, v in written.items()}
+    _, subtype = output_subtype(cfg.format, cfg.bit_depth)
+    if cfg.clip == "rescale" and subtype != "FLOAT":
+        peak = max(float(np.abs(v).max()) for v in written.values())
+        if peak > 1.0:
+            written = {k: v * (0.999 / peak) for k, v in written.items()}
+    _commit(out, {targets[s]: written[s] for s in stems}, out_rate, cfg)
+    return True
+
+
+def _commit(out: Path, files: dict[Path, np.ndarray], rate: int, cfg: SplitConfig) -> None:
+    """Write a file's stems into a hidden partial folder, then rename each into place."""
+    stage = out / f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:8]}"
+    try:
+        staged = {}
+        for target, audio in files.items():
+            tmp = stage / target.relative_to(out)
+            write_audio_file(tmp, audio, rate, cfg.format, cfg.bit_depth, atomic=False)
+            staged[target] = tmp
+        for target, tmp in staged.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _model_calls(model, n: int, cfg: SplitConfig) -> int:
+    """How many segment passes apply_model makes for an n-sample file (for the progress bar)."""
+    rate = int(model.samplerate)
+    max_shift = int(0.5 * rate) if cfg.shifts else 0
+    total = 0
+    for seg in _segments(model):
+        seg_len = int(rate * (cfg.segment_s or seg))
+        stride = max(1, int((1 - cfg.overlap) * seg_len))
+        total += max(1, cfg.shifts) * math.ceil((n + max_shift) / stride)
+    return total
+
+
+def _rows_for(name, targets: dict[str, Path], base: dict) -> dict[str, dict]:
+    rows = {}
+    for stem, path in targets.items():
+        info = audio_info(path)
+        item_id = f"{stem}/{name}"
+        rows[item_id] = {"path": path, "item_id": item_id, **base, "stem": stem,
+                         "duration_s": round(info.duration_s, 6), "sample_rate": info.sample_rate,
+                         "channels": info.channels}
+    return rows
+
+
+def _write_rows(out: Path, rows: dict[str, dict], labels: list[str]) -> int:
+    """Write manifest.csv: this run's rows plus the rows of earlier runs whose files are still there."""
+    path = out / "manifest.csv"
+    if path.is_file():
+        try:
+            old = read_manifest_file(path)
+        except MusicSAEError:
+            old = None
+        if old is not None:
+            kept = {r["item_id"]: r for r in old.rows if r["item_id"] not in rows and Path(r["path"]).is_file()}
+            rows = {**kept, **rows}
+            labels = [*labels, *[c for c in old.label_columns if c not in labels]]
+    ordered = sorted(rows.values(), key=lambda r: r["item_id"])
+    if ordered:
+        Manifest(ordered, labels, out).write(path)
+    else:
+        path.unlink(missing_ok=True)
+    return len(ordered)
+
+
+def _head(cfg_json: dict, info: dict, stems: list[str], labels: list[str], sources, status: str, n: int,
+          skipped) -> dict:
+    return new_manifest("dataset", SPLIT_FORMAT_VERSION, cfg_json, source="split", status=status,
+                        inputs=[str(s) for s in sources], manifest="manifest.csv", model=info, stems=stems,
+                        n_items=n, label_columns=labels, skipped=[{"path": p, "reason": r} for p, r in skipped])
+
+
+def _is_split_output(out: Path) -> bool:
+    try:
+        head = read_manifest(out)
+    except StoreError:
+        return False
+    return head.get("kind") == "dataset" and head.get("source") == "split"
+
+
+def _prepare_out(out: Path, cfg_json: dict, overwrite: bool) -> bool:
+    """Create `out`, or decide to resume it (True); refuse outputs of other settings or of other commands."""
+    if not out.exists():
+        if not out.parent.is_dir():
+            raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
+        out.mkdir()
+        return False
+    if not out.is_dir():
+        raise OutputExistsError(out)
+    if not any(p for p in out.iterdir() if p.name != LOCK_NAME):
+        return False
+    if not overwrite:
+        if not _is_split_output(out):
+            raise OutputExistsError(out)
+        before = read_manifest(out).get("config", {})
+        changed = [k for k in cfg_json if k not in RUNTIME_ONLY and before.get(k) != cfg_json[k]]
+        if changed:
+            raise InputError(f"{out} holds stems made with other settings ({', '.join(changed)})",
+                             "rerun with the same settings to resume, or pass --overwrite to start over")
+        return True
+    check_replaceable(out)
+    with _locked(out):  # never delete an output another run is still writing
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    shutil.rmtree(old)
+    out.mkdir()
+    return False
+
+
+@contextmanager
+def _locked(out: Path):
+    """An exclusive lock on the output folder (released by the OS if the process dies)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"another run is writing {out}", "wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clean_partials(out: Path) -> None:
+    """Remove the partial folders of runs that were killed (their files were never renamed into place)."""
+    for p in out.glob(f"{PARTIAL_PREFIX}*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
