@@ -42,7 +42,9 @@ def describe(path: str | Path) -> dict[str, Any]:
             return {**_head(manifest, path), **{k: manifest.get(k) for k in keys}}
         if kind == "dataset":
             return {**_head(manifest, path), **describe_manifest(path / manifest.get("manifest", "manifest.csv"))}
-        return _head(manifest, path)
+        # analyses and other outputs: what their manifest records (inputs, sizes, files), without the config
+        head = _head(manifest, path)
+        return {**head, **{k: v for k, v in manifest.items() if k not in head and k != "config"}}
     from .audio.manifest import MANIFEST_FORMATS
 
     if path.suffix.lower() in MANIFEST_FORMATS:

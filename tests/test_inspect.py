@@ -27,3 +27,15 @@ def test_info_refuses_non_artefacts(runner, app, tmp_path):
     assert result.exit_code == 2 and "not a musicsae artefact" in result.stderr
     (tmp_path / "notes.txt").write_text("hi")
     assert runner.invoke(app, ["info", str(tmp_path / "notes.txt")]).exit_code == 2
+
+
+def test_info_on_an_analysis_output_shows_its_record_not_its_config(runner, app, tmp_path):
+    from musicsae_cli.artifacts import new_manifest, write_json
+
+    out = tmp_path / "sep"
+    out.mkdir()
+    write_json(out / "manifest.json", new_manifest("separation", 1, {"folds": 5}, store="s", labels=["genre"],
+                                                   seed=3, files=["separation.json"]))
+    data = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)
+    assert data["kind"] == "separation" and data["labels"] == ["genre"] and data["seed"] == 3
+    assert data["files"] == ["separation.json"] and "config" not in data
