@@ -86,7 +86,13 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
                 t = time.perf_counter()
                 stats = latent_stats(xl, yl, len(label.classes), cfg.mi_bins, progress)
                 res["latents"] = _top_latents(stats, label.classes, cfg.top_n)
-                files += _write_latent_tables(stage, label, stats)
+                tables = _write_latent_tables(stage, label, stats)
+                best = np.argmax(stats["auroc"], axis=1)
+                res["latents"]["per_latent"] = {  # every latent; the per-class matrices are in the .npz
+                    "density": stats["density"].round(6).tolist(), "mi_bits": stats["mi_bits"].round(6).tolist(),
+                    "best_class_index": best.tolist(), "best_class_auroc": stats["auroc"][np.arange(best.size), best]
+                    .round(6).tolist(), "per_class_tables": tables[1]}
+                files += tables
                 timings[f"latents:{label.name}"] = time.perf_counter() - t
             if "silhouette" in cfg.measures:
                 t = time.perf_counter()
