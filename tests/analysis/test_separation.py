@@ -198,3 +198,18 @@ def test_cli_json_and_bad_input(runner, app, latent_store, tmp_path):
         assert bad.exit_code == 2, (extra, bad.output)
         assert message in bad.stderr, (extra, bad.stderr)
         assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_item_pooling_equals_numpy_for_sparse_and_dense(how):
+    from musicsae_cli.analysis.separation import _pool
+
+    rng = np.random.default_rng(0)
+    d = ((rng.random((50, 7)) < 0.3) * rng.normal(size=(50, 7))).astype(np.float32)  # negatives and zeros
+    starts = np.array([0, 10, 11, 30])
+    counts = np.diff(np.r_[starts, 50])
+    ref = np.stack([getattr(np, how)(d[s:s + c], axis=0) for s, c in zip(starts, counts, strict=True)])
+    pooled = _pool(sp.csr_matrix(d), starts, counts, how)
+    assert sp.issparse(pooled)
+    np.testing.assert_allclose(pooled.toarray(), ref, atol=1e-6)
+    np.testing.assert_allclose(_pool(d, starts, counts, how), ref, atol=1e-6)
