@@ -27,6 +27,7 @@ import numpy as np
 
 from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
 from ..errors import ConfigError, InputError, MusicSAEError, UsageError
+from ..probes.data import check_label_column, label_text
 from ..progress import ProgressFactory, no_progress
 from .config import CompareConfig
 
@@ -206,8 +207,6 @@ class _Sets:
 
 
 def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) -> _Sets:
-    from ..probes.data import check_label_column
-
     check_label_column(store, label)
     hookpoints = pick_dense_hookpoints(store, cfg.hookpoints)
     where = list(cfg.where)
@@ -261,14 +260,8 @@ def pick_dense_hookpoints(store, patterns: list[str]) -> list[str]:
 
 def _values(store, label: str, rows: np.ndarray, limit: int = 20) -> list[str]:
     values = store.metadata([label]).column(label).take(rows).to_pylist()
-    found = sorted({_text(v) for v in values if v is not None})
+    found = sorted({label_text(v) for v in values if v is not None})
     return found[:limit] + (["..."] if len(found) > limit else []) if found else ["(none: every value is missing)"]
-
-
-def _text(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _warn_mixed_streams(store, label: str, where: list[str], rows: np.ndarray) -> None:

@@ -90,12 +90,7 @@ def analyze_features(store: str | Path, out: str | Path, cfg: FeaturesConfig, ov
 
 def open_latents(store: str | Path, cfg: FeaturesConfig) -> FeatureSource:
     """The SAE latents of `store` (encoded on the fly, or a latent store); InputError for raw activations."""
-    device = "cpu"
-    if cfg.sae is not None:
-        from ..runtime import resolve_device
-
-        device = str(resolve_device(cfg.device))
-    source = open_features(store, cfg.hookpoint, cfg.sae, cfg.member, device=device, batch_size=cfg.batch_size)
+    source = open_features(store, cfg.hookpoint, cfg.sae, cfg.member, device=cfg.device, batch_size=cfg.batch_size)
     if source.kind != "latents":
         raise InputError(f"{source.hookpoint} of {source.store.path} holds activations, not SAE latents",
                          "pass --sae SAE (encoded on the fly), or a latent store written by `musicsae sae encode`")

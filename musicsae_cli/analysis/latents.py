@@ -94,7 +94,9 @@ def _empty_csr(width: int):
 
 def open_features(store_path: str | Path, hookpoint: str | None = None, sae: str | Path | None = None,
                   member: str | None = None, device: str = "cpu", batch_size: int = 4096) -> FeatureSource:
-    """The features an analysis reads from `store_path` (see the module docstring for the rules)."""
+    """The features an analysis reads from `store_path` (see the module docstring for the rules).
+
+    `device` (auto, cpu, cuda, cuda:N, mps) is where an SAE encodes; it is resolved and checked here."""
     from ..sae.data import pick_hookpoint
 
     store = ActivationStore.open(store_path)
@@ -103,9 +105,11 @@ def open_features(store_path: str | Path, hookpoint: str | None = None, sae: str
         sparse = store.is_sparse(hp)
         kind = "latents" if hp.endswith(LATENT_SUFFIX) and sparse else "activations"
         return FeatureSource(store, hp, int(store.widths[hp]), kind, sparse)
+    from ..runtime import resolve_device
     from ..sae.io import load_sae
     from ..sae.train import sae_dir
 
+    device = str(resolve_device(device))  # auto -> cuda, mps or cpu; an unavailable device is refused
     path = sae_dir(sae, member)
     model, cfg = load_sae(path, device=device)
     d_in, d_sae = int(model.spec.d_in), int(model.spec.d_sae)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
 from ..errors import InputError, MusicSAEError
+from ..probes.data import check_label_column, column_values, label_text, natural_key
 from ..progress import ProgressFactory, no_progress
 from .config import SeparationConfig
 from .latents import FeatureSource, open_features
@@ -58,10 +59,10 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
     if not cfg.labels:
         raise InputError("no label given", "pass --label COLUMN (repeatable)")
     check_output(out, overwrite)
-    source = open_features(store_path, cfg.hookpoint, cfg.sae, cfg.member, _device(cfg.device), cfg.batch_size)
+    source = open_features(store_path, cfg.hookpoint, cfg.sae, cfg.member, cfg.device, cfg.batch_size)
     store = source.store
     for name in cfg.labels:
-        _check_label(store, name)
+        check_label_column(store, name)
     timings: dict[str, float] = {}
     x, meta, sampling = _load(source, cfg, progress)
     timings["read"] = time.perf_counter() - t0
@@ -125,20 +126,6 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
             "files": [str(Path(out) / f) for f in ["separation.json", *files]]}
 
 
-def _device(device: str) -> str:
-    if device == "auto":
-        from ..runtime import resolve_device
-
-        return str(resolve_device("auto"))
-    return device
-
-
-def _check_label(store, name: str) -> None:
-    from ..probes.data import check_label_column
-
-    check_label_column(store, name)
-
-
 # -- samples --------------------------------------------------------------------------------------------------
 def _load(source: FeatureSource, cfg: SeparationConfig, progress: ProgressFactory):
     """(features (n, W) scipy CSR or float32 array, metadata columns per sample, sampling record)."""
@@ -152,7 +139,7 @@ def _load(source: FeatureSource, cfg: SeparationConfig, progress: ProgressFactor
         log.warning("store has no '%s' column; grouping folds by item_id", cfg.split_column)
     columns = list(dict.fromkeys(["item_id", split, *cfg.labels]))
     table = store.metadata(columns)
-    meta = {c: _column(table, c)[rows] for c in columns}
+    meta = {c: column_values(table, c)[rows] for c in columns}
     meta["__group"] = meta[split].astype(str)
     sampling = {"rows_selected": int(rows.size), "split_column": split, "pooling": cfg.pooling}
     if cfg.pooling != "frame":
@@ -189,10 +176,6 @@ def _load(source: FeatureSource, cfg: SeparationConfig, progress: ProgressFactor
     if not _finite(x):
         raise MusicSAEError("non-finite features (NaN/Inf) in the store", "re-extract, or exclude rows with --where")
     return x, meta, sampling
-
-
-def _column(table, name: str) -> np.ndarray:
-    return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
 
 
 def _codes_of(values: np.ndarray) -> np.ndarray:
@@ -278,8 +261,8 @@ def _encode_label(name: str, raw: np.ndarray, arrow_type: str, cfg: SeparationCo
                          "use --task classification")
     codes = np.full(raw.size, -1, dtype=np.int64)
     if task == "classification":
-        text = np.asarray([_text(v) for v in raw[present]])
-        classes = sorted(set(text.tolist()), key=_natural)
+        text = np.asarray([label_text(v) for v in raw[present]])
+        classes = sorted(set(text.tolist()), key=natural_key)
         if len(classes) < 2:
             raise InputError(f"label '{name}' has a single class ({classes[0]!r}) among the selected samples",
                              "separation needs two or more classes; choose another --label or --where")
@@ -302,21 +285,8 @@ def _encode_label(name: str, raw: np.ndarray, arrow_type: str, cfg: SeparationCo
                  int((~present).sum()))
 
 
-def _text(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _num(value: float) -> str:
     return f"{value:.4g}"
-
-
-def _natural(value: str) -> tuple:
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
 
 
 # -- per-latent statistics ------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except Exception as exc:  # libsndfile raises its own error types
-        raise AudioError(f"cannot decode audio {path}: {_short(exc)}", "is it a wav/flac/ogg/mp3 file?") from exc
+        raise AudioError(f"cannot decode audio {path}: {short_error(exc)}", "is it a wav/flac/ogg/mp3 file?") from exc
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
 
 
@@ -72,7 +72,8 @@ def load_audio(
                 fh.seek(min(start, info.frames))
             data = fh.read(max(0, stop - start), dtype="float32", always_2d=True)  # (N, C)
     except Exception as exc:
-        raise AudioError(f"cannot decode audio {path}: {_short(exc)}", "the file may be truncated or corrupt") from exc
+        raise AudioError(f"cannot decode audio {path}: {short_error(exc)}",
+                         "the file may be truncated or corrupt") from exc
     audio = np.ascontiguousarray(data.T)  # (C, N)
     if mono:
         audio = audio.mean(axis=0)
@@ -128,5 +129,6 @@ def peak_dbfs(audio: np.ndarray) -> float:
     return float("-inf") if peak == 0.0 else 20.0 * float(np.log10(peak))
 
 
-def _short(exc: Exception) -> str:
+def short_error(exc: Exception) -> str:
+    """The first line of an exception's message (or its type name)."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -48,7 +48,7 @@ from .derive import (
     relative_name,
     write_audio_file,
 )
-from .io import audio_info, load_audio, resample, skip_unusable
+from .io import audio_info, load_audio, resample, short_error, skip_unusable
 from .manifest import Manifest, read_manifest_file
 
 SPLIT_FORMAT_VERSION = 1
@@ -165,7 +165,7 @@ def _weights_only_package(path: Path) -> dict:
         with torch.serialization.safe_globals(allowed):
             package = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), _short(exc))
+        detail = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), short_error(exc))
         raise InputError(f"{path.name} holds more than model weights ({detail})",
                          "musicsae reads Demucs files weights-only; quantized (diffq) models are unsupported") from exc
     if not isinstance(package, dict) or package.get("klass") not in _model_classes():
@@ -219,9 +219,9 @@ def load_separation_model(name: str, repo: str | os.PathLike | None = None):
         raise MusicSAEError(f"cannot load Demucs model '{name}': {exc}", "the model file may be corrupt") from exc
     except (OSError, ConnectionError, RuntimeError, ValueError) as exc:
         if repo is not None:
-            raise MusicSAEError(f"cannot load Demucs model '{name}' from {repo}: {_short(exc)}",
+            raise MusicSAEError(f"cannot load Demucs model '{name}' from {repo}: {short_error(exc)}",
                                 "the model file may be corrupt or from an incompatible Demucs") from exc
-        raise MusicSAEError(f"cannot download Demucs model '{name}': {_short(exc)}",
+        raise MusicSAEError(f"cannot download Demucs model '{name}': {short_error(exc)}",
                             "offline? pass --repo DIR with a local model repository") from exc
     model.eval()
     return model
@@ -538,7 +538,3 @@ def _clean_partials(out: Path) -> None:
     for p in out.glob(f"{PARTIAL_PREFIX}*"):
         shutil.rmtree(p, ignore_errors=True)
 
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

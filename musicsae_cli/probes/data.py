@@ -89,8 +89,8 @@ def load_samples(store: ActivationStore, hookpoints: list[str], label: str | Non
         split_column = "item_id"
     columns = list(dict.fromkeys(["item_id", split_column, *([label] if label else [])]))
     meta = store.metadata(columns)
-    item_ids = _column(meta, "item_id")[rows].astype(str)
-    groups = _column(meta, split_column)[rows].astype(str)
+    item_ids = column_values(meta, "item_id")[rows].astype(str)
+    groups = column_values(meta, split_column)[rows].astype(str)
     labels, missing, ok = None, {"rows": 0, "items": 0, "examples": []}, np.ones(rows.size, dtype=bool)
     if label:
         values = meta.column(label).take(rows)
@@ -117,8 +117,24 @@ def load_samples(store: ActivationStore, hookpoints: list[str], label: str | Non
     return data
 
 
-def _column(table, name: str) -> np.ndarray:
+def column_values(table, name: str) -> np.ndarray:
+    """One metadata column of an arrow table as a numpy array (objects for strings and nulls)."""
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
+
+
+def label_text(value) -> str:
+    """A label value as class text: whole floats without ".0" (bpm 120.0 -> "120")."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def natural_key(value: str) -> tuple:
+    """Sort numbers numerically, before other strings ("2" < "10" < "jazz"); ties by the text itself."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
 
 
 def _labels(values, arrow_type: str, task: str, label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +196,7 @@ def _frames(store, hookpoints, rows, item_ids, groups, labels, ok, max_rows, see
             for h, hp in enumerate(hookpoints):
                 x[h, pos] = b.acts[hp]
             tracker.advance(1)
-    frames = _column(store.metadata(["frame"]), "frame")[rows].astype(np.int64)
+    frames = column_values(store.metadata(["frame"]), "frame")[rows].astype(np.int64)
     return ProbeData(hookpoints, x, labels, groups, item_ids, rows, frames, "", labelled=ok,
                      sampled_from=available if available != rows.size else None,
                      bytes_read=_bytes(store, hookpoints, rows.size))

@@ -107,7 +107,9 @@ def encode_targets(task: str, labels: np.ndarray, label: str) -> tuple[list[str]
         if np.unique(labels).size < 2:
             raise InputError(f"label '{label}' takes a single value; nothing to regress", "choose another label")
         return [], labels.astype(np.float64)
-    classes = sorted({str(v) for v in labels}, key=_natural)
+    from .data import natural_key
+
+    classes = sorted({str(v) for v in labels}, key=natural_key)
     if len(classes) < 2:
         raise InputError(f"label '{label}' has {len(classes)} class(es) ({', '.join(classes)}); a probe needs 2+",
                          "choose another label, or widen --where")
@@ -117,14 +119,6 @@ def encode_targets(task: str, labels: np.ndarray, label: str) -> tuple[list[str]
     if rare:
         log.warning("label '%s': class(es) with fewer than 2 samples: %s", label, ", ".join(rare))
     return classes, y
-
-
-def _natural(value: str) -> tuple:
-    """Sort numbers numerically, before other strings ("2" < "10" < "jazz")."""
-    try:
-        return (0, float(value), "")
-    except ValueError:
-        return (1, 0.0, value)
 
 
 def _counts(task: str, classes: list[str], y: np.ndarray) -> dict | None:
