@@ -22,6 +22,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress bars.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug messages on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
 
 
 def config_option(group: str):

@@ -8,13 +8,16 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    DeviceOpt,
     DryRunOpt,
     JsonOpt,
+    MemberOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
+    WhereOpt,
     cli_command,
     config_option,
     resolve,
@@ -38,7 +41,7 @@ def sensitivity(
     by: Annotated[str | None, typer.Option("--by", metavar="COL",
                                            help="Also aggregate per value of this label column.")] = None,
     max_clips: Annotated[int | None, typer.Option(help="Use at most this many clips.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
@@ -167,11 +170,10 @@ def separation(
     set_: SetOpt = None,
     sae: Annotated[str | None, typer.Option(help="SAE folder or run: analyse its latents (encoded on the fly "
                                                  "from an activation store).")] = None,
-    member: Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")] = None,
+    member: MemberOpt = None,
     hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's or the only one).")]
     = None,
-    where: Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
-    = None,
+    where: WhereOpt = None,
     pooling: Annotated[str | None, typer.Option(help="frame (default), or mean/max over each item's frames.")]
     = None,
     task: Annotated[str | None, typer.Option(help="auto, classification or regression.")] = None,
@@ -224,10 +226,9 @@ def features(
     set_: SetOpt = None,
     sae: Annotated[str | None, typer.Option(help="SAE folder or training run (optional for a latent store; needed "
                                                  "for --probes).")] = None,
-    member: Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")] = None,
+    member: MemberOpt = None,
     hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
-    where: Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
-    = None,
+    where: WhereOpt = None,
     latents: Annotated[str | None, typer.Option(help="Show these latents, e.g. 3,17,42.")] = None,
     top_density: Annotated[int | None, typer.Option("--top-density", metavar="N",
                                                     help="Show the N most frequently active latents (default 16).")]
@@ -253,7 +254,7 @@ def features(
                                                                      "latents of each frame of this item (printed, "
                                                                      "items/ITEM.png heatmap, items/ITEM.csv).")]
     = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed of --random.")] = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    DeviceOpt,
     DryRunOpt,
     JsonOpt,
     Output,
@@ -32,7 +33,7 @@ def extract(
     revision: Annotated[str | None, typer.Option(help="Hub revision of the model.")] = None,
     layers: Annotated[str | None, typer.Option("--layers", "--hookpoints",
                                                help="Hookpoints: layers.N, layers.A-B, layers.-1, all.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    device: DeviceOpt = None,
     dtype: Annotated[str | None, typer.Option(help="Model precision: fp32, fp16 or bf16.")] = None,
     store_dtype: Annotated[str | None, typer.Option(help="Stored precision: float32, float16, bfloat16.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows or clips per forward pass.")] = None,

@@ -15,6 +15,7 @@ from ._common import (
     QuietOpt,
     SetOpt,
     VerboseOpt,
+    WhereOpt,
     cli_command,
     config_option,
     resolve,
@@ -23,7 +24,6 @@ from ._common import (
 app = typer.Typer(help="Linear probes: train one per hookpoint on a store, evaluate them on another.",
                   no_args_is_help=True)
 StoreArg = Annotated[Path, typer.Argument(help="Activation store (raw activations or SAE latents).")]
-WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
 
 
 def _table_lines(res: dict) -> list[str]:

@@ -8,13 +8,16 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    DeviceOpt,
     DryRunOpt,
     JsonOpt,
+    MemberOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
+    WhereOpt,
     cli_command,
     config_option,
     resolve,
@@ -23,9 +26,6 @@ from ._common import (
 app = typer.Typer(help="Sparse autoencoders: train on a store, encode stores into latents, evaluate.",
                   no_args_is_help=True)
 StoreArg = Annotated[Path, typer.Argument(help="Activation store.")]
-WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
-MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
 
 
 @app.command("train")

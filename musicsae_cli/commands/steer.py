@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    DeviceOpt,
     DryRunOpt,
     JsonOpt,
     Output,
@@ -43,7 +44,6 @@ ModeOpt = Annotated[str | None, Opt("--mode", help="add, relative, clamp, scale 
 EveryOpt = Annotated[int | None, Opt("--every", help="Steer every N-th decoder position.")]
 StreamOpt = Annotated[str | None, Opt("--stream", help="Guidance stream(s) to steer: both, cond, uncond.")]
 SeedOpt = Annotated[int | None, Opt("--seed", help="Sampling seed.")]
-DeviceOpt = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
 
 
 def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store, contrast,
