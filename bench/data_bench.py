@@ -66,7 +66,8 @@ def bench_separation(args, work: Path) -> dict:
     import torch
     from demucs.apply import apply_model
 
-    from musicsae_cli.audio.split import SplitConfig, load_separation_model, split_dataset
+    from musicsae_cli.audio.demucs_models import load_separation_model
+    from musicsae_cli.audio.split import SplitConfig, split_dataset
     from musicsae_cli.audio.tiny_demucs import save_demucs_model
     from musicsae_cli.runtime import resolve_device
 

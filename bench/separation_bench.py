@@ -103,8 +103,9 @@ def main() -> None:
     args = ap.parse_args()
     items, frames, d_sae, k, ref_latents = (40, 50, 2048, 32, 64) if args.small else (500, 200, 16384, 64, 256)
     from musicsae_cli.analysis.config import SeparationConfig
+    from musicsae_cli.analysis.latent_stats import latent_stats
     from musicsae_cli.analysis.latents import open_features
-    from musicsae_cli.analysis.separation import latent_stats, separation
+    from musicsae_cli.analysis.separation import separation
 
     tmp = Path(tempfile.mkdtemp(prefix="sepbench-"))
     store = args.keep or tmp / "latents"

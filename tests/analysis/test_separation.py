@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from musicsae_cli.analysis.config import SeparationConfig
-from musicsae_cli.analysis.separation import latent_stats, separation, stratified_sample
+from musicsae_cli.analysis.latent_stats import latent_stats
+from musicsae_cli.analysis.separation import separation, stratified_sample
 
 WIDTH = 96
 CLASSES = ("C", "E", "G")

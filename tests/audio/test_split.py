@@ -135,7 +135,7 @@ def test_channels_model_rate_and_format_options(repo, songs, tmp_path):
 
 
 def test_progress_counts_every_segment_pass(repo):
-    from musicsae_cli.audio.split import load_separation_model
+    from musicsae_cli.audio.demucs_models import load_separation_model
 
     model = load_separation_model("tiny-htdemucs", repo)
     audio = _music(4.0, MODEL_SR, 2).T  # 2 s segments
