@@ -8,18 +8,43 @@ TORCH_PIP_ARGS ?=
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
+# The lock: exact versions of every dependency (pip constraints), so a fresh machine gets what was tested.
+# `make test LOCK=` installs without it (the newest versions pyproject.toml admits).
+LOCK ?= requirements.lock
+PIP := python -m pip install --quiet --disable-pip-version-check
+LATEST_VENV ?= .venv-latest
+OLDEST_VENV ?= .venv-oldest
+LOCK_VENV ?= .venv-lock
+# The smoke subset run by test-latest and test-oldest: every model-facing path (generation with capture,
+# steering, continuation, teacher-forced extraction, downstream splice, Demucs split, SAE train/encode, probes).
+SMOKE ?= -m smoke
+
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.musicsae-installed
 
-.PHONY: venv test test-fast demo lint completions bench browser clean
+# $(call new_env,DIR): a new virtual environment in DIR with torch from TORCH_SPEC, and DIR/torch-pin.txt, a
+# constraint that holds torch there so an upgrade of the rest never swaps the CPU build for another.
+define new_env
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/$(PIP) --upgrade pip
+	$(1)/bin/$(PIP) "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	echo "$(TORCH_SPEC)" > $(1)/torch-pin.txt
+endef
+
+# Versions of the libraries musicsae talks to most closely, printed beside a drift check's result.
+VERSIONS := import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "transformers", \
+	"numpy", "typer", "scikit-learn", "pyarrow", "demucs", "safetensors", "librosa", "umap-learn")))
+
+.PHONY: venv test test-fast test-latest test-oldest lock demo lint completions bench gpu-check browser clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/$(PIP) $(if $(LOCK),-c $(LOCK)) --upgrade pip
+	$(BIN)/$(PIP) $(if $(LOCK),-c $(LOCK)) "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(BIN)/$(PIP) $(if $(LOCK),-c $(LOCK)) -e ".[dev]"
 	touch $@
 
 test: venv
@@ -27,6 +52,35 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Drift check, newest end: a fresh environment with the newest versions pyproject.toml admits (no lock), then
+# the smoke subset. A failure here means a new release broke musicsae: fix it, then `make lock`.
+test-latest:
+	$(call new_env,$(LATEST_VENV))
+	$(LATEST_VENV)/bin/$(PIP) -c $(LATEST_VENV)/torch-pin.txt --upgrade --upgrade-strategy eager -e ".[dev]"
+	@$(LATEST_VENV)/bin/python -c '$(VERSIONS)'
+	$(LATEST_VENV)/bin/python -m pytest $(SMOKE) -q $(PYTEST_ARGS)
+	@echo "test-latest passed with: $$($(LATEST_VENV)/bin/python -c '$(VERSIONS)')"
+
+# Drift check, oldest end: the lowest versions pyproject.toml admits of transformers, numpy, typer, scikit-learn,
+# pyarrow and demucs (the rest resolve to what those allow), then the smoke subset.
+test-oldest:
+	$(call new_env,$(OLDEST_VENV))
+	$(PYTHON) .ci/pins.py oldest > $(OLDEST_VENV)/oldest-pins.txt
+	$(OLDEST_VENV)/bin/$(PIP) -c $(OLDEST_VENV)/torch-pin.txt -c $(OLDEST_VENV)/oldest-pins.txt -e ".[dev]"
+	@$(OLDEST_VENV)/bin/python -c '$(VERSIONS)'
+	$(OLDEST_VENV)/bin/python -m pytest $(SMOKE) -q $(PYTEST_ARGS)
+	@echo "test-oldest passed with: $$($(OLDEST_VENV)/bin/python -c '$(VERSIONS)')"
+
+# Refresh the lock from the newest admitted versions, written only after the full suite passes on them.
+lock:
+	$(call new_env,$(LOCK_VENV))
+	$(LOCK_VENV)/bin/$(PIP) -c $(LOCK_VENV)/torch-pin.txt --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LOCK_VENV)/bin/python -m pytest -q --ignore=tests/test_lock.py $(PYTEST_ARGS)
+	$(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | $(PYTHON) .ci/pins.py lock "$(TORCH_SPEC)" \
+		> requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	@echo "requirements.lock refreshed; commit it with the reason in the message"
 
 lint: venv
 	$(BIN)/ruff check musicsae_cli tests bench
@@ -99,5 +153,10 @@ bench: venv
 	$(BIN)/python bench/separation_bench.py
 	$(BIN)/python bench/data_bench.py
 
+# Where CUDA exists: extraction, generation with capture and steering, SAE and probe at musicgen-small size in bf16
+# and fp32 against the bare model (under 8 minutes); without CUDA it says so and exits 0.
+gpu-check: venv
+	bench/gpu_check.sh
+
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache $(LATEST_VENV) $(OLDEST_VENV) $(LOCK_VENV)

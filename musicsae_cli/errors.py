@@ -45,3 +45,7 @@ class AudioError(MusicSAEError):
 
 class StoreError(MusicSAEError):
     """An activation store is incomplete, corrupt or of an unsupported version (exit 1)."""
+
+
+class DependencyError(MusicSAEError):
+    """An installed library is outside the supported range or no longer behaves as musicsae needs (exit 1)."""

@@ -19,7 +19,7 @@ class EditContext:
     is doubled: rows [:batch] are the conditional stream, rows [batch:] the unconditional one.
     """
 
-    start: int  # absolute decoder position of h[:, 0] (the KV-cache length when the pass began)
+    start: int  # absolute decoder position of h[:, 0], counted from what the decoder was fed (models/positions.py)
     length: int  # positions in this pass: the prefill, then 1 per generation step
     batch: int  # items per stream
     guided: bool  # classifier-free guidance doubled the batch

@@ -17,6 +17,7 @@ from ..errors import InputError, UsageError
 from .base import GenerationOutput, ModelAdapter
 from .hookpoints import layer_index, layer_name, parse_hookpoints
 from .hooks import StopForward, scoped_hooks
+from .positions import DecoderPositions, check_transformers, unsupported
 
 POSITION_CONVENTION = (
     "frame t is decoder position t+1, the first position whose input holds codebook 0 of frame t "
@@ -65,6 +66,7 @@ class MusicGenAdapter(ModelAdapter):
         self._guided_batch: int | None = None  # set while generating with guidance (see guided_layout)
         if model.decoder.config.audio_channels != 1:
             raise UsageError(f"{model_id} is a stereo MusicGen", "only mono MusicGen checkpoints are supported")
+        _check_decoder_interface(model.decoder.model.decoder)
 
     # ---- loading ----
     @classmethod
@@ -74,6 +76,7 @@ class MusicGenAdapter(ModelAdapter):
         from ..runtime import resolve_device, resolve_dtype
         from .tiny import TINY_NAME, build_tiny_musicgen
 
+        check_transformers()  # before any work: an unsupported release fails here, not mid-generation
         torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
         if name == TINY_NAME:
             model, processor = build_tiny_musicgen(seed)
@@ -219,23 +222,24 @@ class MusicGenAdapter(ModelAdapter):
     @contextmanager
     def intervene(self, edits: dict):
         """Replace block outputs: edits maps a hookpoint to fn(h (batch, seq, d)) -> h, or to fn(h, ctx) when fn
-        has `needs_context` (ctx: EditContext, positions from the KV-cache length); hooks removed on exit."""
+        has `needs_context` (ctx: EditContext, positions counted from what the decoder is fed); hooks removed
+        on exit."""
         from .base import EditContext
 
         for name in edits:
             self.resolve_hookpoints(name)  # unknown or out-of-range names fail here
         state: dict = {}
+        tracker = DecoderPositions()
 
         def decoder_pre(module, args, kwargs):
-            # Key by position, not call count: the cache length is where this pass starts (the prefill may run
+            # Positions are counted from what the decoder is fed, never by call count (the prefill may run
             # twice). Rows: 2B during guided generation (declared by generate), else B.
-            cache = kwargs.get("past_key_values")
             ids = kwargs.get("input_ids", args[0] if args else None)
             ref = ids if ids is not None else kwargs["inputs_embeds"]
             rows = ref.shape[0] // self.num_codebooks if ids is not None else ref.shape[0]
             guided = self._guided_batch is not None and rows == 2 * self._guided_batch
-            state["ctx"] = EditContext(start=int(cache.get_seq_length()) if cache is not None else 0,
-                                       length=int(ref.shape[1]), batch=rows // 2 if guided else rows, guided=guided)
+            state["ctx"] = EditContext(start=tracker.begin(kwargs, int(ref.shape[1])), length=int(ref.shape[1]),
+                                       batch=rows // 2 if guided else rows, guided=guided)
 
         def hook_for(fn):
             takes_ctx = bool(getattr(fn, "needs_context", False))
@@ -263,6 +267,17 @@ class MusicGenAdapter(ModelAdapter):
         from .musicgen_generate import generate_with_capture
 
         return generate_with_capture(self, texts, duration_s, hookpoints, **options)
+
+
+def _check_decoder_interface(decoder) -> None:
+    """DependencyError when the decoder no longer takes what teacher forcing and capture pass it."""
+    import inspect
+
+    params = inspect.signature(decoder.forward).parameters
+    missing = [p for p in ("input_ids", "encoder_hidden_states", "encoder_attention_mask", "use_cache")
+               if p not in params]
+    if missing:
+        raise unsupported(f"MusicGen's decoder no longer takes {', '.join(missing)}")
 
 
 def _from_pretrained(name: str, revision: str | None):

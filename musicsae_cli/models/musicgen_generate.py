@@ -2,8 +2,9 @@
 
 With classifier-free guidance the decoder batch is doubled: rows [:B] are the conditional stream, rows [B:]
 the unconditional one; they are returned as separate streams. With the KV cache every step after the prefill
-feeds one position, and transformers may run the prefill twice, so captures are keyed by decoder position
-(the cache length when the call starts), never by call count. The generated codes are read from the
+feeds one position, and transformers may run the prefill twice, so captures are keyed by decoder position,
+counted from what the decoder is fed (see positions.py), never by call count; positions that are not
+contiguous or do not cover every frame are a one-line error. The generated codes are read from the
 decoder's own inputs (one extra step makes the last frame's last codebook an input too) and decoded here,
 so the audio, the codes and the activations belong together: teacher-forcing the codes reproduces them.
 
@@ -21,6 +22,7 @@ from ..errors import UsageError
 from .base import GenerationOutput
 from .hookpoints import layer_index
 from .hooks import scoped_hooks
+from .positions import DecoderPositions, unsupported
 
 
 def generate_with_capture(adapter, texts: list[str | None], duration_s: float, hookpoints: list[str], *,
@@ -56,14 +58,15 @@ def generate_with_capture(adapter, texts: list[str | None], duration_s: float, h
         "temperature": temperature, "guidance_scale": guidance_scale if cfg else 1.0,
         "max_new_tokens": max_new, "max_length": None, "min_new_tokens": max_new})
 
-    position = {"start": 0}
+    tracker, position = DecoderPositions(), {"start": 0}
     captured: dict[str, dict[int, torch.Tensor]] = {h: {} for h in hookpoints}
     fed: dict[int, torch.Tensor] = {}  # decoder position -> input tokens (B*K,) of the first batch half
 
     def decoder_pre(module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        position["start"] = int(cache.get_seq_length()) if cache is not None else 0
-        ids = kwargs["input_ids"]  # (rows*K, n) with the delay pattern applied
+        ids = kwargs.get("input_ids", args[0] if args else None)  # (rows*K, n) with the delay pattern applied
+        if ids is None:
+            raise unsupported("MusicGen's decoder was called without input_ids")
+        position["start"] = tracker.begin(kwargs, int(ids.shape[1]))
         for j in range(ids.shape[1]):
             fed[position["start"] + j] = ids[: batch * k_books, j].detach().to("cpu")
 
@@ -79,6 +82,7 @@ def generate_with_capture(adapter, texts: list[str | None], duration_s: float, h
     torch.manual_seed(seed)
     with torch.inference_mode(), scoped_hooks(regs), adapter.guided_layout(batch if cfg else None):
         model.generate(**inputs, generation_config=gen_config)
+        tracker.check_covers(n_frames + k_books)
         codes = _revert_delay(fed, batch, k_books, n_frames)  # (B, K, T)
         audio = model.audio_encoder.decode(torch.from_numpy(codes)[None].to(adapter.device),
                                            [None] * batch).audio_values  # (B, 1, N)

@@ -156,6 +156,7 @@ def test_exact_permutation_test_of_small_sets():
     assert not exact and random_masks.shape == (50, 60) and (random_masks.sum(1) == 30).all()
 
 
+@pytest.mark.smoke
 def test_store_mode_cli_on_the_concept_store(runner, app, tiny_store, tiny_adapter, tmp_path):
     out = tmp_path / "cmp"
     args = ["analyze", "compare", str(tiny_store), "--contrast", "concept=notes:tempos", "-o", str(out),

@@ -54,6 +54,7 @@ def latent_store(tmp_path_factory) -> Path:
 FAST = dict(n_estimators=30, embed_max=120, silhouette_max=300, cv_max_rows=400)
 
 
+@pytest.mark.smoke
 def test_latent_stats_match_scikit_learn_loops():
     """Vectorised AUROC and MI equal per-column roc_auc_score / mutual_info_score, with ties and negatives."""
     from sklearn.metrics import mutual_info_score, roc_auc_score
@@ -130,6 +131,7 @@ def test_planted_latents_found_and_classified(latent_store, tmp_path):
         assert z["auroc"].shape == (WIDTH, 3) and list(z["classes"]) == list(CLASSES)
 
 
+@pytest.mark.smoke
 def test_grouped_folds_do_not_reward_track_leakage(tmp_path):
     """Each track fires its own latent and labels are random per track: frames of one track are trivially
     recognisable, so only folds split by track show the truth (chance level)."""
@@ -151,6 +153,7 @@ def test_item_pooling_and_where(latent_store, tmp_path):
     assert res["labels"]["pitch_class"]["latents"]["per_class"]["C"]["by_auroc"][0]["auroc"] == 1.0
 
 
+@pytest.mark.smoke
 def test_raw_activations_and_sae_on_the_fly(tiny_store, tmp_path):
     """No SAE: the raw hookpoint; with an SAE on an activation store: the same latents as a latent store."""
     from musicsae_cli.analysis.latents import open_features

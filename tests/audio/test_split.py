@@ -71,6 +71,7 @@ def _read(path):
     return audio.T, sr
 
 
+@pytest.mark.smoke
 def test_layout_manifest_channels_and_rates(runner, app, repo, songs, tmp_path):
     out = tmp_path / "stems"
     result = runner.invoke(app, ["data", "split", str(songs), "-o", str(out), "--repo", str(repo), "-m",
@@ -89,6 +90,7 @@ def test_layout_manifest_channels_and_rates(runner, app, repo, songs, tmp_path):
     assert row["sample_rate"] == MODEL_SR and row["duration_s"] == pytest.approx(0.8)
 
 
+@pytest.mark.smoke
 def test_stems_equal_apply_model_called_directly(repo, songs, tmp_path):
     mix, _ = _read(songs / "rock" / "one.wav")
     for shifts, seed in ((0, 0), (1, 7)):
@@ -237,6 +239,7 @@ def test_save_tiny_demucs_cli_and_real_loader(runner, app, tmp_path):
     assert sorted(p.suffix for p in (tmp_path / "r").iterdir()) == [".csv", ".th"]
 
 
+@pytest.mark.smoke
 def test_stems_feed_extract_with_provenance(repo, songs, tmp_path, tiny_adapter):
     from musicsae_cli.extract.audio import extract_audio
     from musicsae_cli.extract.config import ExtractConfig
@@ -286,6 +289,7 @@ class _Touch:
         return (pathlib.Path.touch, (pathlib.Path(self.path),))
 
 
+@pytest.mark.smoke
 def test_model_files_are_read_weights_only(runner, app, songs, tmp_path):
     """A .th whose pickle would run code is refused before anything runs; a Demucs package loads."""
     repo_dir = tmp_path / "evil-repo"
@@ -299,6 +303,7 @@ def test_model_files_are_read_weights_only(runner, app, songs, tmp_path):
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.smoke
 def test_safetensors_model_in_a_local_repository(repo, songs, tmp_path):
     """The hub's safetensors layout (class and init arguments in the metadata) loads from a local folder too, and
     separates exactly like the .th copy of the same weights."""

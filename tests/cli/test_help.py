@@ -13,6 +13,7 @@ import typer
 from musicsae_cli import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
 
 
 def _command_paths(app) -> list[list[str]]:
@@ -46,6 +47,7 @@ def test_version(runner, app):
 
 _PROBE = """
 import os, sys
+
 sys.argv = {argv!r}
 try:
     from musicsae_cli.commands.app import main

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
+
+@pytest.mark.smoke
 def test_train_encode_evaluate(runner, app, tiny_store, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(run), "-c", "tiny", "--hookpoint",

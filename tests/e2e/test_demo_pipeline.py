@@ -18,6 +18,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.smoke
 def test_synth_index_info_chain(tmp_path):
     ds = tmp_path / "concepts"
     made = run("data", "synth", str(ds), "-c", "synth-small", "--json", "-q")

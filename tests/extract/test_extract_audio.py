@@ -28,6 +28,7 @@ def _wav(path, seconds, freq=330.0, sr=32000):
     return path
 
 
+@pytest.mark.smoke
 def test_store_rows_labels_and_activations(tiny_adapter, concept_set, tmp_path):
     out = tmp_path / "store"
     res = extract_audio(concept_set, out, cfg(), adapter=tiny_adapter)
@@ -101,6 +102,7 @@ def test_bad_hookpoint_fails_before_any_work(tiny_adapter, concept_set, tmp_path
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.smoke
 def test_interrupted_run_resumes_without_duplicates(tiny_adapter, concept_set, tmp_path, monkeypatch):
     whole = tmp_path / "whole"
     extract_audio(concept_set, whole, cfg(batch_size=2), adapter=tiny_adapter)

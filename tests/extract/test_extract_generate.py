@@ -12,6 +12,8 @@ from musicsae_cli.extract.config import ExtractConfig
 from musicsae_cli.extract.generate import Prompt, extract_generate, read_prompts
 from musicsae_cli.store import ActivationStore
 
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 PROMPTS = [Prompt("jazz", "jazz piano", {"genre": "jazz"}), Prompt("rock", "rock drums", {"genre": "rock"})]
 
 

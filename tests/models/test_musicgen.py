@@ -10,6 +10,8 @@ import torch
 from musicsae_cli.errors import InputError, UsageError
 from musicsae_cli.models.musicgen import MusicGenAdapter
 
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 SR = 32000
 
 

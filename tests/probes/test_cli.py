@@ -28,6 +28,7 @@ def trained(tiny_store, tmp_path_factory):
     return out, _json(result)
 
 
+@pytest.mark.smoke
 def test_train_through_the_cli(trained, tiny_store):
     out, res = trained
     from musicsae_cli.store import ActivationStore
@@ -44,6 +45,7 @@ def test_train_through_the_cli(trained, tiny_store):
     assert manifest["model"] == store.model and manifest["label"] == "concept"
 
 
+@pytest.mark.smoke
 def test_evaluate_through_the_cli(trained, tiny_store, runner, app, tmp_path):
     out, train_res = trained
     res = _json(runner.invoke(app, ["probe", "evaluate", str(out), str(tiny_store), "-o", str(tmp_path / "ev"),

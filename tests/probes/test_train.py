@@ -33,6 +33,7 @@ def _rows(res):
     return {row["hookpoint"]: row for row in res["layers"]}
 
 
+@pytest.mark.smoke
 def test_finds_informative_layers_and_controls_sit_at_chance(big_store, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="musicsae"):
         res = train_probes(big_store, tmp_path / "p", ProbeConfig(label="genre", device="cpu"))

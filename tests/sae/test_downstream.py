@@ -10,6 +10,8 @@ from musicsae_cli.models.musicgen_loss import codebook_log_probs
 from musicsae_cli.sae.downstream import downstream_metrics
 from musicsae_cli.store import ActivationStore
 
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 
 def test_codebook_ce_equals_the_models_own_loss(tiny_adapter):
     t = np.arange(16000) / 32000

@@ -81,6 +81,7 @@ def source(tmp_path_factory):
 
 
 @pytest.mark.parametrize("sae_cls", [ReluSAE, TopKSAE])
+@pytest.mark.smoke
 def test_latents_equal_direct_computation(tmp_path, source, sae_cls):
     sae = sae_cls()
     res = encode_store(sae, source, tmp_path / "lat", batch_size=7, sae_info={"id": "test-sae"})

@@ -21,6 +21,7 @@ def cfg(**kw) -> SAETrainConfig:
     return SAETrainConfig(**{**base, **kw})
 
 
+@pytest.mark.smoke
 def test_topk_learns_the_structure_and_writes_everything(sparse_store, tmp_path):
     store, dirs = sparse_store
     res = train_sae(store, tmp_path / "run", cfg())
@@ -66,6 +67,7 @@ def test_sweep_trains_several_from_one_pass(sparse_store, tmp_path):
     assert sae_dir(tmp_path / "sweep", "k=8").name == "k=8"
 
 
+@pytest.mark.smoke
 def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, monkeypatch):
     import musicsae_cli.sae.trainer as trainer
     from musicsae_cli.sae.io import load_sae
@@ -128,6 +130,7 @@ def test_other_architectures_train(sparse_store, tmp_path, arch, extra):
     assert m["explained_variance"] > 0.5 and 0 < m["l0"] < 128
 
 
+@pytest.mark.smoke
 def test_dictionary_learning_baseline_through_the_same_commands(sparse_store, tmp_path):
     from musicsae_cli.sae.evaluate import evaluate_reconstruction
     from musicsae_cli.sae.io import load_sae

@@ -10,6 +10,8 @@ from musicsae_cli.config import configs_dir, resolve_config
 from musicsae_cli.errors import UsageError
 from musicsae_cli.steering.config import SteerGenerateConfig, SteerSweepConfig
 
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 
 def test_continuation_matches_teacher_forcing(tiny_adapter):
     t = np.arange(int(0.3 * 32000)) / 32000

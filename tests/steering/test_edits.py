@@ -9,6 +9,8 @@ import torch
 from musicsae_cli.models.base import EditContext, contextual
 from musicsae_cli.steering.edits import AddEdit, Schedule
 
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 HOOKS = ["layers.0", "layers.1", "layers.2", "layers.3"]
 
 

@@ -20,6 +20,7 @@ def _codes(out) -> list[np.ndarray]:
     return [np.load(out / clip["codes"]) for clip in record["clips"]]
 
 
+@pytest.mark.smoke
 def test_record_reproduces_the_clips(runner, app, tmp_path, direction_file, tiny_adapter):
     args = ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--duration", "0.4", "--stream", "cond",
             "--every", "2", "--seed", "5", "-q"]
@@ -63,6 +64,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(runner, app, tmp_path, direct
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.npy"]
 
 
+@pytest.mark.smoke
 def test_audio_prompt_is_continued(tiny_adapter, tmp_path, direction_file):
     t = np.arange(int(0.2 * 32000)) / 32000
     audio = (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)

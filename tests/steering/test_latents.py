@@ -13,6 +13,8 @@ from musicsae_cli.steering.edits import LatentEdit, Schedule, build_steering
 
 from .conftest import HP
 
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 
 def _codes(adapter, seconds: float = 0.4):
     t = np.arange(int(seconds * adapter.sample_rate)) / adapter.sample_rate

@@ -14,6 +14,7 @@ from musicsae_cli.steering.config import SteerSweepConfig
 from musicsae_cli.steering.sweep import steer_sweep
 
 
+@pytest.mark.smoke
 def test_sweep_cli_end_to_end(runner, app, tmp_path, concept_probe, tiny_adapter):
     out = tmp_path / "sweep"
     res = runner.invoke(app, ["steer", "sweep", "-c", "sweep-tiny", "--probe", str(concept_probe), "--target",

@@ -9,6 +9,8 @@ from musicsae_cli.store import ActivationStore, StoreWriter, bf16_decode, bf16_e
 
 from .helpers import WIDTHS, concat_acts, make_items, write_store
 
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 
 def reference_bf16(x: np.ndarray) -> np.ndarray:
     """Independent bf16 rounding: the nearer neighbouring bf16 value (compared in float64), ties to even."""

@@ -1,0 +1,76 @@
+"""Version pins for the Makefile's environments (standard library only).
+
+    python .ci/pins.py oldest [NAME ...]   constraints pinning NAMEs to the lower bounds pyproject.toml admits
+    pip freeze --all | python .ci/pins.py lock "TORCH_SPEC"   the lock: every installed package but torch and musicsae
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The libraries whose oldest admitted release `make test-oldest` installs (the rest resolve to what those allow).
+OLDEST = ("transformers", "numpy", "typer", "scikit-learn", "pyarrow", "demucs")
+NOT_LOCKED = {"torch", "musicsae"}  # torch comes from TORCH_SPEC; musicsae is this checkout
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared() -> dict[str, str]:
+    """Normalised name -> version specifier of every dependency in pyproject.toml (extras included)."""
+    text = (ROOT / "pyproject.toml").read_text("utf-8")
+    specs = {}
+    for match in re.finditer(r'^\s*"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*([^";]*)"', text, re.M):
+        specs[_norm(match.group(1))] = match.group(2).strip()
+    return specs
+
+
+def oldest(names: list[str]) -> list[str]:
+    """`name==X` for each name's `>=X` lower bound; an error when a name has no lower bound."""
+    specs, lines = declared(), []
+    for name in names:
+        low = re.search(r">=\s*([0-9][^,\s]*)", specs.get(_norm(name), ""))
+        if not low:
+            sys.exit(f"pins: {name} has no >= lower bound in pyproject.toml")
+        lines.append(f"{name}=={low.group(1)}")
+    return lines
+
+
+def lock(freeze: str, torch_spec: str) -> list[str]:
+    """The lock file's lines from `pip freeze --all` output."""
+    pins = []
+    for line in freeze.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith("-e ") or "==" not in line:
+            continue
+        name = line.split("==", 1)[0]
+        if _norm(name) not in NOT_LOCKED:
+            pins.append(line)
+    if not pins:
+        sys.exit("pins: no packages in the freeze output")
+    today = datetime.date.today().isoformat()
+    head = [f"# The exact versions `make test`, `make demo` and `make bench` install (pip constraints), written by "
+            f"`make lock` on {today}",
+            f"# with Python {platform.python_version()} after the full test suite passed on them. torch is not "
+            f"listed: it comes from TORCH_SPEC ({torch_spec}).",
+            "# Refresh with `make lock`; do not edit by hand."]
+    return head + sorted(pins, key=lambda p: _norm(p.split("==", 1)[0]))
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["oldest"]:
+        print("\n".join(oldest(argv[1:] or list(OLDEST))))
+    elif argv[:1] == ["lock"] and len(argv) == 2:
+        print("\n".join(lock(sys.stdin.read(), argv[1])))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
