@@ -70,11 +70,35 @@ def cli_command(fn: Callable) -> Callable:
         except Exception as exc:
             if _debug():
                 raise
+            # Not a musicsae error: a bug (ours or a library's), never the user's mistake; say so and where.
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise fail(f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__,
-                       "set MUSICSAE_DEBUG=1 for a traceback", 1) from None
+            raised = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+            raise fail(f"internal error in '{_command_path(fn)}': {raised} ({_versions()})",
+                       "rerun with MUSICSAE_DEBUG=1 for the traceback and report it", 1) from None
 
     return wrapper
+
+
+def _command_path(fn: Callable) -> str:
+    """'musicsae sae train' for the function behind a command (top-level commands share their module's name)."""
+    group = fn.__module__.rsplit(".", 1)[-1]
+    name = fn.__name__.replace("_", "-")
+    return "musicsae " + (name if group == fn.__name__ else f"{group} {name}")
+
+
+def _versions() -> str:
+    """'musicsae X, torch Y, transformers Z' from package metadata (imports nothing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    parts = [f"musicsae {__version__}"]
+    for package in ("torch", "transformers"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} not installed")
+    return ", ".join(parts)
 
 
 # ---- output ----

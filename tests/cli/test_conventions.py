@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-oldest)
+
 
 def test_dry_run_prints_resolved_config_and_writes_nothing(runner, app, tmp_path):
     out = tmp_path / "ds"
@@ -48,7 +52,30 @@ def test_runtime_error_exits_1_with_one_line(runner, app, monkeypatch, tmp_path)
     monkeypatch.setattr(concepts, "make_concept_dataset", boom)
     result = runner.invoke(app, ["data", "synth", str(tmp_path / "x")])
     assert result.exit_code == 1
-    assert result.stderr.strip() == "error: RuntimeError: disk on fire (hint: set MUSICSAE_DEBUG=1 for a traceback)"
+    from importlib.metadata import version
+
+    from musicsae_cli import __version__
+
+    versions = f"musicsae {__version__}, torch {version('torch')}, transformers {version('transformers')}"
+    assert result.stderr.strip() == (f"error: internal error in 'musicsae data synth': RuntimeError: disk on fire "
+                                     f"({versions}) (hint: rerun with MUSICSAE_DEBUG=1 for the traceback and "
+                                     "report it)")
+    assert not (tmp_path / "x").exists()  # nothing partial left behind
+
+
+@pytest.mark.parametrize("argv", [["extract", "{tmp}/a", "-o", "{tmp}/b"], ["info", "{tmp}/a"],
+                                  ["sae", "train", "{tmp}/a", "-o", "{tmp}/b"], ["model", "save-tiny", "{tmp}/a"]])
+def test_internal_error_names_the_command(runner, app, monkeypatch, tmp_path, argv):
+    from musicsae_cli.commands._common import Output
+
+    def boom(*a, **k):
+        raise KeyError(1)
+
+    monkeypatch.setattr(Output, "__init__", boom)  # every command builds its Output first
+    result = runner.invoke(app, [a.format(tmp=tmp_path) for a in argv])
+    assert result.exit_code == 1, result.stderr
+    where = "musicsae " + " ".join(a for a in argv if a.isalpha() or a == "save-tiny")
+    assert result.stderr.startswith(f"error: internal error in '{where}': KeyError: 1 (musicsae ")
 
 
 def test_debug_env_shows_traceback(runner, app, monkeypatch, tmp_path):
