@@ -23,10 +23,21 @@ def _norm(name: str) -> str:
 
 
 def declared() -> dict[str, str]:
-    """Normalised name -> version specifier of every dependency in pyproject.toml (extras included)."""
+    """Normalised name -> version specifier of every dependency in pyproject.toml (optional ones included)."""
     text = (ROOT / "pyproject.toml").read_text("utf-8")
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # Python 3.10: the quoted requirement strings of the two [project] tables
+        block = text[text.index("[project]"):text.index("[project.scripts]")]
+        lists = re.findall(r"^([\w-]+)\s*=\s*\[(.*?)\]", re.sub(r"#.*", "", block), re.S | re.M)
+        requirements = [r for key, body in lists if key != "dynamic" for r in re.findall(r'"([^"]+)"', body)]
+    else:
+        project = tomllib.loads(text)["project"]
+        requirements = [*project.get("dependencies", []),
+                        *(r for extra in project.get("optional-dependencies", {}).values() for r in extra)]
     specs = {}
-    for match in re.finditer(r'^\s*"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*([^";]*)"', text, re.M):
+    for requirement in requirements:
+        match = re.match(r"\s*([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*([^;]*)", requirement)
         specs[_norm(match.group(1))] = match.group(2).strip()
     return specs
 
@@ -39,6 +50,10 @@ def oldest(names: list[str]) -> list[str]:
         if not low:
             sys.exit(f"pins: {name} has no >= lower bound in pyproject.toml")
         lines.append(f"{name}=={low.group(1)}")
+        if _norm(name) == "typer":
+            # typer-slim ships the same `typer` package (transformers 5.0 depends on it): the same release of
+            # both, or two versions' files mix in one folder.
+            lines.append(f"typer-slim=={low.group(1)}")
     return lines
 
 

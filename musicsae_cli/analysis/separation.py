@@ -384,18 +384,15 @@ def cross_validate(x, y: np.ndarray, values: np.ndarray | None, groups: np.ndarr
     row informs the selection), as a dense block: forests on wide sparse input are slow and mostly split on
     uninformative columns.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     available = y.size
     idx = stratified_sample(y, cfg.cv_max_rows, cfg.seed)
     x, y, groups = x[idx], y[idx], groups[idx]
     values = None if values is None else values[idx]
     check_folds(y, groups, label.classes, cfg.folds, cfg.split_column, label.name)
-    splitter = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
     tasks = ["classification"] + (["regression"] if values is not None else [])
     scores: dict[str, dict[str, list]] = {t: {} for t in tasks}
     fold_rows = []
-    splits = list(splitter.split(np.zeros(y.size), y, groups))
+    splits, split_seed = grouped_folds(y, groups, cfg.folds, cfg.seed, label.name)
     n_classes = len(label.classes)
     with progress("Cross-validating", len(splits) * len(tasks)) as bar:
         for f, (train, test) in enumerate(splits):
@@ -418,8 +415,28 @@ def cross_validate(x, y: np.ndarray, values: np.ndarray | None, groups: np.ndarr
                       for model, m in per.items()} for task, per in scores.items()}
     return {"folds": cfg.folds, "split_column": cfg.split_column, "stratified_by": "class" + (
         " (quantile bins of the value)" if values is not None else ""), "samples": int(y.size),
-        "sampled_from": int(available), "groups": int(np.unique(groups).size), "summary": summary,
+        "sampled_from": int(available), "groups": int(np.unique(groups).size), "split_seed": split_seed,
+        "summary": summary,
         "per_fold": fold_rows, "models": _model_notes(cfg, x.shape[1])}
+
+
+def grouped_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int, label: str, tries: int = 20):
+    """Stratified group k-fold splits whose every training side holds every class, and the seed that gave them.
+
+    StratifiedGroupKFold is greedy: with few groups per class it can put all of a class's groups in one test fold
+    (how often depends on the scikit-learn release), leaving a training side without that class. The next seeds
+    are tried in order, so the result stays deterministic.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    classes = np.unique(y)
+    for attempt in range(tries):
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + attempt)
+        splits = list(splitter.split(np.zeros(y.size), y, groups))
+        if all(np.unique(y[train]).size == classes.size for train, _ in splits):
+            return splits, seed + attempt
+    raise InputError(f"no {folds}-fold split by group keeps every class of '{label}' on each training side "
+                     f"(tried seeds {seed}..{seed + tries - 1})", "use fewer folds or more groups per class")
 
 
 def _forest_features(xtr, ytr: np.ndarray, n_classes: int, cfg: SeparationConfig) -> np.ndarray:

@@ -246,7 +246,9 @@ class MusicGenAdapter(ModelAdapter):
 
             def hook(module, args, output):
                 h = output[0] if isinstance(output, tuple) else output
-                return fn(h, state["ctx"]) if takes_ctx else fn(h)
+                edited = fn(h, state["ctx"]) if takes_ctx else fn(h)
+                # Keep the block's output structure: some transformers releases return (h, ...) tuples.
+                return (edited, *output[1:]) if isinstance(output, tuple) else edited
             return hook
 
         regs = [(self.model.decoder.model.decoder, "pre", decoder_pre, True)]

@@ -217,3 +217,20 @@ def test_item_pooling_equals_numpy_for_sparse_and_dense(how):
     assert sp.issparse(pooled)
     np.testing.assert_allclose(pooled.toarray(), ref, atol=1e-6)
     np.testing.assert_allclose(_pool(d, starts, counts, how), ref, atol=1e-6)
+
+
+def test_grouped_folds_keep_every_class_on_each_training_side():
+    """A greedy stratified group split can leave a class out of a training side; another seed is taken then."""
+    from musicsae_cli.analysis.separation import grouped_folds
+    from musicsae_cli.errors import InputError
+
+    y = np.repeat(np.arange(3), 8)  # 3 classes, each in 2 groups of 4 rows, sizes uneven across classes
+    groups = np.repeat(np.arange(6), 4)
+    for seed in range(30):
+        splits, used = grouped_folds(y, groups, 2, seed, "concept")
+        assert used >= seed and len(splits) == 2
+        for train, test in splits:
+            assert set(y[train]) == {0, 1, 2}
+            assert not set(groups[train]) & set(groups[test])
+    with pytest.raises(InputError, match="no 2-fold split by group keeps every class of 'concept'"):
+        grouped_folds(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 2]), 2, 0, "concept")
