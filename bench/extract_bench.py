@@ -40,6 +40,7 @@ SMALL = dict(d=128, layers=4, heads=4, ffn=512, codes=256, filters=8, enc_d=32, 
 
 
 def build_adapter(dims: dict, device, dtype, seed: int = 0):
+    """A random MusicGen of `dims` placed as MusicGenAdapter.load places one (language model in dtype, EnCodec fp32)."""
     import torch
     import transformers as hf
 
@@ -63,8 +64,7 @@ def build_adapter(dims: dict, device, dtype, seed: int = 0):
                                                                   decoder=decoder)).eval()
     assert model.audio_encoder.config.num_quantizers == K
     init_codebooks(model, seed)
-    model.to(device=device, dtype=dtype).eval()
-    return MusicGenAdapter(model, build_tiny_processor(), "random-musicgen-small", None)
+    return MusicGenAdapter(model, build_tiny_processor(), "random-musicgen-small", None).placed(device, dtype)
 
 
 def synth(n_windows: int, n_samples: int, seed: int = 0) -> list[np.ndarray]:

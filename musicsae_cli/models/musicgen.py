@@ -84,14 +84,18 @@ class MusicGenAdapter(ModelAdapter):
         else:
             model, processor = _from_pretrained(name, revision)
             adapter = cls(model, processor, name, revision)
-        model = adapter.model
+        return adapter.placed(torch_device, torch_dtype)
+
+    def placed(self, device, dtype) -> MusicGenAdapter:
+        """Move the model to `device` with the language model in `dtype` (EnCodec stays fp32); returns self."""
+        model = self.model
         # Only the language model runs in the requested precision. EnCodec stays in fp32: it is the
         # tokenizer, and in bf16 most codes flip to a neighbouring codebook entry.
         for part in (model.decoder, model.text_encoder, getattr(model, "enc_to_dec_proj", None)):
             if part is not None:
-                part.to(dtype=torch_dtype)
-        model.to(device=torch_device).eval()
-        return adapter
+                part.to(dtype=dtype)
+        model.to(device=device).eval()
+        return self
 
     # ---- facts ----
     @property
