@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import InputError, OutputExistsError, StoreError
+from .errors import InputError, MusicSAEError, OutputExistsError, StoreError
 
 MANIFEST_NAME = "manifest.json"
 CONFIG_NAME = "config.yaml"
@@ -130,30 +130,115 @@ def check_replaceable(path: Path) -> None:
                      "choose a new output path; --overwrite only replaces what musicsae wrote")
 
 
+STAGE_LOCK = ".musicsae-stage.lock"  # held (flock) by the process building a stage; gone with the process
+
+
 @contextmanager
 def staged_directory(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Build a directory artefact in a hidden sibling and move it into place only when complete.
 
-    A crash leaves at most a `.<name>.partial-*` sibling, never a directory that reads as complete.
-    With `overwrite`, the old output is replaced only after the new one is fully written.
+    A crash leaves at most a `.<name>.partial-*` sibling, never a directory that reads as complete; the next
+    run for the same output removes such leftovers of dead processes. With `overwrite`, the old output is
+    replaced only after the new one is fully written.
     """
     out = check_output(out, overwrite)
     if out.exists():
         check_replaceable(out)
+    remove_stale_stages(out)
     stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     stage.mkdir()
+    lock = hold_lock(stage / STAGE_LOCK, f"another process is building {stage}", "wait for it to finish")
     try:
         yield stage
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    finally:
+        if lock is not None:
+            os.close(lock)
+    (stage / STAGE_LOCK).unlink(missing_ok=True)
+    swap_into_place(stage, out)
+
+
+def swap_into_place(stage: Path, out: Path, lock_name: str | None = None, what: str = "output") -> None:
+    """Move the finished `stage` to `out`; an old `out` is moved aside first and removed only afterwards.
+
+    With `lock_name`, the old output's lock file (see hold_lock) is taken first: an output another process is
+    still writing is never replaced.
+    """
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    lock = hold_lock(out / lock_name, f"another process is writing the {what} {out}",
+                     "wait for it to finish, or stop it first") if lock_name and out.is_dir() else None
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
         os.replace(out, old)
-        os.replace(stage, out)
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
+    finally:
+        if lock is not None:
+            os.close(lock)
+    os.replace(stage, out)
+    if old.is_dir():
+        shutil.rmtree(old)
     else:
-        os.replace(stage, out)
+        old.unlink()
+
+
+def hold_lock(path: Path, message: str, hint: str) -> int | None:
+    """Create `path` and hold an exclusive flock on it until the fd is closed or the process ends.
+
+    MusicSAEError(message, hint) when another process holds it; None where flock does not exist.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: concurrent writers are not detected there
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise MusicSAEError(message, hint) from None
+    return fd
+
+
+def remove_stale_stages(out: Path) -> list[Path]:
+    """Remove `.<name>.partial-*` stages of `out` whose builder died (and `.old-*` copies of a finished swap).
+
+    Only folders named the way staged_directory names them are touched, and a stage whose lock a live process
+    holds is left alone. Returns what was removed.
+    """
+    import re
+
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(partial|old)-[0-9a-f]{{8}}$")
+    removed = []
+    for sibling in out.parent.iterdir() if out.parent.is_dir() else []:
+        match = pattern.match(sibling.name)
+        if not match or not sibling.is_dir():
+            continue
+        if match.group(1) == "old" and not out.exists():
+            continue  # killed between the two renames: the only copy of the previous output
+        if match.group(1) == "partial" and _in_use(sibling):
+            continue
+        shutil.rmtree(sibling, ignore_errors=True)
+        removed.append(sibling)
+    return removed
+
+
+def _in_use(stage: Path) -> bool:
+    """Whether a live process holds the stage's lock (a stage without one is in use only while it is new)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return True
+    lock = stage / STAGE_LOCK
+    if not lock.exists():
+        return time.time() - stage.stat().st_mtime < 60  # just created, its lock not yet taken
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

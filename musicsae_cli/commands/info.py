@@ -13,6 +13,8 @@ from ._common import JsonOpt, Output, QuietOpt, VerboseOpt, cli_command
 @cli_command
 def info(
     path: Annotated[Path, typer.Argument(help="An activation store, dataset folder or manifest file.")],
+    verify: Annotated[bool, typer.Option("--verify", help="Read every file (shards, metadata, weights) and report "
+                                                          "what is broken; exit 1 if anything is.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -21,8 +23,21 @@ def info(
     out = Output(json_out, quiet, verbose)
     from ..inspect import describe
 
-    summary = describe(path)
+    if not verify:
+        summary = describe(path)
+    else:
+        from ..errors import MusicSAEError
+        from ..verify import verify as check
+
+        try:
+            summary = describe(path)
+        except MusicSAEError as exc:  # a damaged artefact: say what could not be read, then what is broken
+            summary = {"path": str(path), "unreadable": exc.message}
+        found = check(path)
+        summary["verify"] = {"ok": not found["problems"], **found}
     out.result(summary, list(_lines(summary)))
+    if verify and found["problems"]:
+        raise typer.Exit(1)
 
 
 def _lines(data: dict[str, Any], indent: int = 0):

@@ -67,12 +67,21 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
             bar.advance()
         if jobs:
             run(jobs)
+        if stats["rows"] == 0 and writer.n_rows == 0:
+            raise nothing_usable(source, skipped)  # the writer then removes the empty store it started
     elapsed = time.perf_counter() - started
     return {"store": str(out), "hookpoints": hookpoints, "windows_written": stats["windows"],
             "rows_written": stats["rows"], "store_items": writer.n_items, "store_rows": writer.n_rows,
             "audio_seconds": round(stats["audio_s"], 3), "elapsed_s": round(elapsed, 3),
             "audio_s_per_s": round(stats["audio_s"] / elapsed, 3) if elapsed > 0 else None,
             "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def nothing_usable(source, skipped: list[tuple[str, str]]) -> InputError:
+    """The error for a run that found no usable audio: never a complete store of 0 rows."""
+    first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+    return InputError(f"no usable audio in {source}: {len(skipped)} file(s) skipped{first}",
+                      f"`musicsae data index {source} --out index.csv` lists every file's problem")
 
 
 def _jobs_for(row: dict, labels: list[str], done, cfg: ExtractConfig, sr: int, hop: int,

@@ -23,9 +23,9 @@ def store_config(cfg, mode: str, source: str) -> dict:
 def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dict, overwrite: bool) -> StoreWriter:
     """A writer for `out`: new, replacing a store (--overwrite), or resuming an interrupted run of the same job."""
     out = Path(out)
-    resume = False if overwrite else resume_or_refuse(out, record, _RUNTIME_ONLY, "activation store")
     if not out.parent.exists():
         raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
+    resume = resume_or_refuse(out, record, _RUNTIME_ONLY, "activation store", overwrite)
     widths = {h: adapter.hookpoint_widths[h] for h in hookpoints}
     return StoreWriter.create(out, widths, cfg.store_dtype, model=adapter.describe(),
                               frame_rate=adapter.frame_rate, position_convention=adapter.position_convention,

@@ -59,7 +59,7 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
                                       seed=cfg.seed)
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
     writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "generate", source), overwrite)
-    audio_dir = Path(out) / AUDIO_DIR
+    audio_dir = writer.path / AUDIO_DIR  # inside the store (its overwrite stage until it is complete)
     samples = [(p, s) for p in prompts for s in range(cfg.samples_per_prompt)]
     n_batches = -(-len(samples) // cfg.batch_size)
     started, written, rows = time.perf_counter(), 0, 0
@@ -85,7 +85,7 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
                         for h in hookpoints}  # (n_streams * T, d), one stream after the other
                 frames = np.tile(np.arange(res.n_frames), len(streams))
                 meta = {"prompt_id": prompt.prompt_id, "prompt": prompt.text, "sample": s, "batch": b,
-                        "seed": cfg.seed + b, "audio_path": str(wav.relative_to(Path(out))), **prompt.labels}
+                        "seed": cfg.seed + b, "audio_path": str(wav.relative_to(writer.path)), **prompt.labels}
                 writer.add_item(item_id, acts, item_meta=meta, frames=frames,
                                 frame_meta={"stream": np.repeat(streams, res.n_frames)},
                                 time_s=frames / adapter.frame_rate)
@@ -94,8 +94,8 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
             bar.advance()
     elapsed = time.perf_counter() - started
     generated_s = written * res_seconds(cfg, adapter)
-    return {"store": str(out), "audio_dir": str(audio_dir), "hookpoints": hookpoints, "clips_written": written,
-            "rows_written": rows, "store_items": writer.n_items, "store_rows": writer.n_rows,
+    return {"store": str(out), "audio_dir": str(Path(out) / AUDIO_DIR), "hookpoints": hookpoints,
+            "clips_written": written, "rows_written": rows, "store_items": writer.n_items, "store_rows": writer.n_rows,
             "generated_seconds": round(generated_s, 3), "elapsed_s": round(elapsed, 3)}
 
 

@@ -204,7 +204,7 @@ def _check_finite(x: np.ndarray, rows: np.ndarray, meta, hookpoint: str, path: P
 def _open_writer(out: Path, source: ActivationStore, latent: str, d_sae: int, dtype: str, record: dict,
                  overwrite: bool) -> StoreWriter:
     """A writer for `out`: new, replacing a store (`overwrite`), or resuming an interrupted run of the same job."""
-    resume = False if overwrite else resume_or_refuse(out, record, _RUNTIME_ONLY, "latent store")
+    resume = resume_or_refuse(out, record, _RUNTIME_ONLY, "latent store", overwrite)
     return StoreWriter.create(out, {latent: d_sae}, dtype, model=source.model, frame_rate=source.frame_rate,
                               position_convention=source.position_convention, config=record,
                               overwrite=overwrite, resume=resume, sparse=[latent], shard_bytes=record["shard_bytes"])

@@ -2,56 +2,73 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..artifacts import check_replaceable, new_manifest, read_manifest, staged_directory, write_config, write_json
-from ..errors import ConfigError, InputError, OutputExistsError
+from ..artifacts import read_manifest, staged_directory, write_json
+from ..errors import ConfigError, InputError
 from ..progress import ProgressFactory, no_progress
 from .config import SAETrainConfig
-
-RUN_KIND = "sae_run"
-# Settings that only change how a run is watched or where it runs, not what it learns.
-_RUNTIME_ONLY = ("device", "log_every", "eval_every", "checkpoint_every", "tensorboard")
+from .rundir import RUN_KIND, open_run, trim_logs
 
 
 def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, overwrite: bool = False,
               resume: bool = False, init_from: str | Path | None = None,
               progress: ProgressFactory = no_progress) -> dict:
     """Train the SAE(s) of `cfg` on a store; returns a summary with the final validation metrics."""
-    import torch
-
-    from ..runtime import resolve_device, seed_everything
+    from ..runtime import resolve_device
     from ..store import ActivationStore
-    from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-    from .data import check_finite, init_sample, pick_hookpoint, split_rows
-    from .io import save_sae
-    from .report import write_report
-    from .trainer import build_members, calibrate, evaluate_members, run_training
+    from ..store.verify import check_files
+    from .data import pick_hookpoint, split_rows
+    from .trainer import member_specs
 
     store = ActivationStore.open(store_path)
     hookpoint = pick_hookpoint(store, cfg.hookpoint)
     d_in = store.widths[hookpoint]
+    member_specs(cfg, d_in)  # an impossible shape (k wider than the SAE, ...) fails before anything is written
     start_sae = _check_init_from(init_from, cfg, d_in) if init_from else None
-    out = Path(out)
+    check_files(store, [hookpoint])  # a truncated or missing shard fails here, naming it
+    target = Path(out)
     record = {"store": str(store_path), "hookpoint": hookpoint, **cfg.model_dump(mode="json")}
     split = split_rows(store, cfg.where, cfg.val_fraction, cfg.split_column, cfg.seed)
     steps_per_epoch = split.train.size // cfg.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"{split.train.size} training rows are fewer than one batch ({cfg.batch_size})",
                          "lower --batch-size or extract more audio")
-    _prepare_run_dir(out, record, overwrite, resume)  # only once the data is known to be usable
+    device = resolve_device(cfg.device)
+    run = open_run(target, record, overwrite, resume)  # only once config and data are known to be usable
+    try:
+        res = _train(run, store, store_path, hookpoint, split, cfg, start_sae, device, steps_per_epoch, progress)
+    except BaseException:
+        run.release()  # the run stays resumable: the same command continues it
+        raise
+    run.finish()
+    return {**res, "run": str(target)}
+
+
+def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, start_sae, device,
+           steps_per_epoch: int, progress) -> dict:
+    """Train in `run.path` (resuming from its checkpoint), evaluate, save the SAEs and mark the run complete."""
+    import torch
+
+    from ..runtime import seed_everything
+    from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+    from .data import check_finite, init_sample
+    from .io import save_sae
+    from .report import write_report
+    from .trainer import build_members, calibrate, evaluate_members, run_training
+
+    out, d_in = run.path, store.widths[hookpoint]
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
     if cfg.architecture == "dictionary_learning":
-        return _train_dictionary(store, store_path, hookpoint, split, cfg, out, total, steps_per_epoch, progress)
-    device = resolve_device(cfg.device)
+        return _train_dictionary(store, store_path, hookpoint, split, cfg, run, total, progress)
     seed_everything(cfg.seed)
     sample_rows, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed)
     sample = torch.from_numpy(sample)
     check_finite(sample, sample_rows, store)
     members = build_members(cfg, d_in, sample, device, start_sae)
-    start = load_checkpoint(out, members, device)["step"] if resume and has_checkpoint(out) else 0
+    start = load_checkpoint(out, members, device)["step"] if run.resumed and has_checkpoint(out) else 0
+    trim_logs(out, start)  # rows logged after the checkpoint are written again, once
     tb = _tensorboard(out) if cfg.tensorboard else None
 
     def checkpoint(step: int) -> None:
@@ -73,7 +90,7 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
                                                       "val_rows": int(split.val.size)},
                             "final_metrics": _scalars(metrics)},
                      density=torch.as_tensor(metrics["density"]))
-        saved[m.name] = {"path": str(out / m.name), **_scalars(metrics)}
+        saved[m.name] = {"path": str(run.target / m.name), **_scalars(metrics)}
     write_report(out, final)
     manifest = read_manifest(out)
     manifest.update(status="complete", members=list(saved), final_metrics=saved, steps=total,
@@ -81,13 +98,12 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
                            "val_rows": int(split.val.size), "train_groups": split.n_train_groups,
                            "val_groups": split.n_val_groups})
     write_json(out / "manifest.json", manifest)
-    return {"run": str(out), "hookpoint": hookpoint, "steps": total, "resumed_from": start,
+    return {"hookpoint": hookpoint, "steps": total, "resumed_from": start,
             "rows_per_s": stats["rows_per_s"], "members": saved,
             "split": manifest["split"], "evaluated_on": "validation" if split.val.size else "training rows"}
 
 
-def _train_dictionary(store, store_path, hookpoint, split, cfg, out: Path, total: int, steps_per_epoch: int,
-                      progress) -> dict:
+def _train_dictionary(store, store_path, hookpoint, split, cfg, run, total: int, progress) -> dict:
     """The scikit-learn baseline: partial_fit on the same shuffled batches, then the same evaluation and save."""
     import itertools
     import time
@@ -96,7 +112,7 @@ def _train_dictionary(store, store_path, hookpoint, split, cfg, out: Path, total
     from .dictionary import DictionarySpec, fit_dictionary, save_dictionary
     from .trainer import evaluate_members
 
-    d_in = store.widths[hookpoint]
+    out, d_in = run.path, store.widths[hookpoint]
     _, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed)
     spec = DictionarySpec(d_in=d_in, d_sae=cfg.width(d_in), k=cfg.k, alpha=cfg.dl_alpha, transform=cfg.dl_transform)
 
@@ -122,41 +138,15 @@ def _train_dictionary(store, store_path, hookpoint, split, cfg, out: Path, total
     from .report import write_report
 
     write_report(out, metrics)
-    saved = {"sae": {"path": str(out / "sae"), **_scalars(final)}}
+    saved = {"sae": {"path": str(run.target / "sae"), **_scalars(final)}}
     manifest = read_manifest(out)
     split_info = {"column": split.column, "train_rows": int(split.train.size), "val_rows": int(split.val.size),
                   "train_groups": split.n_train_groups, "val_groups": split.n_val_groups}
     manifest.update(status="complete", members=["sae"], final_metrics=saved, steps=total, split=split_info)
     write_json(out / "manifest.json", manifest)
-    return {"run": str(out), "hookpoint": hookpoint, "steps": total, "resumed_from": 0,
+    return {"hookpoint": hookpoint, "steps": total, "resumed_from": 0,
             "rows_per_s": total * cfg.batch_size / elapsed if elapsed > 0 else None, "members": saved,
             "split": split_info, "evaluated_on": "validation" if split.val.size else "training rows"}
-
-
-def _prepare_run_dir(out: Path, record: dict, overwrite: bool, resume: bool) -> None:
-    if resume:
-        if not out.is_dir():
-            raise InputError(f"nothing to resume: {out} does not exist", "start the run without --resume")
-        manifest = read_manifest(out)
-        if manifest.get("kind") != RUN_KIND:
-            raise InputError(f"{out} is not an SAE training run", "pass the folder `sae train` wrote")
-        before = manifest.get("config", {})
-        changed = [f"{k}: {before.get(k)!r} -> {record[k]!r}" for k in record
-                   if k not in _RUNTIME_ONLY and before.get(k) != record[k]]
-        if changed:
-            raise ConfigError("cannot resume with a changed config (" + "; ".join(changed) + ")",
-                              "resume with the original settings, or start a new run")
-        return
-    if out.exists():
-        if not overwrite:
-            raise OutputExistsError(out, "training run")
-        check_replaceable(out)
-        shutil.rmtree(out)
-    if not out.parent.is_dir():
-        raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
-    out.mkdir()
-    write_json(out / "manifest.json", new_manifest(RUN_KIND, 1, record, status="training", members=[]))
-    write_config(out, record)
 
 
 def _check_init_from(path, cfg: SAETrainConfig, d_in: int):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MusicSAEError
+from ..errors import ConfigError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
 from .config import SAETrainConfig
 
@@ -47,18 +47,35 @@ def sparsity_at(cfg: SAETrainConfig, step: int) -> float:
     return coef * min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else coef
 
 
+def member_specs(cfg: SAETrainConfig, d_in: int) -> list[tuple[str, SAETrainConfig, object]]:
+    """(name, config, SAESpec) of every sweep member; ConfigError for an impossible shape, before any work."""
+    from .architectures import SAESpec
+
+    if cfg.architecture == "dictionary_learning":
+        return []
+    specs = []
+    for name, mcfg in cfg.members():
+        try:
+            spec = SAESpec(arch=mcfg.architecture, d_in=d_in, d_sae=mcfg.width(d_in),
+                           k=mcfg.k if mcfg.architecture in ("topk", "batchtopk") else None,
+                           jumprelu_bandwidth=mcfg.jumprelu_bandwidth,
+                           jumprelu_init_threshold=mcfg.jumprelu_init_threshold)
+        except ConfigError as exc:
+            where = f" (sweep member {name})" if len(cfg.members()) > 1 else ""
+            raise ConfigError(exc.message + where, exc.hint) from None
+        specs.append((name, mcfg, spec))
+    return specs
+
+
 def build_members(cfg: SAETrainConfig, d_in: int, sample, device, init_from=None) -> list[Member]:
     """One SAE (with Adam and a dead-latent tracker) per sweep member, initialised from `sample`."""
     import torch
 
-    from .architectures import SAESpec, SparseAutoencoder
+    from .architectures import SparseAutoencoder
     from .metrics import DeadLatentTracker
 
     members = []
-    for name, mcfg in cfg.members():
-        spec = SAESpec(arch=mcfg.architecture, d_in=d_in, d_sae=mcfg.width(d_in),
-                       k=mcfg.k if mcfg.architecture in ("topk", "batchtopk") else None,
-                       jumprelu_bandwidth=mcfg.jumprelu_bandwidth, jumprelu_init_threshold=mcfg.jumprelu_init_threshold)
+    for name, mcfg, spec in member_specs(cfg, d_in):
         sae = SparseAutoencoder.create(spec, sample=sample, seed=mcfg.seed, init_b_dec=mcfg.init_b_dec,
                                        normalize=mcfg.normalize)
         if init_from is not None:

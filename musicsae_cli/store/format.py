@@ -25,7 +25,7 @@ META_FILE = "meta.parquet"
 SHARD_FILE = "shard.json"
 TMP_PREFIX = ".tmp-"
 LOCK_FILE = ".writer.lock"
-CORRUPT_HINT = "the store is corrupt; recreate it"
+CORRUPT_HINT = "`musicsae info --verify STORE` lists every broken file; recreate the store (rerun what wrote it)"
 
 FORMAT_DENSE = "dense"
 FORMAT_CSR = "csr"

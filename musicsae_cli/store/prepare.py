@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..artifacts import check_format_version, read_manifest
+from ..artifacts import check_format_version, read_manifest, swap_into_place
 from ..errors import InputError, OutputExistsError, StoreError
 from .format import (
     FORMAT_CSR,
@@ -27,6 +28,8 @@ from .format import (
     tmp_shard_dirs,
 )
 from .schema import BASE_COLUMNS, unify
+
+log = logging.getLogger("musicsae")
 
 try:  # POSIX only; elsewhere two writers on one store are simply not detected
     import fcntl
@@ -82,17 +85,47 @@ def check_sparse(widths: dict[str, int], sparse: Iterable[str]) -> frozenset[str
     return names
 
 
-def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> None:
-    """Leave `root` as an empty directory for a new store; an old store is replaced only with `overwrite`."""
+def overwrite_stage(root: Path) -> Path:
+    """Where a store that replaces `root` is built (--overwrite): the old one stays until the new one is complete.
+
+    The name is fixed, so an interrupted overwrite is found again and resumed by the same command.
+    """
+    return root.parent / f".{root.name}.overwrite"
+
+
+def holds_output(root: Path) -> bool:
+    """Whether `root` exists as something other than an empty directory."""
+    return root.exists() and not (root.is_dir() and not any(root.iterdir()))
+
+
+def check_overwritable(root: Path) -> None:
+    """Refuse to replace what is not a store, or a store another process is writing (before any work)."""
+    if not is_store(root):
+        raise InputError(f"refusing to overwrite {root}: it is not a musicsae activation store",
+                         "delete it yourself if it should go, or choose another output path")
+    release_lock(root, acquire_lock(root))
+
+
+def replace_with(stage: Path, root: Path) -> None:
+    """Move the finished store `stage` to `root`, replacing the old store there only now."""
+    swap_into_place(stage, root, LOCK_FILE, "activation store")
+
+
+def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> bool:
+    """Leave `root` as an empty directory for a new store; True when this call created it.
+
+    An existing store is replaced here only when it is an abandoned overwrite stage; other stores are
+    replaced by building the new one in `overwrite_stage` (see StoreWriter.create).
+    """
     if not root.exists():
         if not root.parent.is_dir():
             raise InputError(f"parent folder does not exist: {root.parent}",
                              "create it first or fix the path")
         root.mkdir()
-        return
+        return True
     if root.is_dir() and not any(root.iterdir()):
         if overwrite or resume:
-            return
+            return False
         raise OutputExistsError(root, "activation store")
     store = is_store(root)
     if not overwrite:
@@ -103,10 +136,8 @@ def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> None:
         if store and _status(root) == STATUS_WRITING:
             err.hint = "it is incomplete: pass --resume to continue it, or --overwrite to start over"
         raise err
-    if not store:
-        raise InputError(f"refusing to overwrite {root}: it is not a musicsae activation store",
-                         "delete it yourself if it should go, or choose another output path")
-    lock = acquire_lock(root)  # never delete a store another process is still writing
+    check_overwritable(root)
+    lock = acquire_lock(root)
     old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
     try:
         os.replace(root, old)
@@ -114,6 +145,7 @@ def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> None:
         release_lock(old, lock)
     shutil.rmtree(old)
     root.mkdir()
+    return True
 
 
 def resume_state(root: Path, widths: dict[str, int], dtype: str, model: dict | None,
@@ -177,18 +209,28 @@ def _status(root: Path) -> str | None:
         return None
 
 
-def resume_or_refuse(out: Path, record: dict, runtime_only: tuple[str, ...], what: str) -> bool:
+def resume_or_refuse(out: Path, record: dict, runtime_only: tuple[str, ...], what: str,
+                     overwrite: bool = False) -> bool:
     """Whether writing `out` resumes an interrupted run of the same job (True) or starts fresh (False).
 
     A finished store, or anything that is not a store, is refused; an interrupted store written with other
-    settings (ignoring `runtime_only` keys) is refused naming them. Callers pass overwrite separately.
+    settings (ignoring `runtime_only` keys) is refused naming them. With `overwrite`, the question is asked of
+    the overwrite stage instead: an interrupted overwrite with the same settings resumes (and says so), any
+    other stage is started over.
     """
-    import json
-
     from ..artifacts import read_manifest
     from ..errors import InputError, OutputExistsError
     from .format import is_store
 
+    if overwrite:
+        if holds_output(out):
+            check_overwritable(out)
+        stage = overwrite_stage(out)
+        if not (holds_output(out) and is_store(stage) and not _changed(read_manifest(stage), record, runtime_only)):
+            return False
+        log.info("resuming the interrupted --overwrite of %s (%s holds the new %s so far; the old one is "
+                 "untouched until it is complete)", out, stage.name, what)
+        return True
     if not out.exists():
         return False
     if not is_store(out):
@@ -196,10 +238,15 @@ def resume_or_refuse(out: Path, record: dict, runtime_only: tuple[str, ...], wha
     manifest = read_manifest(out)
     if manifest.get("status") == "complete":
         raise OutputExistsError(out, what)
-    before = manifest.get("config", {})
-    wanted = json.loads(json.dumps(record, default=str))  # compare as stored: tuples become lists
-    changed = [k for k in wanted if k not in runtime_only and before.get(k) != wanted[k]]
+    changed = _changed(manifest, record, runtime_only)
     if changed:
         raise InputError(f"{out} is an interrupted run with other settings ({', '.join(changed)})",
                          "rerun it with the same settings to resume, or pass --overwrite to start over")
     return True
+
+
+def _changed(manifest: dict, record: dict, runtime_only: tuple[str, ...]) -> list[str]:
+    """Settings of `record` that differ from those a store was started with (runtime-only keys aside)."""
+    before = manifest.get("config", {})
+    wanted = json.loads(json.dumps(record, default=str))  # compare as stored: tuples become lists
+    return [k for k in wanted if k not in runtime_only and before.get(k) != wanted[k]]

@@ -140,8 +140,14 @@ class ActivationStore:
         """Row metadata of one shard, conformed to the store-wide schema."""
         wanted = self._columns(columns)
         path = self.shards[shard].path / META_FILE
-        present = set(pq.read_schema(path).names)
-        table = pq.read_table(path, columns=[c for c in wanted if c in present])
+        try:
+            present = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[c for c in wanted if c in present])
+        except (OSError, pa.ArrowInvalid) as exc:  # deleted, truncated or not Parquet
+            from .verify import VERIFY_HINT
+
+            reason = "missing" if not path.exists() else f"unreadable ({str(exc).splitlines()[0]})"
+            raise StoreError(f"metadata file {path} is {reason}", VERIFY_HINT) from None
         return conform(table, wanted)
 
     def iter_metadata(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
@@ -166,15 +172,14 @@ class ActivationStore:
         """One shard's activations as a read-only memmap in the storage dtype (bf16: uint16 bit patterns)."""
         if self.is_sparse(hookpoint):
             raise InputError(f"hookpoint {hookpoint!r} is sparse (CSR)", "use sparse_arrays() or read_rows()")
-        return np.load(self.shards[shard].path / f"{hookpoint}.npy", mmap_mode="r")
+        return _memmap(self.shards[shard].path / f"{hookpoint}.npy")
 
     def sparse_arrays(self, hookpoint: str, shard: int) -> tuple[np.memmap, np.memmap, np.memmap]:
         """One shard's CSR arrays (indptr, indices, values) as read-only memmaps, values in the storage dtype."""
         if not self.is_sparse(hookpoint):
             raise InputError(f"hookpoint {hookpoint!r} is dense", "use array() or read_rows()")
         path = self.shards[shard].path
-        return tuple(np.load(path / f"{hookpoint}.{part}.npy", mmap_mode="r")
-                     for part in ("indptr", "indices", "values"))
+        return tuple(_memmap(path / f"{hookpoint}.{part}.npy") for part in ("indptr", "indices", "values"))
 
     def read_rows(self, hookpoint: str, rows: np.ndarray, raw: bool = False) -> np.ndarray:
         """Activations of global `rows` (any order) as float32 (n, width), or the storage dtype with `raw`.
@@ -287,3 +292,14 @@ class ActivationStore:
     def _width(self, hookpoint: str) -> int:
         self._check_hookpoint(hookpoint)
         return self.widths[hookpoint]
+
+
+def _memmap(path: Path) -> np.memmap:
+    """A read-only memmap of a shard file; StoreError naming it when it is missing or truncated."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        from .verify import VERIFY_HINT
+
+        reason = "missing" if not path.exists() else f"truncated or unreadable ({str(exc).splitlines()[0]})"
+        raise StoreError(f"activation file {path} is {reason}", VERIFY_HINT) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 
@@ -26,7 +27,18 @@ from .format import (
     manifest_formats,
     storage_dtype,
 )
-from .prepare import acquire_lock, check_sparse, check_widths, prepare_fresh, release_lock, resume_state
+from .prepare import (
+    acquire_lock,
+    check_overwritable,
+    check_sparse,
+    check_widths,
+    holds_output,
+    overwrite_stage,
+    prepare_fresh,
+    release_lock,
+    replace_with,
+    resume_state,
+)
 from .schema import BASE_COLUMNS, check_column_name, frame_array, scalar_type, unify
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
@@ -36,9 +48,11 @@ class StoreWriter:
     """Appends items to a store; use :meth:`create`, then as a context manager (close() on success)."""
 
     def __init__(self, root: Path, manifest: dict, lock: int | None, shard_rows: int | None,
-                 shard_bytes: int, state: dict | None = None):
+                 shard_bytes: int, state: dict | None = None, target: Path | None = None, created: bool = False):
         # Private: StoreWriter.create() validates arguments and prepares the directory.
-        self.path = root
+        self.path = root  # where the store is being written (the overwrite stage until close moves it)
+        self._target = target  # with --overwrite: the old store this one replaces when complete
+        self._created = created or target is not None  # this writer's folder: discarded if it ends with no rows
         self._manifest = manifest
         self._lock = lock
         self._shard_rows = shard_rows
@@ -68,11 +82,11 @@ class StoreWriter:
                shard_bytes: int = DEFAULT_SHARD_BYTES, sparse: Iterable[str] = ()) -> StoreWriter:
         """Start a new store at `path`, or with `resume` continue an interrupted one (see the package doc).
 
-        Hookpoints named in `sparse` are stored as CSR (their add_item arrays may be sparse).
+        With `overwrite`, an existing store at `path` stays intact while the new one is written beside it (in
+        `overwrite_stage(path)`); close() moves the finished store into place. `overwrite` with `resume`
+        continues an interrupted overwrite. Hookpoints named in `sparse` are stored as CSR (their add_item
+        arrays may be sparse).
         """
-        if overwrite and resume:
-            raise InputError("resume and overwrite cannot be combined",
-                             "pass --resume to continue a store, or --overwrite to start it over")
         widths = check_widths(hookpoints)
         sparse = check_sparse(widths, sparse)
         storage_dtype(dtype)
@@ -83,14 +97,17 @@ class StoreWriter:
         if frame_rate is not None and not float(frame_rate) > 0:
             raise InputError(f"frame_rate must be positive, got {frame_rate}")
         frame_rate = None if frame_rate is None else float(frame_rate)
-        root = Path(path)
+        root, target = Path(path), None
+        if overwrite and holds_output(root):
+            check_overwritable(root)
+            root, target = overwrite_stage(root), root
         if resume and is_store(root):
             manifest, lock, state = resume_state(root, widths, dtype, model, frame_rate, sparse)
-            writer = cls(root, manifest, lock, shard_rows, int(shard_bytes), state)
+            writer = cls(root, manifest, lock, shard_rows, int(shard_bytes), state, target)
             if manifest.get("status") != STATUS_COMPLETE:
                 writer._write_manifest(STATUS_WRITING)  # the manifest may lag one commit behind a kill
             return writer
-        prepare_fresh(root, overwrite=overwrite, resume=resume)
+        created = prepare_fresh(root, overwrite=overwrite, resume=resume)
         # Stores without CSR hookpoints keep the old version number: older releases read them unchanged.
         version = FORMAT_VERSION if sparse else DENSE_FORMAT_VERSION
         manifest = new_manifest(
@@ -104,7 +121,7 @@ class StoreWriter:
         write_json(root / MANIFEST_NAME, manifest)
         (root / SHARDS_DIR).mkdir(exist_ok=True)
         write_config(root, config or {})
-        return cls(root, manifest, acquire_lock(root), shard_rows, int(shard_bytes))
+        return cls(root, manifest, acquire_lock(root), shard_rows, int(shard_bytes), target=target, created=created)
 
     @property
     def done_items(self) -> Set[str]:
@@ -204,19 +221,28 @@ class StoreWriter:
         self._write_manifest(STATUS_WRITING)
 
     def close(self) -> None:
-        """Commit what is buffered and mark the store complete."""
+        """Commit what is buffered, mark the store complete and (overwriting) move it into place."""
         if self._closed:
             return
         try:
             self.flush()
             self._write_manifest(STATUS_COMPLETE)
+            if self._target is not None:
+                replace_with(self.path, self._target)
+                self.path, self._target = self._target, None
         finally:
             self._release()
 
     def abandon(self) -> None:
-        """Drop buffered items and stop, leaving the store resumable (status "writing")."""
+        """Drop buffered items and stop, leaving the store resumable (status "writing").
+
+        A folder this writer made that holds no committed row is removed instead: there is nothing to resume,
+        and with --overwrite the old store is then exactly as it was.
+        """
         self._pending, self._pending_ids = [], set()
         self._release()
+        if self._created and self._n_rows == 0 and self._n_shards == 0 and self.path.is_dir():
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> StoreWriter:
         return self

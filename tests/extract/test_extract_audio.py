@@ -157,3 +157,55 @@ def test_out_of_memory_suggests_smaller_batch(tiny_adapter, concept_set, tmp_pat
     with pytest.raises(MusicSAEError, match="out of memory with batch size 4") as info:
         extract_audio(concept_set, tmp_path / "s", cfg(batch_size=4), adapter=tiny_adapter)
     assert "--batch-size 2" in info.value.hint
+
+
+def test_nothing_usable_is_an_error_and_an_overwrite_keeps_the_old_store(tiny_adapter, concept_set, tmp_path):
+    """Corrupt, empty and truncated files only: exit with an error, never a complete store of 0 rows; with
+    --overwrite the old store is left exactly as it was."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "corrupt.wav").write_bytes(b"RIFF....WAVEjunk")
+    (bad / "empty.wav").write_bytes(b"")
+    good = _wav(tmp_path / "x.wav", 1.0)
+    (bad / "truncated.wav").write_bytes(good.read_bytes()[:30])
+    with pytest.raises(InputError, match=r"no usable audio in .*bad: 3 file\(s\) skipped"):
+        extract_audio(bad, tmp_path / "new", cfg(), adapter=tiny_adapter)
+    assert not (tmp_path / "new").exists()
+    out = tmp_path / "store"
+    extract_audio(concept_set, out, cfg(), adapter=tiny_adapter)
+    rows = ActivationStore.open(out).n_rows
+    with pytest.raises(InputError, match="no usable audio"):
+        extract_audio(bad, out, cfg(), overwrite=True, adapter=tiny_adapter)
+    store = ActivationStore.open(out)
+    assert store.n_rows == rows == 6 * 75 and store.status == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "store", "x.wav"]  # no stage left behind
+    assert not (tmp_path / ".store.overwrite").exists()
+
+
+def test_interrupted_overwrite_keeps_the_old_store_and_resumes(tiny_adapter, concept_set, tmp_path, monkeypatch):
+    out = tmp_path / "store"
+    extract_audio(concept_set, out, cfg(hookpoints="layers.1"), adapter=tiny_adapter)
+    old = ActivationStore.open(out)
+    old_rows = old.read_rows("layers.1", np.arange(old.n_rows))
+    calls = {"n": 0}
+    real = tiny_adapter.audio_activations
+
+    def dies_on_the_second_batch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tiny_adapter, "audio_activations", dies_on_the_second_batch)
+    small = cfg(shard_mb=0.05)  # ~one item per shard, so items commit before the interruption
+    with pytest.raises(KeyboardInterrupt):
+        extract_audio(concept_set, out, small, overwrite=True, adapter=tiny_adapter)
+    kept = ActivationStore.open(out)
+    assert kept.hookpoints == ["layers.1"] and np.array_equal(kept.read_rows("layers.1", np.arange(kept.n_rows)),
+                                                             old_rows)
+    monkeypatch.setattr(tiny_adapter, "audio_activations", real)
+    res = extract_audio(concept_set, out, small, overwrite=True, adapter=tiny_adapter)  # the same command again
+    assert 0 < res["windows_written"] < 6  # what the interrupted overwrite committed was kept in the stage
+    new = ActivationStore.open(out)
+    assert new.hookpoints == ["layers.1", "layers.3"] and new.n_items == 6
+    assert not (tmp_path / ".store.overwrite").exists()

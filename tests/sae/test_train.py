@@ -95,10 +95,99 @@ def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, mon
         assert np.allclose(x.numpy(), y.numpy(), atol=1e-6), name
 
 
-def test_resume_with_changed_config_is_refused(sparse_store, tmp_path):
+def _killed_at(monkeypatch, step_call: int):
+    """Make the trainer raise KeyboardInterrupt on its `step_call`-th step (a Ctrl-C or kill mid-run)."""
+    import musicsae_cli.sae.trainer as trainer
+
+    real, calls = trainer.train_step, {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step_call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", dies)
+    return lambda: monkeypatch.setattr(trainer, "train_step", real)
+
+
+def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, monkeypatch):
     train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5))
-    with pytest.raises(ConfigError, match=r"changed config \(k: 4 -> 8\)"):
-        train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5, k=8), resume=True)
+    with pytest.raises(InputError, match="nothing to resume in .*run: it is finished"):
+        train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5), resume=True)
+    restore = _killed_at(monkeypatch, 30)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(sparse_store[0], tmp_path / "part", cfg())
+    restore()
+    with pytest.raises(ConfigError, match=r"interrupted run with other settings \(k: 4 -> 8\)") as err:
+        train_sae(sparse_store[0], tmp_path / "part", cfg(k=8))
+    assert "original settings to resume" in err.value.hint
+
+
+def test_the_same_command_after_a_kill_resumes_and_logs_each_step_once(sparse_store, tmp_path, monkeypatch):
+    restore = _killed_at(monkeypatch, 60)  # after the checkpoints at steps 25 and 50
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(sparse_store[0], tmp_path / "run", cfg())
+    restore()
+    res = train_sae(sparse_store[0], tmp_path / "run", cfg())  # no --resume: the hint "rerun the same command"
+    assert res["resumed_from"] == 50
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == res["steps"] - 1  # each logged step once, in order
+    evals = [json.loads(line)["step"] for line in (tmp_path / "run" / "eval_log.jsonl").read_text().splitlines()]
+    assert evals == sorted(set(evals))
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(sparse_store, tmp_path, monkeypatch):
+    from musicsae_cli.sae.io import load_sae
+
+    run = tmp_path / "run"
+    train_sae(sparse_store[0], run, cfg(max_steps=40))
+    old_weights = (run / "sae" / "sae_weights.safetensors").read_bytes()
+    restore = _killed_at(monkeypatch, 30)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(sparse_store[0], run, cfg(k=8), overwrite=True)
+    restore()
+    assert (run / "sae" / "sae_weights.safetensors").read_bytes() == old_weights  # the old SAE is untouched
+    assert load_sae(sae_dir(run))[0].spec.k == 4 and (tmp_path / ".run.overwrite").is_dir()
+    res = train_sae(sparse_store[0], run, cfg(k=8), overwrite=True)  # the same command resumes the overwrite
+    assert res["resumed_from"] == 25 and res["run"] == str(run)
+    assert load_sae(sae_dir(run))[0].spec.k == 8 and json.loads((run / "manifest.json").read_text())[
+        "final_metrics"]["sae"]["path"] == str(run / "sae")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_bad_config_or_damaged_store_leave_no_run_folder(sparse_store, tmp_path):
+    import shutil
+
+    from musicsae_cli.errors import StoreError
+
+    with pytest.raises(ConfigError, match=r"topk needs 1 <= k <= d_sae \(128\), got k=1000"):
+        train_sae(sparse_store[0], tmp_path / "wide", cfg(k=1000))
+    assert not (tmp_path / "wide").exists()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(sparse_store[0], damaged)
+    shard = sorted((damaged / "shards").iterdir())[1] / "layers.0.npy"
+    shard.write_bytes(shard.read_bytes()[:1000])  # truncated
+    with pytest.raises(StoreError, match=f"damaged: {shard}: truncated or unreadable") as err:
+        train_sae(damaged, tmp_path / "run", cfg())
+    assert "info --verify" in err.value.hint and not (tmp_path / "run").exists()
+
+
+def test_a_second_trainer_on_the_same_run_is_refused(sparse_store, tmp_path, monkeypatch):
+    from musicsae_cli.sae.rundir import open_run
+
+    restore = _killed_at(monkeypatch, 10)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(sparse_store[0], tmp_path / "run", cfg())
+    restore()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    held = open_run(tmp_path / "run", manifest["config"], overwrite=False, resume=True)  # another process training
+    try:
+        with pytest.raises(MusicSAEError, match="another `sae train` is using .*run"):
+            train_sae(sparse_store[0], tmp_path / "run", cfg())
+    finally:
+        held.release()
 
 
 def test_refusals(sparse_store, tmp_path):

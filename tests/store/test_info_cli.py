@@ -45,3 +45,59 @@ def test_info_refuses_newer_format_version(runner, app, tmp_path):
     assert result.exit_code == 1
     assert f"format version 99, newer than this musicsae supports ({FORMAT_VERSION})" in result.stderr
     assert "upgrade musicsae" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_verify_finds_truncated_deleted_and_corrupt_files(runner, app, tmp_path):
+    """info trusts the manifest; info --verify reads every file and names what is broken (exit 1)."""
+    import shutil
+
+    import numpy as np
+    import pytest
+
+    from musicsae_cli.errors import StoreError
+    from musicsae_cli.store import ActivationStore
+
+    good = write_store(tmp_path / "good", make_items(6), shard_rows=20)
+    ok = runner.invoke(app, ["info", str(good), "--verify", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["verify"]["ok"] is True
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    shards = sorted((bad / "shards").iterdir())
+    act = shards[0] / "layers.3.npy"
+    act.write_bytes(act.read_bytes()[:200])  # truncated
+    (shards[1] / "meta.parquet").unlink()  # deleted
+    plain = runner.invoke(app, ["info", str(bad), "--json"])  # reading the metadata finds the deleted file
+    assert plain.exit_code == 1 and f"{shards[1] / 'meta.parquet'} is missing" in plain.stderr
+    assert "info --verify" in plain.stderr
+    result = runner.invoke(app, ["info", str(bad), "--verify"])
+    assert result.exit_code == 1
+    assert f"{act}: truncated or unreadable" in result.stdout and f"{shards[1] / 'meta.parquet'}: missing" in \
+        result.stdout
+    store = ActivationStore.open(bad)
+    with pytest.raises(StoreError, match=f"activation file {act} is truncated") as err:
+        store.read_rows("layers.3", np.arange(3))
+    assert "info --verify" in err.value.hint
+    with pytest.raises(StoreError, match=f"metadata file {shards[1] / 'meta.parquet'} is missing"):
+        store.metadata()
+
+
+def test_verify_an_sae_with_corrupt_weights(runner, app, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder
+    from musicsae_cli.sae.io import save_sae
+
+    sae = SparseAutoencoder.create(SAESpec("topk", 8, 16, k=2), sample=torch.randn(32, 8), seed=0)
+    (tmp_path / "sae").mkdir()
+    save_sae(sae, tmp_path / "sae", hook_name="layers.0", model_name="m")
+    assert runner.invoke(app, ["info", str(tmp_path / "sae"), "--verify"]).exit_code == 0
+    weights = tmp_path / "sae" / "sae_weights.safetensors"
+    tensors = load_file(str(weights))
+    tensors["W_dec"][3, 2] = float("nan")
+    save_file(tensors, str(weights))
+    result = runner.invoke(app, ["info", str(tmp_path / "sae"), "--verify"])
+    assert result.exit_code == 1 and "W_dec holds 1 non-finite values" in result.stdout
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = runner.invoke(app, ["info", str(tmp_path / "sae"), "--verify"])
+    assert result.exit_code == 1 and f"unreadable {weights}" in result.stdout

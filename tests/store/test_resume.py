@@ -103,8 +103,6 @@ def test_resume_of_complete_store_has_nothing_to_do(store_path, items):
 def test_existing_output_rules(tmp_path, store_path):
     with pytest.raises(OutputExistsError):
         StoreWriter.create(store_path, WIDTHS, "float32")
-    with pytest.raises(InputError, match="resume and overwrite"):
-        StoreWriter.create(store_path, WIDTHS, "float32", overwrite=True, resume=True)
     # overwrite replaces a store...
     with StoreWriter.create(store_path, {"x": 2}, "float32", overwrite=True) as writer:
         writer.add_item("only", {"x": np.ones((1, 2), np.float32)})
@@ -127,3 +125,35 @@ def test_second_writer_is_refused(tmp_path):
     with StoreWriter.create(path, WIDTHS, "float16", frame_rate=50.0, resume=True):
         with pytest.raises(StoreError, match="another writer"):
             StoreWriter.create(path, WIDTHS, "float16", frame_rate=50.0, resume=True)
+
+
+def test_overwrite_keeps_the_old_store_until_the_new_one_is_complete(tmp_path, store_path, items):
+    """Killed or failed mid-overwrite, the old store is intact; the same overwrite then resumes and replaces it."""
+    before = ActivationStore.open(store_path)
+    old_rows = before.n_rows
+    old_acts = before.read_rows("layers.0", np.arange(old_rows))
+    stage = store_path.parent / f".{store_path.name}.overwrite"
+    writer = StoreWriter.create(store_path, WIDTHS, "float32", frame_rate=50.0, overwrite=True, shard_rows=1)
+    assert writer.path == stage
+    for item in make_items(3)[:2]:
+        writer.add_item(item["item_id"], item["acts"])
+    writer.flush()
+    writer.abandon()  # what a kill leaves: the stage with two committed items
+    after = ActivationStore.open(store_path)
+    assert after.n_rows == old_rows and np.array_equal(after.read_rows("layers.0", np.arange(old_rows)), old_acts)
+    assert after.status == "complete" and is_store(stage)
+    with StoreWriter.create(store_path, WIDTHS, "float32", frame_rate=50.0, overwrite=True, resume=True) as w:
+        assert set(w.done_items) == {"item000", "item001"}  # the interrupted overwrite resumes
+        w.add_item("item002", make_items(3)[2]["acts"])
+    ids = ActivationStore.open(store_path).items().column("item_id").to_pylist()
+    assert ids == ["item000", "item001", "item002"]
+    assert not stage.exists() and not list(store_path.parent.glob(f".{store_path.name}.old-*"))
+
+
+def test_failed_overwrite_with_no_rows_leaves_the_old_store_and_no_stage(store_path):
+    rows = ActivationStore.open(store_path).n_rows
+    with pytest.raises(RuntimeError, match="model broke"):
+        with StoreWriter.create(store_path, WIDTHS, "float32", frame_rate=50.0, overwrite=True):
+            raise RuntimeError("model broke")
+    assert ActivationStore.open(store_path).n_rows == rows
+    assert not (store_path.parent / f".{store_path.name}.overwrite").exists()
