@@ -125,6 +125,10 @@ def evaluate(
     o = Output(json_out, quiet, verbose)
     from ..sae.evaluate import evaluate_downstream, evaluate_reconstruction
 
+    if downstream:
+        from ..sae.downstream import check_items
+
+        check_items(items)  # before the reconstruction pass, not after it
     res = evaluate_reconstruction(sae, store, member=member, hookpoint=hookpoint, where=where, max_rows=max_rows,
                                   device=device or "auto", progress=o.progress)
     lines = [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()]

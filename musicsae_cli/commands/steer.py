@@ -106,5 +106,6 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
     from ..steering.sweep import steer_sweep
 
     res = steer_sweep(cfg, out, overwrite=overwrite, progress=o.progress)
-    o.result(res, [res["out"], f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
+    saturated = [f"saturated: {res['saturation']['reason']}"] if res["saturated"] else []
+    o.result(res, [res["out"], *saturated, f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
                    res["summary"]])

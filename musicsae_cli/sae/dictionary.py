@@ -2,7 +2,9 @@
 
 The dictionary is fitted with `partial_fit` on the same shuffled store batches as an SAE, its atoms become the
 decoder rows, and encoding is sklearn's sparse coding (OMP with k atoms by default). It is saved beside SAEs in
-the same folder layout (cfg.json with architecture "dictionary_learning", weights in safetensors).
+the same folder layout (cfg.json with architecture "dictionary_learning", weights in safetensors), but the folder
+is musicsae-only: encoding is a sparse-coding solve per row, not the linear map + activation of any SAELens
+architecture, so no SAELens SAE computes the same latents. Its cfg.json says so ("saelens_loadable": false, "note").
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 import torch
 
 ARCH = "dictionary_learning"
+NOTE = ("musicsae-only: a scikit-learn MiniBatchDictionaryLearning baseline whose encoder is a sparse-coding solve "
+        "(OMP or lasso), not a linear map; SAELens cannot load it. Load it with musicsae (load_sae).")
 
 
 @dataclass
@@ -83,8 +87,9 @@ def save_dictionary(model: DictionarySAE, directory: Path, hook_name: str, model
 
     from ..artifacts import new_manifest, write_json
 
-    cfg = {"architecture": ARCH, "d_in": model.spec.d_in, "d_sae": model.spec.d_sae, "dtype": "float32",
-           "device": "cpu", "hook_name": hook_name, "model_name": model_name, "normalize_activations": "none",
+    cfg = {"architecture": ARCH, "saelens_loadable": False, "note": NOTE, "d_in": model.spec.d_in,
+           "d_sae": model.spec.d_sae, "dtype": "float32", "device": "cpu", "hook_name": hook_name,
+           "model_name": model_name, "normalize_activations": "none",
            "musicsae": {"spec": model.spec.to_dict(), **extra}}
     write_json(directory / "cfg.json", cfg)
     save_file({"W_dec": model.W_dec.contiguous(), "b_dec": model.b_dec.contiguous()},
@@ -92,7 +97,8 @@ def save_dictionary(model: DictionarySAE, directory: Path, hook_name: str, model
     if density is not None:
         sparsity = torch.log10(torch.as_tensor(density, dtype=torch.float32) + 1e-10)
         save_file({"sparsity": sparsity}, str(directory / "sparsity.safetensors"))
-    write_json(directory / "manifest.json", new_manifest("sae", 1, extra.get("train_config"), architecture=ARCH))
+    write_json(directory / "manifest.json", new_manifest("sae", 1, extra.get("train_config"), architecture=ARCH,
+                                                         saelens_architecture=None, saelens_loadable=False))
 
 
 def load_dictionary(directory: Path, cfg: dict) -> DictionarySAE:

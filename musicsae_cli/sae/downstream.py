@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..progress import ProgressFactory, no_progress
+
+
+def check_items(n_items: int) -> None:
+    """Downstream metrics average over the items re-run through the model: at least one is needed."""
+    if int(n_items) < 1:
+        raise UsageError(f"--items must be at least 1, got {n_items}",
+                         "downstream metrics re-run that many store items through the model, e.g. --items 16")
 
 
 def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, batch_size: int = 4,
@@ -21,6 +28,7 @@ def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, b
     from ..audio.io import load_audio
     from ..models.musicgen_loss import codebook_log_probs
 
+    check_items(n_items)
     items = store.items().to_pylist()
     if not items or "source_path" not in items[0]:
         raise InputError("the store has no source audio to re-run the model on",
@@ -59,6 +67,9 @@ def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, b
                     lp, _, _ = codebook_log_probs(adapter, codes, texts)
                 _accumulate(sums[name], clean, lp, targets, mask)
             bar.advance(len(chunk))
+    if tokens == 0:
+        raise InputError(f"the {len(pick)} item(s) re-run through the model hold no codebook tokens to score",
+                         "use a store whose items are at least one frame long")
     ce = {name: s["nll"] / tokens for name, s in sums.items()}
     kl = {name: s["kl"] / tokens for name, s in sums.items() if name != "clean"}
     recovered = {}

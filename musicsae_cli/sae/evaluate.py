@@ -58,9 +58,10 @@ def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint:
     """Splice the SAE into the store's model at its hookpoint and compare losses (see sae.downstream)."""
     from ..models import load_adapter
     from ..store import ActivationStore
-    from .downstream import downstream_metrics
+    from .downstream import check_items, downstream_metrics
     from .io import load_sae
 
+    check_items(n_items)  # before the model loads
     store = ActivationStore.open(store_path)
     info = store.model
     name = model or info.get("id")

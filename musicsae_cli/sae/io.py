@@ -11,7 +11,15 @@ A saved SAE directory::
     manifest.json             kind "sae", format_version
 
 BatchTopK is exported as a JumpReLU with its inference threshold, which is exactly how it encodes at inference.
-Input normalisation is folded into the weights. No pickles: safetensors and JSON only.
+Input normalisation is folded into the weights. No pickles: safetensors and JSON only. The scikit-learn
+dictionary-learning baseline (sae/dictionary.py) uses the same layout but is musicsae-only: its encoder is a
+sparse-coding solve, which no SAELens architecture expresses, so its cfg.json says "saelens_loadable": false.
+
+Plain SAELens folders load with SAELens's own math. Flags that change it are honoured exactly or refused, never
+ignored: apply_b_dec_to_input=false and rescale_acts_by_decoder_norm=true (standard and topk) are folded into
+the loaded weights and listed under cfg["musicsae_folded"]; run-time input normalisation, attention-head hooks
+(hook_head_index, reshape_activations="hook_z"), activation functions other than relu/topk, a non-trivial
+fine-tuning scaling factor and architectures other than standard/topk/jumprelu are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +35,11 @@ from ..errors import InputError, StoreError
 FORMAT_VERSION = 1
 KIND = "sae"
 CFG_NAME, WEIGHTS_NAME, SPARSITY_NAME = "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"
+# musicsae architecture -> the SAELens architecture its folder declares (every one loads in SAELens as it is);
+# the dictionary-learning baseline is not here: it is musicsae-only (see sae/dictionary.py)
 SAELENS_ARCH = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
+FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
+RESCALE_FLAG = "rescale_acts_by_decoder_norm"
 DENSITY_EPS = 1e-10
 
 
@@ -100,8 +112,9 @@ def _read_cfg(directory: Path) -> tuple[dict | None, dict]:
     except (OSError, json.JSONDecodeError) as exc:
         raise StoreError(f"unreadable {path}: {exc}", "the SAE folder is corrupt; re-save it") from exc
     meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}  # SAELens >= 6 nests these
-    for key in ("model_name", "hook_name", "hook_layer"):
-        cfg.setdefault(key, meta.get(key))
+    for key in ("model_name", "hook_name", "hook_layer", "hook_head_index"):
+        if cfg.get(key) is None:
+            cfg[key] = meta.get(key)
     return manifest, cfg
 
 
@@ -116,16 +129,66 @@ def _spec_of(cfg: dict, directory: Path):
     k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
     if arch == "standard" and fn == "topk":  # SAELens < 5 saved TopK SAEs this way
         arch = "topk"
-    mapping = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
+    mapping = FROM_SAELENS
     if arch not in mapping:
         raise InputError(f"unsupported SAE architecture {arch!r} in {directory}",
                          "musicsae loads standard, topk, jumprelu and batchtopk SAEs")
+    if fn not in (None, "relu", "topk"):
+        raise InputError(f"{directory} uses the activation function {fn!r}, which musicsae does not implement",
+                         "musicsae loads SAEs with relu or topk activations (and jumprelu SAEs)")
+    _check_saelens_flags(cfg, directory, mapping[arch])
+    return SAESpec(arch=mapping[arch], d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
+                   k=int(k) if mapping[arch] == "topk" else None)
+
+
+def _check_saelens_flags(cfg: dict, directory: Path, arch: str) -> None:
+    """Refuse the SAELens options that change the SAE's math and that musicsae cannot reproduce."""
     norm = cfg.get("normalize_activations") or "none"
     if norm not in ("none", False):
         raise InputError(f"{directory} needs run-time input normalisation ({norm!r}), which musicsae does not apply",
                          "fold the normalisation into the weights before exporting")
-    return SAESpec(arch=mapping[arch], d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
-                   k=int(k) if mapping[arch] == "topk" else None)
+    if cfg.get("hook_head_index") is not None:
+        raise InputError(f"{directory} reads one attention head (hook_head_index={cfg['hook_head_index']}), which "
+                         "musicsae does not support", "musicsae's SAEs read whole hookpoints (residual streams)")
+    if (cfg.get("reshape_activations") or "none") != "none":
+        raise InputError(f"{directory} reshapes its inputs (reshape_activations={cfg['reshape_activations']!r}), "
+                         "which musicsae does not support", "musicsae's SAEs read whole hookpoints (residual streams)")
+    if cfg.get(RESCALE_FLAG) and arch not in ("relu", "topk"):
+        raise InputError(f"{directory} sets {RESCALE_FLAG} on a {cfg.get('architecture')} SAE, which musicsae does "
+                         "not reproduce", "musicsae honours it for standard and topk SAEs; fold the decoder norms into "
+                         "the weights (SAELens fold_W_dec_norm) and re-save")
+
+
+def _fold_saelens_flags(weights: dict, cfg: dict, directory: Path) -> dict:
+    """Fold apply_b_dec_to_input=false and rescale_acts_by_decoder_norm into `weights` (in place) so that the
+    ordinary SAE computes what SAELens computes; returns {flag: what was folded}."""
+    import torch
+
+    folded = {}
+    for name in ("scaling_factor", "finetuning_scaling_factor"):
+        scaling = weights.get(name)
+        if scaling is not None and not torch.allclose(scaling, torch.ones_like(scaling)):
+            raise InputError(f"{directory} has a fine-tuning scaling factor ({name}), which musicsae does not support",
+                             "fold it into W_dec (W_dec *= scaling_factor[:, None]) and re-save without it")
+    if cfg.get("apply_b_dec_to_input") is False:  # x @ W + b == (x - b_dec) @ W + (b + b_dec @ W)
+        weights["b_enc"] = weights["b_enc"] + weights["b_dec"] @ weights["W_enc"]
+        folded["apply_b_dec_to_input"] = "false: b_dec @ W_enc added to b_enc"
+    if cfg.get(RESCALE_FLAG):
+        # SAELens: latents = act(pre * n), reconstruction = (latents / n) @ W_dec + b_dec with n = ||W_dec rows||.
+        # With W_enc[:, i] * n_i, b_enc[i] * n_i and W_dec[i] / n_i an ordinary SAE gives the same latents (also
+        # the same top-k picks) and the same reconstruction. A zero row is a latent that never contributes.
+        norms = weights["W_dec"].norm(dim=1)  # (d_sae,)
+        weights["W_enc"] = weights["W_enc"] * norms
+        weights["b_enc"] = weights["b_enc"] * norms
+        weights["W_dec"] = weights["W_dec"] / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
+        folded[RESCALE_FLAG] = "true: decoder row norms folded into W_enc and b_enc, W_dec rows unit-norm"
+    return folded
+
+
+def _flags_folded_on_load(cfg: dict) -> list[str]:
+    """The SAELens flags load_sae folds into the weights of this folder."""
+    flags = ["apply_b_dec_to_input=false"] if cfg.get("apply_b_dec_to_input") is False else []
+    return flags + ([f"{RESCALE_FLAG}=true"] if cfg.get(RESCALE_FLAG) else [])
 
 
 def load_sae(directory: str | Path, device="cpu"):
@@ -157,11 +220,9 @@ def load_sae(directory: str | Path, device="cpu"):
         if name not in weights or tuple(weights[name].shape) != shape:
             found = tuple(weights[name].shape) if name in weights else "missing"
             raise StoreError(f"{path}: {name} should be {shape}, found {found}", "the SAE folder is corrupt")
-    scaling = weights.get("scaling_factor")
-    if scaling is not None and not torch.allclose(scaling, torch.ones_like(scaling)):
-        raise InputError(f"{directory} has a fine-tuning scaling factor, which musicsae does not support")
-    if cfg.get("apply_b_dec_to_input") is False:  # x @ W + b == (x - b_dec) @ W + (b + b_dec @ W)
-        weights["b_enc"] = weights["b_enc"] + weights["b_dec"] @ weights["W_enc"]
+    folded = _fold_saelens_flags(weights, cfg, directory)
+    if folded:
+        cfg["musicsae_folded"] = folded
     sae = SparseAutoencoder(spec)
     with torch.no_grad():
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
@@ -179,6 +240,7 @@ def describe_sae(directory: str | Path) -> dict:
 
     directory = Path(directory)
     manifest, cfg = _read_cfg(directory)
+    saelens_loadable = cfg.get("architecture") != "dictionary_learning" and cfg.get("saelens_loadable", True) is True
     if cfg.get("architecture") == "dictionary_learning":
         from .dictionary import DictionarySpec
 
@@ -190,7 +252,8 @@ def describe_sae(directory: str | Path) -> dict:
         "path": str(directory), "kind": KIND if manifest else "saelens",
         "format_version": (manifest or {}).get("format_version"),
         "musicsae_version": (manifest or {}).get("musicsae_version"), "created": (manifest or {}).get("created"),
-        "architecture": spec.arch, "saelens_architecture": cfg.get("architecture"), "d_in": spec.d_in,
+        "architecture": spec.arch, "saelens_architecture": cfg.get("architecture") if saelens_loadable else None,
+        "saelens_loadable": saelens_loadable, "folded_on_load": _flags_folded_on_load(cfg), "d_in": spec.d_in,
         "d_sae": spec.d_sae, "expansion_factor": spec.d_sae / spec.d_in, "k": spec.k,
         "model_name": cfg.get("model_name"), "hook_name": cfg.get("hook_name"), "dtype": cfg.get("dtype"),
         "size_bytes": sum(f.stat().st_size for f in directory.iterdir() if f.is_file()),

@@ -190,3 +190,11 @@ class SteerSweepConfig(SteeringConfig, GenerationSettings):
     @classmethod
     def _seeds(cls, v):
         return _split(v, int)
+
+    @model_validator(mode="after")
+    def _something_to_sweep(self):
+        if not self.seeds:
+            raise ConfigError("no sampling seeds to sweep", "e.g. --seeds 0,1,2 (each runs at every strength)")
+        if not self.strengths:
+            raise ConfigError("no strengths to sweep", "e.g. --strengths 0,2,4,8 (0 is the unsteered baseline)")
+        return self

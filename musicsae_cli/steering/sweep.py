@@ -3,14 +3,18 @@
 For every seed and prompt batch: the unsteered clip (strength 0), then at each non-zero strength the direction
 and `random_controls` random directions with the same per-layer norm (latent modes: random latents of the same
 SAE), all with the same sampling seed so the runs are paired. Each clip is re-extracted without conditioning at
-the probe's hookpoint, pooled like the probe, and scored by the probability of the target class.
+the probe's hookpoint, pooled like the probe, and scored by the probability of the target class and its log-odds
+(logit). When the probabilities are pinned at 0 or 1 (the probe reads the clips far outside its training
+distribution), the sweep says so: a warning, `saturated` and its reason in the result and manifest, and the plot
+shows the log-odds instead of a flat line.
 
-Output folder: sweep.csv (one row per clip), dose_response.png, manifest.json (config, stats, summary line),
-config.yaml, and clips/ with save_audio.
+Output folder: sweep.csv (one row per clip), dose_response.png, manifest.json (config, stats, summary line,
+saturation), config.yaml, and clips/ with save_audio.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -23,10 +27,11 @@ from .config import LATENT_MODES, SteerSweepConfig
 from .directions import Direction, check_same_model, load_direction, set_latents
 from .edits import build_steering, steer_layers
 from .generate import audio_prompt, environment, load_model, resolve_prompts, sampling_options
-from .report import plot_dose_response, score_clips, summarize
+from .report import plot_dose_response, saturation, score_clips, summarize
 
 KIND = "steer_sweep"
 FORMAT_VERSION = 1
+log = logging.getLogger("musicsae")
 
 
 def load_scoring_probe(cfg: SteerSweepConfig, adapter):
@@ -89,7 +94,7 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
 
     prompts = resolve_prompts(cfg)
     adapter = adapter or load_model(cfg)
-    probe, target, _ = load_scoring_probe(cfg, adapter)
+    probe, target, target_index = load_scoring_probe(cfg, adapter)
     codes_prompt, prompt_info = audio_prompt(cfg, adapter)
     direction = load_direction(cfg.direction, adapter, cfg.allow_model_mismatch)
     layers = steer_layers(cfg, adapter, direction)
@@ -111,7 +116,8 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                     with adapter.intervene(edits):
                         res = adapter.generate([prompts[i] for i in batch], cfg.duration_s, [], seed=seed,
                                                prompt_codes=codes_prompt, **sampling_options(cfg))
-                    probs = score_clips(adapter, probe, hp, res, cfg.rescore_from)  # (B, C)
+                    scores = score_clips(adapter, probe, hp, res, cfg.rescore_from)
+                    probs, logits = scores.probs, scores.log_odds(target_index)  # (B, C), (B,)
                     for j, i in enumerate(batch):
                         clip = f"s{seed}-p{i:03d}-{kind}{'' if index is None else index}-a{strength:g}"
                         if cfg.save_audio:
@@ -119,13 +125,20 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                         rows.append({"clip": clip, "strength": strength, "seed": seed, "prompt_index": i,
                                      "prompt": prompts[i] or "", "control": kind,
                                      "control_index": "" if index is None else index,
-                                     "target_prob": float(probs[j, probe.class_index(target)]),
+                                     "target_prob": float(probs[j, target_index]),
+                                     "target_logit": float(logits[j]), "input_rms": float(scores.input_rms[j]),
                                      **{f"p_{c}": float(probs[j, k]) for k, c in enumerate(probe.classes)}})
                     bar.advance()
         write_csv_rows(stage / "sweep.csv", rows)
         stats, line = summarize(rows, cfg.strengths)
+        sat = saturation(rows, target)
+        if sat["saturated"]:
+            log.warning("the sweep is saturated: %s; the probabilities show no dose-response, so read the logits "
+                        "(summary, sweep.csv target_logit, dose_response.png), or score with a probe trained on "
+                        "activations of clips like these", sat["reason"])
         title = f"{probe.label}={target} at {hp}; steering {', '.join(layers)} ({cfg.mode})"
-        plot_dose_response(stage / "dose_response.png", stats, title, chance=1.0 / len(probe.classes))
+        plot_dose_response(stage / "dose_response.png", stats, title, chance=1.0 / len(probe.classes),
+                           logit=sat["saturated"])
         resolved = cfg.model_copy(update={"prompts": [p for p in prompts if p is not None], "prompts_file": None})
         write_json(stage / "manifest.json", new_manifest(
             KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
@@ -139,7 +152,9 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                       "strengths": sorted({0.0, *map(float, cfg.strengths)}), "schedule": cfg.schedule.model_dump(),
                       "stream": cfg.stream, "direction": direction.source,
                       "controls": [c.source for c in controls]},
-            stats=stats, summary=line, files=["sweep.csv", "dose_response.png"]))
+            stats=stats, summary=line, saturated=sat["saturated"], saturation=sat,
+            files=["sweep.csv", "dose_response.png"]))
         write_config(stage, resolved.model_dump(mode="json"))
-    return {"out": str(out), "clips": len(rows), "summary": line, "score_hookpoint": hp, "target": target,
-            "layers": layers, "stats": stats, "elapsed_s": round(time.perf_counter() - started, 3)}
+    return {"out": str(out), "clips": len(rows), "summary": line, "saturated": sat["saturated"],
+            "saturation": sat, "score_hookpoint": hp, "target": target, "layers": layers, "stats": stats,
+            "elapsed_s": round(time.perf_counter() - started, 3)}

@@ -53,3 +53,20 @@ def test_a_poor_reconstruction_recovers_less(tiny_adapter, tiny_store):
     res = downstream_metrics(Shrink(), store, "layers.1", tiny_adapter, n_items=2)
     assert res["kl_to_clean"]["sae"] > 1e-6
     assert res["kl_to_clean"]["sae_plus_error"] < 1e-8  # the error term restores the clean model exactly
+
+
+@pytest.mark.parametrize("items", ["0", "-3"])
+def test_evaluate_downstream_needs_at_least_one_item(runner, app, tiny_store, tmp_path, items):
+    from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder
+    from musicsae_cli.sae.io import save_sae
+
+    store = ActivationStore.open(tiny_store)
+    sample = torch.from_numpy(store.read_rows("layers.1", np.arange(store.n_rows)))
+    (tmp_path / "sae").mkdir()
+    save_sae(SparseAutoencoder.create(SAESpec("relu", 64, 128), sample, seed=0), tmp_path / "sae",
+             hook_name="layers.1", model_name="tiny-musicgen")
+    res = runner.invoke(app, ["sae", "evaluate", str(tmp_path / "sae"), str(tiny_store), "--device", "cpu",
+                              "--downstream", "--items", items])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --items must be at least 1, got {items} (hint: ")

@@ -166,3 +166,135 @@ def test_no_pickles_and_describe(tmp_path):
     assert info["density"]["median_log10"] == pytest.approx(-2.0, abs=1e-4)
     json.dumps(info)
     assert json.loads((tmp_path / "manifest.json").read_text())["config"] == {"lr": 1e-3}
+
+
+# ---- SAELens flags that change the math: honoured exactly, or refused --------------------------------------------
+def saelens_rescaled(weights: dict, cfg: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SAELens's encode/decode with rescale_acts_by_decoder_norm=true, in numpy: (latents, reconstruction)."""
+    w = {k: v.double().numpy() for k, v in weights.items()}
+    norms = np.linalg.norm(w["W_dec"], axis=1)  # (d_sae,)
+    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    pre = pre * norms  # hidden_pre * W_dec.norm(dim=-1), before the activation
+    if cfg["architecture"] == "topk" or cfg.get("activation_fn_str") == "topk":
+        k = cfg.get("k") or cfg["activation_fn_kwargs"]["k"]
+        f = np.zeros_like(pre)
+        top = np.argsort(-pre, axis=1)[:, :k]
+        np.put_along_axis(f, top, np.maximum(np.take_along_axis(pre, top, axis=1), 0), axis=1)
+    else:
+        f = np.maximum(pre, 0)
+    return f, (f / norms) @ w["W_dec"] + w["b_dec"]  # decode divides by the same norms before @ W_dec
+
+
+RESCALED = {
+    "standard": {"architecture": "standard", "activation_fn_str": "relu"},
+    "topk-v6": {"architecture": "topk", "k": 4},
+    "topk-legacy": {"architecture": "standard", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESCALED))
+def test_rescale_acts_by_decoder_norm_is_honoured(case, tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    cfg = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu", "hook_name": "h", "model_name": "m",
+           "rescale_acts_by_decoder_norm": True, **RESCALED[case]}
+    rows = torch.randn(D_SAE, D_IN, generator=gen)
+    row_norms = 0.2 + 3.0 * torch.rand(D_SAE, 1, generator=gen)  # far from unit norm: the flag matters
+    weights = {"W_enc": torch.randn(D_IN, D_SAE, generator=gen), "b_enc": torch.randn(D_SAE, generator=gen) * 0.3,
+               "W_dec": rows / rows.norm(dim=1, keepdim=True) * row_norms, "b_dec": torch.randn(D_IN, generator=gen)}
+    save_file(weights, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    sae, loaded_cfg = load_sae(tmp_path)
+    x = torch.randn(24, D_IN, generator=gen)
+    want_f, want_x_hat = saelens_rescaled(weights, cfg, x.double().numpy())
+    with torch.no_grad():
+        f = sae.encode(x)
+        np.testing.assert_allclose(f.numpy(), want_f, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(sae.decode(f).numpy(), want_x_hat, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(sae(x).numpy(), want_x_hat, rtol=1e-4, atol=1e-4)
+    assert np.abs(want_f - np.maximum((x.double().numpy() - weights["b_dec"].double().numpy())
+                                      @ weights["W_enc"].double().numpy() + weights["b_enc"].double().numpy(),
+                                      0)).max() > 0.1  # ignoring the flag would encode differently
+    assert "rescale_acts_by_decoder_norm" in loaded_cfg["musicsae_folded"]
+    assert describe_sae(tmp_path)["folded_on_load"] == ["rescale_acts_by_decoder_norm=true"]
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(D_SAE))  # the norms now live in the encoder
+    assert load_file(str(tmp_path / "sae_weights.safetensors"))["W_dec"].equal(weights["W_dec"])  # file untouched
+
+
+REFUSED = {
+    "jumprelu-rescaled": ({"architecture": "jumprelu", "rescale_acts_by_decoder_norm": True},
+                          "rescale_acts_by_decoder_norm"),
+    "head-index": ({"architecture": "standard", "hook_head_index": 3}, "hook_head_index"),
+    "head-index-v6": ({"architecture": "standard", "metadata": {"hook_head_index": 0}}, "hook_head_index"),
+    "hook-z": ({"architecture": "topk", "k": 4, "reshape_activations": "hook_z"}, "reshape_activations"),
+    "tanh-relu": ({"architecture": "standard", "activation_fn_str": "tanh-relu"}, "tanh-relu"),
+    "layer-norm": ({"architecture": "standard", "normalize_activations": "layer_norm"}, "layer_norm"),
+    "scaling-factor": ({"architecture": "standard", "finetuning_scaling_factor": True,
+                        "scaling": ("scaling_factor", 2.0)}, "scaling factor"),
+    "finetuning-scaling-factor": ({"architecture": "standard", "finetuning_scaling_factor": True,
+                                   "scaling": ("finetuning_scaling_factor", 0.5)}, "scaling factor"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_saelens_flags_musicsae_does_not_implement_are_refused(case, tmp_path):
+    extra, needle = REFUSED[case]
+    extra = dict(extra)
+    gen = torch.Generator().manual_seed(2)
+    weights = {"W_enc": torch.randn(D_IN, D_SAE, generator=gen), "b_enc": torch.zeros(D_SAE),
+               "W_dec": torch.randn(D_SAE, D_IN, generator=gen), "b_dec": torch.zeros(D_IN),
+               "threshold": torch.rand(D_SAE, generator=gen)}
+    scaling = extra.pop("scaling", None)
+    if scaling is not None:
+        weights[scaling[0]] = torch.full((D_SAE,), scaling[1])
+    save_file(weights, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({"d_in": D_IN, "d_sae": D_SAE, "hook_name": "h", **extra}))
+    with pytest.raises(InputError, match=needle) as err:
+        load_sae(tmp_path)
+    assert "\n" not in str(err.value) and err.value.hint
+
+
+# ---- which folders SAELens can load: the README's claim checked against the writers ------------------------------
+SAELENS_KNOWN = {"standard", "gated", "jumprelu", "topk"}  # architectures SAELens's inference SAE classes load
+
+
+def test_readme_names_exactly_the_saelens_loadable_architectures(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text("utf-8")
+    section = readme.split("## Sparse autoencoders: `sae`", 1)[1].split("\n## ", 1)[0]
+    (bullet,) = [b for b in section.split("\n- ") if b.startswith("**Format**")]
+    bullet = " ".join(bullet.split())
+    for arch in ARCHITECTURES:
+        (tmp_path / arch).mkdir()
+        save_sae(trained(arch), tmp_path / arch, hook_name="layers.1", model_name="m")
+        written = json.loads((tmp_path / arch / "cfg.json").read_text())["architecture"]
+        assert written in SAELENS_KNOWN
+        assert f"`{arch}` (SAELens `{written}`" in bullet, (arch, written, bullet)
+    assert "`dictionary_learning`" in bullet and "musicsae-only" in bullet
+    assert "each SAE folder holds SAELens-compatible" not in section  # the old blanket claim
+
+
+def test_dictionary_learning_folder_is_declared_musicsae_only(tmp_path):
+    from sklearn.decomposition import sparse_encode
+
+    from musicsae_cli.sae.dictionary import DictionarySAE, DictionarySpec, save_dictionary
+
+    rng = np.random.default_rng(4)
+    model = DictionarySAE(DictionarySpec(d_in=D_IN, d_sae=D_SAE, k=3))
+    atoms = rng.standard_normal((D_SAE, D_IN))
+    model.W_dec.copy_(torch.from_numpy(atoms / np.linalg.norm(atoms, axis=1, keepdims=True)).float())
+    model.b_dec.copy_(torch.from_numpy(rng.standard_normal(D_IN)).float())
+    save_dictionary(model, tmp_path, "layers.1", "m", {"steps": 1}, density=None)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert cfg["architecture"] not in SAELENS_KNOWN
+    assert cfg["saelens_loadable"] is False and "SAELens" in cfg["note"]
+    info = describe_sae(tmp_path)
+    assert info["saelens_loadable"] is False and info["saelens_architecture"] is None
+    loaded, _ = load_sae(tmp_path)  # musicsae keeps loading it
+    x = inputs(8)
+    want = sparse_encode((x.double() - model.b_dec.double()).numpy(), model.W_dec.double().numpy(),
+                         algorithm="omp", n_nonzero_coefs=3)
+    np.testing.assert_allclose(loaded.encode(x).numpy(), want, rtol=1e-4, atol=1e-4)
+    (tmp_path / "topk").mkdir()
+    save_sae(trained("topk"), tmp_path / "topk", hook_name="layers.1", model_name="m")
+    assert describe_sae(tmp_path / "topk")["saelens_loadable"] is True
