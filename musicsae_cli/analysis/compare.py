@@ -29,6 +29,7 @@ from ..artifacts import check_output, new_manifest, staged_directory, write_conf
 from ..errors import ConfigError, InputError, MusicSAEError, UsageError
 from ..probes.data import check_label_column, label_text
 from ..progress import ProgressFactory, no_progress
+from ..store.filters import choose_stream
 from .config import CompareConfig
 
 log = logging.getLogger("musicsae")
@@ -200,16 +201,18 @@ def _check_mode(store, cfg: CompareConfig) -> None:
 class _Sets:
     """The samples of both sets: per hookpoint (n, d) float32, plus item ids and availability."""
 
-    def __init__(self, hookpoints, xa, xb, items_a, items_b, available, label, a, b, where):
+    def __init__(self, hookpoints, xa, xb, items_a, items_b, available, label, a, b, where, stream=None):
         self.hookpoints, self.xa, self.xb = hookpoints, xa, xb
         self.items_a, self.items_b, self.available = items_a, items_b, available
-        self.label, self.a, self.b, self.where = label, a, b, where
+        self.label, self.a, self.b, self.where, self.stream = label, a, b, where, stream
 
 
 def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) -> _Sets:
     check_label_column(store, label)
     hookpoints = pick_dense_hookpoints(store, cfg.hookpoints)
-    where = list(cfg.where)
+    # Both guidance streams pooled into one sample would mix two computations: one stream, cond by default.
+    streams = choose_stream(store, cfg.where, labels=[label])
+    where = streams.where
     base = store.select(where) if where else np.arange(store.n_rows, dtype=np.int64)
     if base.size == 0:
         raise InputError(f"no store rows match --where {where}", "check the filters against `musicsae info STORE`")
@@ -223,7 +226,6 @@ def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) 
         selected[name] = rows
     if np.intersect1d(selected["a"], selected["b"]).size:
         raise InputError(f"{label}={a} and {label}={b} select the same rows", "compare two different values")
-    _warn_mixed_streams(store, label, where, np.concatenate([selected["a"], selected["b"]]))
     xs, items, available = {}, {}, {}
     for name, seed_part in (("a", 1), ("b", 2)):
         x, ids, n = _samples(store, hookpoints, selected[name], cfg, seed_part, progress)
@@ -237,7 +239,8 @@ def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) 
         if bad:
             raise MusicSAEError(f"non-finite activations (NaN/Inf) in set {name} at {bad[0]}",
                                 "re-extract those items, or exclude them with --where")
-    return _Sets(hookpoints, xs["a"], xs["b"], items["a"], items["b"], available, label, a, b, where)
+    return _Sets(hookpoints, xs["a"], xs["b"], items["a"], items["b"], available, label, a, b, where,
+                 streams.record())
 
 
 def pick_dense_hookpoints(store, patterns: list[str]) -> list[str]:
@@ -262,16 +265,6 @@ def _values(store, label: str, rows: np.ndarray, limit: int = 20) -> list[str]:
     values = store.metadata([label]).column(label).take(rows).to_pylist()
     found = sorted({label_text(v) for v in values if v is not None})
     return found[:limit] + (["..."] if len(found) > limit else []) if found else ["(none: every value is missing)"]
-
-
-def _warn_mixed_streams(store, label: str, where: list[str], rows: np.ndarray) -> None:
-    """Both guidance streams pooled into one sample mixes two different computations: say so."""
-    if "stream" not in store.metadata_columns or label == "stream" or any("stream" in w for w in where):
-        return
-    streams = {v for v in store.metadata(["stream"]).column("stream").take(rows).to_pylist() if v is not None}
-    if len(streams) > 1:
-        log.warning("the selected rows hold several guidance streams (%s) that are pooled together; add "
-                    "--where stream=cond to compare one", ", ".join(sorted(streams)))
 
 
 def _samples(store, hookpoints: list[str], rows: np.ndarray, cfg: CompareConfig, seed_part: int, progress):
@@ -314,7 +307,7 @@ def _analyse_and_write(stage: Path, out, store, sets: _Sets, cfg: CompareConfig,
     config = cfg.model_dump(mode="json")
     notes = NOTES + ([FRAME_NOTE] if cfg.pooling == "frame" else [])
     result = {"out": str(out), **record, "model": store.model, "label": sets.label, "a": sets.a, "b": sets.b,
-              "where": sets.where, "pooling": cfg.pooling, "n_a": n_a, "n_b": n_b,
+              "where": sets.where, "stream": sets.stream, "pooling": cfg.pooling, "n_a": n_a, "n_b": n_b,
               "n_a_available": sets.available["a"], "n_b_available": sets.available["b"],
               "hookpoints": sets.hookpoints, "seed": cfg.seed, "n_permutations": cfg.n_permutations,
               "directions": str(Path(out) / DIRECTIONS_FILE), "layers": layers, "notes": notes}
@@ -330,6 +323,7 @@ def _analyse_and_write(stage: Path, out, store, sets: _Sets, cfg: CompareConfig,
     write_json(stage / "manifest.json", new_manifest("compare", FORMAT_VERSION, config, mode=record["mode"],
                                                      store=str(record.get("store")), model=store.model,
                                                      label=sets.label, a=sets.a, b=sets.b, n_a=n_a, n_b=n_b,
+                                                     where=sets.where, stream=sets.stream,
                                                      hookpoints=sets.hookpoints, files=files))
     return result
 

@@ -43,6 +43,7 @@ from ..artifacts import check_output, new_manifest, staged_directory, write_conf
 from ..errors import AudioError, InputError
 from ..probes.data import check_label_column
 from ..progress import ProgressFactory, no_progress
+from ..store.filters import StreamChoice, choose_stream
 from .config import FeaturesConfig
 from .latents import FeatureSource, open_features
 
@@ -76,14 +77,16 @@ def analyze_features(store: str | Path, out: str | Path, cfg: FeaturesConfig, ov
     started = time.perf_counter()
     check_output(out, overwrite)  # fail before any reading
     source = open_latents(store, cfg)
-    rows = source.store.select(cfg.where) if cfg.where else np.arange(source.store.n_rows, dtype=np.int64)
+    # Generated stores hold both guidance streams of every clip: one of them (cond by default), never both.
+    streams = choose_stream(source.store, cfg.where, labels=[c for c in [*(cfg.labels or []), cfg.by_label] if c])
+    rows = source.store.select(streams.where) if streams.where else np.arange(source.store.n_rows, dtype=np.int64)
     if rows.size == 0:
-        raise InputError(f"no rows of {source.store.path} match {cfg.where}",
+        raise InputError(f"no rows of {source.store.path} match {streams.where}",
                          "check the filters against `musicsae info STORE`")
     if cfg.item is not None:
-        res = _item_mode(source, rows, out, cfg, overwrite)
+        res = _item_mode(source, rows, out, cfg, overwrite, streams)
     else:
-        res = _dashboard(source, rows, out, cfg, overwrite, progress)
+        res = _dashboard(source, rows, out, cfg, overwrite, progress, streams)
     res["elapsed_s"] = round(time.perf_counter() - started, 3)
     return res
 
@@ -293,7 +296,7 @@ def select_latents(cfg: FeaturesConfig, source: FeatureSource, stats: dict, n_ro
 # ---------------------------------------------------------------------------------------------------------------
 # dashboard
 def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig, overwrite: bool,
-               progress: ProgressFactory) -> dict:
+               progress: ProgressFactory, streams: StreamChoice) -> dict:
     from .dashboard import write_pages
 
     store = source.store
@@ -347,7 +350,8 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     config = cfg.model_dump(mode="json")
     info = {"store": str(store.path), "sae": source.sae_path, "member": cfg.member, "source": source.describe(),
             "hookpoint": source.hookpoint, "model_hookpoint": source.model_hookpoint, "width": source.width,
-            "n_rows": n, "where": list(cfg.where), "frame_rate": store.frame_rate, "label_columns": labels.columns,
+            "n_rows": n, "where": streams.where, "stream": streams.record(), "frame_rate": store.frame_rate,
+            "label_columns": labels.columns,
             "selection": selection, "seed": cfg.seed,
             "dead_latents": int((stats["count"] == 0).sum()),
             "mean_l0": float(stats["count"].sum() / n),
@@ -365,6 +369,7 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
         write_json(stage / "manifest.json", new_manifest(KIND, FORMAT_VERSION, config, mode="dashboard",
                                                          store=str(store.path), sae=source.sae_path,
                                                          hookpoint=source.hookpoint, latents=latents,
+                                                         where=streams.where, stream=streams.record(),
                                                          files=sorted(set(files))))
     n_clips = sum(1 for e in entries for f in e["top_frames"] if f["audio"]["file"])
     n_missing = sum(1 for e in entries for f in e["top_frames"] if not f["audio"]["file"])
@@ -604,7 +609,8 @@ def item_latents(x, per_frame: int) -> list[list[tuple[int, float]]]:
     return out
 
 
-def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig, overwrite: bool) -> dict:
+def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig, overwrite: bool,
+               streams: StreamChoice) -> dict:
     store = source.store
     hit = item_rows(store, rows, cfg.item)
     if hit.size == 0:
@@ -633,7 +639,7 @@ def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     config = cfg.model_dump(mode="json")
     info = {"store": str(store.path), "sae": source.sae_path, "member": cfg.member, "source": source.describe(),
             "hookpoint": source.hookpoint, "width": source.width, "item_id": cfg.item, "n_frames": int(hit.size),
-            "where": list(cfg.where), "latents_active": int(active.size),
+            "where": streams.where, "stream": streams.record(), "latents_active": int(active.size),
             "heatmap_latents": shown,
             "totals": {str(j): float(totals[j]) for j in shown}}
     with staged_directory(out, overwrite) as stage:
@@ -646,7 +652,8 @@ def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
         files = [f"items/{name}.csv", f"items/{name}.png", "features.json", "config.yaml"]
         write_json(stage / "manifest.json", new_manifest(KIND, FORMAT_VERSION, config, mode="item",
                                                          store=str(store.path), sae=source.sae_path,
-                                                         hookpoint=source.hookpoint, item_id=cfg.item, files=files))
+                                                         hookpoint=source.hookpoint, item_id=cfg.item,
+                                                         where=streams.where, stream=streams.record(), files=files))
     return {"out": str(out), "mode": "item", **info, "heatmap": str(Path(out) / "items" / f"{name}.png"),
             "csv": str(Path(out) / "items" / f"{name}.csv"), "frames": frame_rows}
 

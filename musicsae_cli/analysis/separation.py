@@ -22,7 +22,9 @@ import numpy as np
 from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
 from ..errors import InputError, MusicSAEError
 from ..probes.data import check_label_column, column_values, label_text, natural_key
+from ..probes.splits import grouped_folds
 from ..progress import ProgressFactory, no_progress
+from ..store.filters import choose_stream
 from .config import SeparationConfig
 from .latent_stats import latent_stats
 from .latents import FeatureSource, open_features
@@ -63,8 +65,9 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
     store = source.store
     for name in cfg.labels:
         check_label_column(store, name)
+    streams = choose_stream(store, cfg.where, labels=cfg.labels)  # never both guidance streams pooled together
     timings: dict[str, float] = {}
-    x, meta, sampling = _load(source, cfg, progress)
+    x, meta, sampling = _load(source, cfg, progress, streams.where)
     timings["read"] = time.perf_counter() - t0
     labels = [_encode_label(name, meta[name], store.metadata_columns[name], cfg) for name in cfg.labels]
     groups = meta["__group"]
@@ -115,24 +118,27 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
         timings["total"] = time.perf_counter() - t0
         config = cfg.model_dump(mode="json")
         report = {"kind": KIND, "store": str(store_path), "features": source.describe(),
-                  "model": store.model, "pooling": cfg.pooling, "seed": cfg.seed, "sampling": sampling,
+                  "model": store.model, "pooling": cfg.pooling, "seed": cfg.seed, "where": streams.where,
+                  "stream": streams.record(), "sampling": sampling,
                   "labels": results, "timings_s": {k: round(v, 3) for k, v in timings.items()}, "config": config}
         write_json(stage / "separation.json", report)
         write_config(stage, config)
         write_json(stage / "manifest.json", new_manifest(KIND, FORMAT_VERSION, config, store=str(store_path),
                                                          features=source.describe(), labels=cfg.labels,
-                                                         seed=cfg.seed, files=["separation.json", *files]))
+                                                         seed=cfg.seed, where=streams.where,
+                                                         stream=streams.record(),
+                                                         files=["separation.json", *files]))
     return {"out": str(out), **{k: v for k, v in report.items() if k != "config"},
             "files": [str(Path(out) / f) for f in ["separation.json", *files]]}
 
 
 # -- samples --------------------------------------------------------------------------------------------------
-def _load(source: FeatureSource, cfg: SeparationConfig, progress: ProgressFactory):
-    """(features (n, W) scipy CSR or float32 array, metadata columns per sample, sampling record)."""
+def _load(source: FeatureSource, cfg: SeparationConfig, progress: ProgressFactory, where: list[str]):
+    """(features (n, W) scipy CSR or float32 array, metadata columns per sample, sampling record) of `where`'s rows."""
     store = source.store
-    rows = store.select(cfg.where) if cfg.where else np.arange(store.n_rows, dtype=np.int64)
+    rows = store.select(where) if where else np.arange(store.n_rows, dtype=np.int64)
     if rows.size == 0:
-        raise InputError("no rows to analyse" + (f" after filters {cfg.where}" if cfg.where else " (empty store)"),
+        raise InputError("no rows to analyse" + (f" after filters {where}" if where else " (empty store)"),
                          "check --where against `musicsae info STORE`")
     split = cfg.split_column if cfg.split_column in store.metadata_columns else "item_id"
     if split != cfg.split_column:
@@ -418,25 +424,6 @@ def cross_validate(x, y: np.ndarray, values: np.ndarray | None, groups: np.ndarr
         "sampled_from": int(available), "groups": int(np.unique(groups).size), "split_seed": split_seed,
         "summary": summary,
         "per_fold": fold_rows, "models": _model_notes(cfg, x.shape[1])}
-
-
-def grouped_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int, label: str, tries: int = 20):
-    """Stratified group k-fold splits whose every training side holds every class, and the seed that gave them.
-
-    StratifiedGroupKFold is greedy: with few groups per class it can put all of a class's groups in one test fold
-    (how often depends on the scikit-learn release), leaving a training side without that class. The next seeds
-    are tried in order, so the result stays deterministic.
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    classes = np.unique(y)
-    for attempt in range(tries):
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + attempt)
-        splits = list(splitter.split(np.zeros(y.size), y, groups))
-        if all(np.unique(y[train]).size == classes.size for train, _ in splits):
-            return splits, seed + attempt
-    raise InputError(f"no {folds}-fold split by group keeps every class of '{label}' on each training side "
-                     f"(tried seeds {seed}..{seed + tries - 1})", "use fewer folds or more groups per class")
 
 
 def _forest_features(xtr, ytr: np.ndarray, n_classes: int, cfg: SeparationConfig) -> np.ndarray:

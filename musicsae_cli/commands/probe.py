@@ -26,16 +26,21 @@ app = typer.Typer(help="Linear probes: train one per hookpoint on a store, evalu
 StoreArg = Annotated[Path, typer.Argument(help="Activation store (raw activations or SAE latents).")]
 
 
+def _num(value) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 def _table_lines(res: dict) -> list[str]:
     key = res["best"]["metric"]
     lines = []
     for row in res["layers"]:
-        extra = "".join(f"  {name} {row[f'{name}_{key}']:.3f}" for name in ("baseline", "control")
+        extra = "".join(f"  {name} {_num(row[f'{name}_{key}'])}" for name in ("baseline", "control")
                         if f"{name}_{key}" in row)
-        spread = f" ± {row[f'{key}_std']:.3f}" if f"{key}_std" in row else ""
-        lines.append(f"  {row['hookpoint']}: {key} {row[key]:.3f}{spread}{extra}")
+        spread = f" ± {_num(row[f'{key}_std'])}" if row.get(f"{key}_std") is not None else ""
+        lines.append(f"  {row['hookpoint']}: {key} {_num(row[key])}{spread}{extra}")
     best = res["best"]
-    lines.append(f"best: {best['hookpoint']} ({key} {best['value']:.3f})")
+    lines.append(f"best: {best['hookpoint']} ({key} {_num(best['value'])})"
+                 + (f"; {best['undefined']}" if best.get("undefined") else ""))
     return lines
 
 

@@ -27,10 +27,12 @@ class ProbeConfig(BaseModel):
     # split
     split_column: str = Field("group", description="Column whose values (tracks) never sit on both sides of a "
                               "split (falls back to item_id when the store has no such column).")
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of groups held out for testing "
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="About this share of the groups is held out "
+                                 "for testing: one fold of round(1/test_fraction) group folds stratified by class "
                                  "(ignored when folds is set).")
-    folds: int | None = Field(None, ge=2, description="k-fold cross-validation by group: metrics are the mean and "
-                              "std over folds and the saved probes are refitted on all labelled groups.")
+    folds: int | None = Field(None, ge=2, description="k-fold cross-validation by group, stratified by class: "
+                              "metrics are the mean and std over folds and the saved probes are refitted on all "
+                              "labelled groups.")
     seed: int = Field(0, ge=0, description="Seed for the split, the shuffled-label control and initialisation.")
     # fitting
     loss: Literal["cross_entropy", "mse"] = Field(

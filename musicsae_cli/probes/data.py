@@ -1,10 +1,9 @@
-"""Probe samples from a store: labels (missing ones reported), one read of every hookpoint, the group split."""
+"""Probe samples from a store: labels (missing ones reported), one read of every hookpoint (splits: splits.py)."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import hashlib
 import logging
 from dataclasses import dataclass, field
 
@@ -212,42 +211,3 @@ def _bytes(store, hookpoints: list[str], n_rows: int) -> int:
         else:
             total += n_rows * store.widths[hp] * np.dtype(store.storage_dtype).itemsize
     return total
-
-
-# -- splits --------------------------------------------------------------------------------------------------
-def holdout(store: ActivationStore, data: ProbeData, where: list[str], test_fraction: float,
-            seed: int) -> np.ndarray:
-    """(n,) bool: sample in the test part; whole groups per side, by sae.data.split_rows' hash rule."""
-    from ..sae.data import split_rows
-
-    split = split_rows(store, where, test_fraction, data.split_column, seed)
-    test = np.isin(data.rows, split.val)
-    _check_sides(data, test)
-    return test
-
-
-def group_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """(n,) fold number of each sample: groups ranked by split_rows' seeded hash, dealt into `folds` folds."""
-    names, inverse = np.unique(groups.astype(str), return_inverse=True)
-    if names.size < folds:
-        raise InputError(f"{folds}-fold cross-validation needs at least {folds} groups, found {names.size}",
-                         "lower folds, or use a single split (folds: null)")
-    score = np.array([_group_score(g, seed) for g in names])
-    rank = np.empty(names.size, dtype=np.int64)
-    rank[np.argsort(score, kind="stable")] = np.arange(names.size)
-    # Dealing by rank keeps every fold non-empty and the folds balanced in groups.
-    return (rank * folds // names.size)[inverse]
-
-
-def _group_score(group: str, seed: int) -> float:
-    """The seeded group hash of sae.data.split_rows, in [0, 1)."""
-    digest = hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2.0**64
-
-
-def _check_sides(data: ProbeData, test: np.ndarray) -> None:
-    if not test.any() or test.all():
-        side = "test" if not test.any() else "training"
-        n_groups = np.unique(data.groups).size
-        raise InputError(f"the split leaves no {side} samples ({n_groups} group(s) in column "
-                         f"'{data.split_column}')", "probe a store with more groups, or change test_fraction/seed")

@@ -2,7 +2,8 @@
 
 Writes per-sample predictions (long CSV: one row per sample and hookpoint), the mean predicted probability of
 each class per hookpoint, and, where the store has the label column, the per-layer metrics beside the
-baseline of the probe's training data (its majority class, or its mean target).
+baseline of the probe's training data (its majority class, or its mean target). On a store of generated audio
+(both guidance streams per clip) only the cond rows are pooled unless --where names a stream.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | 
                     overwrite: bool = False, progress: ProgressFactory = no_progress) -> dict:
     """Predict every sample of a store with saved probes; metrics when the store has the label column."""
     from ..store import ActivationStore
+    from ..store.filters import choose_stream
     from .data import load_samples
     from .fit import apply
     from .metrics import best_layer, decode, layer_table
@@ -65,15 +67,18 @@ def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | 
         check_replaceable(out)
     if Path(store_path).resolve() == Path(str(probes.manifest.get("store", ""))).resolve():
         log.warning("this is the store the probes were trained on: its metrics include training samples")
+    # Generated stores hold both guidance streams of every clip: one of them (cond by default), never both pooled.
+    streams = choose_stream(store, list(where or []), labels=[column] if column else [])
     # No split here, so samples are keyed by item_id (stores of generated audio have no group column).
-    data = load_samples(store, probes.hookpoints, column, probes.task, probes.pooling, list(where or []),
+    data = load_samples(store, probes.hookpoints, column, probes.task, probes.pooling, streams.where,
                         "item_id", max_rows, 0, progress, drop_missing=False)
     outputs = apply(probes.weight, probes.bias, probes.mean, probes.std, data.x)  # (H, n, C)
     pred = decode(probes.task, outputs, probes.target_mean, probes.target_std)  # (H, n)
     proba = _softmax(outputs) if probes.task == "classification" else None
     result = {"evaluation": str(out), "probes": str(probes_path), "store": str(store_path), "task": probes.task,
               "label": probes.label, "label_column": column, "pooling": probes.pooling, "samples": int(pred.shape[1]),
-              "missing_labels": data.missing, "sampled_from_rows": data.sampled_from}
+              "where": streams.where, "stream": streams.record(), "missing_labels": data.missing,
+              "sampled_from_rows": data.sampled_from}
     if proba is not None:
         result["mean_probabilities"] = {hp: dict(zip(probes.classes, proba[h].mean(axis=0).round(6).tolist(),
                                                      strict=True)) for h, hp in enumerate(probes.hookpoints)}
@@ -87,13 +92,16 @@ def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | 
         reference = _training_reference(probes, y_true.size)
         table = layer_table(probes.task, probes.hookpoints, pred[:, keep], None, reference, y_true)
         result.update(labelled_samples=int(keep.sum()), best=best_layer(probes.task, table), layers=table)
+        if result["best"].get("undefined"):
+            log.warning("%s", result["best"]["undefined"])
     with staged_directory(out, overwrite) as stage:
         _write_predictions(stage / "predictions.csv", probes, data, pred, proba, column)
         write_json(stage / "mean_predictions.json", result.get("mean_probabilities") or result["mean_prediction"])
         if table is not None:
             from .report import write_report
 
-            write_report(stage, probes.task, table, {k: result[k] for k in ("label", "label_column", "best")})
+            write_report(stage, probes.task, table, {k: result[k] for k in ("label", "label_column", "best",
+                                                                            "where", "stream")})
         write_json(stage / "manifest.json", new_manifest(EVAL_KIND, 1, {"where": list(where or []),
                                                                        "label": column, "max_rows": max_rows},
                                                          **{k: v for k, v in result.items() if k != "layers"}))

@@ -1,8 +1,11 @@
 """`probe train`: read the store once, split by group, fit every hookpoint's probe at once, report, save.
 
-Protocol (the leak-free one PRIOR_WORK asks for): samples of one group (track) sit on one side only; feature
-standardisation is fitted on the training part only; metrics sit beside a majority/mean baseline and a
-probe trained on shuffled training labels. Without folds the saved probes are the ones evaluated (trained on
+Protocol (the leak-free one PRIOR_WORK asks for): samples of one group (track) sit on one side only, and the
+split is stratified by class (by quantile bins of a regression target) so every class is tested when the groups
+allow it (probes.splits); classes missing from a side, or with few test samples, are warned about and recorded;
+feature standardisation is fitted on the training part only; metrics sit beside a majority/mean baseline and a
+probe trained on shuffled training labels. A store with several guidance streams is probed on one of them
+(store.filters.choose_stream). Without folds the saved probes are the ones evaluated (trained on
 the training groups). With `folds: k` the metrics are the mean and std over k group folds and the saved
 probes are refitted on all labelled groups (the usual cross-validate-then-refit), so their own held-out
 score is the cross-validated one.
@@ -30,9 +33,11 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
                  progress: ProgressFactory = no_progress) -> dict:
     """Train one probe per hookpoint of `cfg` on a store; returns the summary (per-layer metrics included)."""
     from ..store import ActivationStore
-    from .data import check_label_column, group_folds, holdout, load_samples, pick_hookpoints
+    from ..store.filters import choose_stream
+    from .data import check_label_column, load_samples, pick_hookpoints
     from .metrics import aggregate, best_layer, layer_table
     from .report import write_report
+    from .splits import holdout_split, kfold_split, split_warnings
 
     start = time.perf_counter()
     store = ActivationStore.open(store_path)
@@ -41,16 +46,19 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
     out = check_output(out, overwrite, "probes folder")
     if out.exists():
         check_replaceable(out)  # fail before reading the store, not after training
-    data = load_samples(store, hookpoints, label, cfg.task, cfg.pooling, cfg.where, cfg.split_column,
+    streams = choose_stream(store, cfg.where, labels=[label])
+    data = load_samples(store, hookpoints, label, cfg.task, cfg.pooling, streams.where, cfg.split_column,
                         cfg.max_rows, cfg.seed, progress)
     read_s = time.perf_counter() - start
     classes, y = encode_targets(cfg.task, data.labels, label)
     if cfg.folds:
-        fold_of = group_folds(data.groups, cfg.folds, cfg.seed)
+        fold_of, split_seed = kfold_split(cfg.task, y, data.groups, cfg.folds, cfg.seed, label)
         splits = [(fold_of != f, fold_of == f) for f in range(cfg.folds)]
     else:
-        test = holdout(store, data, cfg.where, cfg.test_fraction, cfg.seed)
+        test, split_seed = holdout_split(cfg.task, y, data.groups, cfg.test_fraction, cfg.seed, label,
+                                         data.split_column)
         splits = [(~test, test)]
+    warnings = split_warnings(classes, y, splits) if cfg.task == "classification" else []
     tables, fitted = [], None
     with progress("Training probes", len(splits) + (1 if cfg.folds else 0)) as tracker:
         for f, (train, test) in enumerate(splits):
@@ -63,15 +71,21 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
     fit_s = time.perf_counter() - start - read_s
     table = aggregate(tables)
     best = best_layer(cfg.task, table)
+    if best.get("undefined"):
+        log.warning("%s", best["undefined"])
+        warnings.append(best["undefined"])
     train0, test0 = splits[0]  # with folds: the first fold's sides
     split = {"column": data.split_column, "folds": cfg.folds, "samples": int(y.size),
              "groups": int(np.unique(data.groups).size),
              "train_samples": int(train0.sum()), "test_samples": int(test0.sum()),
              "train_groups": int(np.unique(data.groups[train0]).size),
              "test_groups": int(np.unique(data.groups[test0]).size),
-             "probes_trained_on": "all labelled groups" if cfg.folds else "training groups"}
+             "probes_trained_on": "all labelled groups" if cfg.folds else "training groups",
+             "stratified_by": "class" if cfg.task == "classification" else "quantile bins of the target",
+             "split_seed": split_seed, "warnings": warnings}
     summary = {"task": cfg.task, "label": label, "loss": cfg.fit_loss, "pooling": cfg.pooling,
                "classes": classes, "class_counts": _counts(cfg.task, classes, y), "split": split,
+               "where": streams.where, "stream": streams.record(),
                "missing_labels": data.missing, "sampled_from_rows": data.sampled_from, "best": best}
     manifest = new_manifest(KIND, FORMAT_VERSION, cfg.model_dump(mode="json"), store=str(store_path),
                             **summary, **target, metrics={"best": best, "file": "metrics.json"})

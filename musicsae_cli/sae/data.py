@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,8 @@ class Split:
     column: str
     n_train_groups: int
     n_val_groups: int
+    where: list[str] = field(default_factory=list)  # the filters used (the user's, plus a stream picked by default)
+    stream: dict | None = None  # the guidance stream picked by default (store.filters.StreamChoice.record())
 
 
 def pick_hookpoint(store: ActivationStore, hookpoint: str | None) -> str:
@@ -38,7 +40,14 @@ def pick_hookpoint(store: ActivationStore, hookpoint: str | None) -> str:
 
 
 def split_rows(store: ActivationStore, where: list[str], val_fraction: float, column: str, seed: int) -> Split:
-    """Rows matching `where`, split so that every value of `column` (a track) sits on one side only."""
+    """Rows matching `where`, split so that every value of `column` (a track) sits on one side only.
+
+    A store with several guidance streams gives the rows of one (cond unless `where` names one): see
+    store.filters.choose_stream."""
+    from ..store.filters import choose_stream
+
+    streams = choose_stream(store, where)
+    where = streams.where
     rows = store.select(where) if where else np.arange(store.n_rows, dtype=np.int64)
     if rows.size == 0:
         raise InputError("no rows to train on" + (f" after filters {where}" if where else " (empty store)"),
@@ -57,7 +66,8 @@ def split_rows(store: ActivationStore, where: list[str], val_fraction: float, co
     if val_fraction > 0 and not val_group.any() and len(groups) > 1:
         val_group[np.argmin(score)] = True  # tiny stores: keep at least one validation group
     in_val = val_group[inverse]
-    return Split(rows[~in_val], rows[in_val], column, int((~val_group).sum()), int(val_group.sum()))
+    return Split(rows[~in_val], rows[in_val], column, int((~val_group).sum()), int(val_group.sum()), where,
+                 streams.record())
 
 
 def check_finite(x, rows: np.ndarray, store: ActivationStore) -> None:

@@ -86,17 +86,13 @@ def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, s
         with staged_directory(out / m.name, overwrite=True) as stage:
             save_sae(m.sae, stage, hook_name=hookpoint, model_name=str(store.model.get("id", "")),
                      extra={"store": str(store_path), "member": m.name, "train_config": m.cfg.model_dump(mode="json"),
-                            "steps": total, "split": {"column": split.column, "train_rows": int(split.train.size),
-                                                      "val_rows": int(split.val.size)},
-                            "final_metrics": _scalars(metrics)},
+                            "steps": total, "split": split_info(split), "final_metrics": _scalars(metrics)},
                      density=torch.as_tensor(metrics["density"]))
         saved[m.name] = {"path": str(run.target / m.name), **_scalars(metrics)}
     write_report(out, final)
     manifest = read_manifest(out)
     manifest.update(status="complete", members=list(saved), final_metrics=saved, steps=total,
-                    split={"column": split.column, "train_rows": int(split.train.size),
-                           "val_rows": int(split.val.size), "train_groups": split.n_train_groups,
-                           "val_groups": split.n_val_groups})
+                    split=split_info(split))
     write_json(out / "manifest.json", manifest)
     return {"hookpoint": hookpoint, "steps": total, "resumed_from": start,
             "rows_per_s": stats["rows_per_s"], "members": saved,
@@ -140,13 +136,18 @@ def _train_dictionary(store, store_path, hookpoint, split, cfg, run, total: int,
     write_report(out, metrics)
     saved = {"sae": {"path": str(run.target / "sae"), **_scalars(final)}}
     manifest = read_manifest(out)
-    split_info = {"column": split.column, "train_rows": int(split.train.size), "val_rows": int(split.val.size),
-                  "train_groups": split.n_train_groups, "val_groups": split.n_val_groups}
-    manifest.update(status="complete", members=["sae"], final_metrics=saved, steps=total, split=split_info)
+    manifest.update(status="complete", members=["sae"], final_metrics=saved, steps=total, split=split_info(split))
     write_json(out / "manifest.json", manifest)
     return {"hookpoint": hookpoint, "steps": total, "resumed_from": 0,
             "rows_per_s": total * cfg.batch_size / elapsed if elapsed > 0 else None, "members": saved,
-            "split": split_info, "evaluated_on": "validation" if split.val.size else "training rows"}
+            "split": split_info(split), "evaluated_on": "validation" if split.val.size else "training rows"}
+
+
+def split_info(split) -> dict:
+    """How the rows were split and filtered (the guidance stream used included), as recorded in the outputs."""
+    return {"column": split.column, "train_rows": int(split.train.size), "val_rows": int(split.val.size),
+            "train_groups": split.n_train_groups, "val_groups": split.n_val_groups, "where": list(split.where),
+            "stream": split.stream}
 
 
 def _check_init_from(path, cfg: SAETrainConfig, d_in: int):

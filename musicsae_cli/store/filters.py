@@ -4,11 +4,15 @@ Supported: `col=v` (also `==`), `col!=v`, `col<v`, `col<=v`, `col>v`, `col>=v`, 
 `col not in a,b`. Values compare as numbers when the column is numeric, as true/false for bool
 columns and as strings otherwise. As in SQL, a missing (null) value never satisfies a condition,
 not even `!=` or `not in`. Several filters must all hold.
+
+`choose_stream` is the one rule every consumer of a store applies to guidance streams: rows of one stream only
+(cond by default) unless the user's filters say which.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +29,9 @@ _IN_RE = re.compile(r"^\s*(?P<col>[^\s!<>=]+)\s+(?P<op>not\s+in|in)\s+(?P<val>.*
 _CMP_FUNCS = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
               ">": pc.greater, ">=": pc.greater_equal}
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+STREAM_COLUMN = "stream"  # guidance stream of rows written during generation: "cond" / "uncond"
+DEFAULT_STREAM = "cond"
+log = logging.getLogger("musicsae")
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,51 @@ def select_rows(store, where: Sequence[str] | str | None) -> np.ndarray:
             mask &= condition_mask(table.column(cond.column), columns[cond.column], cond)
         selected.append(np.flatnonzero(mask).astype(np.int64) + store.offsets[shard])
     return np.concatenate(selected)
+
+
+@dataclass(frozen=True)
+class StreamChoice:
+    """The row filters a consumer should use, and the guidance stream picked for it (None: nothing picked)."""
+
+    where: list[str]  # the user's filters, plus stream=<picked> when a stream was picked
+    stream: str | None = None  # the stream picked by default
+    streams: tuple[str, ...] = ()  # the streams the rows held before the pick
+    note: str | None = None  # the line said on stderr
+
+    def record(self) -> dict | None:
+        """What an output's manifest/report keeps of the choice (None when no stream was picked)."""
+        if self.stream is None:
+            return None
+        return {"stream": self.stream, "streams": list(self.streams), "chosen": "by default", "note": self.note}
+
+
+def choose_stream(store, where: Sequence[str] | str | None, labels: Sequence[str] = ()) -> StreamChoice:
+    """One guidance stream for the rows `where` selects, so that cond and uncond rows are never pooled together.
+
+    Stores written during generation hold both classifier-free-guidance streams of every clip: two different
+    computations of the same frames. When the selected rows hold more than one stream and neither `where` nor
+    `labels` (the columns the consumer analyses) names the stream column, the `cond` stream (else the first
+    in sorted order) is added to the filters and a warning says so. A stream filter given by the user is kept
+    as is; stores without the column, or with one stream only, are left untouched.
+    """
+    conditions = parse_where(where)
+    where = [c.text for c in conditions]
+    if (STREAM_COLUMN not in store.metadata_columns or STREAM_COLUMN in labels
+            or any(c.column == STREAM_COLUMN for c in conditions)):
+        return StreamChoice(where)
+    rows = select_rows(store, where)
+    column = store.metadata([STREAM_COLUMN]).column(STREAM_COLUMN)
+    values = column.take(pa.array(rows)) if rows.size != store.n_rows else column
+    streams = tuple(sorted(str(v) for v in pc.unique(pc.drop_null(values)).to_pylist()))
+    if len(streams) < 2:
+        return StreamChoice(where)
+    picked = DEFAULT_STREAM if DEFAULT_STREAM in streams else streams[0]
+    others = [s for s in streams if s != picked]
+    other = (f"--where {STREAM_COLUMN}={others[0]} for the other" if len(others) == 1 else
+             f"--where {STREAM_COLUMN}=NAME for another: {', '.join(others)}")
+    note = f"using {STREAM_COLUMN}={picked} rows of a store with streams {', '.join(streams)} (pass {other})"
+    log.warning(note)
+    return StreamChoice([*where, f"{STREAM_COLUMN}={picked}"], picked, streams, note)
 
 
 def _convert(value: str, type_name: str, cond: Condition) -> object:

@@ -56,3 +56,27 @@ def write_planted_store(path: Path, n_groups: int = 80, items_per_group: int = 2
 @pytest.fixture(scope="session")
 def planted_store(tmp_path_factory) -> Path:
     return write_planted_store(tmp_path_factory.mktemp("probe-stores") / "planted")
+
+
+def write_stream_store(path: Path, n_items: int = 20, frames: int = 3, seed: int = 0) -> tuple[Path, dict]:
+    """Items laid out as `extract --prompts` writes them: `frames` cond rows, then `frames` uncond rows.
+
+    Genre (two values) is planted in the cond rows; the uncond rows are the cond ones shifted and scaled, so any
+    pooling of the two streams shows. Returns the path and {stream: {hookpoint: (n_items, frames, D)}}.
+    """
+    from musicsae_cli.store import StoreWriter
+
+    rng = np.random.default_rng(seed)
+    genres = GENRES[:2]
+    means = rng.normal(size=(2, D)) * 2
+    acts = {s: {hp: np.empty((n_items, frames, D), np.float32) for hp in HOOKPOINTS[:2]} for s in ("cond", "uncond")}
+    with StoreWriter.create(path, dict.fromkeys(HOOKPOINTS[:2], D), "float32", frame_rate=50.0, model=MODEL) as w:
+        for i in range(n_items):
+            for hp in HOOKPOINTS[:2]:
+                acts["cond"][hp][i] = means[i % 2] + 0.3 * rng.normal(size=(frames, D))
+                acts["uncond"][hp][i] = 3.0 * acts["cond"][hp][i] + 5.0
+            x = {hp: np.concatenate([acts["cond"][hp][i], acts["uncond"][hp][i]]) for hp in HOOKPOINTS[:2]}
+            w.add_item(f"clip{i:02d}-s0", x, item_meta={"group": f"clip{i:02d}", "genre": genres[i % 2]},
+                       frames=np.tile(np.arange(frames), 2),
+                       frame_meta={"stream": np.repeat(["cond", "uncond"], frames)})
+    return path, acts

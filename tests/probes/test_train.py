@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 
 import numpy as np
@@ -70,10 +69,11 @@ def test_split_is_by_group_and_standardisation_uses_training_rows_only(planted_s
     split = _split(tmp_path / "p")
     train_groups, test_groups = set(split[split[:, 2] == "train", 1]), set(split[split[:, 2] == "test", 1])
     assert train_groups and test_groups and not train_groups & test_groups
-    # The side of a group is split_rows' seeded hash (recomputed independently here).
-    for g in train_groups | test_groups:
-        score = int.from_bytes(hashlib.blake2b(f"5:{g}".encode(), digest_size=8).digest(), "little") / 2.0**64
-        assert (g in test_groups) == (score < 0.2)
+    # Stratified by genre: a fifth of the groups tested, each genre's share of the test side as in the store.
+    genre_of = {f"item{i:04d}": GENRES[i % 4] for i in range(160)}
+    assert len(test_groups) == 16
+    test_genres = [genre_of[i] for i in split[split[:, 2] == "test", 0]]
+    assert {g: test_genres.count(g) for g in GENRES} == dict.fromkeys(GENRES, 8)
     # Standardisation: mean/std of the mean-pooled training items only, computed with numpy from raw rows.
     store = ActivationStore.open(planted_store)
     items = store.metadata(["item_id"]).column("item_id").to_numpy(zero_copy_only=False)

@@ -71,3 +71,86 @@ def test_parse_where():
     assert (cond.column, cond.op, cond.values) == ("genre", "not in", ("a", "b"))
     (cond,) = parse_where("title=rock in space")
     assert (cond.column, cond.op, cond.values) == ("title", "=", ("rock in space",))
+
+
+# -- the guidance-stream rule shared by every consumer (issue 12, item 11) --------------------------------------
+NOTE = "using stream=cond rows of a store with streams cond, uncond (pass --where stream=uncond for the other)"
+
+
+def test_choose_stream_picks_cond_when_the_rows_mix_streams(store_path, caplog):
+    import logging
+
+    from musicsae_cli.store.filters import choose_stream
+
+    store = ActivationStore.open(store_path)
+    with caplog.at_level(logging.INFO, logger="musicsae"):
+        choice = choose_stream(store, [])
+        narrowed = choose_stream(store, ["genre=rock"])
+    assert choice.where == ["stream=cond"] and (choice.stream, choice.streams) == ("cond", ("cond", "uncond"))
+    assert choice.note == NOTE and caplog.text.count(NOTE) == 2
+    assert choice.record() == {"stream": "cond", "streams": ["cond", "uncond"], "chosen": "by default", "note": NOTE}
+    np.testing.assert_array_equal(store.select(choice.where), expected(store, lambda r: r["stream"] == "cond"))
+    assert narrowed.where == ["genre=rock", "stream=cond"]
+
+
+@pytest.mark.parametrize(("where", "labels"), [
+    (["stream=uncond"], ()),  # the user's choice, kept as is
+    (["stream in cond,uncond"], ()),  # both, asked for explicitly
+    (["frame<1"], ()),  # rows of one stream only (frame 0 is a cond row in these items)
+    ([], ("genre", "stream")),  # the stream is what is analysed
+])
+def test_choose_stream_leaves_explicit_or_single_stream_selections_alone(store_path, caplog, where, labels):
+    import logging
+
+    from musicsae_cli.store.filters import choose_stream
+
+    store = ActivationStore.open(store_path)
+    with caplog.at_level(logging.INFO, logger="musicsae"):
+        choice = choose_stream(store, where, labels=labels)
+    assert choice.where == where and choice.stream is None and choice.record() is None and not caplog.text
+
+
+def test_choose_stream_ignores_stores_without_the_column(tmp_path, caplog):
+    from musicsae_cli.store.filters import choose_stream
+
+    from .helpers import make_items, write_store
+
+    items = make_items(4)
+    for item in items:
+        del item["frame_meta"]
+    store = ActivationStore.open(write_store(tmp_path / "s", items))
+    assert choose_stream(store, ["genre=rock"]).where == ["genre=rock"] and not caplog.text
+
+
+@pytest.mark.parametrize("stream", [None, "uncond"])
+def test_sae_training_rows_come_from_one_stream(store_path, caplog, stream):
+    """`sae train` takes its rows from sae.data.split_rows: one stream of a mixed store, cond by default."""
+    import logging
+
+    from musicsae_cli.sae.data import split_rows
+
+    store = ActivationStore.open(store_path)
+    where = [] if stream is None else [f"stream={stream}"]
+    with caplog.at_level(logging.INFO, logger="musicsae"):
+        split = split_rows(store, where, 0.25, "group", seed=0)
+    used = stream or "cond"
+    rows = np.sort(np.concatenate([split.train, split.val]))
+    np.testing.assert_array_equal(rows, expected(store, lambda r: r["stream"] == used))
+    assert split.where == [f"stream={used}"]
+    assert (NOTE in caplog.text) == (stream is None) and (split.stream is None) == (stream is not None)
+
+
+def test_sae_train_records_the_stream_it_used(store_path, tmp_path):
+    import json
+
+    from musicsae_cli.sae.config import SAETrainConfig
+    from musicsae_cli.sae.train import train_sae
+
+    cfg = SAETrainConfig(architecture="topk", k=2, expansion_factor=2, hookpoint="layers.3", max_steps=3,
+                         batch_size=8, device="cpu", init_rows=64, val_fraction=0.25)
+    res = train_sae(store_path, tmp_path / "run", cfg)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert res["split"]["where"] == manifest["split"]["where"] == ["stream=cond"]
+    assert manifest["split"]["stream"] is not None
+    saved = json.loads((tmp_path / "run" / "sae" / "cfg.json").read_text())
+    assert "stream=cond" in json.dumps(saved)
