@@ -48,13 +48,25 @@ def describe(path: str | Path) -> dict[str, Any]:
     from .audio.manifest import MANIFEST_FORMATS
 
     if path.suffix.lower() in MANIFEST_FORMATS:
-        return {"kind": "manifest", "path": str(path), **describe_manifest(path)}
+        return {"kind": "manifest", "path": str(path), **describe_manifest(path), **_index_record(path)}
     raise InputError(f"not a musicsae artefact: {path}", "info reads activation stores, dataset folders and manifests")
 
 
 def _head(manifest: dict, path: Path) -> dict[str, Any]:
     return {"kind": manifest.get("kind"), "path": str(path), "format_version": manifest.get("format_version"),
             "musicsae_version": manifest.get("musicsae_version"), "created": manifest.get("created")}
+
+
+def _index_record(path: Path) -> dict[str, Any]:
+    """Who wrote a manifest file, from the record `data index` keeps beside it (nothing without one)."""
+    from .audio.manifest_record import manifest_record
+
+    record = manifest_record(path)
+    if record is None:
+        return {}
+    return {"written_by": {"command": "data index", "musicsae_version": record.get("musicsae_version"),
+                           "created": record.get("created"), "source": record.get("source"),
+                           "edited_since": manifest_record(path, check=True) is None}}
 
 
 def describe_manifest(path: Path) -> dict[str, Any]:

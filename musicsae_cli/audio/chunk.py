@@ -39,7 +39,7 @@ from .derive import (
     relative_name,
     write_audio_file,
 )
-from .io import audio_info, skip_unusable
+from .io import audio_info, check_finite, skip_unusable
 from .manifest import Manifest
 
 CHUNK_FORMAT_VERSION = 1
@@ -137,7 +137,11 @@ def cut_stream(blocks: Iterable[np.ndarray], rate: int, cfg: ChunkConfig,
 
 
 def read_blocks(path: Path, sample_rate: int | None, mono: bool, block: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-    """A file as (C, m) float32 blocks, mixed down (before resampling) and resampled as asked."""
+    """A file as (C, m) float32 blocks, mixed down (before resampling) and resampled as asked.
+
+    NonFiniteAudioError (an AudioError) at the first block holding NaN/Inf samples, checked before mixing or
+    resampling spreads them.
+    """
     import soundfile as sf
     import soxr
 
@@ -146,8 +150,11 @@ def read_blocks(path: Path, sample_rate: int | None, mono: bool, block: int = BL
         stream = None
         if sample_rate is not None and sample_rate != fh.samplerate:
             stream = soxr.ResampleStream(fh.samplerate, sample_rate, channels, dtype="float32", quality="HQ")
+        pos = 0  # frames read so far, for the time of a bad sample
         while True:
             data = fh.read(block, dtype="float32", always_2d=True)  # (m, C)
+            check_finite(data, path, fh.samplerate, pos)
+            pos += data.shape[0]
             last = data.shape[0] < block
             if mono and data.shape[1] > 1:
                 data = data.mean(axis=1, keepdims=True, dtype=np.float32)
@@ -245,14 +252,14 @@ def _chunk_one(row: dict, labels: list[str], name, stage: Path, cfg: ChunkConfig
             pass
         n_in = counted[0]
     except AudioError as exc:
-        _remove(written)
+        _remove(written, stage)
         skip_unusable(path, exc.message, cfg.strict, skipped, exc)
         return []
     except InputError:
-        _remove(written)
+        _remove(written, stage)
         raise
     except Exception as exc:  # libsndfile raises several error types for truncated data
-        _remove(written)
+        _remove(written, stage)
         skip_unusable(path, f"cannot decode (truncated or corrupt): {exc}", cfg.strict, skipped)
         return []
     full = _full_windows(n_in, rate, cfg.length_s, hop_s)
@@ -288,6 +295,10 @@ def _has_rest(n: int, rate: int, length_s: float, hop_s: float, full: int) -> bo
     return start < n and (full == 0 or end < n)
 
 
-def _remove(files: list[Path]) -> None:
+def _remove(files: list[Path], stage: Path) -> None:
+    """Remove a skipped source's chunks, and the folders below `stage` that this leaves empty."""
     for f in files:
         f.unlink(missing_ok=True)
+    for folder in sorted({p for f in files for p in f.parents if stage in p.parents}, key=lambda p: -len(p.parts)):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
-from .io import audio_info, skip_unusable
+from .io import NonFiniteAudioError, audio_info, check_finite, skip_unusable
 from .manifest import MANIFEST_FORMATS, Manifest, index_folder, read_manifest_file
+from .manifest_record import write_recorded
 
 
 class IndexConfig(BaseModel):
@@ -31,7 +32,8 @@ class IndexConfig(BaseModel):
     group_regex: str | None = Field(
         None, description="Regex applied to folder item ids; its first (or `group`) capture is the group, "
                           "e.g. '^(.+)_part\\d+$'.")
-    decode: bool = Field(True, description="Decode every file fully to catch truncated or corrupt audio.")
+    decode: bool = Field(True, description="Decode every file fully to catch truncated or corrupt audio and NaN/Inf "
+                                          "samples (without it only headers are read).")
     silence_db: float = Field(-60.0, description="Clips whose peak is below this level (dBFS) count as silent.")
     keep_silent: bool = Field(False, description="Keep silent clips instead of skipping them.")
     strict: bool = Field(False, description="Fail on the first unusable file instead of skipping it.")
@@ -43,6 +45,12 @@ class IndexResult:
 
     manifest: Manifest
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str | None = None
+    config: dict | None = None
+
+    def write(self, out: str | Path) -> Path:
+        """Write the manifest with the record that lets a later --overwrite replace it (see write_recorded)."""
+        return write_recorded(self.manifest, out, self.source, self.config)
 
 
 def build_index(source: str | Path, config: IndexConfig, progress: ProgressFactory = no_progress) -> IndexResult:
@@ -57,7 +65,9 @@ def build_index(source: str | Path, config: IndexConfig, progress: ProgressFacto
         raise InputError(f"no such file or folder: {source}", "pass a folder of audio or a manifest file")
     else:
         raise InputError(f"cannot index {source}", f"pass a folder or a {'/'.join(MANIFEST_FORMATS)} manifest")
-    return check_items(manifest, config, progress)
+    result = check_items(manifest, config, progress)
+    result.source, result.config = str(source), config.model_dump(mode="json")
+    return result
 
 
 def check_items(manifest: Manifest, config: IndexConfig, progress: ProgressFactory = no_progress) -> IndexResult:
@@ -91,7 +101,9 @@ def _problem(row: dict, config: IndexConfig) -> str | None:
     if not config.decode:
         return None
     try:
-        peak = _peak(row["path"])
+        peak = _peak(row["path"], info.sample_rate)
+    except NonFiniteAudioError as exc:
+        return exc.reason
     except Exception:  # libsndfile raises several error types for truncated data
         return "cannot decode (truncated or corrupt)"
     if not config.keep_silent and (peak == 0.0 or 20 * np.log10(peak) < config.silence_db):
@@ -99,13 +111,17 @@ def _problem(row: dict, config: IndexConfig) -> str | None:
     return None
 
 
-def _peak(path: Path, block: int = 1 << 16) -> float:
-    """Peak absolute sample, decoded block by block so long files never sit in memory whole."""
+def _peak(path: Path, rate: int, block: int = 1 << 16) -> float:
+    """Peak absolute sample, decoded block by block so long files never sit in memory whole.
+
+    NonFiniteAudioError at the first NaN/Inf sample (a NaN peak would otherwise read as silence).
+    """
     import soundfile as sf
 
     peak = 0.0
     n = 0
-    for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+    for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):  # (m, C)
+        check_finite(chunk, path, rate, n)
         n += len(chunk)
         if chunk.size:
             peak = max(peak, float(np.abs(chunk).max()))

@@ -19,6 +19,31 @@ from ..errors import AudioError
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
 
 
+class NonFiniteAudioError(AudioError):
+    """Decoded samples include NaN or +/-Inf (float files can hold them): bad input, like a corrupt file.
+
+    `reason` is the message without the path, for the skipped-files lists that already name the file.
+    """
+
+    def __init__(self, path, seconds: float):
+        self.reason = f"non-finite samples (NaN/Inf) at {seconds:.2f} s"
+        super().__init__(f"{path}: {self.reason}", "re-export the audio without NaN/Inf samples, or leave the "
+                                                   "file out")
+
+
+def check_finite(frames: np.ndarray, path, sample_rate: int, first_frame: int = 0) -> None:
+    """NonFiniteAudioError naming the time of the first NaN/Inf in `frames` (frames on axis 0, e.g. (N, C)).
+
+    `first_frame` is the file position of frames[0], so the time is in the file's own seconds.
+    """
+    # a float64 sum is NaN/Inf exactly when some sample is (float32 magnitudes cannot overflow it): one pass,
+    # no temporary array, for the common case of clean audio
+    if frames.size == 0 or np.isfinite(np.sum(frames, dtype=np.float64)):
+        return
+    bad = ~np.isfinite(frames.reshape(frames.shape[0], -1)).all(axis=1)
+    raise NonFiniteAudioError(path, (first_frame + int(np.argmax(bad))) / sample_rate)
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """Header facts of an audio file."""
@@ -58,6 +83,8 @@ def load_audio(
     """Decode `path` to float32; returns (audio, rate): (N,) when `mono`, else (C, N).
 
     `sample_rate` resamples (None keeps the file's rate); `offset_s`/`duration_s` select a span by seeking.
+    NaN/Inf samples in the span read are bad input: NonFiniteAudioError (an AudioError), before any resampling
+    spreads them.
     """
     import soundfile as sf
 
@@ -74,6 +101,7 @@ def load_audio(
     except Exception as exc:
         raise AudioError(f"cannot decode audio {path}: {short_error(exc)}",
                          "the file may be truncated or corrupt") from exc
+    check_finite(data, path, info.sample_rate, start)
     audio = np.ascontiguousarray(data.T)  # (C, N)
     if mono:
         audio = audio.mean(axis=0)
@@ -116,7 +144,11 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subt
 
 
 def skip_unusable(path, reason: str, strict: bool, skipped: list, error: AudioError | None = None) -> None:
-    """An unusable file: with `strict` raise (the original `error` if given); else warn and list it in `skipped`."""
+    """An unusable file: with `strict` raise (the original `error` if given); else warn and list it in `skipped`.
+
+    An `error` that carries a path-free `reason` (NonFiniteAudioError) is listed with that reason.
+    """
+    reason = getattr(error, "reason", None) or reason
     if strict:
         raise error or AudioError(f"{path}: {reason}", "fix or remove the file, or drop --strict to skip it")
     logging.getLogger("musicsae").warning("skipping %s: %s", path, reason)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import atomic_write_bytes, atomic_write_text, check_output
+from ..artifacts import atomic_write_bytes, check_output
 from ..errors import InputError
 from .io import AUDIO_EXTENSIONS
 
@@ -46,6 +46,12 @@ class Manifest:
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically as CSV, JSONL or Parquet (by extension), with paths relative where possible."""
         path = Path(path)
+        atomic_write_bytes(path, self.encode(path))
+        return path
+
+    def encode(self, path: str | os.PathLike) -> bytes:
+        """The bytes of this manifest written at `path` (format by extension, paths relative to its folder)."""
+        path = Path(path)
         fmt = manifest_format(path)
         root = path.resolve().parent
         rows = [{**{c: r.get(c) for c in self.columns}, "path": _relative(r["path"], root)} for r in self.rows]
@@ -54,17 +60,15 @@ class Manifest:
             writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-            atomic_write_text(path, buf.getvalue())
-        elif fmt == ".jsonl":
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            return buf.getvalue().encode("utf-8")
+        if fmt == ".jsonl":
+            return "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-            sink = pa.BufferOutputStream()
-            pq.write_table(pa.Table.from_pylist(rows), sink)
-            atomic_write_bytes(path, sink.getvalue().to_pybytes())
-        return path
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows), sink)
+        return sink.getvalue().to_pybytes()
 
 
 def read_manifest_file(
@@ -171,29 +175,83 @@ def _group_of(item_id: str, pattern: re.Pattern | None) -> str:
 
 
 def read_records(path: Path) -> list[dict]:
-    """The rows of a CSV (numeric columns typed), JSONL or Parquet file as dicts."""
+    """The rows of a CSV (numeric columns typed), JSONL or Parquet file as dicts.
+
+    InputError "cannot read manifest X: <why>" for a file that cannot be opened or parsed, in every format.
+    """
     fmt = manifest_format(path)
     try:
         if fmt == ".csv":
-            with path.open(newline="", encoding="utf-8") as fh:
-                records = list(csv.DictReader(fh))
-            return _infer_types(records)
+            return _infer_types(_csv_records(path))
         if fmt == ".jsonl":
-            out = []
-            for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-                if line.strip():
-                    rec = json.loads(line)
-                    if not isinstance(rec, dict):
-                        raise InputError(f"{path}: line {n} is not a JSON object", "one object per line")
-                    out.append(rec)
-            return out
+            return _jsonl_records(path)
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot parse manifest {path}: {exc}", f"is it a valid {fmt[1:]} file?") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read manifest {path}: {exc}", "check the path and permissions") from exc
+    except _Unreadable as exc:
+        raise InputError(f"cannot read manifest {path}: {exc}", f"is it a valid {fmt[1:]} file?") from None
+    except Exception as exc:
+        if _is_arrow_error(exc):  # before OSError: pyarrow's ArrowIOError is one too
+            why = re.sub(r"^Could not open Parquet input source '.*?': ", "", _first_line(exc))  # names the path
+            raise InputError(f"cannot read manifest {path}: {why}",
+                             "is it a valid parquet file, written completely?") from exc
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot read manifest {path}: {_first_line(exc)}",
+                             "check the path and permissions") from exc
+        raise
+
+
+class _Unreadable(Exception):
+    """A manifest that opens but does not parse; its message says where and why."""
+
+
+def _csv_records(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, strict=True)  # strict: a stray or unclosed quote is an error, not a cell
+        try:
+            records = list(reader)
+        except UnicodeDecodeError as exc:
+            raise _Unreadable(f"not UTF-8 text ({exc.reason})") from None
+        except csv.Error as exc:
+            raise _Unreadable(f"line {reader.line_num + 1}: {_first_line(exc)}") from None
+        header = reader.fieldnames or []
+    for i, rec in enumerate(records, 1):
+        if None in rec:  # DictReader keeps the cells beyond the header under the key None
+            raise _Unreadable(f"row {i} has {len(header) + len(rec[None])} cells but the header names "
+                              f"{len(header)} columns")
+    return records
+
+
+def _jsonl_records(path: Path) -> list[dict]:
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(f"not UTF-8 text ({exc.reason})") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _Unreadable(f"line {n} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise _Unreadable(f"line {n} is not a JSON object (one object per line)")
+        out.append(rec)
+    return out
+
+
+def _is_arrow_error(exc: Exception) -> bool:
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, pa.ArrowException)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _infer_types(records: list[dict]) -> list[dict]:
@@ -250,12 +308,17 @@ def _relative(audio: Path, root: Path) -> str:
 
 
 def check_manifest_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Validate where a manifest will be written: a known format, not a folder, not existing unless overwrite."""
+    """Validate where a manifest will be written: a known format, not a folder, not existing unless overwrite,
+    and replaced only when musicsae wrote it and nobody changed it since (its record says so)."""
     path = Path(path)
     manifest_format(path)
     if path.is_dir():
         raise InputError(f"--out is a folder: {path}", "name a manifest file, e.g. manifest.csv")
-    return check_output(path, overwrite, "manifest")
+    check_output(path, overwrite, "manifest")
+    from .manifest_record import check_replaceable_manifest
+
+    check_replaceable_manifest(path)
+    return path
 
 
 def manifest_format(path: Path) -> str:

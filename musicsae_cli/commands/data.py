@@ -95,7 +95,7 @@ def index(
     cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, out_)
     check_manifest_output(out, overwrite)
     res = build_index(source, cfg, out_.progress)
-    res.manifest.write(out)
+    res.write(out)
     summary = {"manifest": str(out), "items": len(res.manifest), "label_columns": res.manifest.label_columns,
                "skipped": [{"path": p, "reason": r} for p, r in res.skipped]}
     lines = [str(out), f"{len(res.manifest)} items indexed, labels: {', '.join(res.manifest.label_columns) or '-'}"]

@@ -141,3 +141,36 @@ def test_presets_resolve():
     assert cfg.perturbations == {"identity": [0.0], "pitch": [-2.0, -1.0, 1.0, 2.0],
                                  "tempo": [0.8, 0.9, 1.1, 1.25]}
     assert resolve_config(SensitivityConfig, "analyze", "sensitivity-tiny").model == "tiny-musicgen"
+
+
+def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app, tmp_path):
+    """A clip with NaN/Inf samples is bad input: skipped and listed, the good clip after it analysed; with
+    strict: true the command fails naming it."""
+    import soundfile as sf
+
+    src = tmp_path / "in"
+    src.mkdir()
+    t = np.arange(32000) / 32000
+    good = (0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    bad = good.copy()
+    bad[8000:8010] = np.nan
+    sf.write(str(src / "a_nan.wav"), bad, 32000, subtype="FLOAT")
+    sf.write(str(src / "b_good.wav"), good, 32000, subtype="FLOAT")
+    preset = tmp_path / "sens.yaml"
+    preset.write_text("model: tiny-musicgen\ndevice: cpu\nhookpoints: layers.3\nexcerpt_s: 1.0\nn_bootstrap: 10\n"
+                      "perturbations:\n  identity: [0]\n  gain: [-6]\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", "sensitivity", str(src), "-o", str(out), "-c", str(preset), "--json"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)
+    assert res["skipped"] == [{"path": str(src / "a_nan.wav"), "reason": "non-finite samples (NaN/Inf) at 0.25 s"}]
+    assert res["n_clips"] == 1
+    with open(out / "per_clip.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["clip_id"] for r in rows} == {"b_good"} and all(np.isfinite(float(r["rel_change"])) for r in rows)
+    assert [float(r["rel_change"]) for r in rows if r["perturbation"] == "identity"] == [0.0]
+    result = runner.invoke(app, ["analyze", "sensitivity", str(src), "-o", str(tmp_path / "strict"), "-c",
+                                 str(preset), "--set", "strict=true"])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {src / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 0.25 s")
+    assert not (tmp_path / "strict").exists()

@@ -206,3 +206,32 @@ def test_bad_input(runner, app, tmp_path):
         chunk_dataset([src / "a.wav", src / "broken.wav"], tmp_path / "s2", ChunkConfig(strict=True))
     with pytest.raises(OutputExistsError):
         chunk_dataset(src, tmp_path / "out", ChunkConfig())
+
+
+def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app, tmp_path):
+    """A file with NaN/Inf samples is bad input: skipped and listed (its chunks from before the bad sample
+    removed, no empty folder left), the files after it chunked; --strict fails naming it."""
+    import json
+
+    src = tmp_path / "in"
+    bad = _noise(40.0)  # longer than one read block (2**18 frames at 8 kHz = 32.8 s): chunks get written first
+    bad[int(36.5 * SR), 0] = np.nan
+    _write(src / "a_nan.wav", bad)
+    _write(src / "b_good.wav", _noise(1.0, seed=1))
+    inf = _noise(1.0, seed=2)
+    inf[SR // 4:, 0] = np.inf
+    _write(src / "c_inf.wav", inf)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(out), "--length-s", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)
+    assert {s["path"].rsplit("/", 1)[1]: s["reason"] for s in res["skipped"]} == {
+        "a_nan.wav": "non-finite samples (NaN/Inf) at 36.50 s", "c_inf.wav": "non-finite samples (NaN/Inf) at 0.25 s"}
+    assert [r["item_id"] for r in _rows(out / "manifest.csv")] == ["b_good/00000", "b_good/00001"]
+    assert sorted(p.name for p in out.iterdir()) == ["b_good", "config.yaml", "manifest.csv", "manifest.json"]
+    assert len(json.loads((out / "manifest.json").read_text())["skipped"]) == 2
+    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(tmp_path / "strict"), "--length-s", "0.5",
+                                 "--strict"])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {src / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 36.50 s")
+    assert not (tmp_path / "strict").exists()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
+import pytest
+import soundfile as sf
 
-from musicsae_cli.audio.manifest import read_manifest_file
+from musicsae_cli.audio.manifest import Manifest, read_manifest_file
 from tests.conftest import write_audio
 
 
@@ -120,12 +123,13 @@ def test_empty_folder_and_all_unusable(runner, app, tmp_path):
 
 def test_existing_output_refused_unless_overwrite(runner, app, class_folder, tmp_path):
     out = tmp_path / "m.csv"
-    out.write_text("precious user data\n")
+    assert runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out)]).exit_code == 0
+    (class_folder / "jazz" / "track0_part0.wav").unlink()
     result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out)])
     assert result.exit_code == 2 and "already exists" in result.stderr and "--overwrite" in result.stderr
-    assert out.read_text() == "precious user data\n"
-    assert runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out), "--overwrite"]).exit_code == 0
     assert len(_rows(out)) == 6
+    assert runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out), "--overwrite"]).exit_code == 0
+    assert len(_rows(out)) == 5
 
 
 def test_unsupported_output_format(runner, app, class_folder, tmp_path):
@@ -137,3 +141,112 @@ def test_output_that_is_a_folder_is_refused(runner, app, class_folder, tmp_path)
     (tmp_path / "m.csv").mkdir()
     result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(tmp_path / "m.csv"), "--overwrite"])
     assert result.exit_code == 2 and "--out is a folder" in result.stderr and (tmp_path / "m.csv").is_dir()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_overwrite_replaces_only_an_unchanged_index_output(runner, app, class_folder, tmp_path, fmt):
+    """--overwrite replaces a manifest file only when `data index` wrote it and nobody edited it since."""
+    base = ["data", "index", str(class_folder), "--overwrite"]
+    # a file the user wrote is refused, byte for byte untouched, and gets no record beside it
+    user = tmp_path / f"user.{fmt}"
+    user.write_bytes(b"path,genre\nmine.wav,jazz\n")
+    result = runner.invoke(app, [*base, "--out", str(user)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: refusing to replace {user}: musicsae did not write it (or it was "
+                                     "edited since) (hint: choose a new --out path, or delete it yourself)")
+    assert user.read_bytes() == b"path,genre\nmine.wav,jazz\n" and sorted(tmp_path.iterdir()) == [class_folder, user]
+    # an index output is replaced by a second run, and its record follows the new bytes
+    out = tmp_path / f"index.{fmt}"
+    assert runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out)]).exit_code == 0
+    record = tmp_path / f".index.{fmt}.musicsae.json"
+    first = json.loads(record.read_text())
+    assert first["kind"] == "manifest" and first["file"] == out.name and first["n_items"] == 6
+    assert first["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    (class_folder / "rock" / "track1_part0.wav").unlink()
+    result = runner.invoke(app, [*base, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(read_manifest_file(out)) == 5
+    second = json.loads(record.read_text())
+    assert second["n_items"] == 5 and second["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    # and again (the record stayed in sync), but not once it was edited by hand
+    assert runner.invoke(app, [*base, "--out", str(out)]).exit_code == 0
+    edited = out.read_bytes() + (b"extra.wav,x\n" if fmt == "csv" else b"\n" if fmt == "jsonl" else b"\0")
+    out.write_bytes(edited)
+    result = runner.invoke(app, [*base, "--out", str(out)])
+    assert result.exit_code == 2 and "musicsae did not write it (or it was edited since)" in result.stderr
+    assert out.read_bytes() == edited
+    # a record copied beside another file does not vouch for it
+    other = tmp_path / f"other.{fmt}"
+    other.write_bytes(b"mine\n")
+    (tmp_path / f".other.{fmt}.musicsae.json").write_text(record.read_text())
+    assert runner.invoke(app, [*base, "--out", str(other)]).exit_code == 2 and other.read_bytes() == b"mine\n"
+    # a file that only has a record's name is not replaced either
+    fake = tmp_path / f".new.{fmt}.musicsae.json"
+    fake.write_text("my notes")
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / f"new.{fmt}")])
+    assert result.exit_code == 2 and f"refusing to replace {fake}" in result.stderr
+    assert fake.read_text() == "my notes" and not (tmp_path / f"new.{fmt}").exists()
+
+
+def test_info_says_who_wrote_a_manifest_file(runner, app, class_folder, tmp_path):
+    out = tmp_path / "index.csv"
+    assert runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out)]).exit_code == 0
+    data = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)
+    assert data["written_by"]["command"] == "data index" and data["written_by"]["edited_since"] is False
+    out.write_text(out.read_text() + "jazz/track0_part0.wav,x,y\n")
+    data = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)
+    assert data["written_by"]["edited_since"] is True
+
+
+def _float_wav(path, data, sr=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, sr, subtype="FLOAT")
+    return path
+
+
+def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app, tmp_path):
+    good = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32) * 0.5
+    bad = good.copy()
+    bad[12000] = np.nan  # 0.75 s
+    worse = good.copy()
+    worse[4000:] = np.inf  # 0.25 s
+    _float_wav(tmp_path / "in" / "a_nan.wav", bad)
+    _float_wav(tmp_path / "in" / "b_good.wav", good)
+    _float_wav(tmp_path / "in" / "c_inf.wav", worse)
+    out = tmp_path / "m.csv"
+    result = runner.invoke(app, ["data", "index", str(tmp_path / "in"), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    skipped = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in json.loads(result.stdout)["skipped"]}
+    assert skipped == {"a_nan.wav": "non-finite samples (NaN/Inf) at 0.75 s",
+                       "c_inf.wav": "non-finite samples (NaN/Inf) at 0.25 s"}
+    assert [r["item_id"] for r in _rows(out)] == ["b_good"]
+    result = runner.invoke(app, ["data", "index", str(tmp_path / "in"), "--out", str(tmp_path / "s.csv"), "--strict"])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'in' / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 0.75 s")
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("m.parquet", b"PAR1 this is not parquet", "Parquet magic bytes not found"),
+    ("t.parquet", None, ""),  # a parquet file cut short
+    ("m.csv", b"path,genre\n\xff\xfe.wav,jazz\n", "not UTF-8 text (invalid start byte)"),
+    ("q.csv", b'path,genre\na.wav,jazz\n"b.wav,rock\n', "line 3: unexpected end of data"),
+    ("r.csv", b"path,genre\na.wav,jazz,extra\n", "row 1 has 3 cells but the header names 2 columns"),
+    ("m.jsonl", b'{"path": "a.wav"}\n{"path": \n', "line 2 is not valid JSON"),
+    ("n.jsonl", b'{"path": "a.wav"}\n[1, 2]\n', "line 2 is not a JSON object"),
+])
+def test_unreadable_manifest_is_a_one_line_input_error(runner, app, tmp_path, name, content, reason):
+    src = tmp_path / name
+    if content is None:
+        Manifest([{"path": tmp_path / "a.wav", "item_id": "a", "group": "a"}]).write(src)
+        src.write_bytes(src.read_bytes()[:-30])
+    else:
+        src.write_bytes(content)
+    for cmd in (["data", "index", str(src), "--out", str(tmp_path / "o.csv")],
+                ["data", "chunk", str(src), "-o", str(tmp_path / "chunks")]):
+        result = runner.invoke(app, cmd)
+        assert result.exit_code == 2, result.output
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and line.startswith(f"error: cannot read manifest {src}: {reason}"), line
+        assert "(hint: " in line and "internal error" not in line
+        assert not (tmp_path / "o.csv").exists() and not (tmp_path / "chunks").exists()

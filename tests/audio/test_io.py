@@ -67,3 +67,34 @@ def test_missing_and_corrupt_files_raise_audio_error(tmp_path):
     junk.write_bytes(b"not audio at all")
     with pytest.raises(AudioError, match="cannot decode"):
         load_audio(junk)
+
+
+def _float_wav(path, data, sr):
+    """Float32 wav: the one common format that stores NaN and Inf as they are."""
+    import soundfile as sf
+
+    sf.write(str(path), data, sr, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_an_audio_error_with_their_time(tmp_path, value):
+    from musicsae_cli.audio.chunk import read_blocks
+
+    x = sine(seconds=2.0, sr=8000, channels=2)  # (N, 2)
+    x[12000, 1] = value  # 1.5 s, second channel only: a mono mix-down must not hide it
+    path = _float_wav(tmp_path / "bad.wav", x, 8000)
+    for kw in ({}, {"mono": False}, {"sample_rate": 16000}):
+        with pytest.raises(AudioError) as err:
+            load_audio(path, **kw)
+        assert err.value.message == f"{path}: non-finite samples (NaN/Inf) at 1.50 s"
+    # a span read reports the time in the file; a span without the bad sample reads fine
+    with pytest.raises(AudioError, match=r"at 1\.50 s"):
+        load_audio(path, offset_s=1.0, duration_s=0.75)
+    clean, _ = load_audio(path, offset_s=0.0, duration_s=1.0)
+    np.testing.assert_allclose(clean, x[:8000].mean(axis=1), atol=1e-6)
+    # the streaming reader of `data chunk` says the same, whatever the block size
+    for block in (1000, 1 << 18):
+        with pytest.raises(AudioError, match=r"at 1\.50 s"):
+            for _ in read_blocks(path, None, True, block=block):
+                pass

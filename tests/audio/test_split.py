@@ -328,3 +328,32 @@ def test_safetensors_model_in_a_local_repository(repo, songs, tmp_path):
         x, _ = _read(tmp_path / "a" / stem / "one.wav")
         y, _ = _read(tmp_path / "b" / stem / "one.wav")
         np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_non_finite_audio_is_skipped_and_listed_and_the_next_file_separated(runner, app, repo, tmp_path):
+    """A file with NaN/Inf samples is bad input: skipped and listed, the file after it still separated; --strict
+    fails naming it."""
+    import json
+
+    src = tmp_path / "in"
+    bad = _music(1.0, MODEL_SR, 2)
+    bad[MODEL_SR // 2, 1] = np.nan
+    _write(src / "a_nan.wav", bad, MODEL_SR)
+    _write(src / "b_good.wav", _music(0.5, MODEL_SR, 2, seed=1), MODEL_SR)
+    inf = _music(0.5, 22050, 1, seed=2)[:, 0]
+    inf[-1] = -np.inf
+    _write(src / "c_inf.wav", inf, 22050)
+    base = ["data", "split", str(src), "--repo", str(repo), "-m", "tiny-htdemucs", "--shifts", "0"]
+    out = tmp_path / "stems"
+    result = runner.invoke(app, [*base, "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)
+    assert {s["path"].rsplit("/", 1)[1]: s["reason"] for s in res["skipped"]} == {
+        "a_nan.wav": "non-finite samples (NaN/Inf) at 0.50 s", "c_inf.wav": "non-finite samples (NaN/Inf) at 0.50 s"}
+    assert res["separated"] == 1 and sorted(r["item_id"] for r in load_dataset(out).rows) == \
+        [f"{s}/b_good" for s in sorted(STEMS)]
+    assert all(np.isfinite(_read(out / s / "b_good.wav")[0]).all() for s in STEMS)
+    assert not any((out / s / "a_nan.wav").exists() for s in STEMS)
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "strict"), "--strict"])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {src / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 0.50 s")

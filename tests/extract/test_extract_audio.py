@@ -209,3 +209,38 @@ def test_interrupted_overwrite_keeps_the_old_store_and_resumes(tiny_adapter, con
     new = ActivationStore.open(out)
     assert new.hookpoints == ["layers.1", "layers.3"] and new.n_items == 6
     assert not (tmp_path / ".store.overwrite").exists()
+
+
+def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app, tiny_adapter, tmp_path):
+    """A file with NaN/Inf samples is bad input, never stored: skipped and listed, the good file after it
+    extracted (rows equal to the model's on that file alone); --strict fails naming it."""
+    import json
+
+    from musicsae_cli.audio.io import load_audio
+
+    src = tmp_path / "in"
+    src.mkdir()
+    t = np.arange(32000) / 32000
+    good = (0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    bad = good.copy()
+    bad[16000] = np.nan
+    sf.write(str(src / "a_nan.wav"), bad, 32000, subtype="FLOAT")
+    sf.write(str(src / "b_good.wav"), good, 32000, subtype="FLOAT")
+    out = tmp_path / "store"
+    result = runner.invoke(app, ["extract", str(src), "-o", str(out), "-c", "tiny", "--layers", "layers.3",
+                                 "--store-dtype", "float32", "--json"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)
+    assert [(s["path"], s["reason"]) for s in res["skipped"]] == [
+        (str(src / "a_nan.wav"), "non-finite samples (NaN/Inf) at 0.50 s")]
+    store = ActivationStore.open(out)
+    assert [i["item_id"] for i in store.items().to_pylist()] == ["b_good"]
+    rows = store.read_rows("layers.3", np.arange(store.n_rows))
+    audio, _ = load_audio(src / "b_good.wav", sample_rate=32000)
+    expected = tiny_adapter.audio_activations([audio], ["layers.3"])[0]["layers.3"].numpy()
+    assert np.isfinite(rows).all()
+    np.testing.assert_allclose(rows, expected, atol=1e-5)
+    result = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "strict"), "-c", "tiny", "--strict"])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {src / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 0.50 s")
+    assert not (tmp_path / "strict").exists()
