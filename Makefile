@@ -97,6 +97,8 @@ lint: venv
 demo: venv
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
+	@# an index written by a musicsae from before manifest records cannot be told from a user's file: drop it once
+	test -f $(DEMO_OUT)/.concepts-index.csv.musicsae.json || rm -f $(DEMO_OUT)/concepts-index.csv
 	$(BIN)/musicsae data index $(DEMO_OUT)/concepts/manifest.csv --out $(DEMO_OUT)/concepts-index.csv --overwrite
 	$(BIN)/musicsae model save-tiny $(DEMO_OUT)/tiny-musicgen --overwrite
 	$(BIN)/musicsae extract $(DEMO_OUT)/concepts -c tiny --model $(DEMO_OUT)/tiny-musicgen \

@@ -183,3 +183,14 @@ def dump_yaml(config: BaseModel | dict) -> str:
 
     data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def check_max_rows(max_rows: int | None, option: str = "--max-rows") -> int | None:
+    """`max_rows` when it is None (every row) or at least 1; a ConfigError naming `option` otherwise.
+
+    For options that no config model carries (`probe evaluate` / `sae evaluate --max-rows`): 0 would evaluate
+    nothing and fail later, or write an empty result.
+    """
+    if max_rows is not None and max_rows < 1:
+        raise ConfigError(f"{option} must be at least 1 (got {max_rows})", "leave it out to use every row")
+    return max_rows

@@ -61,6 +61,8 @@ class SeparationConfig(BaseModel):
     sae: str | None = Field(None, description="SAE folder or training run: analyse its latents (read from a latent "
                             "store, or encoded on the fly from the activation store). Without it: the raw hookpoint.")
     member: str | None = Field(None, description="Which SAE of a sweep run.")
+    allow_other_model: bool = Field(False, description="Accept an SAE or probes made with another model than the "
+                                    "store's (compared by a fingerprint of the weights); widths must still match.")
     hookpoint: str | None = Field(None, description="Store hookpoint to read (default: the SAE's, or the only one).")
     where: list[str] = Field(default_factory=list, description="Store row filters, e.g. stream=cond.")
     pooling: Literal["frame", "mean", "max"] = Field("frame", description="Samples are frames, or items pooled "
@@ -183,6 +185,8 @@ class FeaturesConfig(BaseModel):
     sae: str | None = Field(None, description="SAE folder or training run (its latents are encoded on the fly from "
                             "an activation store); optional for a latent store, needed there for probes.")
     member: str | None = Field(None, description="Which SAE of a sweep run.")
+    allow_other_model: bool = Field(False, description="Accept an SAE or probes made with another model than the "
+                                    "store's (compared by a fingerprint of the weights); widths must still match.")
     hookpoint: str | None = Field(None, description="Store hookpoint (default: the SAE's, or the latent store's).")
     where: list[str] = Field(default_factory=list, description="Store row filters, e.g. stream=cond.")
     select: Literal["density", "latents", "label", "random"] = Field(

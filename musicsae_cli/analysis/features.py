@@ -93,7 +93,8 @@ def analyze_features(store: str | Path, out: str | Path, cfg: FeaturesConfig, ov
 
 def open_latents(store: str | Path, cfg: FeaturesConfig) -> FeatureSource:
     """The SAE latents of `store` (encoded on the fly, or a latent store); InputError for raw activations."""
-    source = open_features(store, cfg.hookpoint, cfg.sae, cfg.member, device=cfg.device, batch_size=cfg.batch_size)
+    source = open_features(store, cfg.hookpoint, cfg.sae, cfg.member, device=cfg.device, batch_size=cfg.batch_size,
+                           allow_other_model=cfg.allow_other_model)
     if source.kind != "latents":
         raise InputError(f"{source.hookpoint} of {source.store.path} holds activations, not SAE latents",
                          "pass --sae SAE (encoded on the fly), or a latent store written by `musicsae sae encode`")
@@ -302,7 +303,7 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     store = source.store
     if cfg.select == "latents":
         source.check_latents(cfg.latents)  # before any reading
-    probes = load_probes(cfg.probes)
+    probes = load_probes(cfg.probes, store.model, cfg.allow_other_model)
     decoder = source.decoder() if probes else None  # InputError now, not after reading, when there is no SAE
     by = cfg.by_label if cfg.select == "label" else None
     known = store.metadata_columns
@@ -538,10 +539,16 @@ def write_density_plot(stage: Path, count: np.ndarray, n: int) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # probes
-def load_probes(paths: list[str]) -> list[dict]:
+def load_probes(paths: list[str], model: dict, allow_other_model: bool) -> list[dict]:
+    """Probe sets to compare latents with; each must come from the store's model (unless allowed)."""
+    from ..models.identity import check_same_model
     from ..probes.model import ProbeSet
 
-    return [{"path": str(p), "set": ProbeSet.load(p)} for p in paths]
+    sets = [{"path": str(p), "set": ProbeSet.load(p)} for p in paths]
+    for p in sets:
+        check_same_model(f"the probes {p['path']}", p["set"].model, model, allow_other_model,
+                         against="the store's model")
+    return sets
 
 
 def probe_neighbours(decoder: np.ndarray | None, hookpoint: str, latents: list[int],

@@ -93,10 +93,12 @@ def _empty_csr(width: int):
 
 
 def open_features(store_path: str | Path, hookpoint: str | None = None, sae: str | Path | None = None,
-                  member: str | None = None, device: str = "cpu", batch_size: int = 4096) -> FeatureSource:
+                  member: str | None = None, device: str = "cpu", batch_size: int = 4096,
+                  allow_other_model: bool = False) -> FeatureSource:
     """The features an analysis reads from `store_path` (see the module docstring for the rules).
 
-    `device` (auto, cpu, cuda, cuda:N, mps) is where an SAE encodes; it is resolved and checked here."""
+    `device` (auto, cpu, cuda, cuda:N, mps) is where an SAE encodes; it is resolved and checked here. An SAE
+    made with another model than the store's is refused unless `allow_other_model`."""
     from ..sae.data import pick_hookpoint
 
     store = ActivationStore.open(store_path)
@@ -105,13 +107,16 @@ def open_features(store_path: str | Path, hookpoint: str | None = None, sae: str
         sparse = store.is_sparse(hp)
         kind = "latents" if hp.endswith(LATENT_SUFFIX) and sparse else "activations"
         return FeatureSource(store, hp, int(store.widths[hp]), kind, sparse)
+    from ..models.identity import check_same_model
     from ..runtime import resolve_device
-    from ..sae.io import load_sae
+    from ..sae.io import load_sae, model_record
     from ..sae.train import sae_dir
 
     device = str(resolve_device(device))  # auto -> cuda, mps or cpu; an unavailable device is refused
     path = sae_dir(sae, member)
     model, cfg = load_sae(path, device=device)
+    check_same_model(f"the SAE {path}", model_record(cfg), store.model, allow_other_model,
+                     against="the store's model")
     d_in, d_sae = int(model.spec.d_in), int(model.spec.d_sae)
     hook_name = cfg.get("hook_name")
     latent_hps = [h for h in store.hookpoints if store.is_sparse(h) and store.widths[h] == d_sae

@@ -61,7 +61,8 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
     if not cfg.labels:
         raise InputError("no label given", "pass --label COLUMN (repeatable)")
     check_output(out, overwrite)
-    source = open_features(store_path, cfg.hookpoint, cfg.sae, cfg.member, cfg.device, cfg.batch_size)
+    source = open_features(store_path, cfg.hookpoint, cfg.sae, cfg.member, cfg.device, cfg.batch_size,
+                           cfg.allow_other_model)
     store = source.store
     for name in cfg.labels:
         check_label_column(store, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -25,6 +26,9 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an exis
 WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
+AllowOtherModelOpt = Annotated[bool, typer.Option(
+    "--allow-other-model", help="Accept inputs made with another model (models are compared by a fingerprint of "
+                                "their weights; widths must still match).")]
 
 
 def config_option(group: str):
@@ -68,6 +72,11 @@ def cli_command(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             raise fail("interrupted", "rerun the same command to resume where supported", 130) from None
         except Exception as exc:
+            storage = _storage_error(exc)
+            if storage is not None:  # the disk, not a bug: a full device or a folder that cannot be written
+                if _debug():
+                    traceback.print_exc()
+                raise fail(*storage) from None
             if _debug():
                 raise
             # Not a musicsae error: a bug (ours or a library's), never the user's mistake; say so and where.
@@ -77,6 +86,44 @@ def cli_command(fn: Callable) -> Callable:
                        "rerun with MUSICSAE_DEBUG=1 for the traceback and report it", 1) from None
 
     return wrapper
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # EDQUOT: a disk quota (not on Windows)
+_NO_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)
+# Libraries that do their own I/O (safetensors' Rust writer, Arrow) report these without an errno.
+_NO_SPACE_TEXT = ("no space left on device", "storagefull", "quota exceeded")
+_READ_ONLY_TEXT = ("read-only file system", "readonlyfilesystem")
+
+
+def _storage_error(exc: BaseException) -> tuple[str, str, int] | None:
+    """(message, hint, exit code) when `exc`, or what caused it, is a full disk or a refused write; else None.
+
+    A full disk is a runtime failure (exit 1: the same command succeeds once there is room). A folder that
+    cannot be written is a mistake in the command line, like a missing parent folder (exit 2: rerunning it
+    unchanged never succeeds; another -o does).
+    """
+    seen: list[BaseException] = []
+    while exc is not None and len(seen) < 8 and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for err in seen:
+        name = getattr(err, "filename", None) if isinstance(err, OSError) else None
+        code = err.errno if isinstance(err, OSError) else None
+        text = str(err).lower()
+        if code in _NO_SPACE or (code is None and any(t in text for t in _NO_SPACE_TEXT)):
+            where = f" writing {name}" if name else ""
+            return (f"no space left on the device{where}",
+                    "free some space, or choose an output (-o) on a disk with more room; a resumable job "
+                    "continues where it stopped", 1)
+        read_only = code == errno.EROFS or (code is None and any(t in text for t in _READ_ONLY_TEXT))
+        if read_only or code in _NO_WRITE or (isinstance(err, PermissionError) and code is None):
+            target = f" {name}" if name else ""
+            if not read_only and name and os.path.exists(name) and not os.access(name, os.R_OK):
+                return (f"cannot read{target}: permission denied", "make it readable, or pass a copy you can "
+                        "read", 2)
+            why = "read-only file system" if read_only else "permission denied"
+            return f"cannot write{target}: {why}", "choose an output folder (-o) you can write to", 2
+    return None
 
 
 def _command_path(fn: Callable) -> str:

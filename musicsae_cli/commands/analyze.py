@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
     JsonOpt,
@@ -171,6 +172,7 @@ def separation(
     sae: Annotated[str | None, typer.Option(help="SAE folder or run: analyse its latents (encoded on the fly "
                                                  "from an activation store).")] = None,
     member: MemberOpt = None,
+    allow_other_model: AllowOtherModelOpt = False,
     hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's or the only one).")]
     = None,
     where: WhereOpt = None,
@@ -190,7 +192,8 @@ def separation(
     o = Output(json_out, quiet, verbose)
     from ..analysis.config import SeparationConfig
 
-    flags = {"labels": label, "sae": sae, "member": member, "hookpoint": hookpoint, "where": where,
+    flags = {"labels": label, "sae": sae, "member": member, "allow_other_model": allow_other_model or None,
+             "hookpoint": hookpoint, "where": where,
              "pooling": pooling, "task": task, "folds": folds, "max_rows": max_rows, "seed": seed}
     cfg = resolve(SeparationConfig, "analyze", config, set_, flags, dry_run, o)
     from ..analysis.separation import separation as run
@@ -227,6 +230,7 @@ def features(
     sae: Annotated[str | None, typer.Option(help="SAE folder or training run (optional for a latent store; needed "
                                                  "for --probes).")] = None,
     member: MemberOpt = None,
+    allow_other_model: AllowOtherModelOpt = False,
     hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
     where: WhereOpt = None,
     latents: Annotated[str | None, typer.Option(help="Show these latents, e.g. 3,17,42.")] = None,
@@ -279,7 +283,8 @@ def features(
     if top is not None and (top_density is not None or random is not None):
         raise UsageError("--top sets the count that --top-density/--random already give", "pass only one of them")
     select = {"--latents": "latents", "--top-density": "density", "--random": "random", "--by-label": "label"}
-    flags = {"sae": sae, "member": member, "hookpoint": hookpoint, "where": where, "latents": latents,
+    flags = {"sae": sae, "member": member, "allow_other_model": allow_other_model or None, "hookpoint": hookpoint,
+             "where": where, "latents": latents,
              "select": select[chosen[0]] if chosen else None, "n": top_density or random or top,
              "by_label": by_label, "top_k": top_k, "clip_s": clip_s, "labels": labels, "probes": probes,
              "item": item, "device": device, "seed": seed}

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    AllowOtherModelOpt,
     DryRunOpt,
     JsonOpt,
     Output,
@@ -93,8 +94,7 @@ def evaluate(
     = None,
     where: WhereOpt = None,
     max_rows: Annotated[int | None, typer.Option(help="Frame probes: predict a seeded sample of rows.")] = None,
-    allow_other_model: Annotated[bool, typer.Option(
-        "--allow-other-model", help="Accept a store whose model id differs (widths must still match).")] = False,
+    allow_other_model: AllowOtherModelOpt = False,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
     JsonOpt,
@@ -47,8 +48,9 @@ SeedOpt = Annotated[int | None, Opt("--seed", help="Sampling seed.")]
 
 
 def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store, contrast,
-           file, layers, strength, mode, every, stream, device) -> dict:
-    return {"model": model, "prompts": prompt, "prompts_file": prompts, "audio": audio, "duration_s": duration,
+           file, layers, strength, mode, every, stream, device, allow_other_model) -> dict:
+    return {"allow_other_model": allow_other_model or None, "model": model, "prompts": prompt,
+            "prompts_file": prompts, "audio": audio, "duration_s": duration,
             "direction.probe": probe, "direction.target": target, "direction.sae": sae, "direction.latents": latent,
             "direction.latent_scale": latent_scale, "direction.store": store, "direction.contrast": contrast,
             "direction.file": file, "layers": layers, "strength": strength, "mode": mode, "schedule.every": every,
@@ -63,15 +65,15 @@ def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] 
              latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
              contrast: ContrastOpt = None, file: FileOpt = None, layers: LayersOpt = None,
              strength: StrengthOpt = None, mode: ModeOpt = None, every: EveryOpt = None, stream: StreamOpt = None,
-             seed: SeedOpt = None, device: DeviceOpt = None, overwrite: OverwriteOpt = False,
-             dry_run: DryRunOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
-             verbose: VerboseOpt = False) -> None:
+             seed: SeedOpt = None, device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False,
+             overwrite: OverwriteOpt = False, dry_run: DryRunOpt = False, json_out: JsonOpt = False,
+             quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Generate clips with steering; writes wav, codes and a JSON record that reproduces them."""
     o = Output(json_out, quiet, verbose)
     from ..steering.config import SteerGenerateConfig
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, layers, strength, mode, every, stream, device) | {"seed": seed}
+                   contrast, file, layers, strength, mode, every, stream, device, allow_other_model) | {"seed": seed}
     cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.generate import steer_generate
 
@@ -93,14 +95,15 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
           seeds: Annotated[str | None, Opt("--seeds", help="Sampling seeds, e.g. 0,1,2.")] = None,
           controls: Annotated[int | None, Opt("--controls", help="Random control directions.")] = None,
           score_probe: Annotated[str | None, Opt(help="Probes that score the clips (default --probe).")] = None,
-          device: DeviceOpt = None, overwrite: OverwriteOpt = False, dry_run: DryRunOpt = False,
+          device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False, overwrite: OverwriteOpt = False,
+          dry_run: DryRunOpt = False,
           json_out: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """Dose-response: strengths x seeds x prompts, scored by a probe, against random directions and strength 0."""
     o = Output(json_out, quiet, verbose)
     from ..steering.config import SteerSweepConfig
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, layers, strength, mode, every, stream, device)
+                   contrast, file, layers, strength, mode, every, stream, device, allow_other_model)
     flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe}
     cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.sweep import steer_sweep

@@ -11,13 +11,24 @@ from ..errors import InputError, MusicSAEError
 from ..store import StoreWriter
 from ..store.prepare import resume_or_refuse
 
-# Settings that change what a store holds; a rerun with other values cannot resume it.
+# Settings that never change what a store holds, so a rerun with other values resumes it; every other setting
+# must match. batch_size is one for teacher forcing, where EnCodec encodes each window alone and the stored rows
+# are the same at any batch size (tests/models/test_batch_invariance.py). Generation samples clips batch by batch,
+# so there the batch size decides the clips and a resume must match it (open_store tells the modes apart).
 _RUNTIME_ONLY = ("device", "batch_size", "strict", "shard_mb")
 
 
 def store_config(cfg, mode: str, source: str) -> dict:
-    """The config recorded in the store: the resolved settings plus the mode and the source."""
-    return {"mode": mode, "source": source, **cfg.model_dump(mode="json")}
+    """The config recorded in the store: the resolved settings plus the mode and the source.
+
+    Local paths (the source, a model folder) are recorded resolved, so the same job run from another working
+    directory, or with the path spelled another way, is recognised (and resumed) as the same job.
+    """
+    from ..models.identity import canonical_id
+
+    settings = cfg.model_dump(mode="json")
+    settings["model"] = canonical_id(settings["model"])
+    return {"mode": mode, "source": canonical_id(source), **settings}
 
 
 def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dict, overwrite: bool) -> StoreWriter:
@@ -25,7 +36,10 @@ def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dic
     out = Path(out)
     if not out.parent.exists():
         raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
-    resume = resume_or_refuse(out, record, _RUNTIME_ONLY, "activation store", overwrite)
+    # Generation seeds clips per batch, so its batch size changes what is stored; teacher forcing's does not.
+    runtime_only = _RUNTIME_ONLY if record.get("mode") == "audio" else tuple(k for k in _RUNTIME_ONLY
+                                                                             if k != "batch_size")
+    resume = resume_or_refuse(out, record, runtime_only, "activation store", overwrite)
     widths = {h: adapter.hookpoint_widths[h] for h in hookpoints}
     return StoreWriter.create(out, widths, cfg.store_dtype, model=adapter.describe(),
                               frame_rate=adapter.frame_rate, position_convention=adapter.position_convention,
@@ -45,13 +59,20 @@ def to_store(t, store_dtype: str) -> np.ndarray:
 
 
 @contextmanager
-def out_of_memory_hint(batch_size: int):
-    """Turn a device out-of-memory error into a one-line error that suggests a smaller batch."""
+def out_of_memory_hint(batch_size: int, generating: bool = False):
+    """Turn a device out-of-memory error into a one-line error that suggests a smaller batch.
+
+    Teacher forcing stores the same rows at any batch size, so a smaller batch resumes the run. Generated clips
+    depend on the batch size (each batch is sampled with the seed of its number), so a generation run with a
+    smaller batch starts over.
+    """
     import torch
 
     try:
         yield
     except torch.OutOfMemoryError as exc:
         smaller = max(1, batch_size // 2)
+        how = ("and --overwrite (generated clips depend on the batch size, so the run starts over)" if generating
+               else "(the run resumes where it stopped; the store is the same at any batch size)")
         raise MusicSAEError(f"out of memory with batch size {batch_size}",
-                            f"retry with --batch-size {smaller} (the run resumes where it stopped)") from exc
+                            f"retry with --batch-size {smaller} {how}") from exc

@@ -71,7 +71,7 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
             if all(i in writer.done_items for i in ids):
                 bar.advance()
                 continue
-            with out_of_memory_hint(cfg.batch_size):
+            with out_of_memory_hint(cfg.batch_size, generating=True):
                 res = adapter.generate([p.text for p, _ in batch], cfg.duration_s, hookpoints,
                                        guidance_scale=cfg.guidance_scale, seed=cfg.seed + b, top_k=cfg.top_k,
                                        top_p=cfg.top_p, temperature=cfg.temperature, streams=cfg.stream)

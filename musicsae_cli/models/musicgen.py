@@ -17,6 +17,7 @@ from ..errors import InputError, UsageError
 from .base import GenerationOutput, ModelAdapter
 from .hookpoints import layer_index, layer_name, parse_hookpoints
 from .hooks import StopForward, scoped_hooks
+from .identity import canonical_id, weights_fingerprint
 from .positions import DecoderPositions, check_transformers, unsupported
 
 POSITION_CONVENTION = (
@@ -59,6 +60,7 @@ class MusicGenAdapter(ModelAdapter):
         self.processor = processor
         self.model_id = model_id
         self.revision = revision
+        self.fingerprint = weights_fingerprint(model)  # as built/loaded (fp32), before any precision cast
         self.layers = model.decoder.model.decoder.layers
         self.num_codebooks = int(model.decoder.config.num_codebooks)
         self.pad_id = int(model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None
@@ -83,7 +85,7 @@ class MusicGenAdapter(ModelAdapter):
             adapter = cls(model, processor, TINY_NAME, None)
         else:
             model, processor = _from_pretrained(name, revision)
-            adapter = cls(model, processor, name, revision)
+            adapter = cls(model, processor, canonical_id(name), revision)  # a local folder by its resolved path
         return adapter.placed(torch_device, torch_dtype)
 
     def placed(self, device, dtype) -> MusicGenAdapter:
@@ -136,26 +138,29 @@ class MusicGenAdapter(ModelAdapter):
 
     def describe(self) -> dict:
         cfg = self.model.decoder.config
-        return {**super().describe(), "n_layers": self.n_layers, "hidden_size": int(cfg.hidden_size),
+        return {**super().describe(), "fingerprint": self.fingerprint, "n_layers": self.n_layers,
+                "hidden_size": int(cfg.hidden_size),
                 "num_codebooks": self.num_codebooks, "codebook_size": int(cfg.vocab_size),
                 "dtype": str(self.dtype).replace("torch.", "")}
 
     # ---- audio -> codes ----
     def encode(self, audio: list[np.ndarray]):
-        """EnCodec codes (K, T) per mono item; items of equal length are encoded as one batch."""
+        """EnCodec codes (K, T) per mono item, each item encoded on its own, so its codes never depend on the batch.
+
+        Why not one EnCodec batch: batched convolutions take other kernels, whose outputs differ by about 1e-7,
+        and that flips near-tie codebook choices (issue 12: 172 of 3,000 rows changed between batch sizes 1
+        and 4). Alone, an item's codes are a function of its audio only. Cost at musicgen-small size on a 2-core
+        CPU: none measurable (10 s windows, 1.4-1.7 s each either way: the convolutions run faster alone, the LSTM
+        slower). The decoder pass stays batched.
+        """
         import torch
 
-        out: list = [None] * len(audio)
-        by_length: dict[int, list[int]] = {}
-        for i, a in enumerate(audio):
-            by_length.setdefault(len(a), []).append(i)
+        encoder = self.model.audio_encoder
+        out = []
         with torch.inference_mode():
-            for idx in by_length.values():
-                x = torch.from_numpy(np.stack([audio[i] for i in idx]).astype(np.float32))[:, None]  # (B, 1, N)
-                x = x.to(self.device, self.model.audio_encoder.dtype)
-                codes = self.model.audio_encoder.encode(x).audio_codes[0]  # (B, K, T)
-                for j, i in enumerate(idx):
-                    out[i] = codes[j]
+            for a in audio:
+                x = torch.from_numpy(np.asarray(a, dtype=np.float32))[None, None]  # (1, 1, N)
+                out.append(encoder.encode(x.to(self.device, encoder.dtype)).audio_codes[0, 0])  # (K, T)
         return out
 
     # ---- conditioning ----
@@ -304,11 +309,20 @@ def _from_pretrained(name: str, revision: str | None):
         if model_type != "musicgen":
             raise InputError(f"{name} is not a MusicGen checkpoint (model_type {model_type!r})",
                              "pass a facebook/musicgen-{small,medium,large} checkpoint directory")
+    elif _looks_like_path(name):
+        first = name.split("/")[0]
+        shadowed = not name.startswith((".", "/", "~")) and "/" in name and Path(first).is_dir()  # org/name shape
+        raise InputError(f"no such model directory: {name}",
+                         f"a folder '{first}' exists here, so this reads as a path; run from another folder to use "
+                         "the hub id" if shadowed else "check the path; pass a directory written by save_pretrained, "
+                         f"a hub id such as {HUB_IDS[0]}, or tiny-musicgen")
     elif "/" not in name:
         raise InputError(f"unknown model '{name}'", f"use tiny-musicgen, a local directory or a hub id such as "
                                                     f"{HUB_IDS[0]}")
     kwargs = {"revision": revision} if revision and not local else {}
     quiet_transformers()
+    if not local:
+        kwargs.update(_hub_access(name, revision))  # fails in seconds, not after minutes of retries, when offline
     try:
         model = MusicgenForConditionalGeneration.from_pretrained(str(path) if local else name,
                                                                  dtype=torch.float32, **kwargs)
@@ -318,7 +332,62 @@ def _from_pretrained(name: str, revision: str | None):
             raise InputError(f"cannot load the MusicGen checkpoint in {name}: {str(exc).splitlines()[0]}",
                              "the directory may be incomplete; save it again with save_pretrained") from exc
         raise InputError(f"cannot load '{name}' from the Hugging Face hub: this machine is offline or the id is "
-                         "wrong", "save it where there is network (model.save_pretrained(DIR) and "
-                         "processor.save_pretrained(DIR)) and pass --model DIR; with a filled cache, "
-                         "HF_HUB_OFFLINE=1 skips the network") from exc
+                         "wrong", _OFFLINE_HINT) from exc
     return model, processor
+
+
+_OFFLINE_HINT = ("save it where there is network (model.save_pretrained(DIR) and processor.save_pretrained(DIR)) "
+                 "and pass --model DIR; with a filled cache, HF_HUB_OFFLINE=1 skips the network")
+_HUB_PROBE_TIMEOUT_S = 5.0  # one request; DNS and refused connections fail at once, a silent network after this
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether a `name` that does not exist was meant as a folder: ./x, /x, ~/x, a/b/c, or a/b when ./a exists."""
+    import os
+
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.startswith((".", "/", "~")) or any(sep in name for sep in (os.sep, os.altsep) if sep and sep != "/"):
+        return True
+    parts = name.split("/")
+    if len(parts) < 2:
+        return False  # a bare name: neither a path nor a hub id ('unknown model')
+    try:
+        validate_repo_id(name)  # org/name, the only shape a hub id has
+    except HFValidationError:
+        return True
+    return Path(parts[0]).is_dir()
+
+
+def _hub_access(name: str, revision: str | None) -> dict:
+    """from_pretrained options for hub id `name`: {} when the hub answers, local_files_only when it does not but the
+    model is cached; without either an InputError after one quick request.
+
+    Without this, transformers retries every file with backoff (about 40 s uncached, minutes with a filled
+    cache, one 'Retrying in' line each) before its own error.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return {}  # deliberately offline: from_pretrained reads the cache only, and fails at once without it
+    try:
+        get_hf_file_metadata(hf_hub_url(name, "config.json", revision=revision), timeout=_HUB_PROBE_TIMEOUT_S)
+        return {}
+    except RevisionNotFoundError as exc:
+        raise InputError(f"'{name}' on the Hugging Face hub has no revision '{revision}'",
+                         "pass a branch, tag or commit of the model, or leave --revision out") from exc
+    except RepositoryNotFoundError as exc:  # also what a private or gated model answers without a token
+        raise InputError(f"no model '{name}' on the Hugging Face hub",
+                         f"check the id (e.g. {HUB_IDS[0]}); for a private or gated model, log in with "
+                         "`hf auth login`") from exc
+    except HfHubHTTPError:
+        return {}  # the hub answered (rate limit, a missing file...): from_pretrained says what it means
+    except Exception as exc:  # no answer: DNS, refused connection, timeout, proxy
+        if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+            logging.getLogger("musicsae").info("the Hugging Face hub is unreachable; loading %s from the local "
+                                               "cache", name)
+            return {"local_files_only": True}
+        raise InputError(f"cannot load '{name}' from the Hugging Face hub: this machine is offline or the id is "
+                         f"wrong ({type(exc).__name__}; not in the local cache either)", _OFFLINE_HINT) from exc

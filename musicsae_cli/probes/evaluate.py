@@ -20,18 +20,13 @@ from .model import ProbeSet
 
 log = logging.getLogger("musicsae")
 EVAL_KIND = "probe_evaluation"
-MODEL_KEYS = ("family", "id", "hidden_size")
 
 
 def check_compatible(probes: ProbeSet, store, allow_other_model: bool = False) -> None:
     """InputError when the store comes from another model than the probes, or lacks/changes a hookpoint."""
-    ours, theirs = probes.model or {}, store.model or {}
-    differ = [k for k in MODEL_KEYS if k in ours and k in theirs and ours[k] != theirs[k]]
-    if differ and not allow_other_model:
-        shown = "; ".join(f"{k}: probes {ours[k]!r}, store {theirs[k]!r}" for k in differ)
-        raise InputError(f"the probes were trained on another model than the store's ({shown})",
-                         "evaluate on a store extracted from the same model, or pass --allow-other-model if "
-                         "it is the same model under another name")
+    from ..models.identity import check_same_model
+
+    check_same_model("the probes", probes.model, store.model or {}, allow_other_model, against="the store's model")
     missing = [hp for hp in probes.hookpoints if hp not in store.widths]
     if missing:
         raise InputError(f"the store lacks probed hookpoint(s) {', '.join(missing)}",
@@ -46,7 +41,10 @@ def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | 
                     label: str | None = None, allow_other_model: bool = False, max_rows: int | None = None,
                     overwrite: bool = False, progress: ProgressFactory = no_progress) -> dict:
     """Predict every sample of a store with saved probes; metrics when the store has the label column."""
+    from ..config import check_max_rows
     from ..store import ActivationStore
+
+    check_max_rows(max_rows)
     from ..store.filters import choose_stream
     from .data import load_samples
     from .fit import apply

@@ -27,6 +27,7 @@ def save_checkpoint(out: Path, step: int, members: list, extra: dict) -> None:
         meta["members"][m.name] = {"param_groups": opt["param_groups"], "tracker": tracker}
     tmp = out / f".{CHECKPOINT_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    _check_free_space(out, step, sum(t.numel() * t.element_size() for t in tensors.values()))
     tmp.mkdir()
     save_file(tensors, str(tmp / "state.safetensors"))
     (tmp / "state.json").write_text(json.dumps(meta, indent=2, default=float))
@@ -39,6 +40,46 @@ def save_checkpoint(out: Path, step: int, members: list, extra: dict) -> None:
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
+
+
+def _check_free_space(out: Path, step: int, tensor_bytes: int) -> None:
+    """MusicSAEError before writing when the device of `out` cannot hold a new checkpoint beside the current one.
+
+    The new checkpoint is written completely before the previous one is removed, so a run needs room for both.
+    Failing here, rather than mid-write, keeps the previous checkpoint intact and the run resumable from it.
+    """
+    from ..errors import MusicSAEError
+
+    needed = tensor_bytes + _OVERHEAD_BYTES
+    free = shutil.disk_usage(out).free
+    if free >= needed:
+        return
+    previous = _saved_step(out)
+    kept = f"; the checkpoint of step {previous} is kept" if previous is not None else ""
+    resumes = f"it resumes from step {previous}" if previous is not None else "it starts the run again"
+    raise MusicSAEError(f"not enough space for the checkpoint of step {step} in {out}: it needs "
+                        f"{_human(needed)}, {_human(free)} free{kept}",
+                        f"free some space on that disk and rerun the same command ({resumes})")
+
+
+_OVERHEAD_BYTES = 1 << 20  # safetensors header and state.json: a few KB per tensor at most
+
+
+def _saved_step(out: Path) -> int | None:
+    """The step of the complete checkpoint in `out`, if any."""
+    try:
+        return int(json.loads((out / CHECKPOINT_DIR / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _human(n: int) -> str:
+    """Bytes as '1.3 GB', '12.0 MB' (powers of 1024, as df -h)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def load_checkpoint(out: Path, members: list, device) -> dict:

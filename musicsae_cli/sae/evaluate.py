@@ -17,6 +17,10 @@ def evaluate_reconstruction(sae_path: str | Path, store_path: str | Path, member
     """Explained variance (float64, mean-centred), MSE, L0, dead fraction and shrinkage over the store's rows."""
     import torch
 
+    from ..config import check_max_rows
+
+    check_max_rows(max_rows)
+
     from ..runtime import resolve_device
     from ..store import ActivationStore
     from .data import check_finite, pick_hookpoint

@@ -49,6 +49,12 @@ def hook_layer_of(hook_name: str) -> int | None:
     return int(found[0]) if found else None
 
 
+def model_record(cfg: dict) -> dict:
+    """The model an SAE was trained on, as its store recorded it (id, fingerprint, widths), from its cfg.json."""
+    record = (cfg.get("musicsae") or {}).get("model")
+    return dict(record) if isinstance(record, dict) else {"id": cfg.get("model_name")}
+
+
 def save_sae(sae, directory: str | Path, hook_name: str, model_name: str, extra: dict | None = None,
              density=None, *, config: dict | None = None, hook_layer: int | None = None) -> Path:
     """Write `sae` (normalisation folded into a copy) into the existing `directory`; returns it."""

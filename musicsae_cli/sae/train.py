@@ -29,7 +29,7 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
     start_sae = _check_init_from(init_from, cfg, d_in) if init_from else None
     check_files(store, [hookpoint])  # a truncated or missing shard fails here, naming it
     target = Path(out)
-    record = {"store": str(store_path), "hookpoint": hookpoint, **cfg.model_dump(mode="json")}
+    record = {"store": str(Path(store_path).resolve()), "hookpoint": hookpoint, **cfg.model_dump(mode="json")}
     split = split_rows(store, cfg.where, cfg.val_fraction, cfg.split_column, cfg.seed)
     steps_per_epoch = split.train.size // cfg.batch_size
     if steps_per_epoch == 0:
@@ -85,7 +85,8 @@ def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, s
         metrics = final[m.name]
         with staged_directory(out / m.name, overwrite=True) as stage:
             save_sae(m.sae, stage, hook_name=hookpoint, model_name=str(store.model.get("id", "")),
-                     extra={"store": str(store_path), "member": m.name, "train_config": m.cfg.model_dump(mode="json"),
+                     extra={"store": str(store_path), "model": store.model, "member": m.name,
+                            "train_config": m.cfg.model_dump(mode="json"),
                             "steps": total, "split": split_info(split), "final_metrics": _scalars(metrics)},
                      density=torch.as_tensor(metrics["density"]))
         saved[m.name] = {"path": str(run.target / m.name), **_scalars(metrics)}
@@ -129,7 +130,8 @@ def _train_dictionary(store, store_path, hookpoint, split, cfg, run, total: int,
     final = metrics["sae"]
     with staged_directory(out / "sae", overwrite=True) as stage:
         save_dictionary(model, stage, hookpoint, str(store.model.get("id", "")),
-                        {"store": str(store_path), "member": "sae", "train_config": cfg.model_dump(mode="json"),
+                        {"store": str(store_path), "model": store.model, "member": "sae",
+                         "train_config": cfg.model_dump(mode="json"),
                          "steps": total, "final_metrics": _scalars(final)}, final["density"])
     from .report import write_report
 

@@ -110,8 +110,8 @@ class SteeringConfig(BaseModel):
     stream: Literal["both", "cond", "uncond"] = Field(
         "both", description="Guidance stream(s) to steer. Steering only cond is amplified by the guidance scale; "
         "without guidance every row is steered.")
-    allow_model_mismatch: bool = Field(False, description="Accept a probe/SAE/store recorded with another model id "
-                                       "(e.g. the same checkpoint under another path); widths must still match.")
+    allow_other_model: bool = Field(False, description="Accept a probe/SAE/store made with another model (models "
+                                    "are compared by a fingerprint of their weights); widths must still match.")
 
     @field_validator("strength", mode="before")
     @classmethod

@@ -80,21 +80,10 @@ def check_widths(direction: Direction, adapter) -> None:
 
 
 def check_same_model(what: str, recorded: dict | None, adapter, allow_mismatch: bool) -> None:
-    """Refuse a probe/SAE/store recorded with another model: widths always, ids unless allowed."""
-    recorded = recorded or {}
-    ours = adapter.describe()
-    hidden, layers = recorded.get("hidden_size"), recorded.get("n_layers")
-    if hidden is not None and int(hidden) != ours["hidden_size"]:
-        raise InputError(f"{what} was made on a model of width {hidden}, the loaded model has width "
-                         f"{ours['hidden_size']}", f"use the model {what} was made with ({recorded.get('id')})")
-    if layers is not None and int(layers) != ours["n_layers"]:
-        raise InputError(f"{what} was made on a model with {layers} layers, the loaded model has {ours['n_layers']}",
-                         f"use the model {what} was made with ({recorded.get('id')})")
-    rid = recorded.get("id")
-    if rid and rid != ours["id"] and not allow_mismatch:
-        raise InputError(f"{what} was made with model '{rid}', not the loaded '{ours['id']}'",
-                         "load that model (--model), or --set allow_model_mismatch=true if it is the same "
-                         "checkpoint under another name")
+    """Refuse a probe/SAE/store recorded with another model: widths always, identity unless allowed."""
+    from ..models.identity import check_same_model as check
+
+    check(what, recorded, adapter.describe(), allow_mismatch)
 
 
 def from_probe(cfg: DirectionConfig, adapter, allow_mismatch: bool) -> Direction:
@@ -114,7 +103,7 @@ def from_probe(cfg: DirectionConfig, adapter, allow_mismatch: bool) -> Direction
 
 def from_sae(cfg: DirectionConfig, adapter, allow_mismatch: bool) -> Direction:
     """Decoder rows of `latents` (each scaled by its latent scale), summed, at the SAE's hookpoint."""
-    from ..sae.io import load_sae
+    from ..sae.io import load_sae, model_record
     from ..sae.train import sae_dir
 
     path = sae_dir(cfg.sae, cfg.member)
@@ -127,8 +116,7 @@ def from_sae(cfg: DirectionConfig, adapter, allow_mismatch: bool) -> Direction:
     if sae.spec.d_in != width:
         raise InputError(f"the SAE {path} has width d_in={sae.spec.d_in}, the model's {hp} width is {width}",
                          "use an SAE trained on this model")
-    if sae_cfg.get("model_name"):
-        check_same_model(f"the SAE {path}", {"id": sae_cfg["model_name"]}, adapter, allow_mismatch)
+    check_same_model(f"the SAE {path}", model_record(sae_cfg), adapter, allow_mismatch)
     if not cfg.latents:
         raise UsageError("an SAE direction needs --latent N[,M]", f"latents 0 .. {sae.spec.d_sae - 1}")
     bad = [i for i in cfg.latents if not 0 <= i < sae.spec.d_sae]

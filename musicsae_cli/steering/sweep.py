@@ -43,7 +43,7 @@ def load_scoring_probe(cfg: SteerSweepConfig, adapter):
     if not path:
         raise UsageError("a sweep needs a probe to score the clips", "pass --probe DIR (or --score-probe DIR)")
     probe = ProbeSet.load(path)
-    check_same_model(f"the probe {path}", probe.model, adapter, cfg.allow_model_mismatch)
+    check_same_model(f"the probe {path}", probe.model, adapter, cfg.allow_other_model)
     if probe.task != "classification":
         raise InputError(f"the {probe.label} probe is a regression probe", "score a sweep with a classification probe")
     if target is None:
@@ -96,7 +96,7 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
     adapter = adapter or load_model(cfg)
     probe, target, target_index = load_scoring_probe(cfg, adapter)
     codes_prompt, prompt_info = audio_prompt(cfg, adapter)
-    direction = load_direction(cfg.direction, adapter, cfg.allow_model_mismatch)
+    direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)
     layers = steer_layers(cfg, adapter, direction)
     build_steering(cfg, adapter, direction)  # strength/layer mistakes fail before any generation
     hp = score_hookpoint(cfg, probe, layers)

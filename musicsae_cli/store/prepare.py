@@ -191,11 +191,17 @@ def _check_compatible(root: Path, manifest: dict, widths: dict[str, int], dtype:
     if manifest.get("frame_rate") != frame_rate:
         problems.append(f"frame_rate: store has {manifest.get('frame_rate')}, requested {frame_rate}")
     # JSON round trip so that tuples and numpy scalars compare like the stored values.
-    if model is not None and json.loads(json.dumps(model, default=str)) != manifest.get("model"):
+    if model is not None and _model_key(json.loads(json.dumps(model, default=str))) != _model_key(
+            manifest.get("model") or {}):
         problems.append(f"model: store has {manifest.get('model')}, requested {model}")
     if problems:
         raise StoreError(f"cannot resume {root}, its settings differ: " + "; ".join(problems),
                          "resume with the settings it was started with, or pass --overwrite to start over")
+
+
+def _model_key(model: dict) -> dict:
+    """What must match to resume: a model with a weights fingerprint is that fingerprint, wherever it lies."""
+    return {k: v for k, v in model.items() if k != "id"} if model.get("fingerprint") else model
 
 
 def _fmt(widths: dict[str, int]) -> str:

@@ -86,3 +86,33 @@ def test_prompt_files(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(InputError, match="no prompts"):
         read_prompts(tmp_path / "empty.txt")
+
+
+def test_out_of_memory_while_generating_says_the_run_starts_over():
+    from musicsae_cli.errors import MusicSAEError
+    from musicsae_cli.extract.common import out_of_memory_hint
+
+    with pytest.raises(MusicSAEError) as info, out_of_memory_hint(4, generating=True):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert info.value.message == "out of memory with batch size 4"
+    assert info.value.hint == ("retry with --batch-size 2 and --overwrite (generated clips depend on the batch size, "
+                               "so the run starts over)")
+
+
+def test_generation_resume_at_another_batch_size_is_refused(tiny_adapter, tmp_path, monkeypatch):
+    prompts = [Prompt(f"p{i}", f"jazz {i}", {}) for i in range(5)]
+    real, calls = tiny_adapter.generate, {"n": 0}
+
+    def dies_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_adapter, "generate", dies_on_second)
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        extract_generate(prompts, part, cfg(batch_size=2, shard_mb=0.01), adapter=tiny_adapter)
+    monkeypatch.setattr(tiny_adapter, "generate", real)
+    with pytest.raises(InputError, match=r"interrupted run with other settings \(batch_size\)"):
+        extract_generate(prompts, part, cfg(batch_size=3, shard_mb=0.01), adapter=tiny_adapter)

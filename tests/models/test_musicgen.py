@@ -189,3 +189,45 @@ def test_unreachable_hub_id_says_offline(monkeypatch):
     with pytest.raises(InputError, match="offline or the id is wrong") as info:
         MusicGenAdapter.load("facebook/musicgen-small", device="cpu")
     assert "--model DIR" in info.value.hint
+
+
+@pytest.mark.parametrize(("name", "path_like"), [
+    ("./musicgen", True), ("/no/such/musicgen", True), ("~/musicgen", True), ("models/musicgen/small", True),
+    ("org/has space", True), ("facebook/musicgen-small", False), ("someone/their-model.v2", False),
+    ("musicgen-small", False)])
+def test_which_missing_names_are_paths(tmp_path, monkeypatch, name, path_like):
+    from musicsae_cli.models.musicgen import _looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    assert _looks_like_path(name) is path_like
+    (tmp_path / name.split("/")[0]).mkdir(exist_ok=True)  # a local folder named like the org: a path
+    if "/" in name and not name.startswith((".", "/", "~")):
+        assert _looks_like_path(name)
+
+
+def _hub_answers(monkeypatch, error_class):
+    """The hub's answer to musicsae's one metadata request: `error_class` (a 404-like HfHubHTTPError)."""
+    from unittest import mock
+
+    import huggingface_hub
+
+    def answer(*args, **kwargs):
+        raise error_class("404 Client Error", response=mock.Mock(status_code=404, headers={}))
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", answer)
+
+
+def test_hub_says_no_such_model_or_revision(monkeypatch):
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    _hub_answers(monkeypatch, RepositoryNotFoundError)
+    with pytest.raises(InputError) as info:
+        MusicGenAdapter.load("someone/not-a-model", device="cpu")
+    assert info.value.message == "no model 'someone/not-a-model' on the Hugging Face hub"
+    assert "hf auth login" in info.value.hint
+    _hub_answers(monkeypatch, RevisionNotFoundError)
+    with pytest.raises(InputError) as info:
+        MusicGenAdapter.load("facebook/musicgen-small", revision="v9", device="cpu")
+    assert info.value.message == "'facebook/musicgen-small' on the Hugging Face hub has no revision 'v9'"

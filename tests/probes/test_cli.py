@@ -64,13 +64,16 @@ def test_evaluate_refuses_another_models_store(trained, runner, app, tmp_path):
     out, _ = trained
     probes_manifest = json.loads((out / "manifest.json").read_text())
     widths = probes_manifest["widths"]
-    with StoreWriter.create(tmp_path / "other", widths, "float32", model={**probes_manifest["model"],
-                                                                          "id": "facebook/musicgen-small"}) as w:
+    other = {**probes_manifest["model"], "id": "facebook/musicgen-small", "fingerprint": "0" * 24}
+    with StoreWriter.create(tmp_path / "other", widths, "float32", model=other) as w:
         w.add_item("a", {hp: np.zeros((3, d), np.float32) for hp, d in widths.items()}, item_meta={"concept": "x"})
     result = runner.invoke(app, ["probe", "evaluate", str(out), str(tmp_path / "other"), "-o", str(tmp_path / "ev")])
     assert result.exit_code == 2
-    assert "trained on another model" in result.stderr and "facebook/musicgen-small" in result.stderr
-    assert not (tmp_path / "ev").exists()
+    assert "not the store's model 'facebook/musicgen-small' (other weights)" in result.stderr
+    assert "--allow-other-model" in result.stderr and not (tmp_path / "ev").exists()
+    allowed = runner.invoke(app, ["probe", "evaluate", str(out), str(tmp_path / "other"), "-o", str(tmp_path / "ev"),
+                                  "--allow-other-model"])
+    assert allowed.exit_code == 0, allowed.output
     narrow = {hp: d // 2 for hp, d in widths.items()}
     with StoreWriter.create(tmp_path / "narrow", narrow, "float32", model=probes_manifest["model"]) as w:
         w.add_item("a", {hp: np.zeros((3, d), np.float32) for hp, d in narrow.items()})

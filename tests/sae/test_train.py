@@ -242,3 +242,32 @@ def test_empty_store_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"no rows to train on \(empty store\)"):
         train_sae(tmp_path / "empty", tmp_path / "run", cfg())
     assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_without_room_fails_before_writing_and_the_run_resumes(sparse_store, tmp_path, monkeypatch):
+    import re
+
+    import musicsae_cli.sae.checkpoint as checkpoint
+
+    real, calls = checkpoint.shutil.disk_usage, {"n": 0}
+
+    def fills_up(path):
+        calls["n"] += 1  # room for the checkpoint of step 25, then 4 KB left
+        usage = real(path)
+        return usage._replace(free=usage.free if calls["n"] == 1 else 4096)
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", fills_up)
+    run = tmp_path / "run"
+    with pytest.raises(MusicSAEError) as err:
+        train_sae(sparse_store[0], run, cfg())
+    found = re.fullmatch(r"not enough space for the checkpoint of step 50 in (.+): it needs ([\d.]+) (KB|MB), "
+                         r"4\.0 KB free; the checkpoint of step 25 is kept", err.value.message)
+    assert found and found[1] == str(run), err.value.message
+    assert err.value.hint == "free some space on that disk and rerun the same command (it resumes from step 25)"
+    # The estimate covers what a checkpoint really takes (the one of step 25, same tensors), and nothing was written.
+    written = sum(f.stat().st_size for f in (run / "checkpoint").iterdir())
+    assert float(found[2]) * 1024 ** (1 if found[3] == "KB" else 2) >= written
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 25
+    assert not (run / ".checkpoint.tmp").exists()
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", real)
+    assert train_sae(sparse_store[0], run, cfg())["resumed_from"] == 25

@@ -53,13 +53,14 @@ def test_probe_direction_per_layer(tiny_adapter, concept_probe):
 def test_probe_from_another_model_is_refused(tiny_adapter, tiny_store, tmp_path):
     other = {"id": "facebook/musicgen-small", "hidden_size": 64, "n_layers": 4}
     path = make_probe(tmp_path / "other", tiny_store, other, hookpoints=("layers.2",))
-    with pytest.raises(InputError, match="made with model 'facebook/musicgen-small', not the loaded 'tiny-musicgen'"):
+    with pytest.raises(InputError, match="made with model 'facebook/musicgen-small', not the loaded model "
+                                         "'tiny-musicgen' \\(another id\\)"):
         load_direction(DirectionConfig(probe=str(path), target="notes"), tiny_adapter)
     assert load_direction(DirectionConfig(probe=str(path), target="notes"), tiny_adapter, allow_mismatch=True)
     wide = ProbeSet.load(path)
     wide.model = {"id": "tiny-musicgen", "hidden_size": 1024}
     wide.save(path)
-    with pytest.raises(InputError, match="model of width 1024, the loaded model has width 64"):
+    with pytest.raises(InputError, match="model with width 1024, the loaded model has 64"):
         load_direction(DirectionConfig(probe=str(path), target="notes"), tiny_adapter, allow_mismatch=True)
 
 
