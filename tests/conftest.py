@@ -86,3 +86,23 @@ def tiny_store(tmp_path_factory, concept_set, tiny_adapter) -> Path:
     extract_audio(concept_set, path, ExtractConfig(model="tiny-musicgen", device="cpu", store_dtype="float32"),
                   adapter=tiny_adapter)
     return path
+
+
+@pytest.fixture
+def interrupt_on_call(monkeypatch):
+    """interrupt_on_call(obj, "name", n): obj.name raises KeyboardInterrupt on its n-th call (a Ctrl-C or a kill
+    mid-run); returns a function that puts the real one back."""
+
+    def install(obj, name: str, n: int):
+        real, calls = getattr(obj, name), {"n": 0}
+
+        def dies(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, dies)
+        return lambda: monkeypatch.setattr(obj, name, real)
+
+    return install

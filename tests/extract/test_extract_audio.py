@@ -103,25 +103,17 @@ def test_bad_hookpoint_fails_before_any_work(tiny_adapter, concept_set, tmp_path
 
 
 @pytest.mark.smoke
-def test_interrupted_run_resumes_without_duplicates(tiny_adapter, concept_set, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_without_duplicates(tiny_adapter, concept_set, tmp_path, interrupt_on_call):
     whole = tmp_path / "whole"
     extract_audio(concept_set, whole, cfg(batch_size=2), adapter=tiny_adapter)
-    real, calls = tiny_adapter.audio_activations, {"n": 0}
-
-    def dies_on_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_adapter, "audio_activations", dies_on_third)
+    restore = interrupt_on_call(tiny_adapter, "audio_activations", 3)
     part = tmp_path / "part"
     small = cfg(batch_size=2, shard_mb=0.05)  # ~one item per shard, so items commit before the interruption
     with pytest.raises(KeyboardInterrupt):
         extract_audio(concept_set, part, small, adapter=tiny_adapter)
     with pytest.raises(Exception, match="incomplete"):
         ActivationStore.open(part)
-    monkeypatch.setattr(tiny_adapter, "audio_activations", real)
+    restore()
     res = extract_audio(concept_set, part, small, adapter=tiny_adapter)
     a, b = ActivationStore.open(whole), ActivationStore.open(part)
     assert b.n_items == a.n_items == 6 and b.n_rows == a.n_rows
@@ -182,28 +174,19 @@ def test_nothing_usable_is_an_error_and_an_overwrite_keeps_the_old_store(tiny_ad
     assert not (tmp_path / ".store.overwrite").exists()
 
 
-def test_interrupted_overwrite_keeps_the_old_store_and_resumes(tiny_adapter, concept_set, tmp_path, monkeypatch):
+def test_interrupted_overwrite_keeps_the_old_store_and_resumes(tiny_adapter, concept_set, tmp_path, interrupt_on_call):
     out = tmp_path / "store"
     extract_audio(concept_set, out, cfg(hookpoints="layers.1"), adapter=tiny_adapter)
     old = ActivationStore.open(out)
     old_rows = old.read_rows("layers.1", np.arange(old.n_rows))
-    calls = {"n": 0}
-    real = tiny_adapter.audio_activations
-
-    def dies_on_the_second_batch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(tiny_adapter, "audio_activations", dies_on_the_second_batch)
+    restore = interrupt_on_call(tiny_adapter, "audio_activations", 2)
     small = cfg(shard_mb=0.05)  # ~one item per shard, so items commit before the interruption
     with pytest.raises(KeyboardInterrupt):
         extract_audio(concept_set, out, small, overwrite=True, adapter=tiny_adapter)
     kept = ActivationStore.open(out)
     assert kept.hookpoints == ["layers.1"] and np.array_equal(kept.read_rows("layers.1", np.arange(kept.n_rows)),
                                                              old_rows)
-    monkeypatch.setattr(tiny_adapter, "audio_activations", real)
+    restore()
     res = extract_audio(concept_set, out, small, overwrite=True, adapter=tiny_adapter)  # the same command again
     assert 0 < res["windows_written"] < 6  # what the interrupted overwrite committed was kept in the stage
     new = ActivationStore.open(out)

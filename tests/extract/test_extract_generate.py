@@ -46,24 +46,16 @@ def test_single_stream(tiny_adapter, tmp_path):
     assert set(store.metadata(["stream"]).column("stream").to_pylist()) == {"cond"} and store.n_rows == 15
 
 
-def test_resumed_generation_equals_uninterrupted(tiny_adapter, tmp_path, monkeypatch):
+def test_resumed_generation_equals_uninterrupted(tiny_adapter, tmp_path, interrupt_on_call):
     prompts = [Prompt(f"p{i}", f"jazz {i}", {}) for i in range(5)]
     whole = tmp_path / "whole"
     extract_generate(prompts, whole, cfg(batch_size=2), adapter=tiny_adapter)
-    real, calls = tiny_adapter.generate, {"n": 0}
-
-    def dies_on_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_adapter, "generate", dies_on_second)
+    restore = interrupt_on_call(tiny_adapter, "generate", 2)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         extract_generate(prompts, part, cfg(batch_size=2, shard_mb=0.01), adapter=tiny_adapter)
     committed = ActivationStore.open(part, allow_incomplete=True).n_items
-    monkeypatch.setattr(tiny_adapter, "generate", real)
+    restore()
     res = extract_generate(prompts, part, cfg(batch_size=2, shard_mb=0.01), adapter=tiny_adapter)
     assert committed >= 1 and res["clips_written"] == 5 - committed  # only the missing clips are redone
     for pid in ("p0", "p3", "p4"):
@@ -99,20 +91,12 @@ def test_out_of_memory_while_generating_says_the_run_starts_over():
                                "so the run starts over)")
 
 
-def test_generation_resume_at_another_batch_size_is_refused(tiny_adapter, tmp_path, monkeypatch):
+def test_generation_resume_at_another_batch_size_is_refused(tiny_adapter, tmp_path, interrupt_on_call):
     prompts = [Prompt(f"p{i}", f"jazz {i}", {}) for i in range(5)]
-    real, calls = tiny_adapter.generate, {"n": 0}
-
-    def dies_on_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_adapter, "generate", dies_on_second)
+    restore = interrupt_on_call(tiny_adapter, "generate", 2)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         extract_generate(prompts, part, cfg(batch_size=2, shard_mb=0.01), adapter=tiny_adapter)
-    monkeypatch.setattr(tiny_adapter, "generate", real)
+    restore()
     with pytest.raises(InputError, match=r"interrupted run with other settings \(batch_size\)"):
         extract_generate(prompts, part, cfg(batch_size=3, shard_mb=0.01), adapter=tiny_adapter)

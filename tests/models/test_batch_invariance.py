@@ -97,21 +97,13 @@ def test_stores_at_batch_sizes_1_and_4_are_equal_row_for_row(tiny_adapter, audio
 
 
 def test_resume_at_another_batch_size_equals_an_uninterrupted_run(tiny_adapter, audio_dir, store_b1, tmp_path,
-                                                                  monkeypatch):
-    real, calls = tiny_adapter.audio_activations, {"n": 0}
-
-    def dies_on_third(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_adapter, "audio_activations", dies_on_third)
+                                                                  monkeypatch, interrupt_on_call):
+    restore = interrupt_on_call(tiny_adapter, "audio_activations", 3)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):  # ~one item per shard, so the first batches commit
         extract_audio(audio_dir, part, cfg(batch_size=4, shard_mb=0.01), adapter=tiny_adapter)
     committed = ActivationStore.open(part, allow_incomplete=True).n_items
-    monkeypatch.setattr(tiny_adapter, "audio_activations", real)
+    restore()
     res = extract_audio(audio_dir, part, cfg(batch_size=3, shard_mb=0.01), adapter=tiny_adapter)
     assert 0 < committed < 15 and res["windows_written"] == 15 - committed
     _assert_same_store(store_b1, ActivationStore.open(part))

@@ -70,7 +70,7 @@ def test_probe_trained_with_one_spelling_steers_with_another(two_dirs, concept_s
     assert evaluated.exit_code == 0, evaluated.output
 
 
-def test_resume_from_another_working_directory(two_dirs, concept_set, monkeypatch):
+def test_resume_from_another_working_directory(two_dirs, concept_set, monkeypatch, interrupt_on_call):
     """An interrupted extract resumes from another folder with its paths spelled relative to there."""
     from musicsae_cli.extract.audio import extract_audio
     from musicsae_cli.extract.config import ExtractConfig
@@ -82,15 +82,7 @@ def test_resume_from_another_working_directory(two_dirs, concept_set, monkeypatc
                         shard_mb=0.05)
     monkeypatch.chdir(two_dirs)
     adapter = MusicGenAdapter.load("tiny", device="cpu")
-    real, calls = adapter.audio_activations, {"n": 0}
-
-    def dies(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(adapter, "audio_activations", dies)
+    interrupt_on_call(adapter, "audio_activations", 3)
     with pytest.raises(KeyboardInterrupt):
         extract_audio("data", "store", cfg, adapter=adapter)
     (two_dirs / "sub").mkdir()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import musicsae_cli.sae.trainer as trainer
 from musicsae_cli.errors import ConfigError, InputError, MusicSAEError, OutputExistsError
 from musicsae_cli.sae.config import SAETrainConfig
 from musicsae_cli.sae.train import sae_dir, train_sae
@@ -68,23 +69,14 @@ def test_sweep_trains_several_from_one_pass(sparse_store, tmp_path):
 
 
 @pytest.mark.smoke
-def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, monkeypatch):
-    import musicsae_cli.sae.trainer as trainer
+def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, interrupt_on_call):
     from musicsae_cli.sae.io import load_sae
 
     train_sae(sparse_store[0], tmp_path / "whole", cfg())
-    real, calls = trainer.train_step, {"n": 0}
-
-    def dies(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 60:  # after the checkpoints at steps 25 and 50
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", dies)
+    restore = interrupt_on_call(trainer, "train_step", 60)  # after the checkpoints at steps 25 and 50
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "part", cfg())
-    monkeypatch.setattr(trainer, "train_step", real)
+    restore()
     with pytest.raises(InputError, match="not finished"):
         sae_dir(tmp_path / "part")
     res = train_sae(sparse_store[0], tmp_path / "part", cfg(), resume=True)
@@ -95,27 +87,11 @@ def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, mon
         assert np.allclose(x.numpy(), y.numpy(), atol=1e-6), name
 
 
-def _killed_at(monkeypatch, step_call: int):
-    """Make the trainer raise KeyboardInterrupt on its `step_call`-th step (a Ctrl-C or kill mid-run)."""
-    import musicsae_cli.sae.trainer as trainer
-
-    real, calls = trainer.train_step, {"n": 0}
-
-    def dies(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == step_call:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", dies)
-    return lambda: monkeypatch.setattr(trainer, "train_step", real)
-
-
-def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, monkeypatch):
+def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, interrupt_on_call):
     train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5))
     with pytest.raises(InputError, match="nothing to resume in .*run: it is finished"):
         train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5), resume=True)
-    restore = _killed_at(monkeypatch, 30)
+    restore = interrupt_on_call(trainer, "train_step", 30)
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "part", cfg())
     restore()
@@ -124,8 +100,8 @@ def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, monkeypat
     assert "original settings to resume" in err.value.hint
 
 
-def test_the_same_command_after_a_kill_resumes_and_logs_each_step_once(sparse_store, tmp_path, monkeypatch):
-    restore = _killed_at(monkeypatch, 60)  # after the checkpoints at steps 25 and 50
+def test_the_same_command_after_a_kill_resumes_and_logs_each_step_once(sparse_store, tmp_path, interrupt_on_call):
+    restore = interrupt_on_call(trainer, "train_step", 60)  # after the checkpoints at steps 25 and 50
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "run", cfg())
     restore()
@@ -138,13 +114,13 @@ def test_the_same_command_after_a_kill_resumes_and_logs_each_step_once(sparse_st
     assert evals == sorted(set(evals))
 
 
-def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(sparse_store, tmp_path, monkeypatch):
+def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(sparse_store, tmp_path, interrupt_on_call):
     from musicsae_cli.sae.io import load_sae
 
     run = tmp_path / "run"
     train_sae(sparse_store[0], run, cfg(max_steps=40))
     old_weights = (run / "sae" / "sae_weights.safetensors").read_bytes()
-    restore = _killed_at(monkeypatch, 30)
+    restore = interrupt_on_call(trainer, "train_step", 30)
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], run, cfg(k=8), overwrite=True)
     restore()
@@ -174,10 +150,10 @@ def test_bad_config_or_damaged_store_leave_no_run_folder(sparse_store, tmp_path)
     assert "info --verify" in err.value.hint and not (tmp_path / "run").exists()
 
 
-def test_a_second_trainer_on_the_same_run_is_refused(sparse_store, tmp_path, monkeypatch):
+def test_a_second_trainer_on_the_same_run_is_refused(sparse_store, tmp_path, interrupt_on_call):
     from musicsae_cli.sae.rundir import open_run
 
-    restore = _killed_at(monkeypatch, 10)
+    restore = interrupt_on_call(trainer, "train_step", 10)
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "run", cfg())
     restore()
