@@ -83,14 +83,20 @@ def saelens_reference(weights: dict, cfg: dict, x: np.ndarray) -> np.ndarray:
     pre = sae_in @ w["W_enc"] + w["b_enc"]
     if cfg["architecture"] == "jumprelu":
         f = np.maximum(pre, 0) * (pre > w["threshold"])
-    elif cfg["architecture"] == "topk" or cfg.get("activation_fn_str") == "topk":
+    else:
+        f = _saelens_activation(pre, cfg)
+    return f @ w["W_dec"] + w["b_dec"]
+
+
+def _saelens_activation(pre: np.ndarray, cfg: dict) -> np.ndarray:
+    """SAELens's TopK (k largest, then ReLU) or ReLU on the hidden pre-activations, in numpy."""
+    if cfg["architecture"] == "topk" or cfg.get("activation_fn_str") == "topk":
         k = cfg.get("k") or cfg["activation_fn_kwargs"]["k"]
         f = np.zeros_like(pre)
         top = np.argsort(-pre, axis=1)[:, :k]
         np.put_along_axis(f, top, np.maximum(np.take_along_axis(pre, top, axis=1), 0), axis=1)
-    else:
-        f = np.maximum(pre, 0)
-    return f @ w["W_dec"] + w["b_dec"]
+        return f
+    return np.maximum(pre, 0)
 
 
 CASES = {
@@ -174,14 +180,7 @@ def saelens_rescaled(weights: dict, cfg: dict, x: np.ndarray) -> tuple[np.ndarra
     w = {k: v.double().numpy() for k, v in weights.items()}
     norms = np.linalg.norm(w["W_dec"], axis=1)  # (d_sae,)
     pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
-    pre = pre * norms  # hidden_pre * W_dec.norm(dim=-1), before the activation
-    if cfg["architecture"] == "topk" or cfg.get("activation_fn_str") == "topk":
-        k = cfg.get("k") or cfg["activation_fn_kwargs"]["k"]
-        f = np.zeros_like(pre)
-        top = np.argsort(-pre, axis=1)[:, :k]
-        np.put_along_axis(f, top, np.maximum(np.take_along_axis(pre, top, axis=1), 0), axis=1)
-    else:
-        f = np.maximum(pre, 0)
+    f = _saelens_activation(pre * norms, cfg)  # hidden_pre * W_dec.norm(dim=-1), before the activation
     return f, (f / norms) @ w["W_dec"] + w["b_dec"]  # decode divides by the same norms before @ W_dec
 
 
