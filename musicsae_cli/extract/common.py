@@ -12,7 +12,7 @@ from ..store import StoreWriter
 from ..store.prepare import resume_or_refuse
 
 # Settings that never change what a store holds, so a rerun with other values resumes it; every other setting
-# must match. batch_size is one for teacher forcing, where EnCodec encodes each window alone and the stored rows
+# must match. batch_size is one for teacher forcing, where the model tokenises each window alone and the stored rows
 # are the same at any batch size (tests/models/test_batch_invariance.py). Generation samples clips batch by batch,
 # so there the batch size decides the clips and a resume must match it (open_store tells the modes apart).
 _RUNTIME_ONLY = ("device", "batch_size", "strict", "shard_mb")
