@@ -20,6 +20,7 @@ everything done so far; manifest.json says whether the last run completed.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -32,7 +33,15 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..artifacts import MANIFEST_NAME, check_replaceable, new_manifest, read_manifest, write_config, write_json
+from ..artifacts import (
+    MANIFEST_NAME,
+    check_replaceable,
+    new_manifest,
+    read_manifest,
+    swap_into_place,
+    write_config,
+    write_json,
+)
 from ..errors import AudioError, InputError, MusicSAEError, OutputExistsError, StoreError
 from ..progress import ProgressFactory, no_progress
 from .demucs_models import describe_model, load_separation_model, max_segment
@@ -60,6 +69,7 @@ try:  # POSIX only; elsewhere two runs on one output are simply not detected
 except ImportError:  # pragma: no cover
     fcntl = None
 PARTIAL_PREFIX = ".partial-"
+log = logging.getLogger("musicsae")
 
 
 class SplitConfig(BaseModel):
@@ -181,7 +191,8 @@ def split_dataset(sources, out: str | Path, cfg: SplitConfig, overwrite: bool = 
                          "use a shorter segment or leave it unset")
     cfg_json = cfg.model_dump(mode="json")
     info = describe_model(model, cfg.model, cfg.repo)
-    resume = _prepare_out(out, cfg_json, overwrite)
+    target = out
+    out, resume = _prepare_out(target, cfg_json, overwrite)  # out: where this run writes
     ext = cfg.format
     started = time.perf_counter()
     stats = {"separated": 0, "already_done": 0, "audio_s": 0.0, "separate_s": 0.0}
@@ -215,8 +226,11 @@ def split_dataset(sources, out: str | Path, cfg: SplitConfig, overwrite: bool = 
             n = _write_rows(out, rows, labels)
             write_json(out / MANIFEST_NAME, _head(cfg_json, info, stems, labels, sources,
                                                   "complete" if complete else "incomplete", n, skipped))
+    if out != target:
+        (out / LOCK_NAME).unlink(missing_ok=True)
+        swap_into_place(out, target, LOCK_NAME, "stems folder")
     elapsed = time.perf_counter() - started
-    return {"path": str(out), "manifest": str(out / "manifest.csv"), "model": info, "stems": stems,
+    return {"path": str(target), "manifest": str(target / "manifest.csv"), "model": info, "stems": stems,
             "resumed": resume, "files": len(manifest.rows), "separated": stats["separated"],
             "already_done": stats["already_done"], "stem_files": n, "audio_seconds": round(stats["audio_s"], 3),
             "separation_s": round(stats["separate_s"], 3), "elapsed_s": round(elapsed, 3),
@@ -336,33 +350,44 @@ def _is_split_output(out: Path) -> bool:
     return head.get("kind") == "dataset" and head.get("source") == "split"
 
 
-def _prepare_out(out: Path, cfg_json: dict, overwrite: bool) -> bool:
-    """Create `out`, or decide to resume it (True); refuse outputs of other settings or of other commands."""
+def _prepare_out(out: Path, cfg_json: dict, overwrite: bool) -> tuple[Path, bool]:
+    """(folder to write, resume?): `out` itself, new or resumed; with --overwrite of an existing output, its hidden
+    sibling `.<name>.overwrite` (resumed when an interrupted overwrite left it), swapped in when complete."""
     if not out.exists():
         if not out.parent.is_dir():
             raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
         out.mkdir()
-        return False
+        return out, False
     if not out.is_dir():
         raise OutputExistsError(out)
     if not any(p for p in out.iterdir() if p.name != LOCK_NAME):
-        return False
+        return out, False
     if not overwrite:
         if not _is_split_output(out):
             raise OutputExistsError(out)
-        before = read_manifest(out).get("config", {})
-        changed = [k for k in cfg_json if k not in RUNTIME_ONLY and before.get(k) != cfg_json[k]]
+        changed = _changed(out, cfg_json)
         if changed:
             raise InputError(f"{out} holds stems made with other settings ({', '.join(changed)})",
                              "rerun with the same settings to resume, or pass --overwrite to start over")
-        return True
+        return out, True
     check_replaceable(out)
-    with _locked(out):  # never delete an output another run is still writing
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    shutil.rmtree(old)
-    out.mkdir()
-    return False
+    with _locked(out):  # fail now, not at the end, when another run is still writing the old output
+        pass
+    stage = out.parent / f".{out.name}.overwrite"
+    if _is_split_output(stage) and not _changed(stage, cfg_json):
+        log.info("resuming the interrupted --overwrite of %s (the old stems stay until it is complete)", out)
+        return stage, True
+    if stage.exists():
+        check_replaceable(stage)
+        with _locked(stage):
+            shutil.rmtree(stage)
+    stage.mkdir()
+    return stage, False
+
+
+def _changed(folder: Path, cfg_json: dict) -> list[str]:
+    before = read_manifest(folder).get("config", {})
+    return [k for k in cfg_json if k not in RUNTIME_ONLY and before.get(k) != cfg_json[k]]
 
 
 @contextmanager

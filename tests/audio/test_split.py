@@ -357,3 +357,22 @@ def test_non_finite_audio_is_skipped_and_listed_and_the_next_file_separated(runn
     result = runner.invoke(app, [*base, "-o", str(tmp_path / "strict"), "--strict"])
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"error: {src / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 0.50 s")
+
+
+def test_overwrite_keeps_the_old_stems_until_the_new_ones_are_complete(repo, songs, tmp_path, interrupt_on_call):
+    import musicsae_cli.audio.split as split_mod
+
+    out = tmp_path / "stems"
+    split_dataset(songs, out, SplitConfig(model="tiny-htdemucs", repo=str(repo), shifts=0, two_stems="vocals"))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.wav")}
+    four = SplitConfig(model="tiny-htdemucs", repo=str(repo), shifts=0)  # all four stems this time
+    restore = interrupt_on_call(split_mod, "separate", 2)
+    with pytest.raises(KeyboardInterrupt):
+        split_dataset(songs, out, four, overwrite=True)
+    restore()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.wav")} == before  # the old stems, untouched
+    assert len(load_dataset(out)) == len(before) and (tmp_path / ".stems.overwrite").is_dir()
+    res = split_dataset(songs, out, four, overwrite=True)  # the same command resumes the overwrite
+    assert res["resumed"] and res["already_done"] == 1 and res["path"] == str(out)
+    assert {r["stem"] for r in load_dataset(out).rows} == {"drums", "bass", "other", "vocals"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".stems")) == []
