@@ -148,8 +148,8 @@ class MusicGenAdapter(ModelAdapter):
         """EnCodec codes (K, T) per mono item, each item encoded on its own, so its codes never depend on the batch.
 
         Why not one EnCodec batch: batched convolutions take other kernels, whose outputs differ by about 1e-7,
-        and that flips near-tie codebook choices (issue 12: 172 of 3,000 rows changed between batch sizes 1
-        and 4). Alone, an item's codes are a function of its audio only. Cost at musicgen-small size on a 2-core
+        and that flips near-tie codebook choices (measured: 172 of 3,000 stored rows changed between batch
+        sizes 1 and 4). Alone, an item's codes are a function of its audio only. Cost at musicgen-small size on a 2-core
         CPU: none measurable (10 s windows, 1.4-1.7 s each either way: the convolutions run faster alone, the LSTM
         slower). The decoder pass stays batched.
         """

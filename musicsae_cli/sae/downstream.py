@@ -68,7 +68,7 @@ def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, b
                 _accumulate(sums[name], clean, lp, targets, mask)
             bar.advance(len(chunk))
     if tokens == 0:
-        raise InputError(f"the {len(pick)} item(s) re-run through the model hold no codebook tokens to score",
+        raise InputError(f"the {len(pick)} item(s) re-run through the model hold no tokens to score",
                          "use a store whose items are at least one frame long")
     ce = {name: s["nll"] / tokens for name, s in sums.items()}
     kl = {name: s["kl"] / tokens for name, s in sums.items() if name != "clean"}

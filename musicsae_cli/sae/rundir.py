@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import (
+    atomic_write_text,
     check_replaceable,
     hold_lock,
     new_manifest,
@@ -105,8 +106,6 @@ def trim_logs(path: Path, step: int) -> None:
         rows = [line for line in log_file.read_text("utf-8").splitlines() if line.strip()]
         kept = [line for line in rows if _step(line) is not None and keep(_step(line))]
         if len(kept) != len(rows):
-            from ..artifacts import atomic_write_text
-
             atomic_write_text(log_file, "".join(line + "\n" for line in kept))
 
 

@@ -224,10 +224,6 @@ def resume_or_refuse(out: Path, record: dict, runtime_only: tuple[str, ...], wha
     the overwrite stage instead: an interrupted overwrite with the same settings resumes (and says so), any
     other stage is started over.
     """
-    from ..artifacts import read_manifest
-    from ..errors import InputError, OutputExistsError
-    from .format import is_store
-
     if overwrite:
         if holds_output(out):
             check_overwritable(out)
