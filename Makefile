@@ -96,40 +96,41 @@ lint: venv
 # and extract them, stem and chunk provenance carried into the store.
 demo: venv
 	mkdir -p $(DEMO_OUT)
-	$(BIN)/musicsae data synth $(DEMO_OUT)/concepts --overwrite
+	$(BIN)/musicsae data synth -o $(DEMO_OUT)/concepts --overwrite
 	@# an index written by a musicsae from before manifest records cannot be told from a user's file: drop it once
 	test -f $(DEMO_OUT)/.concepts-index.csv.musicsae.json || rm -f $(DEMO_OUT)/concepts-index.csv
 	$(BIN)/musicsae data index $(DEMO_OUT)/concepts/manifest.csv --out $(DEMO_OUT)/concepts-index.csv --overwrite
-	$(BIN)/musicsae model save-tiny $(DEMO_OUT)/tiny-musicgen --overwrite
+	$(BIN)/musicsae model save-tiny -o $(DEMO_OUT)/tiny-musicgen --overwrite
 	$(BIN)/musicsae extract $(DEMO_OUT)/concepts -c tiny --model $(DEMO_OUT)/tiny-musicgen \
 		-o $(DEMO_OUT)/store --overwrite
 	$(BIN)/musicsae info $(DEMO_OUT)/store
 	$(BIN)/musicsae extract -c tiny --model $(DEMO_OUT)/tiny-musicgen --prompt "calm jazz piano" \
-		--prompt "fast rock drums" --duration 4 -o $(DEMO_OUT)/generated --overwrite
+		--prompt "fast rock drums" --duration-s 4 -o $(DEMO_OUT)/generated --overwrite
 	$(BIN)/musicsae sae train $(DEMO_OUT)/store -c tiny --hookpoint layers.2 -o $(DEMO_OUT)/sae --overwrite
 	$(BIN)/musicsae sae encode $(DEMO_OUT)/store --sae $(DEMO_OUT)/sae -o $(DEMO_OUT)/latents --overwrite
-	$(BIN)/musicsae sae evaluate $(DEMO_OUT)/sae $(DEMO_OUT)/store --downstream --items 8
-	$(BIN)/musicsae probe train $(DEMO_OUT)/store -o $(DEMO_OUT)/probes --label concept --overwrite
+	$(BIN)/musicsae sae evaluate $(DEMO_OUT)/sae $(DEMO_OUT)/store --downstream --max-items 8 \
+		-o $(DEMO_OUT)/sae-eval --overwrite
+	$(BIN)/musicsae probe train $(DEMO_OUT)/store -o $(DEMO_OUT)/probes -l concept --overwrite
 	$(BIN)/musicsae steer generate -c tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
 		--target notes -o $(DEMO_OUT)/steered-probe --overwrite
 	$(BIN)/musicsae steer generate -c sae-latent --set device=cpu --model $(DEMO_OUT)/tiny-musicgen \
-		--prompt "calm jazz piano" --duration 2 --sae $(DEMO_OUT)/sae --latent 3 --store $(DEMO_OUT)/store \
+		--prompt "calm jazz piano" --duration-s 2 --sae $(DEMO_OUT)/sae --latent 3 --store $(DEMO_OUT)/store \
 		-o $(DEMO_OUT)/steered-sae --overwrite
-	$(BIN)/musicsae steer sweep -c sweep-tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
+	$(BIN)/musicsae steer sweep -c tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
 		--target notes -o $(DEMO_OUT)/sweep --overwrite
-	$(BIN)/musicsae analyze sensitivity $(DEMO_OUT)/concepts -c sensitivity-tiny --model $(DEMO_OUT)/tiny-musicgen \
+	$(BIN)/musicsae analyze sensitivity $(DEMO_OUT)/concepts -c tiny --model $(DEMO_OUT)/tiny-musicgen \
 		-o $(DEMO_OUT)/sensitivity --overwrite
-	$(BIN)/musicsae analyze separation $(DEMO_OUT)/latents -c separation-tiny -l concept -l timbre \
+	$(BIN)/musicsae analyze separation $(DEMO_OUT)/latents -c tiny -l concept -l timbre \
 		-o $(DEMO_OUT)/separation --overwrite
-	$(BIN)/musicsae analyze features $(DEMO_OUT)/latents --sae $(DEMO_OUT)/sae -c features-tiny \
-		--probes $(DEMO_OUT)/probes -o $(DEMO_OUT)/dashboard --overwrite
-	$(BIN)/musicsae analyze compare $(DEMO_OUT)/store -c compare-labels --contrast concept=notes:tempos \
+	$(BIN)/musicsae analyze features $(DEMO_OUT)/latents --sae $(DEMO_OUT)/sae -c tiny \
+		--probe $(DEMO_OUT)/probes -o $(DEMO_OUT)/dashboard --overwrite
+	$(BIN)/musicsae analyze compare $(DEMO_OUT)/store -c labels --contrast concept=notes:tempos \
 		-o $(DEMO_OUT)/compare --overwrite
-	$(BIN)/musicsae data synth $(DEMO_OUT)/mixes -c synth-small --overwrite
-	$(BIN)/musicsae model save-tiny-demucs $(DEMO_OUT)/demucs-models --overwrite
-	$(BIN)/musicsae data split $(DEMO_OUT)/mixes -c split-tiny --repo $(DEMO_OUT)/demucs-models --two-stems vocals \
+	$(BIN)/musicsae data synth -o $(DEMO_OUT)/mixes -c small --overwrite
+	$(BIN)/musicsae model save-tiny-demucs -o $(DEMO_OUT)/demucs-models --overwrite
+	$(BIN)/musicsae data split $(DEMO_OUT)/mixes -c tiny --repo $(DEMO_OUT)/demucs-models --two-stems vocals \
 		-o $(DEMO_OUT)/stems --overwrite
-	$(BIN)/musicsae data chunk $(DEMO_OUT)/stems -c chunk-5s --length-s 0.5 -o $(DEMO_OUT)/stem-chunks --overwrite
+	$(BIN)/musicsae data chunk $(DEMO_OUT)/stems -c 5s --window-s 0.5 -o $(DEMO_OUT)/stem-chunks --overwrite
 	$(BIN)/musicsae extract $(DEMO_OUT)/stem-chunks -c tiny --model $(DEMO_OUT)/tiny-musicgen \
 		-o $(DEMO_OUT)/stem-store --overwrite
 	$(BIN)/musicsae info $(DEMO_OUT)/stem-store

@@ -408,7 +408,7 @@ def phase_sae(ck: Check, dt: str, fig: dict) -> str:
     of_peak = {k: fig[f"{k}_rows_per_s"] * enc_flop / 1e12 / peak if peak else float("nan")
                for k in ("train", "kernel", "dense")}
     fig.update({f"{k}_encoder_share_of_peak": v for k, v in of_peak.items()})
-    sae, _ = load_sae(ck.scratch / f"sae-{dt}" / "sae")
+    sae, _ = load_sae(ck.scratch / f"sae-{dt}")  # one SAE: in the run folder
     encode_store(sae, store, ck.scratch / f"latents-warm-{dt}", hookpoint=mid, batch_size=bs, device=str(ck.device))
     t_enc, enc = ck.timed(lambda: encode_store(sae, store, ck.scratch / f"latents-{dt}", hookpoint=mid,
                                                batch_size=bs, device=str(ck.device)))

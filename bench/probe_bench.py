@@ -69,9 +69,9 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--max-items", type=int, default=2000)
     parser.add_argument("--frames", type=int, default=50)
-    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--hookpoint", type=int, default=24)
     parser.add_argument("--d", type=int, default=1024)
     parser.add_argument("--small", action="store_true", help="200 items x 10 frames x 4 layers x 64")
     parser.add_argument("--keep", type=Path, help="Write the store here and keep it (default: a temp folder).")

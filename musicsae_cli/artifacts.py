@@ -117,9 +117,17 @@ def check_output(path: str | os.PathLike, overwrite: bool, what: str = "output")
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(path, what)
-    if not path.parent.exists():
-        raise InputError(f"parent folder does not exist: {path.parent}", "create it first or fix the path")
+    make_parents(path)
     return path
+
+
+def make_parents(path: str | os.PathLike) -> None:
+    """Create the missing folders above an output (`-o runs/topk` creates `runs/`), like `mkdir -p`."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        if parent.exists():
+            raise InputError(f"not a folder: {parent}", "choose an output (-o) inside a folder")
+        parent.mkdir(parents=True, exist_ok=True)
 
 
 def check_replaceable(path: Path) -> None:

@@ -28,26 +28,61 @@ def configs_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "configs"
 
 
-def list_presets(group: str) -> list[str]:
-    """Names of the presets in `configs/<group>/` (without .yaml)."""
+# The commands of a group that share its preset folder. A preset named `<command>-<name>` belongs to that
+# command and is also reachable as `-c <name>` from it; an unprefixed preset belongs to every command of the group
+# whose config accepts all of its keys.
+GROUP_COMMANDS = {"data": ("synth", "index", "split", "chunk"),
+                  "analyze": ("sensitivity", "separation", "features", "compare"),
+                  "steer": ("generate", "sweep")}
+
+
+def list_presets(group: str, command: str | None = None, model: type[BaseModel] | None = None) -> list[str]:
+    """Names of the presets in `configs/<group>/` (without .yaml); with `command`, only that command's presets.
+
+    A command's own presets (`features-tiny` for `analyze features`) are listed by their short name (`tiny`);
+    presets of a sibling command are left out, and with `model` so is any preset whose keys it does not accept.
+    """
     folder = configs_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    names = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    if command is None:
+        return names
+    siblings = [c for c in GROUP_COMMANDS.get(group, ()) if c != command]
+    own = {n[len(command) + 1:] for n in names if n.startswith(command + "-")}
+    shown = set(own)
+    for name in names:
+        if name.startswith(command + "-") or any(name.startswith(c + "-") or name == c for c in siblings):
+            continue
+        if name in own or (model is not None and not _accepts(model, group, name)):
+            continue
+        shown.add(name)
+    return sorted(shown)
 
 
-def preset_path(group: str, preset: str) -> Path:
-    """Resolve a preset name or a YAML path; ConfigError listing the presets when neither exists."""
+def _accepts(model: type[BaseModel], group: str, name: str) -> bool:
+    try:
+        keys = load_preset(group, name)
+    except ConfigError:
+        return False
+    return set(keys) <= set(model.model_fields)
+
+
+def preset_path(group: str, preset: str, command: str | None = None) -> Path:
+    """Resolve a preset name (`<command>-<preset>` first) or a YAML path; ConfigError listing the presets."""
     candidate = Path(preset).expanduser()
     if candidate.suffix in (".yaml", ".yml") or os.sep in preset or "/" in preset:
         if candidate.is_file():
             return candidate
         raise ConfigError(f"config file not found: {preset}", "check the path, or pass a preset name")
-    path = configs_dir() / group / f"{preset}.yaml"
-    if path.is_file():
-        return path
-    names = list_presets(group)
+    names = [f"{command}-{preset}", preset] if command and not preset.startswith(command + "-") else [preset]
+    for name in names:
+        path = configs_dir() / group / f"{name}.yaml"
+        if path.is_file():
+            return path
+    names = list_presets(group, command)
     close = difflib.get_close_matches(preset, names, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ConfigError(f"unknown {group} preset '{preset}'",
+    what = f"{group} {command}" if command and command != group else group
+    raise ConfigError(f"unknown {what} preset '{preset}'",
                       f"{hint}available: {', '.join(names) if names else '(none)'}")
 
 
@@ -72,9 +107,9 @@ def load_yaml_mapping(path: Path) -> dict:
     return data
 
 
-def load_preset(group: str, preset: str, _seen: tuple[Path, ...] = ()) -> dict:
+def load_preset(group: str, preset: str, _seen: tuple[Path, ...] = (), command: str | None = None) -> dict:
     """Load a preset and, recursively, the presets it `extends:` (the child's keys win)."""
-    path = preset_path(group, preset).resolve()
+    path = preset_path(group, preset, command).resolve()
     if path in _seen or len(_seen) > _MAX_EXTENDS:
         chain = " -> ".join(p.name for p in (*_seen, path))
         raise ConfigError(f"preset extends itself in a cycle: {chain}", "remove one of the `extends:` lines")
@@ -86,7 +121,7 @@ def load_preset(group: str, preset: str, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"`extends` in {path} must be a preset name or path", "e.g. `extends: default`")
     if "/" in parent or parent.endswith((".yaml", ".yml")):
         parent = str((path.parent / parent).resolve()) if not Path(parent).is_absolute() else parent
-    return deep_merge(load_preset(group, parent, (*_seen, path)), data)
+    return deep_merge(load_preset(group, parent, (*_seen, path), command), data)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -124,9 +159,14 @@ def _nest(parts: list[str], value: Any) -> dict:
 
 
 def resolve_config(model: type[M], group: str, preset: str | None = None, sets: list[str] | None = None,
-                   flags: dict[str, Any] | None = None) -> M:
-    """Build a validated config: defaults < preset < --set < typed flags (flags whose value is None are unset)."""
-    data: dict = load_preset(group, preset) if preset else {}
+                   flags: dict[str, Any] | None = None, command: str | None = None, base: dict | None = None) -> M:
+    """Build a validated config: defaults < base < preset < --set < typed flags (None flags are unset).
+
+    `base` is a config to start from (a resumed run's saved settings); `command` picks its presets.
+    """
+    data: dict = dict(base or {})
+    if preset:
+        data = deep_merge(data, load_preset(group, preset, command=command))
     data = deep_merge(data, parse_set(sets))
     for key, value in (flags or {}).items():
         if value is not None:

@@ -1,4 +1,5 @@
-"""`musicsae info`: summarise any musicsae artefact (activation store, dataset folder, manifest file)."""
+"""`musicsae info`: summarise any musicsae artefact (activation store, dataset folder, manifest file), or audio a
+user already has (a plain folder of audio files, one audio file), from file headers only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .artifacts import MANIFEST_NAME, read_manifest
 from .errors import InputError
 
 _TOP_VALUES = 10
+_LIST_UNREADABLE = 20  # unreadable files named in full; the count is always given
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -18,13 +20,17 @@ def describe(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise InputError(f"no such file or folder: {path}", "pass a store, a dataset folder or a manifest file")
     if path.is_dir():
-        if (path / "cfg.json").is_file():  # an SAE folder (musicsae's or a plain SAELens one)
+        run = (path / MANIFEST_NAME).is_file() and read_manifest(path).get("kind") == "sae_run"
+        if (path / "cfg.json").is_file() and not run:  # an SAE folder (musicsae's or a plain SAELens one)
             from .sae.io import describe_sae
 
             return describe_sae(path)
         if not (path / MANIFEST_NAME).is_file():
-            raise InputError(f"not a musicsae artefact: {path} (no {MANIFEST_NAME})",
-                             "info reads activation stores, dataset folders and manifest files")
+            audio = _audio_files(path)
+            if audio:
+                return describe_audio_folder(path, audio)
+            raise InputError(f"not a musicsae artefact: {path} (no {MANIFEST_NAME}, no audio files)",
+                             "info reads activation stores, dataset folders, manifest files and folders of audio")
         manifest = read_manifest(path)
         kind = manifest.get("kind")
         if kind == "activation_store":
@@ -33,9 +39,14 @@ def describe(path: str | Path) -> dict[str, Any]:
             return ActivationStore.open(path, allow_incomplete=True).describe()
         if kind == "sae_run":
             keys = ("status", "members", "steps", "split", "final_metrics")
-            return {**_head(manifest, path), **{k: manifest.get(k) for k in keys},
-                    "store": manifest.get("config", {}).get("store"),
-                    "hookpoint": manifest.get("config", {}).get("hookpoint")}
+            summary = {**_head(manifest, path), **{k: manifest.get(k) for k in keys},
+                       "store": manifest.get("config", {}).get("store"),
+                       "hookpoint": manifest.get("config", {}).get("hookpoint")}
+            if (path / "cfg.json").is_file() and manifest.get("status") == "complete":  # a run of one SAE
+                from .sae.io import describe_sae
+
+                summary["sae"] = describe_sae(path)
+            return summary
         if kind == "probes":
             keys = ("task", "label", "classes", "hookpoints", "widths", "pooling", "model", "store", "split",
                     "metrics")
@@ -45,11 +56,86 @@ def describe(path: str | Path) -> dict[str, Any]:
         # analyses and other outputs: what their manifest records (inputs, sizes, files), without the config
         head = _head(manifest, path)
         return {**head, **{k: v for k, v in manifest.items() if k not in head and k != "config"}}
+    from .audio.io import AUDIO_EXTENSIONS
     from .audio.manifest import MANIFEST_FORMATS
 
     if path.suffix.lower() in MANIFEST_FORMATS:
         return {"kind": "manifest", "path": str(path), **describe_manifest(path), **_index_record(path)}
-    raise InputError(f"not a musicsae artefact: {path}", "info reads activation stores, dataset folders and manifests")
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        return describe_audio_file(path)
+    raise InputError(f"not a musicsae artefact: {path}", "info reads activation stores, dataset folders, manifests "
+                     "and audio (a file or a folder of them)")
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    """The audio files `data index` would take from `folder` (hidden files and folders left out), sorted."""
+    from .audio.io import AUDIO_EXTENSIONS
+
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _header(path: Path):
+    """soundfile's header of `path` (nothing is decoded), or the reason it cannot be read."""
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)), None
+    except Exception as exc:  # libsndfile's errors (LibsndfileError, RuntimeError, ...) for a bad or odd file
+        text = " ".join(str(exc).split()).replace(f"Error opening {str(path)!r}: ", "")  # the path is known
+        return None, text or type(exc).__name__
+
+
+def describe_audio_file(path: Path) -> dict[str, Any]:
+    """One audio file: format, duration, sample rate and channels from its header."""
+    info, error = _header(path)
+    if info is None:
+        from .errors import AudioError
+
+        raise AudioError(f"cannot read audio file {path}: {error}", "is it a complete, supported audio file?")
+    return {"kind": "audio_file", "path": str(path), "format": info.format, "subtype": info.subtype,
+            "duration_s": round(float(info.duration), 3), "sample_rate": int(info.samplerate),
+            "channels": int(info.channels), "frames": int(info.frames)}
+
+
+def describe_audio_folder(folder: Path, files: list[Path] | None = None) -> dict[str, Any]:
+    """A plain folder of audio (not a musicsae artefact), from file headers only (soundfile.info, no decoding):
+    files by extension, total and min/median/max duration, sample rates and channel counts, first-level
+    subfolders (the class labels `data index` would give) and the files that cannot be read."""
+    import statistics
+
+    files = _audio_files(folder) if files is None else files
+    durations: list[float] = []
+    rates: Counter = Counter()
+    channels: Counter = Counter()
+    unreadable: dict[str, str] = {}
+    for p in files:
+        info, error = _header(p)
+        if info is None:
+            unreadable[p.relative_to(folder).as_posix()] = error
+            continue
+        durations.append(float(info.duration))
+        rates[int(info.samplerate)] += 1
+        channels[int(info.channels)] += 1
+    rel = [p.relative_to(folder).parts for p in files]
+    out: dict[str, Any] = {"kind": "audio_folder", "path": str(folder), "audio_files": len(files),
+                           "by_extension": dict(sorted(Counter(p.suffix.lower() for p in files).items())),
+                           "readable": len(durations)}
+    if durations:
+        out["total_duration_s"] = round(sum(durations), 3)
+        out["duration_s"] = {"min": round(min(durations), 3), "median": round(statistics.median(durations), 3),
+                             "max": round(max(durations), 3)}
+    out["sample_rates"] = {str(sr): n for sr, n in sorted(rates.items())}
+    out["channels"] = {str(c): n for c, n in sorted(channels.items())}
+    if any(len(parts) > 1 for parts in rel):  # class subfolders: the labels `data index` gives
+        out["subfolders"] = dict(sorted(Counter(parts[0] for parts in rel if len(parts) > 1).items()))
+        out["top_level_files"] = sum(len(parts) == 1 for parts in rel)
+    out["unreadable_files"] = len(unreadable)
+    out["unreadable"] = dict(list(unreadable.items())[:_LIST_UNREADABLE])  # file: why
+    if len(unreadable) > _LIST_UNREADABLE:
+        out["unreadable"]["..."] = f"{len(unreadable) - _LIST_UNREADABLE} more"
+    out["next"] = f"musicsae data index {folder} -o manifest.csv (a checked manifest: item ids, groups, labels)"
+    return out
 
 
 def _head(manifest: dict, path: Path) -> dict[str, Any]:

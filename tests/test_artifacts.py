@@ -36,7 +36,7 @@ def test_killed_run_leaves_a_partial_that_the_next_run_removes(tmp_path, runner,
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert stage.exists() and not out.exists()  # what a kill -9 leaves
-    result = runner.invoke(app, ["data", "synth", str(out), "-c", "synth-small", "-q"])
+    result = runner.invoke(app, ["data", "synth", "-o", str(out), "-c", "synth-small", "-q"])
     assert result.exit_code == 0, result.output
     assert not stage.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 

@@ -10,7 +10,10 @@ Per hookpoint, on pooled vectors (float64):
   a direction every item shares, so they are all close to 1);
 - the cosine between the set means, ||mean_a - mean_b||, and the standardised separation: that norm divided
   by the pooled within-set RMS distance to the set mean;
-- a seeded label-permutation test of ||mean_a - mean_b|| (p = (1 + #null >= observed) / (1 + permutations));
+- a seeded label-permutation test of ||mean_a - mean_b|| (p = (1 + #null >= observed) / (1 + permutations))
+  that moves whole groups (the store's `group` column: all windows of one track) between the sets, since
+  windows of one track are not independent; a group holding samples of both sets has its samples shuffled
+  within itself (a paired comparison) while the other groups move as units;
 - the difference-of-means direction mean_a - mean_b (float32), saved for `musicsae steer generate --file`.
 """
 
@@ -49,11 +52,18 @@ NOTES = [
     "(1 + n_permutations), or exact over every split when there are no more splits than n_permutations "
     "(small sets: the smallest possible p is then 1 / #splits); one test per hookpoint, not corrected for "
     "testing several hookpoints.",
+    "permutation_unit: what the test moves between the sets. group: every sample of a group (group_column, a "
+    "track) moves together, so near-identical windows of one track cannot pass for independent evidence; a "
+    "group holding samples of both sets (mixed_groups) keeps its counts and shuffles its samples within itself. "
+    "item: items move independently (no group column). permutation.units counts the groups (or items), "
+    "permutation.distinct_permutations the relabellings possible.",
     "directions.safetensors holds mean_a - mean_b per hookpoint in raw activation space (float32): a positive "
     "steering strength moves generation towards set a.",
 ]
 FRAME_NOTE = ("frame pooling: frames of one item are not independent, so within-set cosines include pairs from "
-              "the same item and the permutation p-value is optimistic; prefer item pooling for inference.")
+              "the same item; the permutation test moves the frames of a group (or item) together, but prefer "
+              "item pooling for inference.")
+FEW_PERMUTATIONS = 20  # below this many distinct relabellings the test cannot reach p < 0.05
 
 
 # -- the statistics ------------------------------------------------------------------------------------------
@@ -93,19 +103,75 @@ def permutation_masks(n_a: int, n_b: int, n_permutations: int, seed: int) -> tup
     return ranks < n_a, False
 
 
-def permutation_null(x: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(P,) ||mean of the masked rows - mean of the others|| of `x` (n, d) for each permutation mask."""
-    n_a = int(masks[0].sum())
-    n_b = masks.shape[1] - n_a
+def grouped_permutation_masks(groups_a, groups_b, n_permutations: int, seed: int) -> tuple[np.ndarray, bool, dict]:
+    """((P, n_a + n_b) bool, exact, record): relabellings that keep each group's samples together.
+
+    A group whose samples all lie in one set moves as a unit: the relabelling picks as many such groups for a as
+    a has. A group holding samples of both sets (mixed) keeps its number of a samples and shuffles them within
+    itself. With one sample per group this is permutation_masks (the same masks for the same seed). When there
+    are no more distinct relabellings than `n_permutations`, every one is enumerated (exact).
+    """
+    labels = np.asarray([str(g) for g in [*groups_a, *groups_b]])
+    in_a = np.r_[np.ones(len(groups_a), bool), np.zeros(len(groups_b), bool)]
+    _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # number the groups in order of appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    codes = rank[codes.ravel()]
+    size = np.bincount(codes)
+    n_in_a = np.bincount(codes, weights=in_a, minlength=size.size).astype(np.int64)
+    mixed = np.flatnonzero((n_in_a > 0) & (n_in_a < size))
+    pure = np.flatnonzero((n_in_a == 0) | (n_in_a == size))
+    k = int((n_in_a[pure] > 0).sum())  # pure groups in set a
+    members = {int(g): np.flatnonzero(codes == g) for g in mixed}
+    distinct = math.comb(pure.size, k) * math.prod(math.comb(int(size[g]), int(n_in_a[g])) for g in mixed)
+    record = {"units": int(size.size), "units_a": int(np.unique(codes[in_a]).size),
+              "units_b": int(np.unique(codes[~in_a]).size), "mixed_groups": int(mixed.size),
+              "mixed_examples": [str(labels[first[order[g]]]) for g in mixed[:3]],
+              "distinct_permutations": distinct if distinct <= 10**15 else ">1e15"}
+    n = labels.size
+    if distinct <= n_permutations:
+        choices = [itertools.combinations(range(pure.size), k),
+                   *(itertools.combinations(members[int(g)].tolist(), int(n_in_a[g])) for g in mixed)]
+        masks = np.zeros((distinct, n), dtype=bool)
+        for i, (chosen, *within) in enumerate(itertools.product(*choices)):
+            masks[i] = np.isin(codes, pure[list(chosen)])
+            for picked in within:
+                masks[i, list(picked)] = True
+        return masks, True, record
+    rng = np.random.default_rng([seed, 7])
+    group_in_a = np.zeros((n_permutations, size.size), dtype=bool)
+    group_in_a[:, pure] = np.argsort(rng.random((n_permutations, pure.size)), axis=1) < k
+    masks = group_in_a[:, codes]
+    for g in mixed:
+        idx = members[int(g)]
+        masks[:, idx] = np.argsort(rng.random((n_permutations, idx.size)), axis=1) < n_in_a[g]
+    return masks, False, record
+
+
+def permutation_null(x: np.ndarray, masks: np.ndarray, tracker=None) -> np.ndarray:
+    """(P,) ||mean of the masked rows - mean of the others|| of `x` (n, d) for each permutation mask.
+
+    Set sizes may differ between masks (whole groups of unequal sizes move); `tracker` advances per chunk.
+    """
     out = np.empty(masks.shape[0])
     for lo in range(0, masks.shape[0], _PERM_CHUNK):
         m = masks[lo:lo + _PERM_CHUNK]
-        w = np.where(m, 1.0 / n_a, -1.0 / n_b)  # (chunk, n): mean over a minus mean over b
+        n_a = m.sum(1, keepdims=True)
+        w = np.where(m, 1.0 / n_a, -1.0 / (m.shape[1] - n_a))  # (chunk, n): mean over a minus mean over b
         out[lo:lo + _PERM_CHUNK] = np.linalg.norm(w @ x, axis=1)
+        if tracker is not None:
+            tracker.advance(1)
     return out
 
 
-def compare_sets(xa, xb, masks: np.ndarray | None = None, exact: bool = False) -> tuple[dict, np.ndarray]:
+def permutation_chunks(masks: np.ndarray | None) -> int:
+    """How many steps permutation_null reports for `masks`."""
+    return 0 if masks is None else -(-masks.shape[0] // _PERM_CHUNK)
+
+
+def compare_sets(xa, xb, masks: np.ndarray | None = None, exact: bool = False,
+                 tracker=None) -> tuple[dict, np.ndarray]:
     """Every statistic of one hookpoint for samples `xa` (n_a, d) and `xb` (n_b, d), and mean_a - mean_b.
 
     `masks` (from permutation_masks) drive the permutation test; None skips it (p_value None). With `exact`
@@ -130,7 +196,7 @@ def compare_sets(xa, xb, masks: np.ndarray | None = None, exact: bool = False) -
                p_value=None, n_permutations=0, permutation_exact=None, null_diff_norm_mean=None,
                null_diff_norm_q95=None)
     if masks is not None and masks.shape[0]:
-        null = permutation_null(np.concatenate([xa, xb]), masks)
+        null = permutation_null(np.concatenate([xa, xb]), masks, tracker)
         # a relative tolerance: a permutation equal to the observed split must count despite rounding
         hits = int((null >= diff_norm * (1 - 1e-9)).sum())
         p_value = hits / null.size if exact else (1 + hits) / (1 + null.size)
@@ -201,10 +267,16 @@ def _check_mode(store, cfg: CompareConfig) -> None:
 class _Sets:
     """The samples of both sets: per hookpoint (n, d) float32, plus item ids and availability."""
 
-    def __init__(self, hookpoints, xa, xb, items_a, items_b, available, label, a, b, where, stream=None):
+    def __init__(self, hookpoints, xa, xb, items_a, items_b, available, label, a, b, where, stream=None,
+                 groups_a=None, groups_b=None, group_column="item_id"):
         self.hookpoints, self.xa, self.xb = hookpoints, xa, xb
         self.items_a, self.items_b, self.available = items_a, items_b, available
         self.label, self.a, self.b, self.where, self.stream = label, a, b, where, stream
+        n_a, n_b = next(iter(xa.values())).shape[0], next(iter(xb.values())).shape[0]
+        # the permutation unit of each sample (its group, else its position: every sample on its own)
+        self.groups_a = [f"a{i}" for i in range(n_a)] if groups_a is None else list(groups_a)
+        self.groups_b = [f"b{i}" for i in range(n_b)] if groups_b is None else list(groups_b)
+        self.group_column = group_column
 
 
 def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) -> _Sets:
@@ -217,6 +289,7 @@ def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) 
     if base.size == 0:
         raise InputError(f"no store rows match --where {where}", "check the filters against `musicsae info STORE`")
     unit = "items" if cfg.pooling == "item" else "frames"
+    group_column = _group_column(store, cfg.group_column)
     selected = {}
     for name, value in (("a", a), ("b", b)):
         rows = store.select([*where, f"{label}={value}"])
@@ -226,9 +299,10 @@ def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) 
         selected[name] = rows
     if np.intersect1d(selected["a"], selected["b"]).size:
         raise InputError(f"{label}={a} and {label}={b} select the same rows", "compare two different values")
-    xs, items, available = {}, {}, {}
+    xs, items, available, groups = {}, {}, {}, {}
     for name, seed_part in (("a", 1), ("b", 2)):
-        x, ids, n = _samples(store, hookpoints, selected[name], cfg, seed_part, progress)
+        x, ids, n, groups[name] = _samples(store, hookpoints, selected[name], cfg, seed_part, progress,
+                                           group_column)
         value = a if name == "a" else b
         if n < 2:
             raise InputError(f"set {name} ({label}={value}) has {n} {unit[:-1] if n == 1 else unit}; the within-set "
@@ -240,7 +314,20 @@ def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) 
             raise MusicSAEError(f"non-finite activations (NaN/Inf) in set {name} at {bad[0]}",
                                 "re-extract those items, or exclude them with --where")
     return _Sets(hookpoints, xs["a"], xs["b"], items["a"], items["b"], available, label, a, b, where,
-                 streams.record())
+                 streams.record(), groups["a"], groups["b"], group_column)
+
+
+def _group_column(store, column: str) -> str:
+    """The column whose values the permutation test keeps together: `column`, or item_id when the store lacks
+    the default 'group' (a store of generated prompts); another missing column is an error."""
+    if column in store.metadata_columns:
+        return column
+    if column == "group":
+        log.debug("the store has no 'group' column: the permutation test permutes items")
+        return "item_id"
+    columns = [c for c in store.metadata_columns if c not in ("frame", "time_s")]
+    raise InputError(f"the store has no column '{column}' to group the permutation test by",
+                     "set group_column to one of: " + ", ".join(columns))
 
 
 def pick_dense_hookpoints(store, patterns: list[str]) -> list[str]:
@@ -267,9 +354,12 @@ def _values(store, label: str, rows: np.ndarray, limit: int = 20) -> list[str]:
     return found[:limit] + (["..."] if len(found) > limit else []) if found else ["(none: every value is missing)"]
 
 
-def _samples(store, hookpoints: list[str], rows: np.ndarray, cfg: CompareConfig, seed_part: int, progress):
-    """({hookpoint: (n, d) float32}, item ids of the samples (unique, in order), samples available)."""
+def _samples(store, hookpoints: list[str], rows: np.ndarray, cfg: CompareConfig, seed_part: int, progress,
+             group_column: str = "item_id"):
+    """({hookpoint: (n, d) float32}, item ids of the samples (unique, in order), samples available, group of
+    each sample (`group_column`; an empty value counts as the sample's item))."""
     rng = np.random.default_rng([cfg.seed, seed_part])
+    columns = list(dict.fromkeys(["item_id", group_column]))
     if cfg.pooling == "item":
         items, pooled = store.pool(hookpoints, "mean", rows=rows, progress=progress)
         ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
@@ -277,13 +367,23 @@ def _samples(store, hookpoints: list[str], rows: np.ndarray, cfg: CompareConfig,
         if available > cfg.max_samples:
             keep = np.sort(rng.choice(available, size=cfg.max_samples, replace=False))
             ids, pooled = ids[keep], {hp: x[keep] for hp, x in pooled.items()}
-        return pooled, [str(i) for i in ids], available
+        table = store.metadata(columns).take(rows)  # a per-frame group column is read at each item's first row
+        group_of = dict(zip(table.column("item_id").to_pylist()[::-1], table.column(group_column).to_pylist()[::-1],
+                            strict=True))
+        groups = [_group_text(group_of.get(i), i) for i in ids]
+        return pooled, [str(i) for i in ids], available, groups
     available = rows.size
     if available > cfg.max_samples:
         rows = np.sort(rng.choice(rows, size=cfg.max_samples, replace=False))
-    ids = np.asarray(store.metadata(["item_id"]).column("item_id").take(rows).to_pylist(), dtype=object)
+    table = store.metadata(columns).take(rows)
+    ids = np.asarray(table.column("item_id").to_pylist(), dtype=object)
+    groups = [_group_text(g, i) for g, i in zip(table.column(group_column).to_pylist(), ids, strict=True)]
     x = {hp: store.read_rows(hp, rows) for hp in hookpoints}
-    return x, [str(i) for i in dict.fromkeys(ids.tolist())], available
+    return x, [str(i) for i in dict.fromkeys(ids.tolist())], available, groups
+
+
+def _group_text(value, item_id) -> str:
+    return f"item:{item_id}" if value is None or value == "" else label_text(value)
 
 
 # -- analysis and output ---------------------------------------------------------------------------------------
@@ -296,11 +396,12 @@ def _analyse_and_write(stage: Path, out, store, sets: _Sets, cfg: CompareConfig,
         if sets.available[name] > n:
             log.warning("set %s: using a seeded sample of %d of %d %s (max_samples)", name, n,
                         sets.available[name], "items" if cfg.pooling == "item" else "frames")
-    masks, exact = permutation_masks(n_a, n_b, cfg.n_permutations, cfg.seed) if cfg.n_permutations else (None, False)
+    masks, exact, permutation = _permutations(sets, cfg)
     layers, directions = [], {}
-    with progress("Comparing", len(sets.hookpoints)) as bar:
+    # one step per hookpoint's cosines, and one per chunk of its permutations
+    with progress("Comparing", len(sets.hookpoints) * (1 + permutation_chunks(masks))) as bar:
         for li, hp in enumerate(sets.hookpoints):
-            row, direction = compare_sets(sets.xa[hp], sets.xb[hp], masks, exact)
+            row, direction = compare_sets(sets.xa[hp], sets.xb[hp], masks, exact, bar)
             layers.append({"hookpoint": hp, "layer": li, **row})
             directions[hp] = np.ascontiguousarray(direction)
             bar.advance(1)
@@ -310,6 +411,8 @@ def _analyse_and_write(stage: Path, out, store, sets: _Sets, cfg: CompareConfig,
               "where": sets.where, "stream": sets.stream, "pooling": cfg.pooling, "n_a": n_a, "n_b": n_b,
               "n_a_available": sets.available["a"], "n_b_available": sets.available["b"],
               "hookpoints": sets.hookpoints, "seed": cfg.seed, "n_permutations": cfg.n_permutations,
+              "permutation_unit": permutation["unit"], "permutation_units": permutation["units"],
+              "permutation": permutation,
               "directions": str(Path(out) / DIRECTIONS_FILE), "layers": layers, "notes": notes}
     files = ["compare.json", "layers.csv", DIRECTIONS_FILE, "compare.png", *extra_files]
     save_file(directions, str(stage / DIRECTIONS_FILE),
@@ -328,44 +431,60 @@ def _analyse_and_write(stage: Path, out, store, sets: _Sets, cfg: CompareConfig,
     return result
 
 
+def _permutations(sets: _Sets, cfg: CompareConfig) -> tuple[np.ndarray | None, bool, dict]:
+    """(masks, exact, record) of the permutation test: whole groups move between the sets (see NOTES)."""
+    unit = "item" if sets.group_column == "item_id" else "group"
+    if not cfg.n_permutations:
+        return None, False, {"unit": None, "units": None, "column": sets.group_column}
+    masks, exact, record = grouped_permutation_masks(sets.groups_a, sets.groups_b, cfg.n_permutations, cfg.seed)
+    record = {"unit": unit, "column": sets.group_column, **record, "exact": exact}
+    distinct = record["distinct_permutations"]
+    if record["mixed_groups"]:
+        log.warning("%d of %d groups ('%s') hold samples of both sets (e.g. %s): the permutation test shuffles "
+                    "their samples within each such group and moves the other groups whole", record["mixed_groups"],
+                    record["units"], sets.group_column, ", ".join(record["mixed_examples"]))
+    if isinstance(distinct, int) and distinct < FEW_PERMUTATIONS:
+        log.warning("only %d distinct permutations of %d %ss (%d in a, %d in b) are possible, so the smallest "
+                    "p-value is %.2g: compare more %ss per set%s", distinct, record["units"], unit,
+                    record["units_a"], record["units_b"], 1 / distinct, unit,
+                    "" if unit == "item" else " (--set group_column=item_id treats the items of a group as "
+                    "independent, which is optimistic)")
+    return masks, exact, record
+
+
 def _plot(path: Path, layers: list[dict], sets: _Sets) -> None:
     """Cross- vs within-set cosine (mean, +-1 std band) per layer, raw and centred, and the separation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import figure, figure_legend, hookpoint_ticks, output_name, style_axis, title
 
     x = np.arange(len(layers))
     names = [r["hookpoint"] for r in layers]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
-    series = (("ab", "cross a x b", "C3"), ("aa", f"within a ({sets.a})", "C0"),
-              ("bb", f"within b ({sets.b})", "C2"))
-    panels = ((axes[0], "", "raw cosine"), (axes[1], "centred_", "centred cosine (shared mean removed)"))
-    for ax, prefix, title in panels:
-        for pair, name, color in series:
-            mean = np.array([r[f"{prefix}cos_{pair}_mean"] for r in layers])
-            std = np.array([r[f"{prefix}cos_{pair}_std"] for r in layers])
-            ax.plot(x, mean, marker="o", ms=3, color=color, label=name)
-            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
-        ax.set_title(title)
-        ax.set_ylabel("cosine (mean +- std over pairs)")
-        ax.ticklabel_format(axis="y", useOffset=False)
-    sep = np.array([np.nan if r["separation"] is None else r["separation"] for r in layers], dtype=float)
-    axes[2].plot(x, sep, marker="o", ms=3, color="C1")
-    for xi, r in zip(x, layers, strict=True):
-        if r["p_value"] is not None and np.isfinite(sep[xi]):
-            axes[2].annotate(f"p={r['p_value']:.2g}", (xi, sep[xi]), fontsize=6, textcoords="offset points",
-                             xytext=(0, 4), ha="center")
-    axes[2].set_title("separation: ||mean_a - mean_b|| / within-set RMS")
-    axes[2].set_ylim(0, max(1.0, float(np.nanmax(sep)) * 1.15) if np.isfinite(sep).any() else 1.0)
-    for ax in axes:
-        ax.set_xlabel("hookpoint")
-        ax.set_xticks(x, names, rotation=90 if len(names) > 8 else 0, fontsize=7)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{sets.label}: {sets.a} (a) vs {sets.b} (b)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    n = f"n_a={layers[0]['n_a']}, n_b={layers[0]['n_b']} samples" if layers else None
+    head = title(f"{sets.label}: {sets.a} (a) vs {sets.b} (b), per layer", run=output_name(path.parent), n=n)
+    with figure(path, ncols=3, panel=(5.0, 3.8), title=head) as (fig, axes):
+        series = (("ab", "cross a x b", "C3"), ("aa", f"within a ({sets.a})", "C0"),
+                  ("bb", f"within b ({sets.b})", "C2"))
+        panels = ((axes[0], "", "raw cosine"), (axes[1], "centred_", "centred cosine (shared mean removed)"))
+        for ax, prefix, name in panels:
+            for pair, label, color in series:
+                mean = np.array([r[f"{prefix}cos_{pair}_mean"] for r in layers], dtype=float)
+                std = np.array([r[f"{prefix}cos_{pair}_std"] for r in layers], dtype=float)
+                ax.plot(x, mean, marker="o", ms=3, color=color, label=label)
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, label=f"_{label} std")
+            ax.set_title(name)
+            hookpoint_ticks(ax, names)
+            style_axis(ax, xlabel="hookpoint", ylabel="cosine (mean ± std over pairs)", bounded=(None, 1.0),
+                       legend=False)
+        sep = np.array([np.nan if r["separation"] is None else r["separation"] for r in layers], dtype=float)
+        axes[2].plot(x, sep, marker="o", ms=3, color="C1", label="separation")
+        for xi, r in zip(x, layers, strict=True):
+            if r["p_value"] is not None and np.isfinite(sep[xi]):
+                axes[2].annotate(f"p={r['p_value']:.2g}", (xi, sep[xi]), fontsize=6, textcoords="offset points",
+                                 xytext=(0, 4), ha="center")
+        axes[2].set_title("separation: ||mean_a - mean_b|| / within-set RMS")
+        hookpoint_ticks(axes[2], names)
+        style_axis(axes[2], xlabel="hookpoint", ylabel="separation", unit="within-set RMS distances",
+                   bounded=(0.0, max(1.0, float(np.nanmax(sep)) * 1.15) if np.isfinite(sep).any() else 1.0))
+        figure_legend(fig, axes[0])
 
 
 # -- prompt mode ------------------------------------------------------------------------------------------------
@@ -387,7 +506,7 @@ def _prompt_mode(out, cfg: CompareConfig, overwrite: bool, progress, adapter, st
     if cfg.hookpoints:
         hookpoints = [hp for hp in hookpoints if any(fnmatch.fnmatchcase(hp, p) for p in cfg.hookpoints)]
         if not hookpoints:
-            raise InputError(f"--hookpoints {', '.join(cfg.hookpoints)} match none of the extracted hookpoints",
+            raise InputError(f"--hookpoint {', '.join(cfg.hookpoints)} match none of the extracted hookpoints",
                              "available: " + ", ".join(adapter.resolve_hookpoints(ext.hookpoints)))
     ext = ext.model_copy(update={"hookpoints": ",".join(hookpoints)})
     where = [*cfg.where, "stream=cond"]

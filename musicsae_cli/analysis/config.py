@@ -145,6 +145,10 @@ class CompareConfig(BaseModel):
     n_permutations: int = Field(1000, ge=0, description="Label permutations for the p-value of ||mean_a - mean_b|| "
                                 "(0: no test).")
     seed: int = Field(0, ge=0, description="Seed of the permutations and subsamples.")
+    group_column: str = Field("group", description="The permutation test moves samples sharing a value of this "
+                              "column (a track: all windows of one recording) together, so windows of one track "
+                              "never count as independent evidence; item_id permutes items. A store without the "
+                              "column (e.g. generated prompts) permutes items.")
     # prompt mode
     prompts_a: list[str] = Field(default_factory=list, description="Prompt mode: prompts of set a.")
     prompts_b: list[str] = Field(default_factory=list, description="Prompt mode: prompts of set b.")
@@ -203,6 +207,10 @@ class FeaturesConfig(BaseModel):
     labels: list[str] | None = Field(None, description="Label columns for the co-occurrence tables (default: "
                                      "columns with 2 .. max_label_values distinct values).")
     max_label_values: int = Field(32, ge=2, description="Most distinct values a label column may have.")
+    min_lift: float = Field(1.5, ge=1.0, description="Pages list (and pick top labels among) only label values "
+                            "with at least this lift, P(value | active) / P(value); features.json keeps all.")
+    min_lift_frames: int = Field(3, ge=1, description="Listed label values also need at least this many of the "
+                                 "latent's active frames.")
     probes: list[str] = Field(default_factory=list, description="Probe folders: cosine of each decoder direction "
                               "with their class directions at the SAE's hookpoint.")
     item: str | None = Field(None, description="Item view only: which latents fire on each frame of this item.")
@@ -225,7 +233,7 @@ class FeaturesConfig(BaseModel):
     @model_validator(mode="after")
     def _check_select(self) -> FeaturesConfig:
         if self.select == "latents" and not self.latents:
-            raise ConfigError("select=latents needs a list of latents", "pass --latents 3,17,42")
+            raise ConfigError("select=latents needs a list of latents", "pass --latent 3,17,42")
         if self.select == "label" and not self.by_label:
-            raise ConfigError("select=label needs a label column", "pass --by-label COLUMN")
+            raise ConfigError("select=label needs a label column", "pass --by COLUMN")
         return self

@@ -18,10 +18,14 @@ Co-occurrence: for a label column and value v, P(v | latent active) against the 
 analysed frames; lift = P(v | active) / P(v) (0 when the latent is never active with v). Nulls are a value
 of their own, "(missing)". Label columns default to the metadata columns (bookkeeping ones aside) with 2 ..
 max_label_values distinct values; float columns count only when every value is whole (like bpm 120.0).
+features.json keeps every value; the pages list only those with lift >= min_lift on at least
+min_lift_frames active frames ("listed": true), and top labels are chosen among them.
 
-Audio: each top frame's clip is cut from `source_path` around time_s (absolute seconds in the source file)
-plus half a frame, `clip_s` long, shifted to stay inside the file; a missing or unreadable file, or a frame
-without source_path or time_s, leaves the clip out with the reason shown on the page.
+Position features: a latent whose top frames (at least MIN_POSITION_FRAMES of them) all sit at the same
+frame index of their items more likely encodes the position in the window than the sound; it is flagged
+(position_feature, position_frame) in features.json and on the pages.
+
+Audio clips and their spectrograms: feature_media.
 
 Item view (`item` set): only that item's rows are read; per frame the latents that fired (top few printed),
 a latent x time heatmap PNG and a CSV of every non-zero latent value of the item.
@@ -40,11 +44,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
-from ..errors import AudioError, InputError
+from ..errors import InputError
 from ..probes.data import check_label_column
 from ..progress import ProgressFactory, no_progress
 from ..store.filters import StreamChoice, choose_stream
 from .config import FeaturesConfig
+from .feature_media import write_clips, write_density_plot, write_heatmap, write_histograms, write_spectrograms
 from .latents import FeatureSource, open_features
 
 FORMAT_VERSION = 1
@@ -55,6 +60,7 @@ NOT_LABELS = ("item_id", "frame", "time_s", "source_path", "source_item", "group
               "text", "path")
 TOP_LABEL_MIN_SHARE = 0.25  # a "top label" covers at least this share of the latent's active frames
 N_TOP_LABELS = 3
+MIN_POSITION_FRAMES = 3  # a position feature needs at least this many top frames, all at one frame index
 
 
 @dataclass
@@ -320,7 +326,7 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     if not latents:
         raise InputError("no latent is selected: none is active on the analysed rows"
                          if cfg.select != "label" else f"no latent is more active on any value of {cfg.by_label}",
-                         "check --where, or choose latents with --latents")
+                         "check --where, or choose latents with --latent")
     sel = np.asarray(latents, np.int64)
     scan = scan_selected(source, rows, latents, stats["max"][sel], cfg, labels, progress)
     neighbours, probe_notes = probe_neighbours(decoder, source.model_hookpoint, latents, probes)
@@ -328,6 +334,7 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     meta = {c: table.column(c).to_numpy(zero_copy_only=False) if c in ("frame", "time_s")
             else table.column(c).to_pylist() for c in meta_cols}
     entries = []
+    where = {"run": Path(out).name, "hookpoint": source.hookpoint, "architecture": sae_architecture(source)}
     for j, latent in enumerate(latents):
         cnt = int(stats["count"][latent])
         peak = float(stats["max"][latent])
@@ -336,7 +343,7 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
                  "max": peak if cnt else None,
                  "histogram": {"edges": np.linspace(0.0, peak, cfg.bins + 1).tolist() if cnt else [],
                                "counts": scan["hist"][j].tolist() if cnt else []},
-                 "cooccurrence": _cooccurrence(j, cnt, n, labels, base, scan),
+                 "cooccurrence": _cooccurrence(j, cnt, n, labels, base, scan, cfg.min_lift, cfg.min_lift_frames),
                  "probes": neighbours.get(latent, [])}
         entry["top_labels"] = top_labels(entry["cooccurrence"])
         if selection["rule"] == "label":
@@ -345,6 +352,9 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
         entry["top_frames"] = [_frame_entry(rank, int(p), float(v), rows, meta, labels)
                                for rank, (p, v) in enumerate(zip(scan["top"][2][keep], scan["top"][1][keep],
                                                                 strict=True))]
+        frame = position_frame(entry["top_frames"])
+        entry["position_feature"], entry["position_frame"] = frame is not None, frame
+        entry["label_columns_shown"] = shown_label_columns(entry["top_frames"], labels.columns)
         entries.append(entry)
     if selection["rule"] == "label":
         selection = {k: v for k, v in selection.items() if k != "reasons"}
@@ -352,16 +362,20 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     info = {"store": str(store.path), "sae": source.sae_path, "member": cfg.member, "source": source.describe(),
             "hookpoint": source.hookpoint, "model_hookpoint": source.model_hookpoint, "width": source.width,
             "n_rows": n, "where": streams.where, "stream": streams.record(), "frame_rate": store.frame_rate,
-            "label_columns": labels.columns,
+            "label_columns": labels.columns, "run": where["run"], "architecture": where["architecture"],
+            "min_lift": cfg.min_lift, "min_lift_frames": cfg.min_lift_frames,
             "selection": selection, "seed": cfg.seed,
             "dead_latents": int((stats["count"] == 0).sum()),
             "mean_l0": float(stats["count"].sum() / n),
             "probes": [{"path": str(p["path"]), "label": p["set"].label, "task": p["set"].task} for p in probes],
             "probe_notes": probe_notes}
     with staged_directory(out, overwrite) as stage:
-        clips = write_clips(stage, entries, cfg.clip_s, store.frame_rate, store.path)
-        plots = write_histograms(stage, entries)
-        plots.append(write_density_plot(stage, stats["count"], n))
+        with progress("Cutting clips", None):
+            clips = write_clips(stage, entries, cfg.clip_s, store.frame_rate, store.path)
+        with progress("Drawing spectrograms", sum(len(e["top_frames"]) for e in entries)) as bar:
+            plots = write_spectrograms(stage, entries, store.frame_rate, bar)
+        plots += write_histograms(stage, entries, where)
+        plots.append(write_density_plot(stage, stats["count"], n, where))
         pages = write_pages(stage, info, entries, config)
         write_json(stage / "features.json", {"kind": KIND, **info, "config": config, "latents": entries,
                                              "active_counts": stats["count"].tolist()})
@@ -377,7 +391,8 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     return {"out": str(out), "mode": "dashboard", "index": str(Path(out) / "index.html"), **info,
             "audio": {"clips": n_clips, "unavailable": n_missing},
             "latents": [{"latent": e["latent"], "density": e["density"], "mean_active": e["mean_active"],
-                         "top_labels": e["top_labels"], "nearest_probe": e["probes"][0] if e["probes"] else None}
+                         "top_labels": e["top_labels"], "nearest_probe": e["probes"][0] if e["probes"] else None,
+                         "position_frame": e["position_frame"]}
                         for e in entries]}
 
 
@@ -388,7 +403,25 @@ def _metadata(store, rows: np.ndarray, columns: list[str] | None) -> pa.Table:
     return table
 
 
-def _cooccurrence(j: int, cnt: int, n: int, labels: Labels, base: dict, scan: dict) -> dict:
+def sae_architecture(source: FeatureSource) -> str | None:
+    """The SAE's architecture (relu, topk, ...) where known."""
+    spec = getattr(source.sae, "spec", None)
+    return getattr(spec, "arch", None) or source.sae_cfg.get("architecture") or None
+
+
+def position_frame(top_frames: list[dict]) -> int | None:
+    """The frame index every top frame sits at (at least MIN_POSITION_FRAMES of them), else None."""
+    frames = {f["frame"] for f in top_frames}
+    return int(next(iter(frames))) if len(top_frames) >= MIN_POSITION_FRAMES and len(frames) == 1 else None
+
+
+def shown_label_columns(top_frames: list[dict], columns: list[str]) -> list[str]:
+    """The label columns with a value on at least one top frame (columns missing on every one are hidden)."""
+    return [c for c in columns if any(f["labels"].get(c) not in (None, "", MISSING) for f in top_frames)]
+
+
+def _cooccurrence(j: int, cnt: int, n: int, labels: Labels, base: dict, scan: dict, min_lift: float,
+                  min_frames: int) -> dict:
     out = {}
     for col in labels.columns:
         rows = []
@@ -396,21 +429,23 @@ def _cooccurrence(j: int, cnt: int, n: int, labels: Labels, base: dict, scan: di
             k = int(scan["co_count"][col][vi, j])
             p_active = k / cnt if cnt else None
             p_base = int(base[col][vi]) / n
+            lift = (p_active / p_base) if p_active is not None and p_base else None
             rows.append({"value": name, "n_frames": int(base[col][vi]), "n_active": k, "p_active": p_active,
-                         "base_rate": p_base, "lift": (p_active / p_base) if p_active is not None and p_base else None,
+                         "base_rate": p_base, "lift": lift,
                          "mean_activation": float(scan["co_sum"][col][vi, j] / base[col][vi])
-                         if base[col][vi] else None})
+                         if base[col][vi] else None,
+                         "listed": lift is not None and lift >= min_lift and k >= min_frames})
         rows.sort(key=lambda r: (-(r["lift"] or 0.0), -r["n_active"], r["value"]))
         out[col] = rows
     return out
 
 
 def top_labels(cooc: dict) -> list[dict]:
-    """Up to N_TOP_LABELS (column, value) pairs with lift > 1 covering >= TOP_LABEL_MIN_SHARE of active frames."""
+    """Up to N_TOP_LABELS listed (column, value) pairs (lift >= min_lift on >= min_lift_frames active frames)
+    covering >= TOP_LABEL_MIN_SHARE of the latent's active frames, largest lift first."""
     pairs = [{"column": col, "value": r["value"], "lift": r["lift"], "p_active": r["p_active"]}
              for col, rows in cooc.items() for r in rows
-             if r["value"] != MISSING and r["lift"] is not None and r["lift"] > 1.0
-             and (r["p_active"] or 0.0) >= TOP_LABEL_MIN_SHARE]
+             if r["value"] != MISSING and r["listed"] and (r["p_active"] or 0.0) >= TOP_LABEL_MIN_SHARE]
     pairs.sort(key=lambda p: (-p["lift"], -p["p_active"], p["column"], p["value"]))
     return pairs[:N_TOP_LABELS]
 
@@ -422,119 +457,6 @@ def _frame_entry(rank: int, pos: int, value: float, rows: np.ndarray, meta: dict
             "time_s": None if time_s is None or np.isnan(time_s) else float(time_s),
             "source_path": meta["source_path"][pos] if "source_path" in meta else None,
             "labels": {c: labels.values[c][labels.codes[c][pos]] for c in labels.columns}}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# audio clips, plots
-def write_clips(stage: Path, entries: list[dict], clip_s: float, frame_rate: float | None,
-                store_path: Path) -> list[str]:
-    """Cut every top frame's clip into stage/audio/; each frame entry gets an "audio" dict (file or reason)."""
-    from ..audio.io import audio_info, load_audio, write_wav
-
-    infos: dict[str, object] = {}  # path -> AudioInfo, or the reason it cannot be read
-    written = []
-    half_frame = 0.5 / frame_rate if frame_rate else 0.0
-    for entry in entries:
-        for f in entry["top_frames"]:
-            audio = {"file": None, "start_s": None, "duration_s": None, "frame_offset_s": None, "reason": None}
-            f["audio"] = audio
-            if not f["source_path"]:
-                audio["reason"] = "the store has no source_path for this frame"
-                continue
-            if f["time_s"] is None:
-                audio["reason"] = "the store has no time_s for this frame"
-                continue
-            path = _source_file(f["source_path"], store_path)
-            if str(path) not in infos:
-                try:
-                    infos[str(path)] = audio_info(path)
-                except AudioError as exc:
-                    infos[str(path)] = exc.message
-            info = infos[str(path)]
-            if isinstance(info, str):
-                audio["reason"] = info
-                continue
-            centre = f["time_s"] + half_frame
-            length = min(clip_s, info.duration_s)
-            start = min(max(0.0, centre - clip_s / 2), max(0.0, info.duration_s - clip_s))
-            name = f"audio/latent{entry['latent']}_{f['rank']}.wav"
-            try:
-                samples, rate = load_audio(path, sample_rate=None, mono=True, offset_s=start, duration_s=length)
-                if samples.size == 0:
-                    raise AudioError(f"no audio at {start:.3f} s in {path}")
-                write_wav(stage / name, samples, rate)
-            except AudioError as exc:
-                audio["reason"] = exc.message
-                continue
-            except Exception as exc:  # an unreadable file never fails the dashboard
-                audio["reason"] = f"cannot read {path}: {type(exc).__name__}: {exc}"
-                continue
-            audio.update(file=name, start_s=round(start, 6), duration_s=round(samples.size / rate, 6),
-                         frame_offset_s=round(centre - start, 6), sample_rate=rate)
-            written.append(name)
-    return written
-
-
-def _source_file(source_path: str, store_path: Path) -> Path:
-    path = Path(source_path)
-    if not path.is_absolute() and not path.exists() and (store_path.parent / path).exists():
-        return store_path.parent / path
-    return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def write_histograms(stage: Path, entries: list[dict]) -> list[str]:
-    """plots/latent<i>.png: the histogram of each latent's non-zero activations."""
-    plt = _pyplot()
-    (stage / "plots").mkdir(exist_ok=True)
-    names = []
-    for e in entries:
-        fig, ax = plt.subplots(figsize=(5.0, 2.6), constrained_layout=True)
-        counts, edges = np.asarray(e["histogram"]["counts"]), np.asarray(e["histogram"]["edges"])
-        if counts.size and counts.sum():
-            ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4c72b0", edgecolor="white",
-                   linewidth=0.3)
-            nz = counts[counts > 0]
-            if nz.max() / nz.min() > 100:
-                ax.set_yscale("log")
-        else:
-            ax.text(0.5, 0.5, "never active", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("activation (active frames)")
-        ax.set_ylabel("frames")
-        ax.set_title(f"latent {e['latent']}: density {e['density']:.4g}", fontsize=10)
-        ax.grid(alpha=0.3)
-        name = f"plots/latent{e['latent']}.png"
-        fig.savefig(stage / name, dpi=100)
-        plt.close(fig)
-        e["histogram"]["png"] = name
-        names.append(name)
-    return names
-
-
-def write_density_plot(stage: Path, count: np.ndarray, n: int) -> str:
-    """plots/density.png: log10 density of every latent (dead latents counted in the title)."""
-    plt = _pyplot()
-    (stage / "plots").mkdir(exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.0, 2.6), constrained_layout=True)
-    alive = count[count > 0]
-    if alive.size:
-        ax.hist(np.log10(alive / n), bins=40, color="#55a868")
-    ax.set_xlabel("log10 density (fraction of frames active)")
-    ax.set_ylabel("latents")
-    ax.set_title(f"{alive.size} active latents, {int((count == 0).sum())} never active", fontsize=10)
-    ax.grid(alpha=0.3)
-    name = "plots/density.png"
-    fig.savefig(stage / name, dpi=100)
-    plt.close(fig)
-    return name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -652,7 +574,8 @@ def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     with staged_directory(out, overwrite) as stage:
         (stage / "items").mkdir()
         write_csv_rows(stage / "items" / f"{name}.csv", csv_rows)
-        _heatmap(stage / "items" / f"{name}.png", x, shown, times, frames, cfg.item, int(active.size))
+        write_heatmap(stage / "items" / f"{name}.png", x, shown, times, frames, cfg.item, int(active.size),
+                      {"run": Path(out).name, "hookpoint": source.hookpoint, "architecture": sae_architecture(source)})
         write_json(stage / "features.json", {"kind": KIND, "mode": "item", **info, "config": config,
                                              "frames": frame_rows})
         write_config(stage, config)
@@ -663,32 +586,6 @@ def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
                                                          where=streams.where, stream=streams.record(), files=files))
     return {"out": str(out), "mode": "item", **info, "heatmap": str(Path(out) / "items" / f"{name}.png"),
             "csv": str(Path(out) / "items" / f"{name}.csv"), "frames": frame_rows}
-
-
-def _heatmap(path: Path, x, shown: list[int], times: np.ndarray, frames: np.ndarray, item: str,
-             n_active: int) -> None:
-    plt = _pyplot()
-    n = x.shape[0]
-    mat = x[:, np.asarray(shown, np.int64)].toarray().T if shown else np.zeros((1, n), np.float32)  # (L, T)
-    seconds = not np.isnan(times).any() and n > 0
-    if seconds:
-        step = float(np.median(np.diff(times))) if n > 1 else 1.0
-        extent = [times[0], times[-1] + step, len(mat) - 0.5, -0.5]
-        xlabel = "time in the source file (s)"
-    else:
-        extent = [frames[0] if n else 0, (frames[-1] + 1) if n else 1, len(mat) - 0.5, -0.5]
-        xlabel = "frame"
-    height = min(12.0, 1.6 + 0.22 * len(mat))
-    fig, ax = plt.subplots(figsize=(9.0, height), constrained_layout=True)
-    im = ax.imshow(mat, aspect="auto", interpolation="nearest", cmap="magma", extent=extent)
-    ax.set_yticks(range(len(mat)), [str(j) for j in shown] if shown else ["(none)"], fontsize=7)
-    ax.set_ylabel("latent")
-    ax.set_xlabel(xlabel)
-    ax.set_title(f"{item}: the {len(shown)} latents with the largest total activation "
-                 f"(of {n_active} active)", fontsize=10)
-    fig.colorbar(im, ax=ax, label="activation")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 __all__ = ["KIND", "MISSING", "analyze_features", "merge_topk", "select_latents"]

@@ -45,22 +45,29 @@ class FeatureSource:
         hp = self.hookpoint
         return hp[:-len(LATENT_SUFFIX)] if hp.endswith(LATENT_SUFFIX) else hp
 
-    def read(self, rows: np.ndarray):
-        """Features of the increasing global store rows `rows`: scipy CSR (sparse) or (n, width) float32."""
+    def read(self, rows: np.ndarray, tracker=None):
+        """Features of the increasing global store rows `rows`: scipy CSR (sparse) or (n, width) float32.
+
+        `tracker` (a progress Tracker) advances by the rows read, block by block.
+        """
         rows = np.asarray(rows, dtype=np.int64)
-        if self.encode_on_the_fly:
+        if self.encode_on_the_fly or self.sparse:
             from scipy.sparse import vstack
 
-            parts = [self._encoder(self.store.read_rows(self.hookpoint, rows[i:i + READ_BLOCK])).to_scipy()
-                     for i in range(0, rows.size, READ_BLOCK)]
+            parts = []
+            for i in range(0, rows.size, READ_BLOCK):
+                block = rows[i:i + READ_BLOCK]
+                if self.encode_on_the_fly:
+                    parts.append(self._encoder(self.store.read_rows(self.hookpoint, block)).to_scipy())
+                else:
+                    parts.append(self.store.read_rows_sparse(self.hookpoint, block).to_scipy())
+                if tracker is not None:
+                    tracker.advance(block.size)
             return vstack(parts, format="csr") if parts else _empty_csr(self.width)
-        if self.sparse:
-            from scipy.sparse import vstack
-
-            parts = [self.store.read_rows_sparse(self.hookpoint, rows[i:i + READ_BLOCK]).to_scipy()
-                     for i in range(0, rows.size, READ_BLOCK)]
-            return vstack(parts, format="csr") if parts else _empty_csr(self.width)
-        return self.store.read_rows(self.hookpoint, rows)
+        x = self.store.read_rows(self.hookpoint, rows)
+        if tracker is not None:
+            tracker.advance(rows.size)
+        return x
 
     def decoder(self) -> np.ndarray:
         """(d_sae, d_in) float32 decoder directions of the SAE (InputError without one)."""

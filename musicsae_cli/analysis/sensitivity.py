@@ -3,7 +3,11 @@
 Per (perturbation, setting, hookpoint, clip): relative change ||a' - a|| / ||a|| and cosine distance 1 - cos,
 frame-aligned (mean over frames) when the frame counts match, else on time-pooled (mean) vectors. Both are
 scale-free, so wide layers are not favoured, and nothing is min-max rescaled. Aggregated as means with seeded
-bootstrap confidence intervals over clips, optionally per label value.
+bootstrap confidence intervals over clips, optionally per value of a label column (`by`).
+
+With `by`, summary rows carry the label value in a column named after the label column (`by_column`: the
+column's own name, or by_<name> where that would clash with another field or with a dataset's `group` track
+column); rows over all clips have no value there (null / empty). Without `by` there is no such column.
 """
 
 from __future__ import annotations
@@ -25,6 +29,19 @@ from .perturb import perturb, unit
 FORMAT_VERSION = 1
 _EPS = 1e-12
 METRICS = ("rel_change", "cos_distance")
+# Fields of the per-clip and summary rows (and the dataset's `group` track column): a `by` label column with one
+# of these names is written as by_<name>, so it never overwrites or passes for one of them.
+RESERVED = ("group", "clip_id", "path", "label", "perturbation", "setting", "hookpoint", "layer", "comparison",
+            "frames_original", "frames_perturbed", "n_clips", *METRICS,
+            *(f"{m}_{s}" for m in METRICS for s in ("mean", "ci_low", "ci_high")))
+NOISE = 1e-6  # relative changes / cosine distances below this are float noise (the identity control)
+
+
+def by_column(by: str | None) -> str | None:
+    """The column holding the `by` label value in the output tables (None without `by`)."""
+    if by is None:
+        return None
+    return f"by_{by}" if by in RESERVED else by
 
 
 @dataclass
@@ -118,18 +135,24 @@ def sensitivity(source: str | Path, out: str | Path, cfg: SensitivityConfig, ove
                                          "rel_change": rel, "cos_distance": cosd})
                 bar.advance(len(batch))
     summary = _summarise(per_clip, settings, hookpoints, cfg)
+    col = by_column(cfg.by)
     config = cfg.model_dump(mode="json")
     result = {"out": str(out), "model": adapter.describe(), "hookpoints": hookpoints, "n_clips": len(clips),
               "perturbations": {n: {"settings": v, "unit": unit(n)} for n, v in cfg.perturbations.items()},
-              "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap, "ci": cfg.ci, "by": cfg.by,
+              "seed": cfg.seed, "n_bootstrap": cfg.n_bootstrap, "ci": cfg.ci, "by": cfg.by, "by_column": col,
+              "by_values": sorted({c.label for c in clips if c.label is not None}) if cfg.by else None,
               "skipped": [{"path": p, "reason": r} for p, r in skipped]}
     with staged_directory(out, overwrite) as stage:
         write_csv_rows(stage / "per_clip.csv", [_rename(r, cfg.by) for r in per_clip])
         write_csv_rows(stage / "summary.csv", summary)
-        plots = _plot(stage, summary, hookpoints, cfg)
-        write_json(stage / "summary.json", {**result, "config": config, "summary": summary, "per_clip": per_clip,
-                                            "clips": [{"clip_id": c.clip_id, "path": c.path, "label": c.label,
-                                                       "seconds": len(c.audio) / sr} for c in clips]})
+        plots = _plot(stage, summary, hookpoints, cfg, len(clips))
+        if cfg.by is not None:
+            plots += _plot_by(stage, summary, hookpoints, cfg)
+        write_json(stage / "summary.json", {**result, "config": config, "summary": summary,
+                                            "per_clip": [_rename(r, cfg.by) for r in per_clip],
+                                            "clips": [_rename({"clip_id": c.clip_id, "path": c.path,
+                                                               "label": c.label, "seconds": len(c.audio) / sr},
+                                                              cfg.by) for c in clips]})
         write_config(stage, config)
         write_json(stage / "manifest.json", new_manifest("sensitivity", FORMAT_VERSION, config,
                                                          source=str(source), model=adapter.describe(),
@@ -137,7 +160,7 @@ def sensitivity(source: str | Path, out: str | Path, cfg: SensitivityConfig, ove
                                                          files=["per_clip.csv", "summary.csv", "summary.json",
                                                                 *plots]))
     result.update(plots=[str(Path(out) / p) for p in plots], elapsed_s=round(time.perf_counter() - started, 3),
-                  summary=[r for r in summary if r["group"] == "all"])
+                  summary=[r for r in summary if col is None or r[col] is None])
     return result
 
 
@@ -181,7 +204,8 @@ def _summarise(per_clip: list[dict], settings, hookpoints: list[str], cfg: Sensi
                     continue
                 modes = sorted({r["comparison"] for r in rows})
                 entry = {"perturbation": name, "setting": setting, "hookpoint": hp, "layer": li,
-                         "group": "all" if g is None else g, "n_clips": len(rows), "comparison": "+".join(modes)}
+                         **({by_column(cfg.by): g} if cfg.by is not None else {}), "n_clips": len(rows),
+                         "comparison": "+".join(modes)}
                 for m in METRICS:
                     mean, lo, hi = bootstrap_ci([r[m] for r in rows], cfg.n_bootstrap, cfg.ci, cfg.seed)
                     entry.update({f"{m}_mean": mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
@@ -190,44 +214,99 @@ def _summarise(per_clip: list[dict], settings, hookpoints: list[str], cfg: Sensi
 
 
 def _rename(row: dict, by: str | None) -> dict:
-    """CSV rows name the label column after --by (dropped without it); summary rows keep `group`."""
+    """Per-clip rows name the label column after --by (by_column; dropped without it)."""
     if "label" not in row:
         return row
-    return {(by if k == "label" else k): v for k, v in row.items() if k != "label" or by is not None}
+    col = by_column(by)
+    return {(col if k == "label" else k): v for k, v in row.items() if k != "label" or by is not None}
 
 
+def _setting_label(name: str, setting: float) -> str:
+    return "control" if name == "identity" else f"{setting:g} {unit(name)}"
 
-def _plot(stage: Path, summary: list[dict], hookpoints: list[str], cfg: SensitivityConfig) -> list[str]:
+
+def _draw(ax, x, rows: list[dict], metric: str, label: str, **style):
+    mean = np.array([r[f"{metric}_mean"] for r in rows], dtype=np.float64)
+    line, = ax.plot(x, mean, marker="o", ms=3, label=label, clip_on=False, zorder=3, **style)
+    ax.fill_between(x, [r[f"{metric}_ci_low"] for r in rows], [r[f"{metric}_ci_high"] for r in rows],
+                    color=line.get_color(), alpha=0.15, label=f"_{label} CI")
+
+
+def _cell(summary: list[dict], name: str, setting: float, col: str, value) -> list[dict]:
+    """Summary rows of one perturbation setting and `col` value (None: all clips), in layer order."""
+    return sorted((r for r in summary if r["perturbation"] == name and r["setting"] == setting and r[col] == value),
+                  key=lambda r: r["layer"])
+
+
+AXES = {"rel_change": ("relative change", "||a'-a|| / ||a||"), "cos_distance": ("cosine distance", "1 - cos(a, a')")}
+
+
+def _plot(stage: Path, summary: list[dict], hookpoints: list[str], cfg: SensitivityConfig, n_clips: int) -> list[str]:
     """One PNG per perturbation: both metrics vs layer, one line per setting with its CI band (all clips)."""
-    import matplotlib
+    from ..plotting import figure, figure_legend, hookpoint_ticks, output_name, style_axis, title
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    col = by_column(cfg.by)
     names = []
     x = np.arange(len(hookpoints))
     for name, values in cfg.perturbations.items():
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-        for setting in values:
-            rows = sorted((r for r in summary if r["perturbation"] == name and r["setting"] == float(setting)
-                           and r["group"] == "all"), key=lambda r: r["layer"])
-            if not rows:
-                continue
-            for ax, m in zip(axes, METRICS, strict=True):
-                mean = [r[f"{m}_mean"] for r in rows]
-                line, = ax.plot(x, mean, marker="o", ms=3, label=f"{setting:g} {unit(name)}")
-                ax.fill_between(x, [r[f"{m}_ci_low"] for r in rows], [r[f"{m}_ci_high"] for r in rows],
-                                color=line.get_color(), alpha=0.2)
-        for ax, title in zip(axes, ("relative change ||a'-a|| / ||a||", "1 - cosine similarity"), strict=True):
-            ax.set_title(title)
-            ax.set_xlabel("hookpoint")
-            ax.set_xticks(x, hookpoints, rotation=90 if len(hookpoints) > 8 else 0, fontsize=7)
-            ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"sensitivity to {name} (mean, {cfg.ci:.0%} bootstrap CI over clips)")
         fname = f"sensitivity_{name}.png"
-        fig.savefig(stage / fname, dpi=110)
-        plt.close(fig)
+        head = title(f"layer sensitivity of {cfg.model} to {name}" + (" (control: the unchanged clip)"
+                                                                      if name == "identity" else f" ({unit(name)})"),
+                     run=output_name(stage), n=f"n={n_clips} clips; mean and {cfg.ci:.0%} bootstrap CI over clips")
+        with figure(stage / fname, ncols=2, panel=(5.6, 3.8), title=head) as (fig, axes):
+            for setting in values:
+                rows = sorted((r for r in summary if r["perturbation"] == name and r["setting"] == float(setting)
+                               and (col is None or r[col] is None)), key=lambda r: r["layer"])
+                if rows:
+                    for ax, m in zip(axes, METRICS, strict=True):
+                        _draw(ax, x, rows, m, _setting_label(name, float(setting)))
+            for ax, m in zip(axes, METRICS, strict=True):
+                ax.set_title(AXES[m][0])
+                hookpoint_ticks(ax, hookpoints)
+                style_axis(ax, xlabel="hookpoint", ylabel=f"{AXES[m][0]} {AXES[m][1]}", bounded=(0.0, None),
+                           noise=NOISE, min_span=0.01, legend=False)
+            figure_legend(fig, axes[0])
         names.append(fname)
     return names
+
+
+def _plot_by(stage: Path, summary: list[dict], hookpoints: list[str], cfg: SensitivityConfig) -> list[str]:
+    """One PNG per perturbation with a --by breakdown: one panel per setting, the relative change per label value
+    (its CI band over that value's clips) and over all clips (dashed), on one shared y range."""
+    from ..plotting import figure, figure_legend, hookpoint_ticks, output_name, style_axis, title
+
+    col = by_column(cfg.by)
+    files = []
+    x = np.arange(len(hookpoints))
+    values = sorted({r[col] for r in summary if r[col] is not None})
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in cfg.by)
+    for name, settings in cfg.perturbations.items():
+        fname = f"sensitivity_{name}_by_{safe}.png"
+        n = {v: max((r["n_clips"] for r in summary if r[col] == v and r["perturbation"] == name), default=0)
+             for v in values}
+        head = title(f"layer sensitivity of {cfg.model} to {name} by {cfg.by}",
+                     run=output_name(stage), n=f"mean and {cfg.ci:.0%} bootstrap CI over each value's clips")
+        ncols = min(len(settings), 4)
+        nrows = -(-len(settings) // ncols)
+        with figure(stage / fname, ncols=ncols, nrows=nrows, panel=(5.6, 3.8), title=head) as (fig, axes):
+            for ax, setting in zip(axes, settings, strict=False):
+                for v in values:
+                    rows = _cell(summary, name, float(setting), col, v)
+                    if len(rows) == len(hookpoints):
+                        _draw(ax, x, rows, "rel_change", f"{cfg.by}={v} (n={n[v]})")
+                rows = _cell(summary, name, float(setting), col, None)
+                if rows:
+                    _draw(ax, x, rows, "rel_change", f"all clips (n={rows[0]['n_clips']})", color="black", ls="--")
+                ax.set_title(f"setting {_setting_label(name, float(setting))}")
+                hookpoint_ticks(ax, hookpoints)
+                style_axis(ax, xlabel="hookpoint", ylabel="relative change ||a'-a|| / ||a||", bounded=(0.0, None),
+                           noise=NOISE, min_span=0.01, legend=False)
+            used = axes[:len(settings)]
+            top = max(ax.get_ylim()[1] for ax in used)
+            for ax in used:  # one y range: settings compare at a glance
+                ax.set_ylim(0.0, top)
+            for ax in axes[len(settings):]:
+                ax.set_visible(False)
+            figure_legend(fig, axes[0])
+        files.append(fname)
+    return files

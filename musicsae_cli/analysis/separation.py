@@ -33,6 +33,7 @@ log = logging.getLogger("musicsae")
 FORMAT_VERSION = 1
 KIND = "separation"
 SIL_LOW, SIL_HIGH = -0.1, 0.1
+N_MODELS = 4  # models _fit_models yields per fold and task
 NUMERIC = ("int32", "int64", "double")
 
 
@@ -101,7 +102,7 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
                 timings[f"latents:{label.name}"] = time.perf_counter() - t
             if "silhouette" in cfg.measures:
                 t = time.perf_counter()
-                res["silhouette"] = silhouette(xl, yl, label.classes, cfg)
+                res["silhouette"] = silhouette(xl, yl, label.classes, cfg, progress)
                 timings[f"silhouette:{label.name}"] = time.perf_counter() - t
             if "cv" in cfg.measures:
                 t = time.perf_counter()
@@ -112,7 +113,8 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
             if "projections" in cfg.measures and cfg.projections:
                 t = time.perf_counter()
                 values = None if label.values is None else label.values[keep]
-                res["projections"], made = project(stage, xl, yl, values, label, meta["item_id"][keep], cfg)
+                res["projections"], made = project(stage, xl, yl, values, label, meta["item_id"][keep], cfg,
+                                                   progress)
                 files += made
                 timings[f"projections:{label.name}"] = time.perf_counter() - t
             results[label.name] = res
@@ -165,18 +167,16 @@ def _load(source: FeatureSource, cfg: SeparationConfig, progress: ProgressFactor
         if keep is not None:
             rows = rows[keep]
             meta = {c: v[keep] for c, v in meta.items()}
-        with progress("Reading features", 1) as bar:
-            x = source.read(rows)
-            bar.advance(1)
+        with progress("Reading features", int(rows.size)) as bar:
+            x = source.read(rows, bar)
     else:
         counts = np.diff(np.r_[starts, rows.size])
         if keep is not None:
             take = np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in keep])
             rows, starts, counts = rows[take], np.r_[0, np.cumsum(counts[keep])[:-1]], counts[keep]
             meta = {c: v[take] for c, v in meta.items()}
-        with progress("Reading features", 1) as bar:
-            x = _pool(source.read(rows), starts, counts, cfg.pooling)
-            bar.advance(1)
+        with progress("Reading features", int(rows.size)) as bar:
+            x = _pool(source.read(rows, bar), starts, counts, cfg.pooling)
         meta = {c: v[starts] for c, v in meta.items()}
     sampling["samples"] = int(x.shape[0])
     sampling["features"] = int(x.shape[1])
@@ -341,7 +341,8 @@ def _safe(name: str) -> str:
 
 
 # -- silhouette -----------------------------------------------------------------------------------------------
-def silhouette(x, y: np.ndarray, classes: list[str], cfg: SeparationConfig) -> dict:
+def silhouette(x, y: np.ndarray, classes: list[str], cfg: SeparationConfig,
+               progress: ProgressFactory = no_progress) -> dict:
     """Silhouette of the class labels on a stratified sample: mean, per class, and shares below/around/above 0."""
     from sklearn.metrics import silhouette_samples
 
@@ -351,7 +352,9 @@ def silhouette(x, y: np.ndarray, classes: list[str], cfg: SeparationConfig) -> d
     if present.size < 2 or present.size >= ys.size:
         return {"skipped": "needs at least two classes and more samples than classes", "samples": int(ys.size)}
     _, ys = np.unique(ys, return_inverse=True)
-    s = silhouette_samples(xs, ys, metric=cfg.silhouette_metric)
+    with progress(f"Silhouette ({ys.size} samples)", 1) as bar:
+        s = silhouette_samples(xs, ys, metric=cfg.silhouette_metric)
+        bar.advance(1)
     zero_rows = int((np.asarray(abs(xs).sum(axis=1)).ravel() == 0).sum())
     per_class = {classes[c]: float(s[ys == i].mean()) for i, c in enumerate(present)}
     return {"mean": float(s.mean()), "per_class": per_class, "samples": int(ys.size),
@@ -401,14 +404,17 @@ def cross_validate(x, y: np.ndarray, values: np.ndarray | None, groups: np.ndarr
     fold_rows = []
     splits, split_seed = grouped_folds(y, groups, cfg.folds, cfg.seed, label.name)
     n_classes = len(label.classes)
-    with progress("Cross-validating", len(splits) * len(tasks)) as bar:
+    # one step per fold's feature choice and per fitted model (forest, linear, shuffled linear, baseline)
+    with progress("Cross-validating", len(splits) * (1 + len(tasks) * N_MODELS)) as bar:
         for f, (train, test) in enumerate(splits):
             xtr, xte = x[train], x[test]
             chosen = _forest_features(xtr, y[train], n_classes, cfg)
             forest_x = (_dense(xtr[:, chosen]), _dense(xte[:, chosen]))
+            bar.advance(1)
             for task in tasks:
                 target = y if task == "classification" else values
                 for model, fitted in _fit_models(task, xtr, forest_x[0], target[train], cfg, f):
+                    bar.advance(1)
                     pred = fitted.predict(forest_x[1] if model == "random_forest" else xte)
                     metrics = _metrics(task, target[test], pred)
                     for k, v in metrics.items():
@@ -417,7 +423,6 @@ def cross_validate(x, y: np.ndarray, values: np.ndarray | None, groups: np.ndarr
                                       "test": int(test.size), "test_groups": int(np.unique(groups[test]).size),
                                       **({"forest_features": int(chosen.size)} if model == "random_forest" else {}),
                                       **metrics})
-                bar.advance(1)
     summary = {task: {model: {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in m.items()}
                       for model, m in per.items()} for task, per in scores.items()}
     return {"folds": cfg.folds, "split_column": cfg.split_column, "stratified_by": "class" + (
@@ -508,35 +513,36 @@ def _model_notes(cfg: SeparationConfig, width: int) -> dict:
             "majority": "predicts the most frequent training class", "mean": "predicts the training mean"}
 
 
-def _plot_cv(stage: Path, name: str, cv: dict) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot_cv(stage: Path, name: str, cv: dict, hookpoint: str | None = None) -> list[str]:
+    """cv_<label>.png: each model's cross-validated score (mean ± std over folds) beside the baselines, on a fixed
+    axis (balanced accuracy 0-1, R² up to 1), the test size in the title."""
+    from ..plotting import figure, output_name, style_axis, title
 
     tasks = list(cv["summary"])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        metric = "balanced_accuracy" if task == "classification" else "r2"
-        models = list(cv["summary"][task])
-        means = [cv["summary"][task][m][metric]["mean"] for m in models]
-        stds = [cv["summary"][task][m][metric]["std"] for m in models]
-        ax.bar(range(len(models)), means, yerr=stds, color=["#3b6ea8", "#6aa84f", "#999999", "#cccccc"][:len(models)],
-               capsize=4)
-        ax.set_xticks(range(len(models)), [m.replace("_", "\n") for m in models], fontsize=8)
-        ax.set_ylabel(f"{metric} ({cv['folds']}-fold, grouped)")
-        ax.set_title(f"{name}: {task}")
-        ax.axhline(0, color="black", linewidth=0.5)
-    fig.tight_layout()
     file = f"cv_{_safe(name)}.png"
-    fig.savefig(stage / file, dpi=110)
-    plt.close(fig)
+    per_fold = cv["samples"] / cv["folds"]
+    n = (f"{cv['folds']}-fold CV grouped by {cv['split_column']} over {cv['samples']} samples (about "
+         f"{per_fold:.0f} test samples per fold)")
+    head = title(f"{name}: cross-validated separation", run=output_name(stage), hookpoint=hookpoint, n=n)
+    with figure(stage / file, ncols=len(tasks), panel=(5.6, 3.8), title=head) as (_, axes):
+        for ax, task in zip(axes, tasks, strict=True):
+            metric, bounded = ("balanced accuracy", (0.0, 1.0)) if task == "classification" else ("R²", (None, 1.0))
+            key = "balanced_accuracy" if task == "classification" else "r2"
+            models = list(cv["summary"][task])
+            means = [cv["summary"][task][m][key]["mean"] for m in models]
+            stds = [cv["summary"][task][m][key]["std"] for m in models]
+            ax.bar(range(len(models)), means, yerr=stds, capsize=4,
+                   color=["#3b6ea8", "#6aa84f", "#999999", "#cccccc"][:len(models)])
+            ax.set_xticks(range(len(models)), [m.replace("_", "\n") for m in models], fontsize=8)
+            ax.set_title(f"{task} ({metric}, mean ± std over folds)")
+            ax.axhline(0, color="black", linewidth=0.5)
+            style_axis(ax, xlabel="model", ylabel=metric, bounded=bounded)
     return [file]
 
 
 # -- projections ----------------------------------------------------------------------------------------------
 def project(stage: Path, x, y: np.ndarray, values: np.ndarray | None, label: Label, item_ids: np.ndarray,
-            cfg: SeparationConfig) -> tuple[dict, list[str]]:
+            cfg: SeparationConfig, progress: ProgressFactory = no_progress) -> tuple[dict, list[str]]:
     """t-SNE / UMAP of a stratified sample (after SVD/PCA to svd_dims), saved as PNG and CSV coordinates."""
     import scipy.sparse as sp
 
@@ -549,12 +555,16 @@ def project(stage: Path, x, y: np.ndarray, values: np.ndarray | None, label: Lab
     if sp.issparse(xs):
         from sklearn.decomposition import TruncatedSVD
 
-        reduced = TruncatedSVD(n_components=max(dims, 2), random_state=cfg.seed).fit_transform(xs)
+        with progress(f"SVD of {n} samples ({label.name})", 1) as bar:
+            reduced = TruncatedSVD(n_components=max(dims, 2), random_state=cfg.seed).fit_transform(xs)
+            bar.advance(1)
         reducer = f"TruncatedSVD({max(dims, 2)})"
     else:
         from sklearn.decomposition import PCA
 
-        reduced = PCA(n_components=max(dims, 2), random_state=cfg.seed).fit_transform(xs)
+        with progress(f"PCA of {n} samples ({label.name})", 1) as bar:
+            reduced = PCA(n_components=max(dims, 2), random_state=cfg.seed).fit_transform(xs)
+            bar.advance(1)
         reducer = f"PCA({max(dims, 2)})"
     info = {"samples": int(n), "sampled_from": int(y.size), "reduced_with": reducer, "methods": {}}
     files, coords = [], {}
@@ -563,7 +573,10 @@ def project(stage: Path, x, y: np.ndarray, values: np.ndarray | None, label: Lab
             from sklearn.manifold import TSNE
 
             perplexity = float(min(cfg.perplexity, (n - 1) / 3))
-            emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=cfg.seed).fit_transform(reduced)
+            with progress(f"t-SNE of {n} samples ({label.name})", 1) as bar:
+                emb = TSNE(n_components=2, perplexity=perplexity, init="pca",
+                           random_state=cfg.seed).fit_transform(reduced)
+                bar.advance(1)
             info["methods"]["tsne"] = {"perplexity": perplexity}
         else:
             import warnings
@@ -571,9 +584,10 @@ def project(stage: Path, x, y: np.ndarray, values: np.ndarray | None, label: Lab
             import umap
 
             neighbors = int(min(cfg.umap_neighbors, n - 1))
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), progress(f"UMAP of {n} samples ({label.name})", 1) as bar:
                 warnings.simplefilter("ignore")  # UMAP warns that a fixed seed disables its parallelism
                 emb = umap.UMAP(n_neighbors=neighbors, random_state=cfg.seed).fit_transform(reduced)
+                bar.advance(1)
             info["methods"]["umap"] = {"n_neighbors": neighbors}
         coords[method] = emb
         file = f"{method}_{_safe(label.name)}.png"
@@ -588,28 +602,25 @@ def project(stage: Path, x, y: np.ndarray, values: np.ndarray | None, label: Lab
 
 
 def _plot_embedding(path: Path, emb: np.ndarray, ys: np.ndarray, values: np.ndarray | None, label: Label,
-                    method: str, n: int, total: int) -> None:
-    import matplotlib
+                    method: str, n: int, total: int, hookpoint: str | None = None) -> None:
+    from ..plotting import figure, output_name, pyplot, title
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 5.4))
-    if values is not None:
-        points = ax.scatter(emb[:, 0], emb[:, 1], c=values, cmap="viridis", s=8, alpha=0.8)
-        fig.colorbar(points, ax=ax, label=label.name)
-    else:
-        cmap = plt.get_cmap("tab20" if len(label.classes) > 10 else "tab10")
-        for ci, name in enumerate(label.classes):
-            m = ys == ci
-            if m.any():
-                ax.scatter(emb[m, 0], emb[m, 1], s=8, alpha=0.8, color=cmap(ci % cmap.N), label=name)
-        if len(label.classes) <= 20:
-            ax.legend(fontsize=7, markerscale=2, loc="best", title=label.name)
-    ax.set_title(f"{'t-SNE' if method == 'tsne' else 'UMAP'} of {n} samples (stratified from {total}) by "
-                 f"{label.name}", fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    name = "t-SNE" if method == "tsne" else "UMAP"
+    head = title(f"{name} of {n} samples (stratified from {total}) by {label.name}", run=output_name(path.parent),
+                 hookpoint=hookpoint)
+    with figure(path, size=(7.4, 5.8), title=head) as (fig, (ax,)):
+        if values is not None:
+            points = ax.scatter(emb[:, 0], emb[:, 1], c=values, cmap="viridis", s=8, alpha=0.8)
+            fig.colorbar(points, ax=ax, label=label.name)
+        else:
+            cmap = pyplot().get_cmap("tab20" if len(label.classes) > 10 else "tab10")
+            for ci, cls in enumerate(label.classes):
+                m = ys == ci
+                if m.any():
+                    ax.scatter(emb[m, 0], emb[m, 1], s=8, alpha=0.8, color=cmap(ci % cmap.N), label=cls)
+            fig.legend(loc="outside right upper", fontsize=7, markerscale=2, title=label.name,
+                       ncols=1 if len(label.classes) <= 20 else 2)
+        ax.set_xlabel(f"{name} 1 (arbitrary units)")
+        ax.set_ylabel(f"{name} 2 (arbitrary units)")
+        ax.set_xticks([])
+        ax.set_yticks([])

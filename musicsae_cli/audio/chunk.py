@@ -15,19 +15,19 @@ manifest.csv with the source's labels and group, `source_path`/`source_item` (th
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..artifacts import new_manifest, staged_directory, write_config, write_json
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
+from .config import ChunkConfig
 from .derive import (
     PROVENANCE,
     check_out_not_inside,
@@ -45,28 +45,8 @@ from .manifest import Manifest
 CHUNK_FORMAT_VERSION = 1
 CHUNK_COLUMNS = (*PROVENANCE, "chunk", "start_s", "end_s")
 BLOCK_FRAMES = 1 << 18  # frames read per block while streaming a file
-
-
-class ChunkConfig(BaseModel):
-    """How `data chunk` cuts audio into windows."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    length_s: float = Field(5.0, gt=0, description="Window length in seconds.")
-    hop_s: float | None = Field(None, gt=0, description="Step between window starts in seconds; null = length_s "
-                                                        "(back to back). Smaller overlaps, larger leaves gaps.")
-    last: Literal["drop", "pad", "keep"] = Field(
-        "drop", description="The short piece after the last full window: drop it, zero-pad it to length_s, or "
-                            "keep it short.")
-    min_last_s: float = Field(0.0, ge=0, description="With last=pad or keep, drop a last piece shorter than this.")
-    sample_rate: int | None = Field(None, gt=0, description="Resample to this rate (Hz); null keeps each file's.")
-    mono: bool = Field(False, description="Mix every file down to one channel.")
-    min_rms_db: float | None = Field(
-        None, description="Drop windows whose RMS level (dBFS, over all channels, padding excluded) is below this; "
-                          "null keeps every window (digital silence included).")
-    format: Literal["wav", "flac", "mp3"] = Field("wav", description="Audio format of the chunks.")
-    bit_depth: Literal[16, 24, 32] = Field(16, description="Bits per sample (32 = float, wav only; mp3 ignores it).")
-    strict: bool = Field(False, description="Fail on the first unusable file instead of skipping it.")
+EXAMPLES = 3  # files named in each end-of-run warning
+log = logging.getLogger("musicsae")
 
 
 @dataclass(frozen=True)
@@ -185,13 +165,16 @@ def chunk_dataset(sources, out: str | Path, cfg: ChunkConfig, overwrite: bool = 
     check_unique_names(names)
     started = time.perf_counter()
     stats = {"chunks": 0, "silent": 0, "short_pieces": 0, "no_window": 0, "seconds_in": 0.0, "seconds_out": 0.0}
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []  # each one warned about as it happens (skip_unusable)
+    dropped: dict[str, list] = {"short": [], "no_window": [], "silent": [], "all_silent": []}  # warned at the end
     rows: list[dict] = []
     cfg_json = cfg.model_dump(mode="json")
     with staged_directory(out, overwrite) as stage, progress("Chunking", len(manifest.rows)) as bar:
         for row in manifest.rows:
-            rows += _chunk_one(row, manifest.label_columns, names[row["item_id"]], stage, cfg, stats, skipped)
+            rows += _chunk_one(row, manifest.label_columns, names[row["item_id"]], stage, cfg, stats, skipped,
+                               dropped)
             bar.advance()
+        warn_dropped(dropped, cfg)
         if not rows:
             raise InputError(f"no chunks from {len(manifest.rows)} files",
                              "see the warnings; files may be shorter than length_s (try last=pad or keep) or "
@@ -212,10 +195,16 @@ def chunk_dataset(sources, out: str | Path, cfg: ChunkConfig, overwrite: bool = 
 
 
 def _chunk_one(row: dict, labels: list[str], name, stage: Path, cfg: ChunkConfig, stats: dict,
-               skipped: list) -> list[dict]:
-    """Write the chunks of one source; on a decode error remove what was written and skip (or raise)."""
+               skipped: list, dropped: dict[str, list] | None = None) -> list[dict]:
+    """Write the chunks of one source; on a decode error remove what was written and skip (or raise).
+
+    What the source lost to the short-piece rule and the silence filter is added to `dropped` (for
+    warn_dropped): (file, seconds) under short and no_window, (file, windows dropped, windows) under silent,
+    (file, windows) under all_silent.
+    """
     path = Path(row["path"])
     written: list[Path] = []
+    silent_before = stats["silent"]
     try:
         info = audio_info(path)
         if info.frames == 0:
@@ -263,14 +252,50 @@ def _chunk_one(row: dict, labels: list[str], name, stage: Path, cfg: ChunkConfig
         skip_unusable(path, f"cannot decode (truncated or corrupt): {exc}", cfg.strict, skipped)
         return []
     full = _full_windows(n_in, rate, cfg.length_s, hop_s)
+    shown = f"{name}{path.suffix}"
+    dropped = {"short": [], "no_window": [], "silent": [], "all_silent": []} if dropped is None else dropped
     if n_pieces == full and _has_rest(n_in, rate, cfg.length_s, hop_s, full):  # the short piece went
         stats["short_pieces"] += 1
+        dropped["short"].append((shown, (n_in - window_start(full, hop_s, rate)) / rate))
     if n_pieces == 0:
         stats["no_window"] += 1
+        dropped["no_window"].append((shown, n_in / rate))
+    silent = stats["silent"] - silent_before
+    if silent:
+        dropped["silent"].append((shown, silent, n_pieces))
+        if not out_rows:
+            dropped["all_silent"].append((shown, n_pieces))
     stats["chunks"] += len(out_rows)
     stats["seconds_in"] += n_in / rate
     stats["seconds_out"] += sum(r["duration_s"] for r in out_rows)
     return out_rows
+
+
+def warn_dropped(dropped: dict[str, list], cfg: ChunkConfig) -> None:
+    """One warning per kind of audio the run left out on purpose (the counts of the command's summary), naming
+    a few files: short last pieces, files too short for any window, windows below min_rms_db."""
+    def names(items: list[tuple], show) -> str:
+        more = f", ... ({len(items) - EXAMPLES} more)" if len(items) > EXAMPLES else ""
+        return ", ".join(show(item) for item in items[:EXAMPLES]) + more
+
+    if cfg.last == "drop":
+        why = "last=drop; --last pad or keep keeps them"
+    else:
+        why = f"shorter than min_last_s {cfg.min_last_s:g} s"
+    if dropped["short"]:
+        log.warning("dropped the short last piece of %d file(s) (%s): %s", len(dropped["short"]), why,
+                    names(dropped["short"], lambda f: f"{f[0]} ({f[1]:.2f} s)"))
+    if dropped["no_window"]:
+        log.warning("%d file(s) gave no chunk, being shorter than one %g s window (%s): %s",
+                    len(dropped["no_window"]), cfg.length_s, why,
+                    names(dropped["no_window"], lambda f: f"{f[0]} ({f[1]:.2f} s)"))
+    if dropped["silent"]:
+        total = sum(f[1] for f in dropped["silent"])
+        whole = (f"; {len(dropped['all_silent'])} file(s) gave no chunk at all: "
+                 f"{names(dropped['all_silent'], lambda f: f[0])}" if dropped["all_silent"] else "")
+        log.warning("dropped %d window(s) quieter than %g dBFS (min_rms_db) in %d file(s): %s%s", total,
+                    cfg.min_rms_db, len(dropped["silent"]),
+                    names(dropped["silent"], lambda f: f"{f[0]} ({f[1]} of {f[2]})"), whole)
 
 
 def _counting(blocks: Iterable[np.ndarray], counted: list[int]) -> Iterator[np.ndarray]:

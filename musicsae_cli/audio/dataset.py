@@ -6,37 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
+from .config import IndexConfig
 from .io import NonFiniteAudioError, audio_info, check_finite, skip_unusable
 from .manifest import MANIFEST_FORMATS, Manifest, index_folder, read_manifest_file
 from .manifest_record import write_recorded
-
-
-class IndexConfig(BaseModel):
-    """How `data index` reads a source and which audio it keeps."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path_column: str = Field("path", description="Manifest column holding audio paths (manifest sources).")
-    label_columns: list[str] | None = Field(
-        None, description="Manifest columns to keep as labels; null keeps every non-reserved column.")
-    group_column: str | None = Field(
-        None, description="Manifest column naming each item's track/source; default: 'group' if present, "
-                          "else the item id.")
-    id_column: str | None = Field(None, description="Manifest column with item ids; default: 'item_id' if "
-                                                    "present, else the path without extension.")
-    label_name: str = Field("label", description="Label column filled from class subfolder names (folders).")
-    group_regex: str | None = Field(
-        None, description="Regex applied to folder item ids; its first (or `group`) capture is the group, "
-                          "e.g. '^(.+)_part\\d+$'.")
-    decode: bool = Field(True, description="Decode every file fully to catch truncated or corrupt audio and NaN/Inf "
-                                          "samples (without it only headers are read).")
-    silence_db: float = Field(-60.0, description="Clips whose peak is below this level (dBFS) count as silent.")
-    keep_silent: bool = Field(False, description="Keep silent clips instead of skipping them.")
-    strict: bool = Field(False, description="Fail on the first unusable file instead of skipping it.")
 
 
 @dataclass
@@ -57,8 +33,11 @@ def build_index(source: str | Path, config: IndexConfig, progress: ProgressFacto
     """Read a folder or manifest, then check every file (header, optional decode, silence)."""
     source = Path(source)
     if source.is_dir():
-        manifest = index_folder(source, config.label_name, config.group_regex)
+        manifest = index_folder(source, config.label_name, config.group_regex, config.strict)
     elif source.suffix.lower() in MANIFEST_FORMATS:
+        if config.group_regex is not None:
+            raise InputError("--group-regex applies to folders of audio, not to a manifest",
+                             "name each row's track with --group-column COLUMN")
         manifest = read_manifest_file(source, config.path_column, config.label_columns, config.group_column,
                                       config.id_column)
     elif not source.exists():

@@ -8,13 +8,19 @@ inharmonic voices are additive, each partial computed only while it is audible.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from .config import (  # noqa: F401 (the pitch names are re-exported)
+    _FLATS,
+    PITCH_CLASSES,
+    VOICE_NAMES,
+    note_to_midi,
+    pitch_class_name,
+    unknown_name_error,
+)
 
 # 90% of Nyquist: the guard band absorbs the sidebands that envelopes and vibrato put around each partial.
 CUTOFF_FRACTION = 0.45
@@ -106,6 +112,8 @@ VOICES: dict[str, Voice] = {v.name: v for v in [
     Voice("pluck", "bright plucked string, upper partials die first", _pluck, attack_s=0.002, release_s=0.1),
     Voice("bell", "tuned bell, inharmonic partials", _bell, attack_s=0.002, release_s=3.0),
 ]}
+if tuple(VOICES) != VOICE_NAMES:  # SynthConfig offers and checks timbres by these names, without importing numpy
+    raise RuntimeError(f"config.VOICE_NAMES {VOICE_NAMES} does not list the voices {tuple(VOICES)}")
 
 
 def get_voice(name: str) -> Voice:
@@ -115,33 +123,7 @@ def get_voice(name: str) -> Voice:
     raise unknown_name_error("timbre", name, list(VOICES))
 
 
-def unknown_name_error(what: str, name: str, valid: list[str]) -> ConfigError:
-    """A ConfigError for an unknown `what`, suggesting the closest valid name."""
-    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.0)
-    guess = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown {what} {name!r}{guess}", f"valid {what}s: {', '.join(valid)}")
-
-
-# --- pitch names ------------------------------------------------------------------------------------------
-
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-_FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
-
-
-def pitch_class_name(name: str) -> str:
-    """Canonical sharp spelling of a pitch class ('Db' -> 'C#'); ConfigError if unknown."""
-    name = _FLATS.get(name, name)
-    if name not in PITCH_CLASSES:
-        raise unknown_name_error("pitch class", name, list(PITCH_CLASSES))
-    return name
-
-
-def note_to_midi(note: str) -> int:
-    """MIDI number of a note name such as 'C4', 'F#3' or 'Bb2' (C4 = 60); ConfigError if malformed."""
-    head = note.rstrip("0123456789-")
-    if not head or head == note:
-        raise ConfigError(f"bad note name {note!r}", "write a pitch class and an octave, e.g. 'C4' or 'F#3'")
-    return 12 * (int(note[len(head):]) + 1) + PITCH_CLASSES.index(pitch_class_name(head))
+# --- pitch names (PITCH_CLASSES, pitch_class_name and note_to_midi come from config) -----------------------
 
 
 def midi_to_hz(midi: float, cents: float = 0.0, a4_hz: float = 440.0) -> float:

@@ -12,6 +12,7 @@ import csv
 import difflib
 import io
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -130,8 +131,14 @@ def load_dataset(source: str | os.PathLike) -> Manifest:
     return read_manifest_file(source)
 
 
-def index_folder(folder: str | os.PathLike, label_name: str = "label", group_regex: str | None = None) -> Manifest:
-    """Build a manifest from a folder; first-level subfolders are class labels (column `label_name`)."""
+def index_folder(folder: str | os.PathLike, label_name: str = "label", group_regex: str | None = None,
+                 strict: bool = False) -> Manifest:
+    """Build a manifest from a folder; first-level subfolders are class labels (column `label_name`).
+
+    `group_regex` is searched in each item id (the path under the folder without its extension, e.g.
+    'jazz/track0_part1'); its capture is the item's group. Matching no file is an error; matching only some is a
+    warning (an error with `strict`) naming how many did not match: each of those is its own group.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"not a folder: {folder}", "pass a folder of audio files or a manifest file")
@@ -141,14 +148,19 @@ def index_folder(folder: str | os.PathLike, label_name: str = "label", group_reg
         raise InputError(f"no audio files in {folder}", f"looked for {', '.join(AUDIO_EXTENSIONS)}")
     pattern = _compile_group_regex(group_regex)
     nested = any(len(p.relative_to(folder).parts) > 1 for p in files)
-    rows = []
+    rows, unmatched = [], []
     for p in files:
         rel = p.relative_to(folder)
         item_id = rel.with_suffix("").as_posix()
-        row = {"path": p.resolve(), "item_id": item_id, "group": _group_of(item_id, pattern)}
+        group = _group_of(item_id, pattern)
+        if group is None:
+            unmatched.append(item_id)
+        row = {"path": p.resolve(), "item_id": item_id, "group": item_id if group is None else group}
         if nested:
             row[label_name] = rel.parts[0] if len(rel.parts) > 1 else None
         rows.append(row)
+    if pattern is not None and unmatched:
+        _report_unmatched(group_regex, unmatched, len(rows), strict)
     _check_unique(rows, folder)
     return Manifest(rows, [label_name] if nested else [], folder.resolve())
 
@@ -165,13 +177,32 @@ def _compile_group_regex(expr: str | None) -> re.Pattern | None:
     return pattern
 
 
-def _group_of(item_id: str, pattern: re.Pattern | None) -> str:
+def _group_of(item_id: str, pattern: re.Pattern | None) -> str | None:
+    """The group the pattern's capture gives `item_id`: the item id itself without a pattern, None when the
+    pattern does not match (or captures nothing)."""
     if pattern is None:
         return item_id
     match = pattern.search(item_id)
     if not match:
-        return item_id
-    return match.group("group") if "group" in pattern.groupindex else match.group(1)
+        return None
+    group = match.group("group") if "group" in pattern.groupindex else match.group(1)
+    return group or None
+
+
+def _report_unmatched(expr: str, unmatched: list[str], total: int, strict: bool) -> None:
+    """--group-regex matching no item id is an error; matching only some, a warning (an error with --strict)."""
+    examples = ", ".join(f"'{i}'" for i in unmatched[:2])
+    if len(unmatched) == total:
+        raise InputError(f"--group-regex '{expr}' matches none of the {total} files",
+                         f"it is searched in item ids (the path under the folder without extension) such as "
+                         f"{examples}; e.g. '^(.+)_part\\d+$' groups 'jazz/song_part3' as 'jazz/song'")
+    message = (f"--group-regex '{expr}' matches {total - len(unmatched)} of {total} files; the other "
+               f"{len(unmatched)} (e.g. {examples}) are each their own group")
+    if strict:
+        raise InputError(message, "widen the regex so every file names its track, or drop --strict to accept "
+                                  "one group per unmatched file")
+    logging.getLogger("musicsae").warning("%s: if they belong to tracks too, widen the regex (--strict makes this an "
+                                          "error)", message)
 
 
 def read_records(path: Path) -> list[dict]:

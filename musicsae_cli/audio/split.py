@@ -28,14 +28,13 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..artifacts import (
     MANIFEST_NAME,
     check_replaceable,
+    make_parents,
     new_manifest,
     read_manifest,
     swap_into_place,
@@ -44,6 +43,7 @@ from ..artifacts import (
 )
 from ..errors import AudioError, InputError, MusicSAEError, OutputExistsError, StoreError
 from ..progress import ProgressFactory, no_progress
+from .config import SplitConfig
 from .demucs_models import describe_model, load_separation_model, max_segment
 from .derive import (
     PROVENANCE,
@@ -70,38 +70,6 @@ except ImportError:  # pragma: no cover
     fcntl = None
 PARTIAL_PREFIX = ".partial-"
 log = logging.getLogger("musicsae")
-
-
-class SplitConfig(BaseModel):
-    """How `data split` separates audio into stems."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("htdemucs", description="Demucs model or bag name (e.g. htdemucs, htdemucs_ft, mdx_extra) or "
-                                               "a single model's signature; hf://[namespace/]name for the hub.")
-    repo: str | None = Field(None, description="Local model repository folder (.th models, .yaml bags); null "
-                                               "loads the model from the hub (needs the network).")
-    two_stems: str | None = Field(None, description="Write only this stem and the sum of the others (e.g. vocals); "
-                                                    "null writes every stem of the model.")
-    rest_name: str = Field("instrumental", description="Name of the summed stem in two-stem mode.")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    shifts: int = Field(1, ge=0, description="Random time shifts averaged per file (shift trick); 0 = none, "
-                                             "each one costs a full pass.")
-    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="Overlap between consecutive segments.")
-    segment_s: float | None = Field(None, gt=0, description="Segment length in seconds; null = the model's own "
-                                                            "(transformer models cannot go above it).")
-    jobs: int = Field(0, ge=0, description="Threads separating segments in parallel on the CPU (0 = none).")
-    seed: int = Field(0, description="Seed of the random shifts, re-applied for every file (same file, same "
-                                     "stems, also when a run is resumed).")
-    channels: Literal["input", "model"] = Field(
-        "input", description="Channels of the stems: the input's (a mono file gives mono stems) or the model's.")
-    sample_rate: int | None = Field(None, gt=0, description="Rate of the written stems (Hz); null = the model's.")
-    format: Literal["wav", "flac", "mp3"] = Field("wav", description="Audio format of the stems.")
-    bit_depth: Literal[16, 24, 32] = Field(16, description="Bits per sample (32 = float, wav only; mp3 ignores it).")
-    clip: Literal["rescale", "clamp"] = Field(
-        "rescale", description="Integer and mp3 outputs: scale all stems of a file by one factor when any would "
-                               "clip (rescale), or clip each sample (clamp). Float wav is written as is.")
-    strict: bool = Field(False, description="Fail on the first unusable file instead of skipping it.")
 
 
 def _segments(model) -> list[float]:
@@ -354,8 +322,7 @@ def _prepare_out(out: Path, cfg_json: dict, overwrite: bool) -> tuple[Path, bool
     """(folder to write, resume?): `out` itself, new or resumed; with --overwrite of an existing output, its hidden
     sibling `.<name>.overwrite` (resumed when an interrupted overwrite left it), swapped in when complete."""
     if not out.exists():
-        if not out.parent.is_dir():
-            raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
+        make_parents(out)
         out.mkdir()
         return out, False
     if not out.is_dir():

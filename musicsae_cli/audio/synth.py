@@ -3,6 +3,7 @@
 `plan` lays out the grid of clips as manifest rows (every label column on every row, None where it does not
 apply); `render` synthesises one row; `synthesize` writes them all as wav files. Each clip's jitter and noise
 come from an RNG seeded by (seed, item_id), so a clip never depends on which other clips were generated.
+SynthConfig and the concept and chord names live in config (importable without numpy) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..errors import ConfigError
 from ..progress import ProgressFactory, no_progress
-from .instruments import (
+from .config import _BOUNDS, CHORD_QUALITIES, CONCEPTS, ChordQuality, Concept, SynthConfig  # noqa: F401 (re-exported)
+from .instruments import (  # noqa: F401 (VOICES, get_voice, pitch_class_name: re-exported)
     CUTOFF_FRACTION,
     PITCH_CLASSES,
     VOICES,
@@ -30,14 +31,7 @@ from .instruments import (
 )
 from .io import write_wav
 
-Concept = Literal["notes", "intervals", "chords", "tempos", "timbres"]
-CONCEPTS: tuple[str, ...] = ("notes", "intervals", "chords", "tempos", "timbres")
 INTERVAL_NAMES = ("P1", "m2", "M2", "m3", "M3", "P4", "TT", "P5", "m6", "M6", "m7", "M7", "P8")
-CHORD_QUALITIES: dict[str, tuple[int, ...]] = {
-    "major": (0, 4, 7), "minor": (0, 3, 7), "diminished": (0, 3, 6), "augmented": (0, 4, 8),
-    "sus2": (0, 2, 7), "sus4": (0, 5, 7), "dom7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "min7": (0, 3, 7, 10),
-}
-ChordQuality = Literal["major", "minor", "diminished", "augmented", "sus2", "sus4", "dom7", "maj7", "min7"]
 # The label each concept is about: `max_per_concept` keeps these balanced when it subsamples.
 TARGET_LABEL = {"notes": "pitch_class", "intervals": "interval_semitones", "chords": "chord_quality",
                 "tempos": "bpm", "timbres": "timbre"}
@@ -48,98 +42,6 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "chord_root", "chord_quality", "chord_inversion", "bpm", "beat_pattern",
     "gain_db", "detune_cents", "onset_s",
 )
-_BOUNDS = {"intervals": (1, 12), "chord_inversions": (0, 3), "octaves": (0, 8), "tempos_bpm": (20, 400)}
-
-
-class SynthConfig(BaseModel):
-    """What concept audio to synthesise."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    concepts: list[Concept] = Field(list(CONCEPTS), description="Concepts to generate, one folder each.")
-    timbres: list[str] = Field(list(VOICES), description="Instruments to play pitched material with: "
-                               + ", ".join(VOICES) + ".")
-    pitch_classes: list[str] = Field(list(PITCH_CLASSES), description="Pitch classes of notes and of the "
-                                     "roots of intervals and chords (sharps or flats, e.g. C# or Db).")
-    octaves: list[int] = Field([3, 4, 5], description="Octaves of the notes concept (C4 = middle C).")
-    root_octave: int = Field(4, ge=0, le=8, description="Octave of interval and chord roots.")
-    intervals: list[int] = Field(list(range(1, 13)), description="Interval sizes in semitones (1-12).")
-    interval_play: list[Literal["harmonic", "melodic"]] = Field(
-        ["harmonic", "melodic"], description="Play the two notes together (harmonic) or in turn (melodic).")
-    chord_qualities: list[ChordQuality] = Field(
-        ["major", "minor", "diminished", "augmented"], description="Chord qualities: "
-        + ", ".join(CHORD_QUALITIES) + ".")
-    chord_inversions: list[int] = Field([0], description="Chord inversions (0 = root position; 3 applies to "
-                                        "seventh chords only and is skipped for triads).")
-    tempos_bpm: list[float] = Field([float(b) for b in range(50, 211, 10)], description="Tempos in BPM "
-                                    "(20-400): a list, or 'start:stop:step' with stop included.")
-    beat_patterns: list[Literal["click", "waltz", "rock"]] = Field(
-        ["click", "rock"], description="click: 4/4 metronome with accented downbeat; waltz: 3/4 metronome; "
-        "rock: kick/snare/hi-hat 4/4.")
-    timbre_notes: list[str] = Field(["C3", "A3", "E4", "C5"], description="Notes every instrument plays in "
-                                    "the timbres concept.")
-    sample_rate: int = Field(32000, ge=8000, le=192000, description="Sample rate of the wav files (Hz).")
-    duration_s: float = Field(4.0, ge=1.0, le=60.0, description="Length of every clip (seconds).")
-    variants: int = Field(1, ge=1, le=100, description="Jittered renditions per grid point (they share a "
-                          "group).")
-    max_per_concept: int | None = Field(72, ge=1, description="Keep at most this many grid points per "
-                                        "concept, chosen by seed and balanced over the concept's label; "
-                                        "null keeps all.")
-    seed: int = Field(0, ge=0, description="Seed for subsampling, jitter and noise.")
-    gain_jitter_db: float = Field(3.0, ge=0.0, le=40.0, description="Each clip is attenuated by a random "
-                                  "0..this many dB below peak_db.")
-    onset_jitter_s: float = Field(0.05, ge=0.0, le=0.5, description="Random delay (seconds) of the first "
-                                  "onset.")
-    detune_cents: float = Field(5.0, ge=0.0, le=50.0, description="Random detune (+/- cents) of a whole "
-                                "clip; intervals and chords stay exact.")
-    peak_db: float = Field(-3.0, le=0.0, ge=-60.0, description="Peak level of every clip before gain jitter "
-                           "(dBFS).")
-    a4_hz: float = Field(440.0, gt=0.0, description="Tuning reference: frequency of A4 (Hz).")
-
-    @field_validator("timbres")
-    @classmethod
-    def _known_timbres(cls, v: list[str]) -> list[str]:
-        for name in v:
-            get_voice(name)  # raises ConfigError naming the closest instrument
-        return v
-
-    @field_validator("pitch_classes")
-    @classmethod
-    def _known_pitch_classes(cls, v: list[str]) -> list[str]:
-        return [pitch_class_name(p) for p in v]
-
-    @field_validator("timbre_notes")
-    @classmethod
-    def _known_notes(cls, v: list[str]) -> list[str]:
-        # Canonical spelling, so that Db4 and C#4 count as one note when duplicates are dropped.
-        return [f"{PITCH_CLASSES[m % 12]}{m // 12 - 1}" for m in map(note_to_midi, v)]
-
-    @field_validator("tempos_bpm", mode="before")
-    @classmethod
-    def _tempo_range(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                start, stop, step = (float(p) for p in v.split(":"))
-            except ValueError:
-                raise ConfigError(f"bad tempo range {v!r}", "write start:stop:step, e.g. 50:210:10") from None
-            if step <= 0:
-                raise ConfigError(f"tempo range step must be positive: {v!r}", "e.g. 50:210:10")
-            count = int(np.floor((stop - start) / step + 1e-9)) + 1
-            return [round(start + i * step, 6) for i in range(count)]
-        return v
-
-    @field_validator("concepts", "timbres", "pitch_classes", "octaves", "intervals", "interval_play",
-                     "chord_qualities", "chord_inversions", "tempos_bpm", "beat_patterns", "timbre_notes")
-    @classmethod
-    def _in_range_and_unique(cls, v: list, info: ValidationInfo) -> list:
-        # Runs after the field's own validator; duplicates would give duplicate item ids.
-        lo, hi = _BOUNDS.get(info.field_name, (None, None))
-        bad = [x for x in v if lo is not None and not lo <= x <= hi]
-        if bad:
-            raise ConfigError(f"{info.field_name} out of range: {bad}", f"use values from {lo} to {hi}")
-        if not v:
-            raise ConfigError(f"{info.field_name} is empty", "list at least one value")
-        return list(dict.fromkeys(v))
 
 
 def _point_id(concept: str, *parts: Any) -> str:

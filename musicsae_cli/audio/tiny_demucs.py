@@ -11,6 +11,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ..artifacts import make_parents
+
 SOURCES = ("drums", "bass", "other", "vocals")
 TINY_DEMUCS_NAME = "tiny-htdemucs"
 # Small enough to separate a few seconds of audio in well under a second on a CPU.
@@ -62,8 +64,7 @@ def save_tiny_demucs(repo_dir: str | Path, name: str = TINY_DEMUCS_NAME, seed: i
         raise InputError(f"invalid model name '{name}'", "use letters, digits, '-' and '_'")
     if repo_dir.exists() and not repo_dir.is_dir():
         raise InputError(f"not a folder: {repo_dir}", "pass a model repository folder")
-    if not repo_dir.parent.is_dir():
-        raise InputError(f"parent folder does not exist: {repo_dir.parent}", "create it first or fix the path")
+    make_parents(repo_dir)
     members = [name] if bag_size == 1 else [f"{name}-m{i}" for i in range(bag_size)]
     owned = [name, *members, *_bag_members(repo_dir / f"{name}.yaml", name)]
     existing = _files_of(repo_dir, owned) if repo_dir.is_dir() else []

@@ -5,39 +5,62 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ._errors import cli_command  # noqa: F401  (re-exported: every command module imports it from here)
+from ._command import Alias, command, config_option  # noqa: F401  (re-exported for the command modules)
+from ._errors import CURRENT, cli_command  # noqa: F401  (re-exported: every command module imports it from here)
 
 # ---- standard options (Annotated aliases keep every command's signature uniform) ----
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a config key (repeatable; values parsed as YAML, dotted keys nest).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress bars.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug messages on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hub id, local directory or tiny-musicgen.")]
+HookpointsOpt = Annotated[list[str] | None, typer.Option(
+    "--hookpoint", help="Hookpoints: layers.N, ranges layers.A-B, layers.-1, globs, all (repeatable or comma "
+                        "list).")]
 AllowOtherModelOpt = Annotated[bool, typer.Option(
     "--allow-other-model", help="Accept inputs made with another model (models are compared by a fingerprint of "
                                 "their weights; widths must still match).")]
 
 
-def config_option(group: str):
-    """The -c/--config option of a command whose presets live in configs/<group>/."""
+def split_csv(value: str | list[str] | None) -> list[str] | None:
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (None when empty): repeatable options also take comma lists."""
+    if not value:
+        return None
+    parts = [p.strip() for v in ([value] if isinstance(value, str) else value) for p in str(v).split(",")]
+    return [p for p in parts if p] or None
 
-    def complete(incomplete: str) -> list[str]:
-        from ..config import list_presets
 
-        return [name for name in list_presets(group) if name.startswith(incomplete)]
+def hookpoint_spec(values: list[str] | None) -> str | None:
+    """Repeated --hookpoint values as one spec string ('layers.2,layers.4-6'), for configs that take one."""
+    return ",".join(values) if values else None
 
-    return typer.Option("-c", "--config", metavar="PRESET|PATH", autocompletion=complete,
-                        help=f"A preset from configs/{group}/ or a YAML file.")
+
+def legacy_output(out: Path | None, legacy: Path | None, dry_run: bool = False) -> Path:
+    """The output of a command whose OUT used to be an argument: -o, or the old argument with a warning."""
+    from ..errors import UsageError
+
+    if out is not None and legacy is not None:
+        raise UsageError(f"two outputs: {legacy} and -o {out}", "pass the output once, with -o")
+    if legacy is not None:
+        sys.stderr.write(f"warning: OUT as an argument is deprecated; use -o {legacy}\n")
+        return legacy
+    if out is None:
+        if dry_run:
+            return Path(".")
+        raise UsageError("missing option '-o' / '--out'", "name the output folder, e.g. -o out/")
+    return out
 
 
 # ---- output ----
@@ -53,6 +76,7 @@ class Output:
 
     def __init__(self, json_mode: bool = False, quiet: bool = False, verbose: bool = False):
         self.json_mode, self.quiet, self.verbose = json_mode, quiet, verbose
+        self.started = time.perf_counter()
         logger = logging.getLogger("musicsae")
         logger.handlers[:] = [_StderrHandler()]
         logger.propagate = False
@@ -60,16 +84,19 @@ class Output:
 
     @property
     def show_progress(self) -> bool:
-        return not (self.quiet or self.json_mode) and sys.stderr.isatty()
+        return not (self.quiet or self.json_mode)
 
     def progress(self, description: str, total: float | None = None):
-        """A ProgressFactory: a Rich bar on stderr, or nothing when quiet, --json or not a terminal."""
+        """A ProgressFactory: a Rich bar on a terminal, plain lines every ~10 s or 5% when stderr is a log file
+        or a pipe (cluster jobs, nohup, CI), nothing with -q or --json."""
         from contextlib import contextmanager
 
-        from ..progress import no_progress
+        from ..progress import line_progress, no_progress
 
         if not self.show_progress:
             return no_progress(description, total)
+        if not sys.stderr.isatty():
+            return line_progress()(description, total)
 
         @contextmanager
         def bar():
@@ -101,10 +128,14 @@ class Output:
         if not (self.quiet or self.json_mode):
             sys.stderr.write(message + "\n")
 
-    def result(self, data: dict, lines: list[str] | None = None) -> None:
-        """The command's result on stdout: JSON with --json, else `lines` (or key: value pairs)."""
+    def result(self, data: dict, lines: list[str] | None = None, out: Any = None) -> None:
+        """The command's result on stdout: with --json one envelope (`command`, `out`, `elapsed_s`, then the
+        command's own fields), else `lines` (or key: value pairs)."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+            envelope = {"command": CURRENT.get(), "out": None if out is None else str(out),
+                        "elapsed_s": round(time.perf_counter() - self.started, 3)}
+            envelope.update((k, v) for k, v in data.items() if k not in envelope)
+            sys.stdout.write(json.dumps(envelope, indent=2, default=_json_default) + "\n")
             return
         for line in lines if lines is not None else [f"{k}: {v}" for k, v in data.items()]:
             sys.stdout.write(line + "\n")
@@ -119,14 +150,16 @@ def _json_default(obj: Any) -> Any:
 
 
 def resolve(model: type, group: str, preset: str | None, sets: list[str] | None, flags: dict[str, Any],
-            dry_run: bool, out: Output):
-    """Resolve a command's config; with --dry-run print it as YAML on stdout and exit 0."""
+            dry_run: bool, out: Output, base: dict | None = None):
+    """Resolve a command's config (presets of the running command first; `base` under the preset); with
+    --dry-run print it as YAML on stdout and exit 0."""
     from ..config import dump_yaml, resolve_config
 
-    cfg = resolve_config(model, group, preset, sets, flags)
+    cfg = resolve_config(model, group, preset, sets, flags, command=CURRENT.get().rsplit(" ", 1)[-1] or None,
+                         base=base)
     if dry_run:
-        if out.json_mode:
-            out.result(cfg.model_dump(mode="json"))
+        if out.json_mode:  # the config itself, not a result: no envelope
+            sys.stdout.write(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
         else:
             sys.stdout.write(dump_yaml(cfg))
         raise typer.Exit(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import functools
 import os
@@ -24,12 +25,19 @@ def fail(message: str, hint: str | None, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def cli_command(fn: Callable) -> Callable:
+# The command running now ("sae train"): the --json envelope and the choice of presets read it.
+CURRENT = contextvars.ContextVar("musicsae_command", default="")
+
+
+def cli_command(fn: Callable, label: str | None = None) -> Callable:
     """Wrap a command: typed errors -> one line + exit code (2 usage, 1 runtime, 130 Ctrl-C)."""
     from ..errors import MusicSAEError
 
+    label = label or _command_path(fn).removeprefix("musicsae ")
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = CURRENT.set(label)
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -51,8 +59,10 @@ def cli_command(fn: Callable) -> Callable:
             # Not a musicsae error: a bug (ours or a library's), never the user's mistake; say so and where.
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raised = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-            raise fail(f"internal error in '{_command_path(fn)}': {raised} ({_versions()})",
+            raise fail(f"internal error in 'musicsae {label}': {raised} ({_versions()})",
                        "rerun with MUSICSAE_DEBUG=1 for the traceback and report it", 1) from None
+        finally:
+            CURRENT.reset(token)
 
     return wrapper
 

@@ -7,41 +7,52 @@ from typing import Annotated
 
 import typer
 
+from ._command import MusicsaeGroup
 from ._common import (
     AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
+    HookpointsOpt,
     JsonOpt,
     MemberOpt,
+    ModelOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
     WhereOpt,
-    cli_command,
+    command,
     config_option,
+    hookpoint_spec,
     resolve,
+    split_csv,
 )
 
-app = typer.Typer(help="Analyse what layers and latents encode: sensitivity, separation, features, comparisons.",
-                  no_args_is_help=True)
+app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
+                  help="Analyse what layers and latents encode: sensitivity, separation, features, comparisons.")
+ANALYSIS = "musicsae_cli.analysis.config"
+SingleHookpointOpt = Annotated[str | None, typer.Option(
+    "--hookpoint", help="Store hookpoint (default: the SAE's or the only one).")]
 
 
-@app.command("sensitivity")
-@cli_command
+@command(app, "sensitivity", config=f"{ANALYSIS}:SensitivityConfig", group="analyze",
+         keys={"hookpoint": "hookpoints", "max_items": "max_clips"},
+         aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--max-clips": "--max-items"}, examples=[
+             "musicsae analyze sensitivity concepts/ -o sens/ -c pitch-tempo -m ./musicgen-small --hookpoint all",
+             "musicsae analyze sensitivity songs.csv -o sens/ --by genre --max-items 200",
+             "musicsae analyze sensitivity concepts/ -o sens-tiny/ -c tiny"])
 def sensitivity(
     source: Annotated[Path, typer.Argument(help="Audio: a manifest, a dataset folder or a folder of audio.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (CSV, JSON and one PNG per "
                                                           "perturbation).")],
     config: Annotated[str | None, config_option("analyze")] = None,
     set_: SetOpt = None,
-    model: Annotated[str | None, typer.Option(help="Hub id, local directory or tiny-musicgen.")] = None,
-    layers: Annotated[str | None, typer.Option("--layers", "--hookpoints",
-                                               help="Hookpoints: layers.N, layers.A-B, layers.-1, all.")] = None,
+    model: ModelOpt = None,
+    hookpoint: HookpointsOpt = None,
     by: Annotated[str | None, typer.Option("--by", metavar="COL",
                                            help="Also aggregate per value of this label column.")] = None,
-    max_clips: Annotated[int | None, typer.Option(help="Use at most this many clips.")] = None,
+    max_items: Annotated[int | None, typer.Option("--max-items", help="Use at most this many clips.")] = None,
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
@@ -53,12 +64,13 @@ def sensitivity(
     o = Output(json_out, quiet, verbose)
     from ..analysis.config import SensitivityConfig
 
-    flags = {"model": model, "hookpoints": layers, "by": by, "max_clips": max_clips, "device": device}
+    flags = {"model": model, "hookpoints": hookpoint_spec(hookpoint), "by": by, "max_clips": max_items,
+             "device": device}
     cfg = resolve(SensitivityConfig, "analyze", config, set_, flags, dry_run, o)
     from ..analysis.sensitivity import sensitivity as run
 
     res = run(source, out, cfg, overwrite, o.progress)
-    lines = [res["out"], f"{res['n_clips']} clips x {len(res['hookpoints'])} hookpoints, perturbations: "
+    lines = [str(out), f"{res['n_clips']} clips x {len(res['hookpoints'])} hookpoints, perturbations: "
                          f"{', '.join(res['perturbations'])} ({res['elapsed_s']:.1f} s)"]
     for name in res["perturbations"]:
         rows = [r for r in res["summary"] if r["perturbation"] == name]
@@ -69,11 +81,17 @@ def sensitivity(
     if res["skipped"]:
         lines.append(f"{len(res['skipped'])} skipped:")
         lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    o.result(res, lines)
+    o.result(res, lines, out=out)
 
 
-@app.command("compare")
-@cli_command
+@command(app, "compare", config=f"{ANALYSIS}:CompareConfig", group="analyze",
+         keys={"hookpoint": "hookpoints", "prompts_a": "prompts_a_file", "prompts_b": "prompts_b_file",
+               "model": "extract.model", "dtype": "extract.dtype", "duration_s": "extract.duration_s",
+               "samples_per_prompt": "extract.samples_per_prompt"},
+         aliases={"--hookpoints": "--hookpoint", "--layers": "--hookpoint", "--duration": "--duration-s"}, examples=[
+             "musicsae analyze compare store/ --contrast mood=happy:sad -o cmp/",
+             "musicsae analyze compare --prompts-a happy.txt --prompts-b sad.txt -m facebook/musicgen-small -o cmp/",
+             "musicsae analyze compare -c tiny -o cmp-tiny/"])
 def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (compare.json, layers.csv, "
                                                           "directions.safetensors, compare.png).")],
@@ -81,8 +99,8 @@ def compare(
                                                       "mode.")] = None,
     config: Annotated[str | None, config_option("analyze")] = None,
     set_: SetOpt = None,
-    label: Annotated[str | None, typer.Option("--label", metavar="COL", help="Store mode: the label column.")]
-    = None,
+    label: Annotated[str | None, typer.Option("--label", "-l", metavar="COL", help="Store mode: the label "
+                                                                                   "column.")] = None,
     a: Annotated[str | None, typer.Option("--a", metavar="VALUE", help="Store mode: the label value of set a.")]
     = None,
     b: Annotated[str | None, typer.Option("--b", metavar="VALUE", help="Store mode: the label value of set b.")]
@@ -91,8 +109,7 @@ def compare(
                                                  help="Shorthand for --label COL --a A --b B.")] = None,
     where: Annotated[list[str] | None, typer.Option("--where", help="Row filter for both sets, e.g. stream=cond "
                                                                     "(repeatable).")] = None,
-    hookpoints: Annotated[list[str] | None, typer.Option(
-        "--hookpoints", "--layers", help="Dense hookpoints: names, comma lists or globs (default: all).")] = None,
+    hookpoint: HookpointsOpt = None,
     pooling: Annotated[str | None, typer.Option(help="item (mean of each item's frames) or frame.")] = None,
     n_permutations: Annotated[int | None, typer.Option(help="Label permutations for the p-values (0: none).")]
     = None,
@@ -103,11 +120,11 @@ def compare(
                                                                           "(repeatable).")] = None,
     prompt_b: Annotated[list[str] | None, typer.Option("--prompt-b", help="Prompt mode: a prompt of set b "
                                                                           "(repeatable).")] = None,
-    model: Annotated[str | None, typer.Option(help="Prompt mode: hub id, local directory or tiny-musicgen.")]
-    = None,
+    model: ModelOpt = None,
     device: Annotated[str | None, typer.Option(help="Prompt mode: auto, cpu, cuda, cuda:N or mps.")] = None,
     dtype: Annotated[str | None, typer.Option(help="Prompt mode: model precision fp32, fp16 or bf16.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Prompt mode: seconds per generated clip.")] = None,
+    duration_s: Annotated[float | None, typer.Option("--duration-s", help="Prompt mode: seconds per generated "
+                                                                          "clip.")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="Prompt mode: clips per prompt.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the permutations (and of generation).")] = None,
     overwrite: OverwriteOpt = False,
@@ -137,19 +154,23 @@ def compare(
         from ..analysis.compare import parse_contrast
 
         label, a, b = parse_contrast(contrast)
-    flags = {"label": label, "a": a, "b": b, "where": where, "hookpoints": hookpoints, "pooling": pooling,
+    flags = {"label": label, "a": a, "b": b, "where": where, "hookpoints": split_csv(hookpoint), "pooling": pooling,
              "n_permutations": n_permutations, "seed": seed, "prompts_a_file": prompts_a and str(prompts_a),
              "prompts_b_file": prompts_b and str(prompts_b), "prompts_a": prompt_a, "prompts_b": prompt_b,
-             "extract.model": model, "extract.device": device, "extract.dtype": dtype, "extract.duration_s": duration,
+             "extract.model": model, "extract.device": device, "extract.dtype": dtype, "extract.duration_s": duration_s,
              "extract.samples_per_prompt": samples_per_prompt, "extract.seed": seed}
     cfg = resolve(CompareConfig, "analyze", config, set_, flags, dry_run, o)
     from ..analysis.compare import compare as run
 
     res = run(store, out, cfg, overwrite, o.progress)
-    lines = [res["out"], f"{res['label']}: {res['a']} (a, {res['n_a']}) vs {res['b']} (b, {res['n_b']}), "
+    lines = [str(out), f"{res['label']}: {res['a']} (a, {res['n_a']}) vs {res['b']} (b, {res['n_b']}), "
                          f"{res['pooling']} pooling, {len(res['hookpoints'])} hookpoints, "
                          f"{res['n_permutations']} permutations ({res['elapsed_s']:.1f} s)",
              "  hookpoint: cosine cross vs within a/b (raw | centred), separation, p-value"]
+    if res.get("permutation_unit"):
+        perm = res.get("permutation") or {}
+        lines.insert(2, f"  permutation test over whole {res['permutation_unit']}s ({res['permutation_units']} units"
+                        + (f", {perm['mixed_groups']} holding both sets" if perm.get("mixed_groups") else "") + ")")
     for r in res["layers"]:
         sep = "n/a" if r["separation"] is None else f"{r['separation']:.2f}"
         p = "n/a" if r["p_value"] is None else f"{r['p_value']:.3g}"
@@ -157,11 +178,14 @@ def compare(
                      f"| {r['centred_cos_ab_mean']:+.3f} vs {r['centred_cos_aa_mean']:+.3f}/"
                      f"{r['centred_cos_bb_mean']:+.3f}, separation {sep}, p={p}")
     lines.append(f"direction mean_a - mean_b per hookpoint: {res['directions']} (musicsae steer generate --file)")
-    o.result(res, lines)
+    o.result(res, lines, out=out)
 
 
-@app.command("separation")
-@cli_command
+@command(app, "separation", config=f"{ANALYSIS}:SeparationConfig", group="analyze", keys={"label": "labels"},
+         examples=[
+             "musicsae analyze separation latents/ -l pitch_class -l bpm -o sep/",
+             "musicsae analyze separation store/ --sae runs/topk -l genre --pooling mean -o sep/",
+             "musicsae analyze separation store/ --hookpoint layers.12 -l genre -c tiny -o sep/"])
 def separation(
     store: Annotated[Path, typer.Argument(help="Activation store, or a latent store from `sae encode`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (JSON report, CSV/NPZ tables, PNGs).")],
@@ -173,11 +197,9 @@ def separation(
                                                  "from an activation store).")] = None,
     member: MemberOpt = None,
     allow_other_model: AllowOtherModelOpt = False,
-    hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's or the only one).")]
-    = None,
+    hookpoint: SingleHookpointOpt = None,
     where: WhereOpt = None,
-    pooling: Annotated[str | None, typer.Option(help="frame (default), or mean/max over each item's frames.")]
-    = None,
+    pooling: Annotated[str | None, typer.Option(help="frame, or mean/max over each item's frames.")] = None,
     task: Annotated[str | None, typer.Option(help="auto, classification or regression.")] = None,
     folds: Annotated[int | None, typer.Option(help="Cross-validation folds (grouped, stratified).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Analyse a stratified sample of at most this many.")] = None,
@@ -199,9 +221,10 @@ def separation(
     from ..analysis.separation import separation as run
 
     res = run(store, out, cfg, overwrite, o.progress)
+    res["phase_elapsed_s"] = res.pop("timings_s", None)
     feats, samp = res["features"], res["sampling"]
-    lines = [res["out"], f"{samp['samples']} samples x {feats['width']} {feats['kind']} of {feats['hookpoint']} "
-                         f"(pooling {samp['pooling']}, {res['timings_s']['total']:.1f} s)"]
+    lines = [str(out), f"{samp['samples']} samples x {feats['width']} {feats['kind']} of {feats['hookpoint']} "
+                         f"(pooling {samp['pooling']}, {res['phase_elapsed_s']['total']:.1f} s)"]
     for name, r in res["labels"].items():
         lines.append(f"{name} ({r['task']}, {len(r['classes'])} classes, {r['samples']} samples):")
         for cls, top in list(r.get("latents", {}).get("per_class", {}).items())[:12]:
@@ -215,11 +238,19 @@ def separation(
             metric = "balanced_accuracy" if t == "classification" else "r2"
             scores = ", ".join(f"{m} {v[metric]['mean']:.3f}" for m, v in models.items())
             lines.append(f"  {t} {metric}: {scores}")
-    o.result(res, lines)
+    o.result(res, lines, out=out)
 
 
-@app.command("features")
-@cli_command
+@command(app, "features", config=f"{ANALYSIS}:FeaturesConfig", group="analyze",
+         keys={"latent": "latents", "top": "n", "by": "by_label", "frames": "top_k", "duration_s": "clip_s",
+               "label": "labels", "probe": "probes"},
+         aliases={"--latents": "--latent", "--by-label": "--by", "--top-k": "--frames", "--clip-s": "--duration-s",
+                  "--labels": "--label", "--probes": "--probe", "--top-density": ("--select", "density", "--top"),
+                  "--random": ("--select", "random", "--top")}, examples=[
+             "musicsae analyze features store/ --sae runs/topk -o dash/",
+             "musicsae analyze features latents/ --sae runs/topk --by pitch_class --top 2 --probe probes/ -o dash/",
+             "musicsae analyze features store/ --sae runs/topk --latent 3,17,42 --frames 8 --duration-s 2 -o dash/",
+             "musicsae analyze features store/ --sae runs/topk --item notes-C4-piano-000@0 -o item-view/"])
 def features(
     store: Annotated[Path, typer.Argument(help="Activation store (latents encoded on the fly with --sae), or a latent "
                                                "store from `sae encode`.")],
@@ -228,38 +259,34 @@ def features(
     config: Annotated[str | None, config_option("analyze")] = None,
     set_: SetOpt = None,
     sae: Annotated[str | None, typer.Option(help="SAE folder or training run (optional for a latent store; needed "
-                                                 "for --probes).")] = None,
+                                                 "for --probe).")] = None,
     member: MemberOpt = None,
     allow_other_model: AllowOtherModelOpt = False,
-    hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
+    hookpoint: SingleHookpointOpt = None,
     where: WhereOpt = None,
-    latents: Annotated[str | None, typer.Option(help="Show these latents, e.g. 3,17,42.")] = None,
-    top_density: Annotated[int | None, typer.Option("--top-density", metavar="N",
-                                                    help="Show the N most frequently active latents (default 16).")]
-    = None,
-    random: Annotated[int | None, typer.Option("--random", metavar="N",
-                                               help="Show N active latents drawn at random (--seed).")] = None,
-    by_label: Annotated[str | None, typer.Option("--by-label", metavar="COL",
-                                                 help="Per value of COL, show the --top latents with the largest "
-                                                      "mean-activation difference (its frames minus all others).")]
-    = None,
-    top: Annotated[int | None, typer.Option(metavar="N", help="How many latents (per label value with "
-                                                              "--by-label).")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Top activating frames (with clips) per latent.")]
-    = None,
-    clip_s: Annotated[float | None, typer.Option("--clip-s", help="Seconds of audio per clip, centred on the "
-                                                                  "frame.")] = None,
-    labels: Annotated[str | None, typer.Option(help="Label columns for co-occurrence, e.g. genre,bpm (default: "
-                                                    "the categorical ones).")] = None,
-    probes: Annotated[list[str] | None, typer.Option("--probes", metavar="DIR",
-                                                     help="Probes folder: nearest probe directions of each "
-                                                          "latent's decoder row (repeatable).")] = None,
+    select: Annotated[str | None, typer.Option(help="Which latents: density (most often active), random, label "
+                                                    "(with --by) or latents (with --latent).")] = None,
+    latent: Annotated[list[str] | None, typer.Option("--latent", help="Show these latents, e.g. 3,17,42 "
+                                                                      "(repeatable).")] = None,
+    top: Annotated[int | None, typer.Option(help="How many latents (per value of --by).")] = None,
+    by: Annotated[str | None, typer.Option("--by", metavar="COL", help="Per value of COL, the --top latents with the "
+                                                                       "largest mean-activation difference (its "
+                                                                       "frames minus all others).")] = None,
+    frames: Annotated[int | None, typer.Option(help="Top activating frames (with clips) per latent.")] = None,
+    duration_s: Annotated[float | None, typer.Option("--duration-s", help="Seconds of audio per clip, centred on "
+                                                                          "the frame.")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", metavar="COL", help="Label columns for "
+                                                    "co-occurrence (repeatable or comma list; default: the "
+                                                    "categorical ones).")] = None,
+    probe: Annotated[list[str] | None, typer.Option("--probe", metavar="DIR",
+                                                    help="Probes folder: nearest probe directions of each "
+                                                         "latent's decoder row (repeatable).")] = None,
     item: Annotated[str | None, typer.Option(metavar="ITEM_ID", help="Item view instead of the dashboard: the "
                                                                      "latents of each frame of this item (printed, "
                                                                      "items/ITEM.png heatmap, items/ITEM.csv).")]
     = None,
     device: DeviceOpt = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of --random.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of --select random.")] = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
@@ -275,19 +302,15 @@ def features(
     from ..analysis.config import FeaturesConfig
     from ..errors import UsageError
 
-    chosen = [name for name, v in (("--latents", latents), ("--top-density", top_density), ("--random", random),
-                                   ("--by-label", by_label)) if v is not None]
-    if len(chosen) > 1:
-        raise UsageError(f"choose one latent selection, not {' and '.join(chosen)}",
-                         "--latents, --top-density N, --random N or --by-label COL [--top N]")
-    if top is not None and (top_density is not None or random is not None):
-        raise UsageError("--top sets the count that --top-density/--random already give", "pass only one of them")
-    select = {"--latents": "latents", "--top-density": "density", "--random": "random", "--by-label": "label"}
+    implied = [(name, kind) for name, kind, v in (("--latent", "latents", latent), ("--by", "label", by)) if v]
+    if len(implied) > 1 or (implied and select not in (None, implied[0][1])):
+        given = [f"{n}" for n, _ in implied] + ([f"--select {select}"] if select else [])
+        raise UsageError(f"choose one latent selection, not {' and '.join(given)}",
+                         "--select density|random [--top N], --latent 3,17,42, or --by COL [--top N]")
     flags = {"sae": sae, "member": member, "allow_other_model": allow_other_model or None, "hookpoint": hookpoint,
-             "where": where, "latents": latents,
-             "select": select[chosen[0]] if chosen else None, "n": top_density or random or top,
-             "by_label": by_label, "top_k": top_k, "clip_s": clip_s, "labels": labels, "probes": probes,
-             "item": item, "device": device, "seed": seed}
+             "where": where, "latents": split_csv(latent), "select": implied[0][1] if implied else select,
+             "n": top, "by_label": by, "top_k": frames, "clip_s": duration_s, "labels": split_csv(label),
+             "probes": probe, "item": item, "device": device, "seed": seed}
     cfg = resolve(FeaturesConfig, "analyze", config, set_, flags, dry_run, o)
     from ..analysis.features import analyze_features
 
@@ -300,9 +323,10 @@ def features(
             when = f"{f['time_s']:8.3f} s" if f["time_s"] is not None else "        "
             fired = ", ".join(f"{x['latent']} ({x['value']:.3g})" for x in f["latents"]) or "-"
             lines.append(f"  {when}  frame {f['frame']:>5}: {fired}")
-        o.result(res, lines)
+        o.result(res, lines, out=out)
         return
-    lines = [res["index"], f"{len(res['latents'])} of {res['width']} latents over {res['n_rows']} frames of "
+    res["index_html"] = res.pop("index")
+    lines = [res["index_html"], f"{len(res['latents'])} of {res['width']} latents over {res['n_rows']} frames of "
                            f"{res['hookpoint']}: {res['selection']['description']}",
              f"{res['audio']['clips']} clips written, {res['audio']['unavailable']} unavailable "
              f"({res['elapsed_s']:.1f} s)"]
@@ -312,7 +336,9 @@ def features(
         near = f"; probe {probe['label']}{'=' + str(probe['class']) if probe['class'] is not None else ''} " \
                f"(cos {probe['cosine']:.3f})" if probe else ""
         mean = f"{e['mean_active']:.4g}" if e["mean_active"] is not None else "-"
+        position = f"; position feature (every top frame at frame {e['position_frame']})" \
+            if e.get("position_feature") else ""
         lines.append(f"  latent {e['latent']}: density {e['density']:.4g}, mean {mean}"
-                     f"{'; ' + tops if tops else ''}{near}")
+                     f"{'; ' + tops if tops else ''}{near}{position}")
     lines += [f"note: {n}" for n in res["probe_notes"]]
-    o.result(res, lines)
+    o.result(res, lines, out=out)

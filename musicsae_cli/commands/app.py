@@ -9,8 +9,11 @@ import typer
 
 from .. import __version__
 from . import analyze, data, extract, info, model, probe, sae, steer
+from ._command import MusicsaeGroup
 
 app = typer.Typer(
+    cls=MusicsaeGroup,
+    rich_markup_mode="rich",
     name="musicsae",
     help="Look inside music models: prepare audio, extract activations, train sparse autoencoders and probes, "
          "steer generation and analyse what layers encode.",
@@ -18,14 +21,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+# In pipeline order: the root help lists them so.
 app.add_typer(data.app, name="data")
-app.command("extract")(extract.extract)
+extract.extract.register(app)
 app.add_typer(sae.app, name="sae")
 app.add_typer(probe.app, name="probe")
-app.add_typer(model.app, name="model")
-app.command("info")(info.info)
 app.add_typer(steer.app, name="steer")
 app.add_typer(analyze.app, name="analyze")
+info.info.register(app)
+app.add_typer(model.app, name="model")
 
 
 def _version(value: bool) -> None:
@@ -36,7 +40,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Look inside music models from the shell."""

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from ._command import MusicsaeGroup
 from ._common import (
+    DeviceOpt,
     DryRunOpt,
     JsonOpt,
     Output,
@@ -15,32 +17,41 @@ from ._common import (
     QuietOpt,
     SetOpt,
     VerboseOpt,
-    cli_command,
+    command,
     config_option,
+    legacy_output,
     resolve,
+    split_csv,
 )
 
-app = typer.Typer(help="Prepare audio: synthesise labelled concept audio, index datasets, separate stems, cut "
-                       "windows.", no_args_is_help=True)
+app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
+                  help="Prepare audio: synthesise labelled concept audio, index datasets, separate stems, cut windows.")
 
 ConfigOpt = Annotated[str | None, config_option("data")]
+LegacyOut = Annotated[Path | None, typer.Argument(hidden=True, help="Deprecated: use -o.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (must not exist).")]
+SourcesArg = Annotated[list[Path], typer.Argument(help="A folder of audio, a dataset folder, a manifest, or audio "
+                                                       "files.")]
+StrictOpt = Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unusable audio.")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="wav, flac or mp3.")]
+BitDepthOpt = Annotated[int | None, typer.Option(help="16, 24 or 32 (float wav).")]
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-@app.command("synth")
-@cli_command
+@command(app, "synth", config="musicsae_cli.audio.config:SynthConfig", group="data",
+         aliases={"--duration": "--duration-s"}, examples=[
+             "musicsae data synth -o concepts/",
+             "musicsae data synth -o notes/ -c small --seed 3",
+             "musicsae data synth -o tempo/ --concepts tempos --set 'tempos_bpm=[60, 90, 120, 150]'"])
 def synth(
-    out: Annotated[Path, typer.Argument(help="Output folder for the dataset (must not exist).")],
+    out: OutOpt = None,
+    legacy_out: LegacyOut = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     concepts: Annotated[str | None, typer.Option(help="Comma list: notes,intervals,chords,tempos,timbres.")] = None,
     timbres: Annotated[str | None, typer.Option(help="Comma list of instruments, e.g. sine,piano,organ.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same files).")] = None,
     sample_rate: Annotated[int | None, typer.Option(help="Sample rate in Hz.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Clip length in seconds.")] = None,
+    duration_s: Annotated[float | None, typer.Option("--duration-s", help="Clip length in seconds.")] = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
@@ -51,18 +62,23 @@ def synth(
     out_ = Output(json_out, quiet, verbose)
     from ..audio.synth import SynthConfig
 
-    flags = {"concepts": _csv(concepts), "timbres": _csv(timbres), "seed": seed, "sample_rate": sample_rate,
-             "duration_s": duration}
+    out = legacy_output(out, legacy_out, dry_run)
+    flags = {"concepts": split_csv(concepts), "timbres": split_csv(timbres), "seed": seed,
+             "sample_rate": sample_rate, "duration_s": duration_s}
     cfg = resolve(SynthConfig, "data", config, set_, flags, dry_run, out_)
     from ..audio.concepts import make_concept_dataset
 
     res = make_concept_dataset(out, cfg, overwrite, out_.progress)
     per = ", ".join(f"{k} {v}" for k, v in res["per_concept"].items())
-    out_.result(res, [res["manifest"], f"{res['items']} clips ({per}), {res['seconds_of_audio']:.0f} s of audio"])
+    out_.result(res, [res["manifest"], f"{res['items']} clips ({per}), {res['seconds_of_audio']:.0f} s of audio"],
+                out=out)
 
 
-@app.command("index")
-@cli_command
+@command(app, "index", config="musicsae_cli.audio.config:IndexConfig", group="data",
+         aliases={"--label-name": "--label"}, examples=[
+             "musicsae data index songs/ -o songs.csv -l genre",
+             "musicsae data index songs/ -o songs.csv --group-regex '^(.+)_part[0-9]+$'",
+             "musicsae data index meta.csv -o checked.csv --path-column file -l genre -l bpm --group-column track"])
 def index(
     source: Annotated[Path, typer.Argument(help="A folder of audio (class subfolders = labels) or a "
                                                 ".csv/.jsonl/.parquet manifest.")],
@@ -70,12 +86,13 @@ def index(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     path_column: Annotated[str | None, typer.Option(help="Manifest column with audio paths.")] = None,
-    label: Annotated[list[str] | None, typer.Option(help="Label column to keep (repeatable; default all).")] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", "-l", help="A manifest: label columns to keep (repeatable or comma list; default all). A folder: "
+                              "the name of the label its class subfolders give (default label).")] = None,
     group_column: Annotated[str | None, typer.Option(help="Column naming each item's track/source.")] = None,
     id_column: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
-    label_name: Annotated[str | None, typer.Option(help="Label column for class subfolder names.")] = None,
     group_regex: Annotated[str | None, typer.Option(help="Regex whose capture group gives the track id.")] = None,
-    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unusable audio.")] = None,
+    strict: StrictOpt = None,
     decode: Annotated[bool | None, typer.Option("--decode/--no-decode", help="Decode every file fully.")] = None,
     keep_silent: Annotated[bool | None, typer.Option("--keep-silent", help="Keep silent clips.")] = None,
     overwrite: OverwriteOpt = False,
@@ -88,28 +105,40 @@ def index(
     out_ = Output(json_out, quiet, verbose)
     from ..audio.dataset import IndexConfig, build_index
     from ..audio.manifest import check_manifest_output
+    from ..errors import UsageError
 
-    flags = {"path_column": path_column, "label_columns": label, "group_column": group_column,
+    labels = split_csv(label)
+    label_name = None
+    if labels and source.is_dir():  # class subfolders give one label: --label names it
+        if len(labels) > 1:
+            raise UsageError(f"a folder gives one label (its class subfolders), not {len(labels)}",
+                             "pass one --label NAME, or index a manifest to keep several label columns")
+        label_name, labels = labels[0], None
+    flags = {"path_column": path_column, "label_columns": labels, "group_column": group_column,
              "id_column": id_column, "label_name": label_name, "group_regex": group_regex, "strict": strict,
              "decode": decode, "keep_silent": keep_silent}
     cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, out_)
     check_manifest_output(out, overwrite)
     res = build_index(source, cfg, out_.progress)
     res.write(out)
-    summary = {"manifest": str(out), "items": len(res.manifest), "label_columns": res.manifest.label_columns,
+    summary = {"items": len(res.manifest), "label_columns": res.manifest.label_columns,
                "skipped": [{"path": p, "reason": r} for p, r in res.skipped]}
     lines = [str(out), f"{len(res.manifest)} items indexed, labels: {', '.join(res.manifest.label_columns) or '-'}"]
     if res.skipped:
         lines.append(f"{len(res.skipped)} skipped:")
         lines += [f"  {p}: {r}" for p, r in res.skipped]
-    out_.result(summary, lines)
+    out_.result(summary, lines, out=out)
 
 
-@app.command("split")
-@cli_command
+@command(app, "split", config="musicsae_cli.audio.config:SplitConfig", group="data",
+         keys={"segment": "segment_s", "audio_format": "format"},
+         examples=[
+             "musicsae data split songs/ -o stems/ -c htdemucs",
+             "musicsae data split songs.csv -o stems/ -c vocals --device cuda",
+             "musicsae model save-tiny-demucs -o demucs-models/ && "
+             "musicsae data split songs/ -o stems/ -c tiny --repo demucs-models/"])
 def split(
-    sources: Annotated[list[Path], typer.Argument(help="A folder of audio, a dataset folder, a manifest, or audio "
-                                                       "files.")],
+    sources: SourcesArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <out>/<stem>/<relative path>.<ext> plus "
                                                           "manifest.csv; rerun to resume.")],
     config: ConfigOpt = None,
@@ -119,17 +148,17 @@ def split(
     two_stems: Annotated[str | None, typer.Option(help="Write this stem and the sum of the others "
                                                        "(e.g. vocals).")] = None,
     rest_name: Annotated[str | None, typer.Option(help="Name of the summed stem (default instrumental).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: DeviceOpt = None,
     shifts: Annotated[int | None, typer.Option(help="Random time shifts averaged per file (0 = none).")] = None,
     overlap: Annotated[float | None, typer.Option(help="Overlap between segments (0-1).")] = None,
     segment: Annotated[float | None, typer.Option(help="Segment length in seconds (default: the model's).")] = None,
     jobs: Annotated[int | None, typer.Option(help="CPU threads over segments (0 = none).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the random shifts (re-applied per file).")] = None,
     channels: Annotated[str | None, typer.Option(help="Stem channels: input (mono in, mono out) or model.")] = None,
-    audio_format: Annotated[str | None, typer.Option("--format", help="wav, flac or mp3.")] = None,
-    bit_depth: Annotated[int | None, typer.Option(help="16, 24 or 32 (float wav).")] = None,
+    audio_format: FormatOpt = None,
+    bit_depth: BitDepthOpt = None,
     sample_rate: Annotated[int | None, typer.Option(help="Rate of the stems (default: the model's).")] = None,
-    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unusable audio.")] = None,
+    strict: StrictOpt = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
@@ -154,27 +183,28 @@ def split(
     if res["skipped"]:
         lines.append(f"{len(res['skipped'])} skipped:")
         lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    out_.result(res, lines)
+    out_.result(res, lines, out=out)
 
 
-@app.command("chunk")
-@cli_command
+@command(app, "chunk", config="musicsae_cli.audio.config:ChunkConfig", group="data",
+         keys={"window_s": "length_s", "audio_format": "format"}, aliases={"--length-s": "--window-s"}, examples=[
+             "musicsae data chunk songs/ -o chunks/ -c 5s",
+             "musicsae data chunk stems/ -o chunks/ --window-s 10 --hop-s 5 --last pad --sample-rate 32000 --mono"])
 def chunk(
-    sources: Annotated[list[Path], typer.Argument(help="A folder of audio, a dataset folder, a manifest, or audio "
-                                                       "files.")],
+    sources: SourcesArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (must not exist): chunks plus "
                                                           "manifest.csv.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    length_s: Annotated[float | None, typer.Option("--length-s", help="Window length in seconds.")] = None,
+    window_s: Annotated[float | None, typer.Option("--window-s", help="Window length in seconds.")] = None,
     hop_s: Annotated[float | None, typer.Option("--hop-s", help="Step between windows (default: the length).")] = None,
     last: Annotated[str | None, typer.Option(help="Short last piece: drop, pad or keep.")] = None,
     sample_rate: Annotated[int | None, typer.Option(help="Resample to this rate (Hz).")] = None,
     mono: Annotated[bool | None, typer.Option("--mono/--keep-channels", help="Mix down to mono.")] = None,
     min_rms_db: Annotated[float | None, typer.Option(help="Drop windows quieter than this RMS (dBFS).")] = None,
-    audio_format: Annotated[str | None, typer.Option("--format", help="wav, flac or mp3.")] = None,
-    bit_depth: Annotated[int | None, typer.Option(help="16, 24 or 32 (float wav).")] = None,
-    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unusable audio.")] = None,
+    audio_format: FormatOpt = None,
+    bit_depth: BitDepthOpt = None,
+    strict: StrictOpt = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
@@ -185,7 +215,7 @@ def chunk(
     out_ = Output(json_out, quiet, verbose)
     from ..audio.chunk import ChunkConfig
 
-    flags = {"length_s": length_s, "hop_s": hop_s, "last": last, "sample_rate": sample_rate, "mono": mono,
+    flags = {"length_s": window_s, "hop_s": hop_s, "last": last, "sample_rate": sample_rate, "mono": mono,
              "min_rms_db": min_rms_db, "format": audio_format, "bit_depth": bit_depth, "strict": strict}
     cfg = resolve(ChunkConfig, "data", config, set_, flags, dry_run, out_)
     from ..audio.chunk import chunk_dataset
@@ -197,4 +227,4 @@ def chunk(
     if res["skipped"]:
         lines.append(f"{len(res['skipped'])} skipped:")
         lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    out_.result(res, lines)
+    out_.result(res, lines, out=out)

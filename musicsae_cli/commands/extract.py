@@ -10,29 +10,36 @@ import typer
 from ._common import (
     DeviceOpt,
     DryRunOpt,
+    HookpointsOpt,
     JsonOpt,
+    ModelOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
-    cli_command,
+    command,
     config_option,
+    hookpoint_spec,
     resolve,
 )
 
 
-@cli_command
+@command(None, "extract", config="musicsae_cli.extract.config:ExtractConfig", group="extract",
+         keys={"hookpoint": "hookpoints"},
+         aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s"}, examples=[
+             "musicsae extract songs.csv -o store/ -c musicgen-small",
+             "musicsae extract songs/ -o store/ -m ./musicgen-small --hookpoint layers.12-18 --store-dtype bfloat16",
+             "musicsae extract --prompts prompts.txt -o gen/ -c tiny --duration-s 2 --samples-per-prompt 2"])
 def extract(
     out: Annotated[Path, typer.Option("--out", "-o", help="Activation store to write (resumed if interrupted).")],
     source: Annotated[Path | None, typer.Argument(help="Audio to teacher-force: a manifest, a dataset folder or a "
                                                        "folder of audio. Omit it to generate from prompts.")] = None,
     config: Annotated[str | None, config_option("extract")] = None,
     set_: SetOpt = None,
-    model: Annotated[str | None, typer.Option(help="Hub id, local directory or tiny-musicgen.")] = None,
+    model: ModelOpt = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of the model.")] = None,
-    layers: Annotated[str | None, typer.Option("--layers", "--hookpoints",
-                                               help="Hookpoints: layers.N, layers.A-B, layers.-1, all.")] = None,
+    hookpoint: HookpointsOpt = None,
     device: DeviceOpt = None,
     dtype: Annotated[str | None, typer.Option(help="Model precision: fp32, fp16 or bf16.")] = None,
     store_dtype: Annotated[str | None, typer.Option(help="Stored precision: float32, float16, bfloat16.")] = None,
@@ -45,7 +52,7 @@ def extract(
                                                       "manifest with a prompt column.")] = None,
     prompt: Annotated[list[str] | None, typer.Option(help="A prompt to generate from (repeatable).")] = None,
     prompt_column: Annotated[str | None, typer.Option(help="Prompt column of a prompts manifest.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Seconds per generated clip.")] = None,
+    duration_s: Annotated[float | None, typer.Option("--duration-s", help="Seconds per generated clip.")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="Clips per prompt.")] = None,
     guidance_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     stream: Annotated[str | None, typer.Option(help="Streams to store when generating: both, cond, uncond.")]
@@ -63,9 +70,9 @@ def extract(
     from ..errors import UsageError
     from ..extract.config import ExtractConfig
 
-    flags = {"model": model, "revision": revision, "hookpoints": layers, "device": device, "dtype": dtype,
-             "store_dtype": store_dtype, "batch_size": batch_size, "window_s": window_s, "hop_s": hop_s,
-             "text": text, "text_column": text_column, "duration_s": duration, "prompt_column": prompt_column,
+    flags = {"model": model, "revision": revision, "hookpoints": hookpoint_spec(hookpoint), "device": device,
+             "dtype": dtype, "store_dtype": store_dtype, "batch_size": batch_size, "window_s": window_s, "hop_s": hop_s,
+             "text": text, "text_column": text_column, "duration_s": duration_s, "prompt_column": prompt_column,
              "samples_per_prompt": samples_per_prompt, "guidance_scale": guidance_scale, "stream": stream,
              "seed": seed, "strict": strict}
     cfg = resolve(ExtractConfig, "extract", config, set_, flags, dry_run, o)
@@ -79,17 +86,19 @@ def extract(
         items = read_prompts(prompts, cfg.prompt_column) if prompts else []
         items += [Prompt(f"prompt{i:03d}", p, {}) for i, p in enumerate(prompt or [])]
         res = extract_generate(items, out, cfg, overwrite, o.progress, source=str(prompts or "--prompt"))
-        o.result(res, [res["store"], f"{res['clips_written']} clips generated ({res['generated_seconds']:.1f} s of "
+        res.pop("store", None)
+        o.result(res, [str(out), f"{res['clips_written']} clips generated ({res['generated_seconds']:.1f} s of "
                                      f"audio in {res['audio_dir']}), {res['rows_written']} rows, "
-                                     f"{res['elapsed_s']:.1f} s"])
+                                     f"{res['elapsed_s']:.1f} s"], out=out)
         return
     from ..extract.audio import extract_audio
 
     res = extract_audio(source, out, cfg, overwrite, o.progress)
-    lines = [res["store"], f"{res['windows_written']} windows, {res['rows_written']} rows of "
+    res.pop("store", None)
+    lines = [str(out), f"{res['windows_written']} windows, {res['rows_written']} rows of "
                            f"{len(res['hookpoints'])} hookpoints; {res['audio_seconds']:.1f} s of audio in "
                            f"{res['elapsed_s']:.1f} s ({res['audio_s_per_s'] or 0:.1f} audio s/s)"]
     if res["skipped"]:
         lines.append(f"{len(res['skipped'])} skipped:")
         lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    o.result(res, lines)
+    o.result(res, lines, out=out)

@@ -7,12 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, Output, QuietOpt, VerboseOpt, cli_command
+from ._common import JsonOpt, Output, QuietOpt, VerboseOpt, command
 
 
-@cli_command
+@command(None, "info", examples=["musicsae info store/", "musicsae info runs/topk --json",
+                                 "musicsae info songs/",
+                                 "musicsae info store/ --verify"])
 def info(
-    path: Annotated[Path, typer.Argument(help="An activation store, dataset folder or manifest file.")],
+    path: Annotated[Path, typer.Argument(help="An activation store, SAE or run, probes, dataset folder, manifest "
+                                              "file or a folder of audio.")],
     verify: Annotated[bool, typer.Option("--verify", help="Read every file (shards, metadata, weights) and report "
                                                           "what is broken; exit 1 if anything is.")] = False,
     json_out: JsonOpt = False,

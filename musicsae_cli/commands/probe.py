@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
+from ._command import MusicsaeGroup
 from ._common import (
     AllowOtherModelOpt,
     DryRunOpt,
+    HookpointsOpt,
     JsonOpt,
     Output,
     OverwriteOpt,
@@ -17,13 +19,14 @@ from ._common import (
     SetOpt,
     VerboseOpt,
     WhereOpt,
-    cli_command,
+    command,
     config_option,
     resolve,
+    split_csv,
 )
 
-app = typer.Typer(help="Linear probes: train one per hookpoint on a store, evaluate them on another.",
-                  no_args_is_help=True)
+app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
+                  help="Linear probes: train one per hookpoint on a store, evaluate them on another.")
 StoreArg = Annotated[Path, typer.Argument(help="Activation store (raw activations or SAE latents).")]
 
 
@@ -45,16 +48,19 @@ def _table_lines(res: dict) -> list[str]:
     return lines
 
 
-@app.command("train")
-@cli_command
+@command(app, "train", config="musicsae_cli.probes.config:ProbeConfig", group="probe", keys={"hookpoint": "hookpoints"},
+         aliases={"--hookpoints": "--hookpoint", "--layers": "--hookpoint"}, examples=[
+             "musicsae probe train store/ -o probes/genre -l genre",
+             "musicsae probe train store/ -o probes/tempo -l bpm -c regression",
+             "musicsae probe train latents/ -o probes/sae -l concept -c cv5"])
 def train(
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Probes folder to write.")],
     config: Annotated[str | None, config_option("probe")] = None,
     set_: SetOpt = None,
-    label: Annotated[str | None, typer.Option(help="Metadata column to predict (e.g. genre, bpm).")] = None,
-    hookpoints: Annotated[list[str] | None, typer.Option(
-        "--hookpoints", help="Hookpoints to probe: names, comma lists or globs (default: all; repeatable).")] = None,
+    label: Annotated[str | None, typer.Option("--label", "-l", help="Metadata column to predict (e.g. genre, "
+                                                                    "bpm).")] = None,
+    hookpoint: HookpointsOpt = None,
     pooling: Annotated[str | None, typer.Option(help="mean, max, last (per item) or frame (per row).")] = None,
     task: Annotated[str | None, typer.Option(help="classification or regression.")] = None,
     where: WhereOpt = None,
@@ -70,28 +76,31 @@ def train(
     o = Output(json_out, quiet, verbose)
     from ..probes.config import ProbeConfig
 
-    flags = {"label": label, "hookpoints": hookpoints, "pooling": pooling, "task": task, "where": where,
+    flags = {"label": label, "hookpoints": split_csv(hookpoint), "pooling": pooling, "task": task, "where": where,
              "seed": seed, "folds": folds}
     cfg = resolve(ProbeConfig, "probe", config, set_, flags, dry_run, o)
     from ..probes.train import train_probes
 
     res = train_probes(store, out, cfg, overwrite=overwrite, progress=o.progress)
+    res.pop("probes", None)
+    res["phase_elapsed_s"] = res.pop("timing_s", None)
     s = res["split"]
-    head = [res["probes"], f"{res['task']} probes for '{res['label']}' on {len(res['hookpoints'])} hookpoint(s) "
+    head = [str(out), f"{res['task']} probes for '{res['label']}' on {len(res['hookpoints'])} hookpoint(s) "
             f"({res['pooling']} pooling, {s['samples']} samples, {s['groups']} groups; "
             + (f"{s['folds']}-fold by {s['column']})" if s["folds"] else
                f"test {s['test_samples']} samples of {s['test_groups']} {s['column']}s)")]
-    o.result(res, head + _table_lines(res))
+    o.result(res, head + _table_lines(res), out=out)
 
 
-@app.command("evaluate")
-@cli_command
+@command(app, "evaluate", examples=[
+    "musicsae probe evaluate probes/genre generated/ -o probes/genre-on-generated",
+    "musicsae probe evaluate probes/genre generated/ -o probes/genre-uncond --where stream=uncond"])
 def evaluate(
     probes: Annotated[Path, typer.Argument(help="Probes folder written by `probe train`.")],
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for predictions and metrics.")],
-    label: Annotated[str | None, typer.Option(help="Store column holding the true label (default: the probe's).")]
-    = None,
+    label: Annotated[str | None, typer.Option("--label", "-l", help="Store column holding the true label (default: "
+                                                                    "the probe's).")] = None,
     where: WhereOpt = None,
     max_rows: Annotated[int | None, typer.Option(help="Frame probes: predict a seeded sample of rows.")] = None,
     allow_other_model: AllowOtherModelOpt = False,
@@ -106,11 +115,12 @@ def evaluate(
 
     res = evaluate_probes(probes, store, out, where=where, label=label, allow_other_model=allow_other_model,
                           max_rows=max_rows, overwrite=overwrite, progress=o.progress)
-    lines = [res["evaluation"], f"{res['samples']} samples predicted ({res['pooling']} pooling)"]
+    res.pop("evaluation", None)
+    lines = [str(out), f"{res['samples']} samples predicted ({res['pooling']} pooling)"]
     for hp, probs in (res.get("mean_probabilities") or {}).items():
         lines.append(f"  {hp}: " + ", ".join(f"{c} {p:.3f}" for c, p in probs.items()))
     for hp, value in (res.get("mean_prediction") or {}).items():
         lines.append(f"  {hp}: mean prediction {value:.4g}")
     if res.get("layers"):
         lines += [f"metrics on {res['labelled_samples']} labelled samples:"] + _table_lines(res)
-    o.result(res, lines)
+    o.result(res, lines, out=out)

@@ -7,32 +7,39 @@ from typing import Annotated
 
 import typer
 
+from ._command import MusicsaeGroup
 from ._common import (
     DeviceOpt,
     DryRunOpt,
     JsonOpt,
     MemberOpt,
+    ModelOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
     WhereOpt,
-    cli_command,
+    command,
     config_option,
     resolve,
 )
 
-app = typer.Typer(help="Sparse autoencoders: train on a store, encode stores into latents, evaluate.",
-                  no_args_is_help=True)
+app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
+                  help="Sparse autoencoders: train on a store, encode stores into latents, evaluate.")
 StoreArg = Annotated[Path, typer.Argument(help="Activation store.")]
+HookpointOpt = Annotated[str | None, typer.Option("--hookpoint", help="Store hookpoint (default: the SAE's).")]
+TRAIN_CONFIG = "musicsae_cli.sae.config:SAETrainConfig"
 
 
-@app.command("train")
-@cli_command
+@command(app, "train", config=TRAIN_CONFIG, group="sae", keys={"steps": "max_steps"}, examples=[
+    "musicsae sae train store/ -o runs/topk --hookpoint layers.12 -c topk",
+    "musicsae sae train store/ -o runs/sweep --hookpoint layers.12 -c topk-sweep-k",
+    "musicsae sae train runs/topk --resume"])
 def train(
-    store: StoreArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: SAE(s), logs, curves, checkpoint.")],
+    store: Annotated[Path, typer.Argument(help="Activation store; with --resume and no -o, the run to continue.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder: the SAE (a sweep: one folder per "
+                                                                "SAE), logs, curves, checkpoint.")] = None,
     config: Annotated[str | None, config_option("sae")] = None,
     set_: SetOpt = None,
     hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the only one).")] = None,
@@ -40,11 +47,12 @@ def train(
     architecture: Annotated[str | None, typer.Option(help="relu, topk, batchtopk or jumprelu.")] = None,
     k: Annotated[int | None, typer.Option(help="Active latents (topk, batchtopk).")] = None,
     expansion_factor: Annotated[float | None, typer.Option(help="Latents per input dimension.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: epochs).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: epochs).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
     device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run with its saved settings "
+                                                          "(`sae train RUN --resume`).")] = False,
     init_from: Annotated[Path | None, typer.Option(help="Start from this SAE's weights.")] = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
@@ -54,31 +62,51 @@ def train(
 ) -> None:
     """Train SAE(s) on a store (a sweep trains several from one pass over the data)."""
     o = Output(json_out, quiet, verbose)
+    from ..errors import UsageError
     from ..sae.config import SAETrainConfig
+    from ..sae.rundir import resume_settings
 
+    base = None
+    if resume:
+        run = out if out is not None else store
+        saved = resume_settings(run)
+        if saved is not None:
+            store_path, base = saved
+            if out is None:
+                store, out = Path(store_path), run
+        elif out is None:
+            from ..errors import InputError
+
+            raise InputError(f"nothing to resume in {run}: it is not an unfinished training run",
+                             "start one with `musicsae sae train STORE -o RUN`")
+    if out is None:
+        raise UsageError("missing option '-o' / '--out'", "name the run folder, e.g. -o runs/topk (or continue a "
+                                                         "run with `sae train RUN --resume`)")
     flags = {"hookpoint": hookpoint, "where": where, "architecture": architecture, "k": k,
-             "expansion_factor": expansion_factor, "max_steps": max_steps, "batch_size": batch_size,
+             "expansion_factor": expansion_factor, "max_steps": steps, "batch_size": batch_size,
              "device": device, "seed": seed}
-    cfg = resolve(SAETrainConfig, "sae", config, set_, flags, dry_run, o)
+    cfg = resolve(SAETrainConfig, "sae", config, set_, flags, dry_run, o, base=base)
     from ..sae.train import train_sae
 
     res = train_sae(store, out, cfg, overwrite=overwrite, resume=resume, init_from=init_from, progress=o.progress)
-    lines = [res["run"], f"{res['steps']} steps on {res['hookpoint']} ({res['rows_per_s'] or 0:,.0f} rows/s); "
-                         f"metrics on {res['evaluated_on']} ({res['split']['val_rows']} rows):"]
+    run_path = res.pop("run")
+    lines = [run_path, f"{res['steps']} steps on {res['hookpoint']} ({res['rows_per_s'] or 0:,.0f} rows/s); "
+                       f"metrics on {res['evaluated_on']} ({res['split']['val_rows']} rows):"]
     for name, m in res["members"].items():
         lines.append(f"  {name}: explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, "
                      f"dead {m['dead_fraction']:.3f}, shrinkage {m['shrinkage']:.3f}  -> {m['path']}")
-    o.result(res, lines)
+    o.result(res, lines, out=run_path)
 
 
-@app.command("encode")
-@cli_command
+@command(app, "encode", examples=[
+    "musicsae sae encode store/ --sae runs/topk -o latents/",
+    "musicsae sae encode store/ --sae runs/sweep --member k32 -o latents-k32/ --where stream=cond"])
 def encode(
     store: StoreArg,
     sae: Annotated[Path, typer.Option("--sae", help="SAE folder or training run.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Latent store to write.")],
     member: MemberOpt = None,
-    hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
+    hookpoint: HookpointOpt = None,
     where: WhereOpt = None,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 4096,
     device: DeviceOpt = None,
@@ -100,45 +128,58 @@ def encode(
     res = encode_store(model, store, out, hookpoint=hp, where=where, batch_size=batch_size, overwrite=overwrite,
                        device=str(resolve_device(device or "auto")), progress=o.progress,
                        sae_info={"path": str(path), "architecture": model.spec.arch, "d_sae": model.spec.d_sae})
-    o.result(res, [str(out), ", ".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, dict | list))])
+    res.pop("seconds", None)
+    o.result(res, [str(out), ", ".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, dict | list))],
+             out=out)
 
 
-@app.command("evaluate")
-@cli_command
+@command(app, "evaluate", aliases={"--items": "--max-items"}, examples=[
+    "musicsae sae evaluate runs/topk store/ -o eval/",
+    "musicsae sae evaluate runs/topk store/ --downstream --max-items 32 -o eval-downstream/"])
 def evaluate(
     sae: Annotated[Path, typer.Argument(help="SAE folder or training run.")],
     store: StoreArg,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for evaluation.json (and its manifest); "
+                                                                "without it the metrics are only printed.")] = None,
     member: MemberOpt = None,
-    hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the SAE's).")] = None,
+    hookpoint: HookpointOpt = None,
     where: WhereOpt = None,
     max_rows: Annotated[int | None, typer.Option(help="Evaluate at most this many rows (evenly spaced).")] = None,
-    downstream: Annotated[bool, typer.Option(help="Also splice the SAE into the model (MusicGen) and report CE, KL "
-                                                  "and the fraction of loss recovered.")] = False,
-    items: Annotated[int, typer.Option(help="Store items re-run through the model for --downstream.")] = 16,
-    model: Annotated[str | None, typer.Option(help="Model for --downstream (default: the store's).")] = None,
+    downstream: Annotated[bool, typer.Option(help="Also splice the SAE into the model and report CE, KL and the "
+                                                  "fraction of loss recovered.")] = False,
+    max_items: Annotated[int, typer.Option("--max-items", help="Store items re-run through the model for "
+                                                               "--downstream.")] = 16,
+    model: ModelOpt = None,
     device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Reconstruction metrics of an SAE on any store; with --downstream, the model's loss with the SAE spliced in."""
     o = Output(json_out, quiet, verbose)
-    from ..sae.evaluate import evaluate_downstream, evaluate_reconstruction
+    from ..artifacts import check_output
+    from ..sae.evaluate import evaluate_downstream, evaluate_reconstruction, write_evaluation
 
+    if out is not None:
+        check_output(out, overwrite, "evaluation")  # before the work, not after it
     if downstream:
         from ..sae.downstream import check_items
 
-        check_items(items)  # before the reconstruction pass, not after it
+        check_items(max_items)  # before the reconstruction pass, not after it
     res = evaluate_reconstruction(sae, store, member=member, hookpoint=hookpoint, where=where, max_rows=max_rows,
                                   device=device or "auto", progress=o.progress)
     lines = [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()]
     if downstream:
-        res["downstream"] = d = evaluate_downstream(res["sae"], store, res["hookpoint"], model=model, n_items=items,
-                                                    device=device or "auto", progress=o.progress)
-        lines.append(f"downstream over {d['tokens']} codebook tokens of {d['items']} items:")
+        res["downstream"] = d = evaluate_downstream(res["sae"], store, res["hookpoint"], model=model,
+                                                    n_items=max_items, device=device or "auto", progress=o.progress)
+        lines.append(f"downstream over {d['tokens']} tokens of {d['items']} items:")
         lines += [f"  CE {name}: {ce:.5f}" + (f"  KL to clean {d['kl_to_clean'][name]:.3g}" if name != "clean" else "")
                   for name, ce in d["ce"].items()]
         lines += [f"  fraction of loss recovered vs {k.replace('_', '-')}: {v:.4f}" if v is not None else
                   f"  fraction of loss recovered vs {k}: undefined (ablation does not change the loss)"
                   for k, v in d["fraction_loss_recovered"].items()]
-    o.result(res, lines)
+    if out is not None:
+        write_evaluation(out, res, overwrite)
+        lines.insert(0, str(out))
+    o.result(res, lines, out=out)

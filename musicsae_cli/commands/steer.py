@@ -7,30 +7,33 @@ from typing import Annotated
 
 import typer
 
+from ._command import MusicsaeGroup
 from ._common import (
     AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
+    HookpointsOpt,
     JsonOpt,
+    ModelOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
-    cli_command,
+    command,
     config_option,
+    hookpoint_spec,
     resolve,
 )
 
-app = typer.Typer(help="Steer generation along a probe, SAE-latent, difference-of-means or file direction.",
-                  no_args_is_help=True)
+app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
+                  help="Steer generation along a probe, SAE-latent, difference-of-means or file direction.")
 Opt = typer.Option
 OutOpt = Annotated[Path, Opt("--out", "-o", help="Output folder.")]
-ModelOpt = Annotated[str | None, Opt(help="Hub id, local directory or tiny-musicgen.")]
 PromptOpt = Annotated[list[str] | None, Opt("--prompt", help="A text prompt (repeatable).")]
 PromptsOpt = Annotated[str | None, Opt("--prompts", help="Prompts file: .txt (one per line) or a manifest.")]
-AudioOpt = Annotated[str | None, Opt("--audio", help="Audio to continue (shorter than --duration).")]
-DurationOpt = Annotated[float | None, Opt("--duration", help="Total seconds per clip, audio prompt included.")]
+AudioOpt = Annotated[str | None, Opt("--audio", help="Audio to continue (shorter than --duration-s).")]
+DurationOpt = Annotated[float | None, Opt("--duration-s", help="Total seconds per clip, audio prompt included.")]
 ProbeOpt = Annotated[str | None, Opt("--probe", help="Probes folder: direction of --target per layer.")]
 TargetOpt = Annotated[str | None, Opt("--target", help="Probe class to steer towards.")]
 SaeOpt = Annotated[str | None, Opt("--sae", help="SAE folder or run: decoder rows of --latent.")]
@@ -39,31 +42,44 @@ LatentScaleOpt = Annotated[str | None, Opt("--latent-scale", help="A number, or 
 StoreOpt = Annotated[str | None, Opt("--store", help="Activation store (for --contrast or --latent-scale mean).")]
 ContrastOpt = Annotated[str | None, Opt("--contrast", help="Difference of means, label=a:b.")]
 FileOpt = Annotated[str | None, Opt("--file", help=".npy, .safetensors or .npz direction file.")]
-LayersOpt = Annotated[str | None, Opt("--layers", help="Hookpoints to steer (layers.N = output of block N).")]
-StrengthOpt = Annotated[str | None, Opt("--strength", help="Strength(s): one, or one per layer (0.5,0.3,0.2).")]
+StrengthOpt = Annotated[str | None, Opt("--strength", help="Strength(s): one, or one per hookpoint (0.5,0.3,0.2); "
+                                                            "with --mode relative a fraction of each activation's "
+                                                            "norm.")]
 ModeOpt = Annotated[str | None, Opt("--mode", help="add, relative, clamp, scale or zero.")]
 EveryOpt = Annotated[int | None, Opt("--every", help="Steer every N-th decoder position.")]
 StreamOpt = Annotated[str | None, Opt("--stream", help="Guidance stream(s) to steer: both, cond, uncond.")]
 SeedOpt = Annotated[int | None, Opt("--seed", help="Sampling seed.")]
+CONFIG_KEYS = {"duration": "duration_s", "probe": "direction.probe", "target": "direction.target",
+               "sae": "direction.sae", "latent": "direction.latents", "latent_scale": "direction.latent_scale",
+               "store": "direction.store", "contrast": "direction.contrast", "file": "direction.file",
+               "hookpoint": "layers", "every": "schedule.every", "controls": "random_controls",
+               "prompt": "prompts", "prompts": "prompts_file"}
+ALIASES = {"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s"}
 
 
 def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store, contrast,
-           file, layers, strength, mode, every, stream, device, allow_other_model) -> dict:
+           file, hookpoint, strength, mode, every, stream, device, allow_other_model) -> dict:
     return {"allow_other_model": allow_other_model or None, "model": model, "prompts": prompt,
             "prompts_file": prompts, "audio": audio, "duration_s": duration,
             "direction.probe": probe, "direction.target": target, "direction.sae": sae, "direction.latents": latent,
             "direction.latent_scale": latent_scale, "direction.store": store, "direction.contrast": contrast,
-            "direction.file": file, "layers": layers, "strength": strength, "mode": mode, "schedule.every": every,
+            "direction.file": file, "layers": hookpoint_spec(hookpoint), "strength": strength, "mode": mode,
+            "schedule.every": every,
             "stream": stream, "device": device}
 
 
-@app.command("generate")
-@cli_command
+@command(app, "generate", config="musicsae_cli.steering.config:SteerGenerateConfig", group="steer", keys=CONFIG_KEYS,
+         aliases=ALIASES, examples=[
+             "musicsae steer generate -c probe --probe probes/genre --target rock --strength 0.1 "
+             "--prompt 'a calm song' -o out/rock",
+             "musicsae steer generate -c sae-latent --sae runs/topk --latent 1234 --store store/ --prompt 'a song' "
+             "-o out/latent",
+             "musicsae steer generate -c tiny --store store/ --contrast concept=notes:tempos -o out/contrast"])
 def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
              model: ModelOpt = None, prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
              duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
              latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
-             contrast: ContrastOpt = None, file: FileOpt = None, layers: LayersOpt = None,
+             contrast: ContrastOpt = None, file: FileOpt = None, hookpoint: HookpointsOpt = None,
              strength: StrengthOpt = None, mode: ModeOpt = None, every: EveryOpt = None, stream: StreamOpt = None,
              seed: SeedOpt = None, device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False,
              overwrite: OverwriteOpt = False, dry_run: DryRunOpt = False, json_out: JsonOpt = False,
@@ -73,23 +89,27 @@ def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] 
     from ..steering.config import SteerGenerateConfig
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, layers, strength, mode, every, stream, device, allow_other_model) | {"seed": seed}
+                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model) | {"seed": seed}
     cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.generate import steer_generate
 
     res = steer_generate(cfg, out, overwrite=overwrite, progress=o.progress)
-    o.result(res, [res["out"], f"{res['clips']} clips of {res['seconds_per_clip']:.2f} s, {res['mode']} "
+    o.result(res, [str(out), f"{res['clips']} clips of {res['seconds_per_clip']:.2f} s, {res['mode']} "
                                f"{res['direction']} direction at {', '.join(res['layers'])} (strengths "
-                               f"{', '.join(f'{s:g}' for s in res['strengths'])}), {res['elapsed_s']:.1f} s"])
+                               f"{', '.join(f'{s:g}' for s in res['strengths'])}), {res['elapsed_s']:.1f} s"],
+             out=out)
 
 
-@app.command("sweep")
-@cli_command
+@command(app, "sweep", config="musicsae_cli.steering.config:SteerSweepConfig", group="steer", keys=CONFIG_KEYS,
+         aliases=ALIASES, examples=[
+             "musicsae steer sweep -c sweep --probe probes/genre --target rock --strengths 0,0.05,0.1,0.2 "
+             "--seeds 0,1,2 -o sweep/",
+             "musicsae steer sweep -c tiny --probe probes/concept --target notes -o sweep-tiny/"])
 def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
           model: ModelOpt = None, prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
           duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
           latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
-          contrast: ContrastOpt = None, file: FileOpt = None, layers: LayersOpt = None,
+          contrast: ContrastOpt = None, file: FileOpt = None, hookpoint: HookpointsOpt = None,
           strength: StrengthOpt = None, mode: ModeOpt = None, every: EveryOpt = None, stream: StreamOpt = None,
           strengths: Annotated[str | None, Opt("--strengths", help="Strengths swept, e.g. 0,2,4,8.")] = None,
           seeds: Annotated[str | None, Opt("--seeds", help="Sampling seeds, e.g. 0,1,2.")] = None,
@@ -103,12 +123,12 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
     from ..steering.config import SteerSweepConfig
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, layers, strength, mode, every, stream, device, allow_other_model)
+                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model)
     flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe}
     cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.sweep import steer_sweep
 
     res = steer_sweep(cfg, out, overwrite=overwrite, progress=o.progress)
     saturated = [f"saturated: {res['saturation']['reason']}"] if res["saturated"] else []
-    o.result(res, [res["out"], *saturated, f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
-                   res["summary"]])
+    o.result(res, [str(out), *saturated, f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
+                   res["summary"]], out=out)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, MusicSAEError
+from ..artifacts import make_parents
+from ..errors import MusicSAEError
 from ..store import StoreWriter
 from ..store.prepare import resume_or_refuse
 
@@ -34,8 +35,7 @@ def store_config(cfg, mode: str, source: str) -> dict:
 def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dict, overwrite: bool) -> StoreWriter:
     """A writer for `out`: new, replacing a store (--overwrite), or resuming an interrupted run of the same job."""
     out = Path(out)
-    if not out.parent.exists():
-        raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
+    make_parents(out)
     # Generation seeds clips per batch, so its batch size changes what is stored; teacher forcing's does not.
     runtime_only = _RUNTIME_ONLY if record.get("mode") == "audio" else tuple(k for k in _RUNTIME_ONLY
                                                                              if k != "batch_size")

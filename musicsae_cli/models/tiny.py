@@ -96,17 +96,22 @@ def init_codebooks(model, seed: int) -> None:
             residual = residual - book.embed.float()[book.quantize(residual.to(book.embed.dtype))]
 
 
-def save_tiny_musicgen(directory: str | Path, seed: int = 0, overwrite: bool = False) -> dict:
-    """Write the tiny MusicGen and its processor with save_pretrained, loadable by from_pretrained."""
+def save_tiny_musicgen(directory: str | Path, seed: int = 0, overwrite: bool = False, num_layers: int = 4) -> dict:
+    """Write the tiny MusicGen and its processor with save_pretrained, loadable by from_pretrained.
+
+    `num_layers` sets the decoder depth (default 4, the built-in model's); e.g. 24 gives the layer count of
+    musicgen-small, so hookpoints such as `layers.17-19` exist.
+    """
     from ..artifacts import new_manifest, staged_directory, write_json
 
     directory = Path(directory)
-    model, processor = build_tiny_musicgen(seed)
+    model, processor = build_tiny_musicgen(seed, num_layers=num_layers)
+    settings = {"seed": seed} if num_layers == 4 else {"seed": seed, "num_layers": num_layers}
     with staged_directory(directory, overwrite) as stage:
         model.save_pretrained(stage)
         processor.save_pretrained(stage)
         # musicsae's own marker (transformers ignores it): lets --overwrite recognise the folder as ours
-        write_json(stage / "manifest.json", new_manifest("model", 1, {"seed": seed}, family="musicgen",
+        write_json(stage / "manifest.json", new_manifest("model", 1, settings, family="musicgen",
                                                          name=TINY_NAME))
     cfg = model.decoder.config
     return {"path": str(directory), "n_layers": int(cfg.num_hidden_layers), "hidden_size": int(cfg.hidden_size),

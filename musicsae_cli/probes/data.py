@@ -55,7 +55,7 @@ def pick_hookpoints(store: ActivationStore, patterns: list[str]) -> list[str]:
     widths = {store.widths[hp] for hp in chosen}
     if len(widths) > 1:
         raise InputError(f"the chosen hookpoints have different widths ({sorted(widths)})",
-                         "probe hookpoints of one width per run, e.g. --hookpoints 'layers.*'")
+                         "probe hookpoints of one width per run, e.g. --hookpoint 'layers.*'")
     return chosen
 
 

@@ -99,7 +99,7 @@ def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | 
             from .report import write_report
 
             write_report(stage, probes.task, table, {k: result[k] for k in ("label", "label_column", "best",
-                                                                            "where", "stream")})
+                                                                            "where", "stream", "labelled_samples")})
         write_json(stage / "manifest.json", new_manifest(EVAL_KIND, 1, {"where": list(where or []),
                                                                        "label": column, "max_rows": max_rows},
                                                          **{k: v for k, v in result.items() if k != "layers"}))

@@ -81,7 +81,7 @@ def fit_dictionary(spec: DictionarySpec, batches, mean: np.ndarray, seed: int, p
 
 
 def save_dictionary(model: DictionarySAE, directory: Path, hook_name: str, model_name: str, extra: dict,
-                    density) -> None:
+                    density, write_manifest: bool = True) -> None:
     """cfg.json + sae_weights.safetensors (+ sparsity.safetensors) + manifest.json, like an SAE folder."""
     from safetensors.torch import save_file
 
@@ -97,8 +97,10 @@ def save_dictionary(model: DictionarySAE, directory: Path, hook_name: str, model
     if density is not None:
         sparsity = torch.log10(torch.as_tensor(density, dtype=torch.float32) + 1e-10)
         save_file({"sparsity": sparsity}, str(directory / "sparsity.safetensors"))
-    write_json(directory / "manifest.json", new_manifest("sae", 1, extra.get("train_config"), architecture=ARCH,
-                                                         saelens_architecture=None, saelens_loadable=False))
+    if write_manifest:
+        write_json(directory / "manifest.json", new_manifest("sae", 1, extra.get("train_config"),
+                                                             architecture=ARCH, saelens_architecture=None,
+                                                             saelens_loadable=False))
 
 
 def load_dictionary(directory: Path, cfg: dict) -> DictionarySAE:

@@ -16,8 +16,8 @@ from ..progress import ProgressFactory, no_progress
 def check_items(n_items: int) -> None:
     """Downstream metrics average over the items re-run through the model: at least one is needed."""
     if int(n_items) < 1:
-        raise UsageError(f"--items must be at least 1, got {n_items}",
-                         "downstream metrics re-run that many store items through the model, e.g. --items 16")
+        raise UsageError(f"--max-items must be at least 1, got {n_items}",
+                         "downstream metrics re-run that many store items through the model, e.g. --max-items 16")
 
 
 def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, batch_size: int = 4,

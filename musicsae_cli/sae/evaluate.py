@@ -80,3 +80,18 @@ def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint:
                          "downstream metrics splice at a model hookpoint such as layers.12")
     sae, _ = load_sae(Path(sae_path))
     return downstream_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
+
+
+EVAL_KIND = "sae_evaluation"
+
+
+def write_evaluation(out: str | Path, result: dict, overwrite: bool = False) -> Path:
+    """`sae evaluate -o OUT`: evaluation.json (every number printed) and manifest.json, moved into place whole."""
+    from ..artifacts import new_manifest, staged_directory, write_json
+
+    with staged_directory(out, overwrite) as stage:
+        write_json(stage / "evaluation.json", result)
+        write_json(stage / "manifest.json", new_manifest(EVAL_KIND, 1, {k: result.get(k) for k in
+                                                                        ("sae", "store", "hookpoint")},
+                                                         status="complete"))
+    return Path(out)

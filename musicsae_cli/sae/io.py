@@ -8,7 +8,7 @@ A saved SAE directory::
                               k + activation_fn_kwargs {"k"} for topk; plus "musicsae": {"spec", ...extra}
     sae_weights.safetensors   W_enc (d_in, d_sae), b_enc, W_dec (d_sae, d_in), b_dec, threshold (jumprelu)
     sparsity.safetensors      {"sparsity": log10(feature density + 1e-10)} (SAELens's convention), optional
-    manifest.json             kind "sae", format_version
+    manifest.json             kind "sae", format_version (a run of one SAE: the run's own manifest instead)
 
 BatchTopK is exported as a JumpReLU with its inference threshold, which is exactly how it encodes at inference.
 Input normalisation is folded into the weights. No pickles: safetensors and JSON only. The scikit-learn
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..artifacts import MANIFEST_NAME, check_format_version, new_manifest, read_manifest, write_json
 from ..errors import InputError, StoreError
+from .rundir import RUN_KIND
 
 FORMAT_VERSION = 1
 KIND = "sae"
@@ -56,8 +57,11 @@ def model_record(cfg: dict) -> dict:
 
 
 def save_sae(sae, directory: str | Path, hook_name: str, model_name: str, extra: dict | None = None,
-             density=None, *, config: dict | None = None, hook_layer: int | None = None) -> Path:
-    """Write `sae` (normalisation folded into a copy) into the existing `directory`; returns it."""
+             density=None, *, config: dict | None = None, hook_layer: int | None = None,
+             write_manifest: bool = True) -> Path:
+    """Write `sae` (normalisation folded into a copy) into the existing `directory`; returns it.
+
+    `write_manifest=False` when `directory` is a training run of one SAE: the run's manifest stays its own."""
     import torch
     from safetensors.torch import save_file
 
@@ -94,9 +98,10 @@ def save_sae(sae, directory: str | Path, hook_name: str, model_name: str, extra:
     cfg["musicsae"] = {"spec": spec.to_dict(), **(extra or {})}
     write_json(directory / CFG_NAME, cfg)
     files = [CFG_NAME, WEIGHTS_NAME] + ([SPARSITY_NAME] if density is not None else [])
-    write_json(directory / MANIFEST_NAME, new_manifest(
-        KIND, FORMAT_VERSION, config, architecture=spec.arch, saelens_architecture=cfg["architecture"],
-        d_in=spec.d_in, d_sae=spec.d_sae, k=spec.k, hook_name=hook_name, model_name=model_name, files=files))
+    if write_manifest:
+        write_json(directory / MANIFEST_NAME, new_manifest(
+            KIND, FORMAT_VERSION, config, architecture=spec.arch, saelens_architecture=cfg["architecture"],
+            d_in=spec.d_in, d_sae=spec.d_sae, k=spec.k, hook_name=hook_name, model_name=model_name, files=files))
     return directory
 
 
@@ -106,10 +111,16 @@ def _read_cfg(directory: Path) -> tuple[dict | None, dict]:
     manifest = None
     if (directory / MANIFEST_NAME).is_file():
         manifest = read_manifest(directory)
-        if manifest.get("kind") != KIND:
+        if manifest.get("kind") == RUN_KIND:  # a training run of one SAE holds it beside its logs
+            if manifest.get("status") != "complete":
+                raise InputError(f"the training run {directory} is not finished",
+                                 "resume it with `musicsae sae train RUN --resume`")
+            manifest = None
+        elif manifest.get("kind") != KIND:
             raise StoreError(f"{directory} is a musicsae {manifest.get('kind')!r} artefact, not an SAE",
                              "pass an SAE folder (a training run holds one per member)")
-        check_format_version(manifest, FORMAT_VERSION, f"SAE {directory}")
+        if manifest is not None:
+            check_format_version(manifest, FORMAT_VERSION, f"SAE {directory}")
     path = directory / CFG_NAME
     if not path.is_file():
         raise InputError(f"no {CFG_NAME} in {directory}", "pass a musicsae or SAELens SAE folder")

@@ -19,6 +19,7 @@ from ..artifacts import (
     atomic_write_text,
     check_replaceable,
     hold_lock,
+    make_parents,
     new_manifest,
     read_manifest,
     swap_into_place,
@@ -62,8 +63,7 @@ def overwrite_stage(out: Path) -> Path:
 
 def open_run(out: Path, record: dict, overwrite: bool, resume: bool) -> RunDir:
     """Decide new / resumed / overwrite for `out`, lock the folder and (new) write its manifest."""
-    if not out.parent.is_dir():
-        raise InputError(f"parent folder does not exist: {out.parent}", "create it first or fix the path")
+    make_parents(out)
     manifest = _run_manifest(out)
     if manifest is not None and manifest.get("status") != "complete" and not overwrite:
         changed = _changed(manifest, record)
@@ -158,3 +158,19 @@ def _fresh_folder(path: Path) -> None:
     finally:
         if lock is not None:
             os.close(lock)
+
+
+def resume_settings(out: str | Path) -> tuple[str, dict] | None:
+    """(store, config) saved by the unfinished run in `out` (or by its interrupted --overwrite), else None.
+
+    `sae train RUN --resume` continues with these, so no flag has to be typed again.
+    """
+    out = Path(out)
+    for path in (out, overwrite_stage(out)):
+        manifest = _run_manifest(path)
+        if manifest is not None and manifest.get("status") != "complete":
+            config = dict(manifest.get("config", {}))
+            store = config.pop("store", None)
+            if store is not None:
+                return str(store), config
+    return None

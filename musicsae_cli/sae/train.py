@@ -79,18 +79,19 @@ def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, s
     calibrate(members, store, hookpoint, split.train, cfg.batch_size, device)
     checkpoint(total)
     eval_rows = split.val if split.val.size else split.train
-    final = evaluate_members(members, store, hookpoint, eval_rows, device)
+    final = evaluate_members(members, store, hookpoint, eval_rows, device, progress=progress)
     saved = {}
+    single = len(members) == 1  # one SAE is saved in the run folder itself; a sweep's in one folder per SAE
     for m in members:
         metrics = final[m.name]
-        with staged_directory(out / m.name, overwrite=True) as stage:
-            save_sae(m.sae, stage, hook_name=hookpoint, model_name=str(store.model.get("id", "")),
+        with _sae_folder(out, None if single else m.name) as folder:
+            save_sae(m.sae, folder, hook_name=hookpoint, model_name=str(store.model.get("id", "")),
                      extra={"store": str(store_path), "model": store.model, "member": m.name,
                             "train_config": m.cfg.model_dump(mode="json"),
                             "steps": total, "split": split_info(split), "final_metrics": _scalars(metrics)},
-                     density=torch.as_tensor(metrics["density"]))
-        saved[m.name] = {"path": str(run.target / m.name), **_scalars(metrics)}
-    write_report(out, final)
+                     density=torch.as_tensor(metrics["density"]), write_manifest=not single)
+        saved[m.name] = {"path": str(run.target if single else run.target / m.name), **_scalars(metrics)}
+    write_report(out, final, hookpoint, {m.name: m.sae.spec.arch for m in members}, run.target.name)
     manifest = read_manifest(out)
     manifest.update(status="complete", members=list(saved), final_metrics=saved, steps=total,
                     split=split_info(split))
@@ -126,23 +127,32 @@ def _train_dictionary(store, store_path, hookpoint, split, cfg, run, total: int,
     elapsed = time.perf_counter() - started
 
     member = SimpleNamespace(name="sae", sae=model)  # all evaluate_members needs of a member
-    metrics = evaluate_members([member], store, hookpoint, split.val if split.val.size else split.train, "cpu")
+    metrics = evaluate_members([member], store, hookpoint, split.val if split.val.size else split.train, "cpu",
+                               progress=progress)
     final = metrics["sae"]
-    with staged_directory(out / "sae", overwrite=True) as stage:
-        save_dictionary(model, stage, hookpoint, str(store.model.get("id", "")),
+    with _sae_folder(out, None) as folder:
+        save_dictionary(model, folder, hookpoint, str(store.model.get("id", "")),
                         {"store": str(store_path), "model": store.model, "member": "sae",
                          "train_config": cfg.model_dump(mode="json"),
-                         "steps": total, "final_metrics": _scalars(final)}, final["density"])
+                         "steps": total, "final_metrics": _scalars(final)}, final["density"], write_manifest=False)
     from .report import write_report
 
-    write_report(out, metrics)
-    saved = {"sae": {"path": str(run.target / "sae"), **_scalars(final)}}
+    write_report(out, metrics, hookpoint, {"sae": spec.arch}, run.target.name)
+    saved = {"sae": {"path": str(run.target), **_scalars(final)}}
     manifest = read_manifest(out)
     manifest.update(status="complete", members=["sae"], final_metrics=saved, steps=total, split=split_info(split))
     write_json(out / "manifest.json", manifest)
     return {"hookpoint": hookpoint, "steps": total, "resumed_from": 0,
             "rows_per_s": total * cfg.batch_size / elapsed if elapsed > 0 else None, "members": saved,
             "split": split_info(split), "evaluated_on": "validation" if split.val.size else "training rows"}
+
+
+def _sae_folder(run_path: Path, member: str | None):
+    """Where an SAE of the run is saved: the run folder itself (one SAE; the run reads as finished only once its
+    manifest says so), or `RUN/<member>` built aside and moved into place (a sweep)."""
+    from contextlib import nullcontext
+
+    return nullcontext(run_path) if member is None else staged_directory(run_path / member, overwrite=True)
 
 
 def split_info(split) -> dict:
@@ -157,7 +167,7 @@ def _check_init_from(path, cfg: SAETrainConfig, d_in: int):
 
     if cfg.sweep:
         raise ConfigError("--init-from cannot be combined with a sweep", "train one SAE when starting from weights")
-    sae, _ = load_sae(path)
+    sae, _ = load_sae(sae_dir(path))
     spec = sae.spec
     if spec.d_in != d_in or spec.d_sae != cfg.width(d_in) or spec.arch != cfg.architecture:
         raise InputError(f"--init-from SAE is {spec.arch} {spec.d_in}->{spec.d_sae}, the run wants "
@@ -181,12 +191,13 @@ def _scalars(metrics: dict) -> dict:
 def sae_dir(path: str | Path, member: str | None = None) -> Path:
     """The SAE folder inside `path`: an SAE folder itself, or a finished run (its only member, or `member`)."""
     path = Path(path)
-    if (path / "cfg.json").is_file():
-        return path
-    if not (path / "manifest.json").is_file():
-        raise InputError(f"not an SAE: {path} (no cfg.json)", "pass the folder `sae train` wrote or an SAE inside it")
-    manifest = read_manifest(path)
-    if manifest.get("kind") != RUN_KIND:
+    manifest = read_manifest(path) if (path / "manifest.json").is_file() else None
+    if manifest is None or manifest.get("kind") != RUN_KIND:
+        if (path / "cfg.json").is_file():
+            return path
+        if manifest is None:
+            raise InputError(f"not an SAE: {path} (no cfg.json)",
+                             "pass the folder `sae train` wrote or an SAE inside it")
         raise InputError(f"{path} is a {manifest.get('kind')!r} artefact, not an SAE", "pass an SAE training run")
     if manifest.get("status") != "complete":
         raise InputError(f"the training run {path} is not finished", "resume it with `sae train ... --resume`")
@@ -196,4 +207,6 @@ def sae_dir(path: str | Path, member: str | None = None) -> Path:
     if member not in members:
         raise InputError(f"choose one of the run's SAEs with --member: {', '.join(members)}",
                          "a sweep trains several SAEs")
+    if len(members) == 1 and not (path / member / "cfg.json").is_file():
+        return path  # one SAE lives in the run folder (older runs kept it in RUN/sae)
     return path / member

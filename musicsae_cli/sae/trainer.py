@@ -118,18 +118,19 @@ def train_step(m: Member, x, step: int, total: int) -> dict:
 
 
 def evaluate_members(members: list[Member], store, hookpoint: str, rows: np.ndarray, device,
-                     batch_size: int = 4096) -> dict[str, dict]:
+                     batch_size: int = 4096, progress: ProgressFactory = no_progress) -> dict[str, dict]:
     """Reconstruction metrics of every member on `rows` (float64 accumulation)."""
     import torch
 
     from .metrics import ReconstructionMetrics
 
     acc = {m.name: ReconstructionMetrics(m.sae.spec.d_sae) for m in members}
-    with torch.no_grad():
+    with torch.no_grad(), progress("Final evaluation", -(-rows.size // batch_size)) as bar:
         for start in range(0, rows.size, batch_size):
             x = torch.from_numpy(store.read_rows(hookpoint, rows[start:start + batch_size])).to(device)
             for m in members:
                 update_metrics(acc[m.name], m.sae, x)
+            bar.advance(1)
     return {name: a.compute() for name, a in acc.items()}
 
 

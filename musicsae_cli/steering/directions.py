@@ -42,7 +42,7 @@ class Direction:
         if ANY in self.vectors:
             return self.vectors[ANY]
         raise InputError(f"the direction has no vector for {hookpoint}",
-                         f"it has {', '.join(self.hookpoints)}; choose --layers among them")
+                         f"it has {', '.join(self.hookpoints)}; choose --hookpoint among them")
 
 
 def load_direction(cfg: DirectionConfig, adapter, allow_mismatch: bool = False) -> Direction:

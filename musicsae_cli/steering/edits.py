@@ -165,13 +165,13 @@ def steer_layers(cfg: SteeringConfig, adapter, direction: Direction) -> list[str
         layers = adapter.resolve_hookpoints(cfg.layers) if cfg.layers else [direction.hookpoint]
         if layers != [direction.hookpoint]:
             raise UsageError(f"latent edits apply at the SAE's hookpoint {direction.hookpoint}, not "
-                             f"{', '.join(layers)}", f"drop --layers or pass --layers {direction.hookpoint}")
+                             f"{', '.join(layers)}", f"drop --hookpoint or pass --hookpoint {direction.hookpoint}")
         return layers
     if cfg.layers:
         return adapter.resolve_hookpoints(cfg.layers)
     if len(direction.hookpoints) == 1:
         return direction.hookpoints
-    raise UsageError("choose the layers to steer with --layers",
+    raise UsageError("choose the layers to steer with --hookpoint",
                      "the direction has " + (", ".join(direction.hookpoints) or "one vector for any layer"))
 
 

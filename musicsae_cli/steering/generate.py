@@ -65,7 +65,7 @@ def audio_prompt(cfg: GenerationSettings, adapter) -> tuple[object | None, dict 
     if adapter.n_frames(audio.size) >= n_frames:
         raise UsageError(f"the audio prompt is {seconds:.2f} s, not shorter than the requested duration "
                          f"{cfg.duration_s:g} s", "the duration is the total length, prompt included: raise "
-                         "--duration or trim the prompt")
+                         "--duration-s or trim the prompt")
     codes = adapter.encode([audio])[0]  # (K, P)
     return codes, {"path": str(cfg.audio), "sha256": sha256(cfg.audio), "seconds": round(seconds, 4),
                    "frames": int(codes.shape[-1])}

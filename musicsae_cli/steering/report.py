@@ -139,35 +139,31 @@ def saturation(rows: list[dict], target: str) -> dict:
 
 
 def plot_dose_response(path: Path, stats: list[dict], title: str, chance: float | None = None,
-                       logit: bool = False) -> None:
-    """Target probability (or, with `logit`, its log-odds) vs strength: the direction, and the random controls'
-    mean ± std."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+                       logit: bool = False, run: str | None = None, n: str | None = None) -> None:
+    """Target probability (on a fixed 0-1 axis) or, with `logit`, its log-odds vs strength: the direction, and
+    the random controls' mean ± std; `run` (default: the output folder's name) and `n` go into the title."""
+    from ..plotting import figure, output_name, style_axis
+    from ..plotting import title as make_title
 
     xs = [s["strength"] for s in stats]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for key, style, label in (("direction", "o-", "direction"), ("random", "s--", "random directions")):
-        pts = [(x, s[key]) for x, s in zip(xs, stats, strict=True) if s[key]["n"]]
-        if len(pts) < 2 and key == "random":
-            continue
-        mean = np.array([p["logit_mean" if logit else "mean"] for _, p in pts])
-        std = np.array([p["logit_std" if logit else "std"] for _, p in pts])
-        x = np.array([x for x, _ in pts])
-        ax.plot(x, mean, style, label=label)
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-    if chance is not None:
-        ax.axhline(math.log(chance / (1 - chance)) if logit else chance, color="grey", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel("steering strength")
-    if logit:  # saturated probabilities would draw a flat line at 0 or 1
-        ax.set_ylabel("target log-odds (probabilities saturated)")
-    else:
-        ax.set_ylabel("target probability")
-        ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize="medium")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if n is None and stats:
+        n = f"n={stats[0]['direction']['n']} clips per strength"
+    with figure(path, panel=(6.0, 3.8), title=make_title(title, run=run or output_name(Path(path).parent),
+                                                          n=n)) as (_, (ax,)):
+        for key, style, label in (("direction", "o-", "direction"), ("random", "s--", "random directions")):
+            pts = [(x, s[key]) for x, s in zip(xs, stats, strict=True) if s[key]["n"]]
+            if len(pts) < 2 and key == "random":
+                continue
+            mean = np.array([p["logit_mean" if logit else "mean"] for _, p in pts], dtype=np.float64)
+            std = np.array([p["logit_std" if logit else "std"] for _, p in pts], dtype=np.float64)
+            x = np.array([x for x, _ in pts])
+            line, = ax.plot(x, mean, style, label=label, clip_on=False)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, label="_± std")
+        if chance is not None:
+            ax.axhline(math.log(chance / (1 - chance)) if logit else chance, color="grey", lw=0.8, ls=":",
+                       label="chance")
+        if logit:  # saturated probabilities would draw a flat line at 0 or 1
+            ax.set_title("probabilities saturated near 0 or 1: log-odds shown")
+            style_axis(ax, xlabel="steering strength", ylabel="target log-odds ln(p/(1-p))")
+        else:
+            style_axis(ax, xlabel="steering strength", ylabel="target probability", bounded=(0.0, 1.0))

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..artifacts import check_format_version, read_manifest, swap_into_place
+from ..artifacts import check_format_version, make_parents, read_manifest, swap_into_place
 from ..errors import InputError, OutputExistsError, StoreError
 from .format import (
     FORMAT_CSR,
@@ -118,9 +118,7 @@ def prepare_fresh(root: Path, overwrite: bool, resume: bool) -> bool:
     replaced by building the new one in `overwrite_stage` (see StoreWriter.create).
     """
     if not root.exists():
-        if not root.parent.is_dir():
-            raise InputError(f"parent folder does not exist: {root.parent}",
-                             "create it first or fix the path")
+        make_parents(root)
         root.mkdir()
         return True
     if root.is_dir() and not any(root.iterdir()):

@@ -16,8 +16,8 @@ def patched(monkeypatch, tiny_adapter):
 
 def test_cli_json_writes_all_files_and_refuses_existing(runner, app, patched, concept_set, tmp_path):
     out = tmp_path / "sens"
-    args = ["analyze", "sensitivity", str(concept_set), "-o", str(out), "--model", "tiny-musicgen", "--max-clips",
-            "2", "--layers", "layers.0,layers.3", "--by", "concept", "--set", "perturbations={identity: [0], "
+    args = ["analyze", "sensitivity", str(concept_set), "-o", str(out), "--model", "tiny-musicgen", "--max-items",
+            "2", "--hookpoint", "layers.0,layers.3", "--by", "concept", "--set", "perturbations={identity: [0], "
             "noise: [20]}", "--set", "excerpt_s=0.5", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -25,7 +25,8 @@ def test_cli_json_writes_all_files_and_refuses_existing(runner, app, patched, co
     assert res["n_clips"] == 2 and res["hookpoints"] == ["layers.0", "layers.3"]
     names = {p.name for p in out.iterdir()}
     assert names == {"per_clip.csv", "summary.csv", "summary.json", "config.yaml", "manifest.json",
-                     "sensitivity_identity.png", "sensitivity_noise.png"}
+                     "sensitivity_identity.png", "sensitivity_noise.png", "sensitivity_identity_by_concept.png",
+                     "sensitivity_noise_by_concept.png"}
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "already exists" in again.stderr
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0

@@ -193,7 +193,7 @@ def test_prompt_mode_cli_generates_both_sets_and_compares_the_cond_stream(runner
     out = tmp_path / "cmp"
     result = runner.invoke(app, ["analyze", "compare", "--prompts-a", str(prompts_a), "--prompt-b", "fast rock drums",
                                  "--prompt-b", "loud rock guitar", "--model", "tiny-musicgen", "--device", "cpu",
-                                 "--duration", "0.2", "--hookpoints", "layers.1,layers.3", "--set",
+                                 "--duration-s", "0.2", "--hookpoint", "layers.1,layers.3", "--set",
                                  "extract.top_k=50", "--set", "extract.store_dtype=float32", "-o", str(out),
                                  "--json"])
     assert result.exit_code == 0, result.output
@@ -223,19 +223,20 @@ def test_prompt_mode_cli_generates_both_sets_and_compares_the_cond_stream(runner
     (["--contrast", "concept=notes"], "--contrast expects COL=a:b"),
     (["--contrast", "concept=notes:tempos", "--label", "concept"], "shorthand"),
     (["--contrast", "concept=notes:tempos", "--prompt-a", "x"], "not both"),
-    (["--contrast", "concept=notes:tempos", "--hookpoints", "layer.9"], "hookpoint 'layer.9' is not in the store"),
+    (["--contrast", "concept=notes:tempos", "--hookpoint", "layer.9"], "hookpoint 'layer.9' is not in the store"),
 ])
 def test_bad_store_input_is_refused(runner, app, tiny_store, tmp_path, extra, message):
     out = tmp_path / "cmp"
     result = runner.invoke(app, ["analyze", "compare", str(tiny_store), "-o", str(out), *extra])
     assert result.exit_code == 2, result.output
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    lines = result.stderr.strip().splitlines()  # progress lines of the steps before the check may precede it
+    assert message in lines[-1] and lines[-1].startswith("error: ") and sum(x.startswith("error") for x in lines) == 1
     assert not out.exists()
 
 
 def test_sparse_hookpoints_are_refused(runner, app, shifted, tmp_path):
     out = tmp_path / "cmp"
-    result = runner.invoke(app, ["analyze", "compare", str(shifted.path), "--contrast", "kind=a:b", "--hookpoints",
+    result = runner.invoke(app, ["analyze", "compare", str(shifted.path), "--contrast", "kind=a:b", "--hookpoint",
                                  "latents", "-o", str(out)])
     assert result.exit_code == 2 and "sparse" in result.stderr and "layers.0, layers.1" in result.stderr
     assert not out.exists()

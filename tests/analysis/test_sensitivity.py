@@ -58,19 +58,67 @@ def test_tempo_uses_pooled_comparison_and_says_so(result):
     assert all(int(r["frames_perturbed"]) > int(r["frames_original"]) + 1 for r in tempo)  # rate 0.8 lengthens
 
 
-def test_confidence_intervals_contain_the_mean_and_groups_are_reported(result):
-    _, res = result
-    out, _ = result
+def test_confidence_intervals_contain_the_mean_and_by_values_are_reported(result):
+    out, res = result
     summary = json.loads((out / "summary.json").read_text())
-    groups = {r["group"] for r in summary["summary"]}
-    assert groups == {"all", "notes", "tempos"}
+    assert summary["by"] == "concept" and summary["by_column"] == "concept"
+    assert summary["by_values"] == ["notes", "tempos"]
+    assert all("group" not in r for r in summary["summary"])  # never the dataset's group (track) column
+    values = {r["concept"] for r in summary["summary"]}
+    assert values == {None, "notes", "tempos"}  # None: the rows over all clips
     for r in summary["summary"]:
         for m in ("rel_change", "cos_distance"):
             assert r[f"{m}_ci_low"] <= r[f"{m}_mean"] <= r[f"{m}_ci_high"]
     assert summary["seed"] == 0 and summary["config"]["perturbations"]["pitch"] == [2.0]
     assert len(summary["per_clip"]) == 6 * 4 * 4  # clips x settings x hookpoints
-    pitch = [r for r in summary["summary"] if r["perturbation"] == "pitch" and r["group"] == "all"]
+    assert all(r["concept"] in ("notes", "tempos") and "label" not in r for r in summary["per_clip"])
+    pitch = [r for r in summary["summary"] if r["perturbation"] == "pitch" and r["concept"] is None]
     assert all(r["rel_change_ci_high"] > r["rel_change_ci_low"] for r in pitch)  # several clips: a real interval
+    assert {r["concept"] for r in res["summary"]} == {None} and len(res["summary"]) == len(PERTURBATIONS) * 4
+    with open(out / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "group" not in rows[0] and {r["concept"] for r in rows} == {"", "notes", "tempos"}
+
+
+def test_by_column_never_reuses_a_field_name():
+    from musicsae_cli.analysis.sensitivity import by_column
+
+    assert by_column(None) is None and by_column("concept") == "concept" and by_column("genre") == "genre"
+    assert by_column("group") == "by_group" and by_column("hookpoint") == "by_hookpoint"
+    assert by_column("label") == "by_label" and by_column("rel_change_mean") == "by_rel_change_mean"
+
+
+def test_breakdown_plot_per_perturbation(result):
+    """With --by: one extra PNG per perturbation, a panel per setting, a line (with CI band) per value plus all
+    clips, every panel on the same non-negative y range, titled with the output name."""
+    from musicsae_cli.analysis.config import SensitivityConfig
+    from musicsae_cli.analysis.sensitivity import _plot_by
+    from musicsae_cli.plotting import capture
+
+    out, res = result
+    names = {p.name for p in out.iterdir()}
+    assert {f"sensitivity_{n}_by_concept.png" for n in PERTURBATIONS} <= names
+    summary = json.loads((out / "summary.json").read_text())
+    cfg = SensitivityConfig(**summary["config"])
+    stage = out.parent / ".out.partial-0123abcd"
+    stage.mkdir(exist_ok=True)
+    with capture() as figs:
+        files = _plot_by(stage, summary["summary"], res["hookpoints"], cfg)
+    assert files == [f"sensitivity_{n}_by_concept.png" for n in PERTURBATIONS]
+    fig = figs[stage / "sensitivity_pitch_by_concept.png"]
+    head = " ".join(fig.get_suptitle().split())  # the title wraps to the figure's width
+    assert "sensitivity of tiny-musicgen to pitch by concept" in head and " out · " in head
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert [lab for lab in labels if not lab.startswith("_")] == ["concept=notes (n=3)", "concept=tempos (n=3)",
+                                                                   "all clips (n=6)"]
+    assert fig.legends and ax.get_ylim()[0] == 0.0
+    notes = next(line for line in ax.get_lines() if line.get_label().startswith("concept=notes"))
+    expect = [r["rel_change_mean"] for r in sorted(summary["summary"], key=lambda r: r["layer"])
+              if r["perturbation"] == "pitch" and r["concept"] == "notes"]
+    assert list(notes.get_ydata()) == pytest.approx(expect)
+    ident = figs[stage / "sensitivity_identity_by_concept.png"].axes[0]
+    assert ident.get_ylim() == pytest.approx((0.0, 0.01))  # float noise on a fixed range, not auto-zoomed
 
 
 def test_outputs_written(result):

@@ -182,7 +182,7 @@ def test_bad_input(runner, app, tmp_path):
     _write(src / "a.wav", _noise(1.0))
     (src / "broken.wav").write_bytes(b"RIFF not really audio")
     # unreadable files are skipped and listed; --strict fails on them
-    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(tmp_path / "out"), "--length-s", "0.5"])
+    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(tmp_path / "out"), "--window-s", "0.5"])
     assert result.exit_code == 0, result.output
     assert "1 skipped" in result.stdout and "broken.wav" in result.stdout
     assert len(_rows(tmp_path / "out" / "manifest.csv")) == 2
@@ -222,7 +222,7 @@ def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app
     inf[SR // 4:, 0] = np.inf
     _write(src / "c_inf.wav", inf)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(out), "--length-s", "0.5", "--json"])
+    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(out), "--window-s", "0.5", "--json"])
     assert result.exit_code == 0, result.output
     res = json.loads(result.stdout)
     assert {s["path"].rsplit("/", 1)[1]: s["reason"] for s in res["skipped"]} == {
@@ -230,7 +230,7 @@ def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app
     assert [r["item_id"] for r in _rows(out / "manifest.csv")] == ["b_good/00000", "b_good/00001"]
     assert sorted(p.name for p in out.iterdir()) == ["b_good", "config.yaml", "manifest.csv", "manifest.json"]
     assert len(json.loads((out / "manifest.json").read_text())["skipped"]) == 2
-    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(tmp_path / "strict"), "--length-s", "0.5",
+    result = runner.invoke(app, ["data", "chunk", str(src), "-o", str(tmp_path / "strict"), "--window-s", "0.5",
                                  "--strict"])
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"error: {src / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 36.50 s")

@@ -22,7 +22,7 @@ def _rows(path):
 def test_folder_of_classes_gives_labels_groups_and_durations(runner, app, class_folder, tmp_path):
     out = tmp_path / "m.csv"
     result = runner.invoke(app, ["data", "index", str(class_folder), "--out", str(out),
-                                 "--label-name", "genre", "--group-regex", r"^(.+)_part\d+$"])
+                                 "--label", "genre", "--group-regex", r"^(.+)_part\d+$"])
     assert result.exit_code == 0, result.output
     rows = _rows(out)
     assert len(rows) == 6 and {r["genre"] for r in rows} == {"jazz", "rock"}

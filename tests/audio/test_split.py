@@ -226,13 +226,13 @@ def test_save_tiny_demucs_cli_and_real_loader(runner, app, tmp_path):
     from demucs.apply import BagOfModels
     from demucs.pretrained import get_model
 
-    result = runner.invoke(app, ["model", "save-tiny-demucs", str(tmp_path / "r"), "--bag-size", "3"])
+    result = runner.invoke(app, ["model", "save-tiny-demucs", "-o", str(tmp_path / "r"), "--bag-size", "3"])
     assert result.exit_code == 0, result.output
     bag = get_model("tiny-htdemucs", repo=tmp_path / "r")
     assert isinstance(bag, BagOfModels) and len(bag.models) == 3 and bag.sources == STEMS
-    result = runner.invoke(app, ["model", "save-tiny-demucs", str(tmp_path / "r")])
+    result = runner.invoke(app, ["model", "save-tiny-demucs", "-o", str(tmp_path / "r")])
     assert result.exit_code == 2 and "already exists" in result.stderr
-    result = runner.invoke(app, ["model", "save-tiny-demucs", str(tmp_path / "r"), "--overwrite"])
+    result = runner.invoke(app, ["model", "save-tiny-demucs", "-o", str(tmp_path / "r"), "--overwrite"])
     assert result.exit_code == 0 and not isinstance(get_model("tiny-htdemucs", repo=tmp_path / "r"), BagOfModels)
     with open(tmp_path / "r" / "x.csv", "w") as fh:  # unrelated files in a repository are left alone
         csv.writer(fh).writerow(["a"])

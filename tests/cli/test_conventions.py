@@ -11,20 +11,21 @@ pytestmark = pytest.mark.smoke  # in the drift checks (make test-latest / test-o
 
 def test_dry_run_prints_resolved_config_and_writes_nothing(runner, app, tmp_path):
     out = tmp_path / "ds"
-    result = runner.invoke(app, ["data", "synth", str(out), "--seed", "7", "--set", "duration_s=1.5", "--dry-run"])
+    result = runner.invoke(app, ["data", "synth", "-o", str(out), "--seed", "7", "--set", "duration_s=1.5",
+                                 "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "seed: 7" in result.stdout and "duration_s: 1.5" in result.stdout
     assert not out.exists()
 
 
 def test_typed_flag_beats_set(runner, app, tmp_path):
-    result = runner.invoke(app, ["data", "synth", str(tmp_path / "x"), "--set", "seed=1", "--seed", "2",
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x"), "--set", "seed=1", "--seed", "2",
                                  "--dry-run", "--json"])
     assert json.loads(result.stdout)["seed"] == 2
 
 
 def test_unknown_key_names_closest_and_exits_2(runner, app, tmp_path):
-    result = runner.invoke(app, ["data", "synth", str(tmp_path / "x"), "--set", "sede=3"])
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x"), "--set", "sede=3"])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "error: unknown config key 'sede' (hint: did you mean 'seed'?)"]
@@ -33,14 +34,15 @@ def test_unknown_key_names_closest_and_exits_2(runner, app, tmp_path):
 def test_bad_yaml_config_file(runner, app, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [1,\n")
-    result = runner.invoke(app, ["data", "synth", str(tmp_path / "x"), "-c", str(bad)])
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x"), "-c", str(bad)])
     assert result.exit_code == 2 and "invalid YAML" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_unknown_preset_lists_available(runner, app, tmp_path):
-    result = runner.invoke(app, ["data", "synth", str(tmp_path / "x"), "-c", "nope"])
-    assert result.exit_code == 2 and "unknown data preset 'nope'" in result.stderr and "available:" in result.stderr
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x"), "-c", "nope"])
+    assert result.exit_code == 2 and "unknown data synth preset 'nope'" in result.stderr
+    assert "available:" in result.stderr
 
 
 def test_runtime_error_exits_1_with_one_line(runner, app, monkeypatch, tmp_path):
@@ -50,7 +52,7 @@ def test_runtime_error_exits_1_with_one_line(runner, app, monkeypatch, tmp_path)
         raise RuntimeError("disk on fire\nsecond line")
 
     monkeypatch.setattr(concepts, "make_concept_dataset", boom)
-    result = runner.invoke(app, ["data", "synth", str(tmp_path / "x")])
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x")])
     assert result.exit_code == 1
     from importlib.metadata import version
 
@@ -64,7 +66,8 @@ def test_runtime_error_exits_1_with_one_line(runner, app, monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize("argv", [["extract", "{tmp}/a", "-o", "{tmp}/b"], ["info", "{tmp}/a"],
-                                  ["sae", "train", "{tmp}/a", "-o", "{tmp}/b"], ["model", "save-tiny", "{tmp}/a"]])
+                                  ["sae", "train", "{tmp}/a", "-o", "{tmp}/b"],
+                                  ["model", "save-tiny", "-o", "{tmp}/a"]])
 def test_internal_error_names_the_command(runner, app, monkeypatch, tmp_path, argv):
     from musicsae_cli.commands._common import Output
 
@@ -86,7 +89,7 @@ def test_debug_env_shows_traceback(runner, app, monkeypatch, tmp_path):
 
     monkeypatch.setattr(concepts, "make_concept_dataset", boom)
     monkeypatch.setenv("MUSICSAE_DEBUG", "1")
-    result = runner.invoke(app, ["data", "synth", str(tmp_path / "x")])
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x")])
     assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
 
 
@@ -97,13 +100,13 @@ def test_ctrl_c_exits_130(runner, app, monkeypatch, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(concepts, "make_concept_dataset", interrupted)
-    result = runner.invoke(app, ["data", "synth", str(tmp_path / "x")])
+    result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / "x")])
     assert result.exit_code == 130 and result.stderr.startswith("error: interrupted")
 
 
 def test_usage_error_exits_2(runner, app):
     assert runner.invoke(app, ["data", "synth"]).exit_code == 2
-    assert runner.invoke(app, ["data", "synth", "x", "--no-such-flag"]).exit_code == 2
+    assert runner.invoke(app, ["data", "synth", "-o", "x", "--no-such-flag"]).exit_code == 2
 
 
 def test_warnings_on_stderr_and_quiet_silences_them(runner, app, class_folder, tmp_path):

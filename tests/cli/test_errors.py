@@ -109,7 +109,7 @@ def _failing_write(monkeypatch, exc: BaseException) -> None:
 def test_disk_full_is_one_line_naming_the_file(runner, app, tmp_path, monkeypatch):
     target = tmp_path / "stage" / "manifest.json"
     _failing_write(monkeypatch, OSError(errno.ENOSPC, "No space left on device", str(target)))
-    result = runner.invoke(app, ["model", "save-tiny", str(tmp_path / "tiny")])
+    result = runner.invoke(app, ["model", "save-tiny", "-o", str(tmp_path / "tiny")])
     assert result.exit_code == 1
     assert _one_line(result) == (f"error: no space left on the device writing {target} (hint: free some space, or "
                                  "choose an output (-o) on a disk with more room; a resumable job continues where "
@@ -123,7 +123,7 @@ def test_disk_full_from_a_library_without_errno(runner, app, tmp_path, monkeypat
 
     _failing_write(monkeypatch, SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
                                                 'message: "No space left on device" })'))
-    result = runner.invoke(app, ["model", "save-tiny", str(tmp_path / "tiny")])
+    result = runner.invoke(app, ["model", "save-tiny", "-o", str(tmp_path / "tiny")])
     assert result.exit_code == 1
     assert _one_line(result).startswith("error: no space left on the device (hint: free some space")
 
@@ -133,7 +133,7 @@ def test_unwritable_output_is_one_line(runner, app, tmp_path, monkeypatch, code,
     target = tmp_path / "stage" / "manifest.json"
     exc = (PermissionError if code == errno.EACCES else OSError)(code, os.strerror(code), str(target))
     _failing_write(monkeypatch, exc)
-    result = runner.invoke(app, ["model", "save-tiny", str(tmp_path / "tiny")])
+    result = runner.invoke(app, ["model", "save-tiny", "-o", str(tmp_path / "tiny")])
     assert result.exit_code == 2
     assert _one_line(result) == (f"error: cannot write {target}: {why} (hint: choose an output folder (-o) you can "
                                  "write to)")
@@ -146,7 +146,7 @@ def test_read_only_folder_for_real(runner, app, tmp_path):
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        result = runner.invoke(app, ["data", "synth", str(folder / "concepts"), "-c", "synth-small"])
+        result = runner.invoke(app, ["data", "synth", "-o", str(folder / "concepts"), "-c", "synth-small"])
     finally:
         folder.chmod(0o755)
     assert result.exit_code == 2

@@ -7,7 +7,7 @@ import json
 
 def test_extract_audio_then_info(runner, app, concept_set, tmp_path):
     out = tmp_path / "store"
-    result = runner.invoke(app, ["extract", str(concept_set), "-o", str(out), "-c", "tiny", "--layers", "layers.-1",
+    result = runner.invoke(app, ["extract", str(concept_set), "-o", str(out), "-c", "tiny", "--hookpoint", "layers.-1",
                                  "--json"])
     assert result.exit_code == 0, result.output
     res = json.loads(result.stdout)
@@ -23,7 +23,7 @@ def test_extract_from_saved_model_and_prompts(runner, app, tiny_dir, tmp_path):
     prompts.write_text("jazz piano\nrock drums\n")
     out = tmp_path / "gen"
     result = runner.invoke(app, ["extract", "--prompts", str(prompts), "-o", str(out), "--model", str(tiny_dir),
-                                 "--device", "cpu", "--duration", "0.2", "--json"])
+                                 "--device", "cpu", "--duration-s", "0.2", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["clips_written"] == 2 and (out / "generated" / "p0001-s0.wav").is_file()
 
@@ -34,7 +34,7 @@ def test_extract_usage_errors(runner, app, concept_set, tmp_path):
     neither = runner.invoke(app, ["extract", "-o", str(tmp_path / "s")])
     assert neither.exit_code == 2
     layer = runner.invoke(app, ["extract", str(concept_set), "-o", str(tmp_path / "s"), "-c", "tiny",
-                                "--layers", "layers.30"])
+                                "--hookpoint", "layers.30"])
     assert layer.exit_code == 2 and layer.stderr.strip() == (
         "error: hookpoint 'layers.30' is out of range: the model has 4 layers (hint: valid: layers.0 .. layers.3, "
         "ranges like layers.0-3, layers.-1, or all)")
@@ -53,11 +53,11 @@ def test_extract_dry_run_shows_preset(runner, app, tmp_path):
 
 def test_model_save_tiny_and_hookpoints(runner, app, tmp_path):
     out = tmp_path / "tiny"
-    result = runner.invoke(app, ["model", "save-tiny", str(out), "--json"])
+    result = runner.invoke(app, ["model", "save-tiny", "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))  # no pickles
-    again = runner.invoke(app, ["model", "save-tiny", str(out)])
+    again = runner.invoke(app, ["model", "save-tiny", "-o", str(out)])
     assert again.exit_code == 2 and "already exists" in again.stderr
     hooks = runner.invoke(app, ["model", "hookpoints", str(out)])
     assert hooks.stdout.splitlines() == [f"layers.{i}\t64" for i in range(4)]

@@ -32,7 +32,7 @@ def _run_with_tty_stderr(args: list[str]) -> tuple[str, str, int]:
 
 
 def test_progress_on_terminal_stderr_only(tmp_path):
-    args = ["data", "synth", str(tmp_path / "ds"), "-c", "synth-small"]
+    args = ["data", "synth", "-o", str(tmp_path / "ds"), "-c", "synth-small"]
     stdout, terminal, code = _run_with_tty_stderr(args)
     assert code == 0
     assert "Synthesising" in terminal and "20/20" in terminal
@@ -42,5 +42,23 @@ def test_progress_on_terminal_stderr_only(tmp_path):
 def test_no_progress_when_quiet_or_json(tmp_path):
     for i, flag in enumerate(["-q", "--json"]):
         stdout, terminal, code = _run_with_tty_stderr(
-            ["data", "synth", str(tmp_path / f"ds{i}"), "-c", "synth-small", flag])
+            ["data", "synth", "-o", str(tmp_path / f"ds{i}"), "-c", "synth-small", flag])
         assert code == 0 and "Synthesising" not in terminal
+
+
+def test_plain_lines_when_stderr_is_a_log(monkeypatch):
+    """Off a terminal (cluster jobs, nohup, CI) progress is plain lines on stderr; -q and --json keep it quiet."""
+    import io
+
+    from musicsae_cli.commands._common import Output
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    with Output().progress("t-SNE", None):
+        pass
+    assert [line.split(":")[0] for line in log.getvalue().splitlines()] == ["t-SNE ...", "t-SNE"]
+    assert log.getvalue().splitlines()[1].startswith("t-SNE: done in ")
+    for quiet in (Output(quiet=True), Output(json_mode=True)):
+        with quiet.progress("t-SNE", None):
+            pass
+    assert len(log.getvalue().splitlines()) == 2

@@ -15,10 +15,10 @@ def test_train_encode_evaluate(runner, app, tiny_store, tmp_path):
     assert result.exit_code == 0, result.output
     res = json.loads(result.stdout)
     assert res["members"]["sae"]["l0"] > 0 and res["split"]["val_rows"] > 0
-    info = json.loads(runner.invoke(app, ["info", str(run / "sae"), "--json"]).stdout)
-    assert info["d_in"] == 64 and info["d_sae"] == 512
+    assert (run / "cfg.json").is_file() and not (run / "sae").exists()  # one SAE: in the run folder itself
     run_info = json.loads(runner.invoke(app, ["info", str(run), "--json"]).stdout)
     assert run_info["kind"] == "sae_run" and run_info["status"] == "complete"
+    assert run_info["sae"]["d_in"] == 64 and run_info["sae"]["d_sae"] == 512
 
     latents = tmp_path / "latents"
     enc = runner.invoke(app, ["sae", "encode", str(tiny_store), "--sae", str(run), "-o", str(latents), "--json",
@@ -28,7 +28,7 @@ def test_train_encode_evaluate(runner, app, tiny_store, tmp_path):
     assert described["hookpoints"] == {"layers.2.sae": 512} and described["n_rows"] == 6 * 75
 
     ev = runner.invoke(app, ["sae", "evaluate", str(run), str(tiny_store), "--json", "--device", "cpu",
-                             "--downstream", "--items", "2"])
+                             "--downstream", "--max-items", "2"])
     assert ev.exit_code == 0, ev.output
     data = json.loads(ev.stdout)
     assert data["hookpoint"] == "layers.2" and data["rows"] == 450
@@ -41,7 +41,7 @@ def test_train_encode_evaluate(runner, app, tiny_store, tmp_path):
 
     store = ActivationStore.open(tiny_store)
     x = store.read_rows("layers.2", np.arange(store.n_rows)).astype(np.float64)
-    sae, _ = load_sae(run / "sae")
+    sae, _ = load_sae(run)
     with torch.no_grad():
         x_hat = sae(torch.from_numpy(x).float()).double().numpy()
     ev = 1 - ((x - x_hat) ** 2).sum(1).mean() / ((x ** 2).sum(1).mean() - (x.mean(0) ** 2).sum())
@@ -58,3 +58,28 @@ def test_sae_bad_input(runner, app, tiny_store, tmp_path):
     several = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(tmp_path / "r"), "-c", "tiny"])
     assert several.exit_code == 2 and "choose one with --hookpoint" in several.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_alone_continues_with_the_saved_settings(runner, app, tiny_store, tmp_path, interrupt_on_call):
+    """`sae train RUN --resume` needs no flag typed again; -o creates missing parent folders."""
+    import musicsae_cli.sae.trainer as trainer
+
+    run = tmp_path / "runs" / "deep" / "topk"  # runs/deep/ does not exist yet
+    argv = ["sae", "train", str(tiny_store), "-o", str(run), "-c", "tiny", "--hookpoint", "layers.2", "--k", "8",
+            "--steps", "40", "--device", "cpu", "--set", "checkpoint_every=10"]
+    restore = interrupt_on_call(trainer, "train_step", 25)
+    killed = runner.invoke(app, argv)
+    restore()
+    assert killed.exit_code == 130, killed.output
+    resumed = runner.invoke(app, ["sae", "train", str(run), "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    res = json.loads(resumed.stdout)
+    assert res["resumed_from"] == 20 and res["steps"] == 40 and res["out"] == str(run)
+    from musicsae_cli.sae.io import load_sae
+
+    sae, saved = load_sae(run)  # one SAE: in the run folder, not RUN/sae
+    assert sae.spec.k == 8 and saved["hook_name"] == "layers.2"
+    again = runner.invoke(app, ["sae", "train", str(run), "--resume"])
+    assert again.exit_code == 2 and "nothing to resume" in again.stderr
+    fresh = runner.invoke(app, ["sae", "train", str(tiny_store), "--resume"])
+    assert fresh.exit_code == 2 and "nothing to resume" in fresh.stderr

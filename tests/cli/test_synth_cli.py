@@ -7,7 +7,7 @@ import json
 
 
 def _synth(runner, app, out, *extra):
-    return runner.invoke(app, ["data", "synth", str(out), "-c", "synth-small", "--concepts", "notes",
+    return runner.invoke(app, ["data", "synth", "-o", str(out), "-c", "synth-small", "--concepts", "notes",
                                "--set", "max_per_concept=2", *extra])
 
 
@@ -63,6 +63,7 @@ def test_failure_midway_leaves_nothing(runner, app, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_parent_folder(runner, app, tmp_path):
+def test_missing_parent_folders_are_created(runner, app, tmp_path):
     result = _synth(runner, app, tmp_path / "no" / "such" / "ds")
-    assert result.exit_code == 2 and "parent folder does not exist" in result.stderr
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "no" / "such" / "ds" / "manifest.csv").is_file()

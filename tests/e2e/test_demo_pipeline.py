@@ -21,7 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.smoke
 def test_synth_index_info_chain(tmp_path):
     ds = tmp_path / "concepts"
-    made = run("data", "synth", str(ds), "-c", "synth-small", "--json", "-q")
+    made = run("data", "synth", "-o", str(ds), "-c", "synth-small", "--json", "-q")
     assert made.returncode == 0, made.stderr
     summary = json.loads(made.stdout)
     assert summary["items"] > 0 and Path(summary["manifest"]).is_file()
@@ -41,12 +41,12 @@ def test_synth_index_info_chain(tmp_path):
     assert described["kind"] == "dataset" and described["items"] == summary["items"]
     assert set(described["labels"]["concept"]["top"]) == set(summary["per_concept"])
 
-    again = run("data", "synth", str(ds), "-c", "synth-small")
+    again = run("data", "synth", "-o", str(ds), "-c", "synth-small")
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
 def test_real_process_exit_codes(tmp_path):
-    bad = run("data", "synth", str(tmp_path / "x"), "--set", "sede=1")
+    bad = run("data", "synth", "-o", str(tmp_path / "x"), "--set", "sede=1")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     missing = run("info", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no such file or folder")
@@ -55,7 +55,7 @@ def test_real_process_exit_codes(tmp_path):
 
 def test_parser_errors_are_one_line_with_a_hint(tmp_path):
     cases = {
-        ("data", "synth"): "error: Missing argument 'out'. (hint: see 'musicsae data synth --help')",
+        ("data", "synth"): "error: missing option '-o' / '--out' (hint: name the output folder, e.g. -o out/)",
         ("dat",): "error: No such command 'dat'. Did you mean 'data'? (hint: see 'musicsae --help')",
     }
     for args, line in cases.items():
@@ -65,4 +65,4 @@ def test_parser_errors_are_one_line_with_a_hint(tmp_path):
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: No such option: --bogus")
     bare = run("data")
     assert bare.returncode == 2 and "synth" in bare.stdout and bare.stderr == ""
-    assert run("data", "--help").returncode == 0 and run("data", "synth", "x", "--dry-run").returncode == 0
+    assert run("data", "--help").returncode == 0 and run("data", "synth", "-o", "x", "--dry-run").returncode == 0

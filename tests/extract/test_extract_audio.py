@@ -210,7 +210,7 @@ def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app
     sf.write(str(src / "a_nan.wav"), bad, 32000, subtype="FLOAT")
     sf.write(str(src / "b_good.wav"), good, 32000, subtype="FLOAT")
     out = tmp_path / "store"
-    result = runner.invoke(app, ["extract", str(src), "-o", str(out), "-c", "tiny", "--layers", "layers.3",
+    result = runner.invoke(app, ["extract", str(src), "-o", str(out), "-c", "tiny", "--hookpoint", "layers.3",
                                  "--store-dtype", "float32", "--json"])
     assert result.exit_code == 0, result.output
     res = json.loads(result.stdout)

@@ -55,7 +55,7 @@ def test_probe_trained_with_one_spelling_steers_with_another(two_dirs, concept_s
     """The issue's case: extract and probe with --model tiny, then steer with --model ../work/tiny elsewhere."""
     monkeypatch.chdir(two_dirs)
     store = two_dirs / "store"
-    args = ["extract", str(concept_set), "-c", "tiny", "--model", "tiny", "--layers", "layers.1,layers.2",
+    args = ["extract", str(concept_set), "-c", "tiny", "--model", "tiny", "--hookpoint", "layers.1,layers.2",
             "-o", str(store), "-q"]
     assert runner.invoke(app, args).exit_code == 0
     probes = runner.invoke(app, ["probe", "train", str(store), "-o", "probes", "--label", "concept", "-q"])
@@ -64,7 +64,7 @@ def test_probe_trained_with_one_spelling_steers_with_another(two_dirs, concept_s
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     steered = runner.invoke(app, ["steer", "generate", "-c", "tiny", "--model", "../tiny", "--probe", "../probes",
-                                  "--target", "notes", "--duration", "0.2", "-o", "out", "-q"])
+                                  "--target", "notes", "--duration-s", "0.2", "-o", "out", "-q"])
     assert steered.exit_code == 0, steered.output
     evaluated = runner.invoke(app, ["probe", "evaluate", "../probes", "../store", "-o", "ev", "-q"])
     assert evaluated.exit_code == 0, evaluated.output

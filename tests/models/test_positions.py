@@ -67,7 +67,7 @@ def test_unsupported_transformers_fails_before_any_work(monkeypatch, installed, 
     monkeypatch.setattr(positions, "transformers_version", lambda: installed)
     with pytest.raises(DependencyError, match=f"transformers {installed} is installed, but musicsae supports"):
         positions.check_transformers()
-    result = runner.invoke(app, ["extract", "-c", "tiny", "--prompt", "piano", "--duration", "0.1",
+    result = runner.invoke(app, ["extract", "-c", "tiny", "--prompt", "piano", "--duration-s", "0.1",
                                  "-o", str(tmp_path / "gen")])
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: transformers {installed} is installed, but musicsae supports "

@@ -86,7 +86,7 @@ def test_train_cli_errors_and_dry_run(tiny_store, runner, app, tmp_path):
     assert result.exit_code == 2 and "did you mean 'concept'" in result.stderr
     assert not (tmp_path / "p").exists()
     result = runner.invoke(app, ["probe", "train", str(tiny_store), "-o", str(tmp_path / "p"), "-c", "regression",
-                                 "--hookpoints", "layers.0,layers.2", "--dry-run", "--json"])
+                                 "--hookpoint", "layers.0,layers.2", "--dry-run", "--json"])
     cfg = _json(result)
     assert cfg["task"] == "regression" and cfg["label"] == "bpm" and cfg["hookpoints"] == ["layers.0", "layers.2"]
 

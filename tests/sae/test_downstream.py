@@ -66,7 +66,7 @@ def test_evaluate_downstream_needs_at_least_one_item(runner, app, tiny_store, tm
     save_sae(SparseAutoencoder.create(SAESpec("relu", 64, 128), sample, seed=0), tmp_path / "sae",
              hook_name="layers.1", model_name="tiny-musicgen")
     res = runner.invoke(app, ["sae", "evaluate", str(tmp_path / "sae"), str(tiny_store), "--device", "cpu",
-                              "--downstream", "--items", items])
+                              "--downstream", "--max-items", items])
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: --items must be at least 1, got {items} (hint: ")
+    assert len(lines) == 1 and lines[0].startswith(f"error: --max-items must be at least 1, got {items} (hint: ")

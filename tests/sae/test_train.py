@@ -30,9 +30,10 @@ def test_topk_learns_the_structure_and_writes_everything(sparse_store, tmp_path)
     assert m["explained_variance"] > 0.85 and m["l0"] == pytest.approx(4.0)
     run = tmp_path / "run"
     for name in ("manifest.json", "config.yaml", "train_log.jsonl", "eval_log.jsonl", "eval.csv", "curves.png",
-                 "density.png", "final_metrics.json", "sae/cfg.json", "sae/sae_weights.safetensors",
-                 "sae/sparsity.safetensors"):
+                 "density.png", "final_metrics.json", "cfg.json", "sae_weights.safetensors",
+                 "sparsity.safetensors"):  # one SAE: saved in the run folder itself, never RUN/sae/...
         assert (run / name).is_file(), name
+    assert not (run / "sae").exists() and sae_dir(run) == run
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
     # decoder rows line up with the true directions
     from musicsae_cli.sae.io import load_sae
@@ -119,17 +120,17 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(sparse_store,
 
     run = tmp_path / "run"
     train_sae(sparse_store[0], run, cfg(max_steps=40))
-    old_weights = (run / "sae" / "sae_weights.safetensors").read_bytes()
+    old_weights = (run / "sae_weights.safetensors").read_bytes()
     restore = interrupt_on_call(trainer, "train_step", 30)
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], run, cfg(k=8), overwrite=True)
     restore()
-    assert (run / "sae" / "sae_weights.safetensors").read_bytes() == old_weights  # the old SAE is untouched
+    assert (run / "sae_weights.safetensors").read_bytes() == old_weights  # the old SAE is untouched
     assert load_sae(sae_dir(run))[0].spec.k == 4 and (tmp_path / ".run.overwrite").is_dir()
     res = train_sae(sparse_store[0], run, cfg(k=8), overwrite=True)  # the same command resumes the overwrite
     assert res["resumed_from"] == 25 and res["run"] == str(run)
     assert load_sae(sae_dir(run))[0].spec.k == 8 and json.loads((run / "manifest.json").read_text())[
-        "final_metrics"]["sae"]["path"] == str(run / "sae")
+        "final_metrics"]["sae"]["path"] == str(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -176,7 +177,7 @@ def test_refusals(sparse_store, tmp_path):
     with pytest.raises(InputError, match="hookpoint 'layers.5' is not in the store"):
         train_sae(store, tmp_path / "x", cfg(hookpoint="layers.5"))
     with pytest.raises(InputError, match="--init-from SAE is topk 32->128, the run wants topk 32->64"):
-        train_sae(store, tmp_path / "y", cfg(expansion_factor=2), init_from=tmp_path / "run" / "sae")
+        train_sae(store, tmp_path / "y", cfg(expansion_factor=2), init_from=tmp_path / "run")
     with pytest.raises(ConfigError, match="cannot sweep 'batch_size'"):
         cfg(sweep={"batch_size": [1, 2]})
 
@@ -204,7 +205,7 @@ def test_dictionary_learning_baseline_through_the_same_commands(sparse_store, tm
                                                           dl_alpha=0.1))
     m = res["members"]["sae"]
     assert m["explained_variance"] > 0.8 and m["l0"] <= 3.0
-    model, saved = load_sae(tmp_path / "dl" / "sae")
+    model, saved = load_sae(tmp_path / "dl")
     assert saved["architecture"] == "dictionary_learning" and model.W_dec.shape == (128, 32)
     again = evaluate_reconstruction(tmp_path / "dl", sparse_store[0], max_rows=500, device="cpu")
     assert again["l0"] <= 3.0 and again["explained_variance"] > 0.8

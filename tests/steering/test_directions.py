@@ -111,7 +111,7 @@ def test_strengths_must_match_layers(tiny_adapter, direction_file):
     assert steering.layers == ["layers.1", "layers.3"] and steering.strengths == [2.0, 2.0]  # one broadcasts
     steering = build_steering(SteeringConfig(layers="layers.1-2", strength=[1.0, 0.0]), tiny_adapter, d)
     assert list(steering.edits) == ["layers.1"]  # a layer at strength 0 gets no hook
-    with pytest.raises(UsageError, match="choose the layers to steer with --layers"):
+    with pytest.raises(UsageError, match="choose the layers to steer with --hookpoint"):
         build_steering(SteeringConfig(), tiny_adapter, d)
     with pytest.raises(UsageError, match="out of range"):
         build_steering(SteeringConfig(layers="layers.4"), tiny_adapter, d)

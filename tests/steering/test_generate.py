@@ -22,7 +22,7 @@ def _codes(out) -> list[np.ndarray]:
 
 @pytest.mark.smoke
 def test_record_reproduces_the_clips(runner, app, tmp_path, direction_file, tiny_adapter):
-    args = ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--duration", "0.4", "--stream", "cond",
+    args = ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--duration-s", "0.4", "--stream", "cond",
             "--every", "2", "--seed", "5", "-q"]
     first = runner.invoke(app, [*args, "--strength", "6", "-o", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
@@ -55,7 +55,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(runner, app, tmp_path, direct
                               "-o", str(tmp_path / "out")])
     assert res.exit_code == 2
     assert "error: the direction has width 1024, the model's width is 64" in res.stderr
-    res = runner.invoke(app, ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--layers",
+    res = runner.invoke(app, ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--hookpoint",
                               "layers.1-2", "--strength", "1,2,3", "-o", str(tmp_path / "out")])
     assert res.exit_code == 2 and "error: 3 strengths for 2 layers" in res.stderr
     res = runner.invoke(app, ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--contrast",

@@ -19,7 +19,7 @@ from musicsae_cli.steering.sweep import steer_sweep
 def test_sweep_cli_end_to_end(runner, app, tmp_path, concept_probe, tiny_adapter):
     out = tmp_path / "sweep"
     res = runner.invoke(app, ["steer", "sweep", "-c", "sweep-tiny", "--probe", str(concept_probe), "--target",
-                              "notes", "--duration", "0.4", "--layers", "layers.1", "-o", str(out)])
+                              "notes", "--duration-s", "0.4", "--hookpoint", "layers.1", "-o", str(out)])
     assert res.exit_code == 0, res.output
     summary = res.stdout.strip().splitlines()[-1]
     p, z = r"(?:0\.\d\d|\d\.\de-\d+|\d+e-\d+|1-\S+)", r"-?\d+\.\d\d"  # a probability, a logit
@@ -80,7 +80,7 @@ def test_latent_sweep_uses_random_latents(tmp_path, relu_sae, concept_probe, tin
 ])
 def test_sweep_refuses_empty_lists(runner, app, tmp_path, concept_probe, flag, value, message):
     res = runner.invoke(app, ["steer", "sweep", "-c", "sweep-tiny", "--probe", str(concept_probe), "--target",
-                              "notes", "--duration", "0.2", flag, value, "-o", str(tmp_path / "out")])
+                              "notes", "--duration-s", "0.2", flag, value, "-o", str(tmp_path / "out")])
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), res.stderr
@@ -98,7 +98,7 @@ def test_saturated_probe_is_flagged_and_the_summary_keeps_the_logits(runner, app
     out = tmp_path / "sweep"
     res = runner.invoke(app, ["steer", "sweep", "-c", "sweep-tiny", "--file", str(_direction(tmp_path)),
                               "--score-probe", str(tmp_path / "narrow"), "--set", "score_target=notes",
-                              "--duration", "0.4", "--layers", "layers.1", "-o", str(out)])
+                              "--duration-s", "0.4", "--hookpoint", "layers.1", "-o", str(out)])
     assert res.exit_code == 0, res.output
     warnings = [line for line in res.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "saturated" in warnings[0] and "logit" in warnings[0], res.stderr

@@ -152,5 +152,5 @@ def test_sae_train_records_the_stream_it_used(store_path, tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert res["split"]["where"] == manifest["split"]["where"] == ["stream=cond"]
     assert manifest["split"]["stream"] is not None
-    saved = json.loads((tmp_path / "run" / "sae" / "cfg.json").read_text())
+    saved = json.loads((tmp_path / "run" / "cfg.json").read_text())
     assert "stream=cond" in json.dumps(saved)
