@@ -108,13 +108,13 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
                 t = time.perf_counter()
                 values = None if label.values is None else label.values[keep]
                 res["cv"] = cross_validate(xl, yl, values, groups[keep], label, cfg, progress)
-                files += _plot_cv(stage, label.name, res["cv"])
+                files += _plot_cv(stage, label.name, res["cv"], source.hookpoint)
                 timings[f"cv:{label.name}"] = time.perf_counter() - t
             if "projections" in cfg.measures and cfg.projections:
                 t = time.perf_counter()
                 values = None if label.values is None else label.values[keep]
                 res["projections"], made = project(stage, xl, yl, values, label, meta["item_id"][keep], cfg,
-                                                   progress)
+                                                   progress, source.hookpoint)
                 files += made
                 timings[f"projections:{label.name}"] = time.perf_counter() - t
             results[label.name] = res
@@ -542,8 +542,10 @@ def _plot_cv(stage: Path, name: str, cv: dict, hookpoint: str | None = None) -> 
 
 # -- projections ----------------------------------------------------------------------------------------------
 def project(stage: Path, x, y: np.ndarray, values: np.ndarray | None, label: Label, item_ids: np.ndarray,
-            cfg: SeparationConfig, progress: ProgressFactory = no_progress) -> tuple[dict, list[str]]:
-    """t-SNE / UMAP of a stratified sample (after SVD/PCA to svd_dims), saved as PNG and CSV coordinates."""
+            cfg: SeparationConfig, progress: ProgressFactory = no_progress,
+            hookpoint: str | None = None) -> tuple[dict, list[str]]:
+    """t-SNE / UMAP of a stratified sample (after SVD/PCA to svd_dims), saved as PNG and CSV coordinates; the
+    figures' titles name `hookpoint`."""
     import scipy.sparse as sp
 
     idx = stratified_sample(y, cfg.embed_max, cfg.seed)
@@ -591,7 +593,8 @@ def project(stage: Path, x, y: np.ndarray, values: np.ndarray | None, label: Lab
             info["methods"]["umap"] = {"n_neighbors": neighbors}
         coords[method] = emb
         file = f"{method}_{_safe(label.name)}.png"
-        _plot_embedding(stage / file, emb, ys, None if values is None else values[idx], label, method, n, y.size)
+        _plot_embedding(stage / file, emb, ys, None if values is None else values[idx], label, method, n, y.size,
+                        hookpoint)
         files.append(file)
     csv = f"projection_{_safe(label.name)}.csv"
     write_csv_rows(stage / csv, [{"item_id": str(item_ids[i]), "class": label.classes[ys[j]],

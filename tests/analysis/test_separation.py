@@ -161,9 +161,14 @@ def test_raw_activations_and_sae_on_the_fly(tiny_store, tmp_path):
     from musicsae_cli.sae.io import load_sae
     from tests.steering.conftest import make_sae
 
-    raw = separation(tiny_store, tmp_path / "raw", SeparationConfig(labels=["concept"], hookpoint="layers.2",
-                                                                   measures=["latents", "cv"], folds=2, **FAST))
+    from musicsae_cli.plotting import capture
+
+    with capture() as figures:
+        raw = separation(tiny_store, tmp_path / "raw", SeparationConfig(labels=["concept"], hookpoint="layers.2",
+                                                                       measures=["latents", "cv"], folds=2, **FAST))
     assert raw["features"]["kind"] == "activations" and raw["features"]["width"] == 64
+    cv_figure = next(fig for path, fig in figures.items() if path.name == "cv_concept.png")
+    assert "layers.2" in " ".join(cv_figure.get_suptitle().split())  # the title names the hookpoint
     sae_path = make_sae(tmp_path / "sae", tiny_store, arch="topk", d_sae=128, k=8)
     encode_store(load_sae(sae_path)[0], tiny_store, tmp_path / "lat", hookpoint="layers.2")
     fly = open_features(tiny_store, sae=sae_path)
