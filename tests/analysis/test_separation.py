@@ -157,11 +157,10 @@ def test_item_pooling_and_where(latent_store, tmp_path):
 def test_raw_activations_and_sae_on_the_fly(tiny_store, tmp_path):
     """No SAE: the raw hookpoint; with an SAE on an activation store: the same latents as a latent store."""
     from musicsae_cli.analysis.latents import open_features
+    from musicsae_cli.plotting import capture
     from musicsae_cli.sae.encode import encode_store
     from musicsae_cli.sae.io import load_sae
     from tests.steering.conftest import make_sae
-
-    from musicsae_cli.plotting import capture
 
     with capture() as figures:
         raw = separation(tiny_store, tmp_path / "raw", SeparationConfig(labels=["concept"], hookpoint="layers.2",
