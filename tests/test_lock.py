@@ -68,3 +68,20 @@ def test_lock_lines_from_a_freeze():
                          check=True).stdout.splitlines()
     assert [line for line in out if not line.startswith("#")] == ["Abc_Def==1.0", "numpy==2.4.6", "pip==25.3"]
     assert "TORCH_SPEC (torch==2.13.0)" in out[1]
+
+
+def test_weight_wheels_are_locked_within_their_range():
+    """Wheels installed with --no-deps for the weights they ship (Makefile WEIGHT_WHEELS) are locked too."""
+    import re
+
+    from packaging.requirements import Requirement
+
+    make = (ROOT / "Makefile").read_text("utf-8")
+    wheels = re.search(r"^WEIGHT_WHEELS \?= (.+)$", make, re.M).group(1).split()
+    oldest = re.search(r"^WEIGHT_WHEELS_OLDEST \?= (.+)$", make, re.M).group(1).split()
+    locked = _locked()
+    for text, low in zip(wheels, oldest, strict=True):
+        req, pin = Requirement(text), Requirement(low)
+        assert req.name in locked and locked[req.name] in req.specifier, (req, locked.get(req.name))
+        lower = next(s.version for s in req.specifier if s.operator == ">=")
+        assert pin.name == req.name and str(pin.specifier) == f"=={lower}"
