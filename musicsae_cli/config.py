@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -195,24 +196,38 @@ def validate(model: type[M], data: dict) -> M:
                           f"see `--dry-run` for the resolved config; {_describe(model, loc)}") from None
 
 
-def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
-    current: Any = model
-    for part in loc:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        current = field.annotation
-    return sorted(getattr(current, "model_fields", {}))
-
-
-def _describe(model: type[BaseModel], loc: list[str]) -> str:
-    current: Any = model
-    field = None
+def walk_fields(model: type[BaseModel], loc: list[str]) -> list:
+    """The pydantic fields along a dotted config key (`direction.probe` -> [direction, probe]), as far as they
+    exist; a nested model may be optional."""
+    fields, current = [], model
     for part in loc:
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             break
-        current = field.annotation
+        fields.append(field)
+        current = _model_in(field.annotation)
+    return fields
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (Optional[Model] included), else the annotation itself."""
+    if typing.get_origin(annotation) is not None:
+        models = [a for a in typing.get_args(annotation) if hasattr(a, "model_fields")]
+        return models[0] if models else annotation
+    return annotation
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    fields = walk_fields(model, loc)
+    if len(fields) < len(loc):
+        return []
+    current = _model_in(fields[-1].annotation) if fields else model
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _describe(model: type[BaseModel], loc: list[str]) -> str:
+    fields = walk_fields(model, loc)
+    field = fields[-1] if fields else None
     desc = field.description if field is not None and field.description else "see the command's --help"
     return desc.rstrip(".")
 

@@ -82,8 +82,7 @@ def _plain_metavars(fn: Callable) -> dict[str, str]:
             if not isinstance(info, typer.models.ParameterInfo) or info.metavar is not None:
                 continue
             if isinstance(info, typer.models.ArgumentInfo):
-                many = typing.get_origin(base) is list or list in typing.get_args(base) or any(
-                    typing.get_origin(a) is list for a in typing.get_args(base))
+                many = any(typing.get_origin(t) is list for t in (base, *typing.get_args(base)))
                 info.metavar = name.upper().rstrip("S") + "..." if many else name.upper()
             else:
                 kind = _metavar(base)
@@ -97,16 +96,13 @@ def config_default(model: type, key: str) -> Any:
     """The default of a (dotted) config key of a pydantic model; `_NONE` when it has none to show."""
     from pydantic_core import PydanticUndefined
 
-    current: Any = model
-    field = None
-    for part in key.split("."):
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return _NONE
-        current = field.annotation
-        if typing.get_origin(current) is not None:  # Optional[Model] and the like
-            models = [a for a in typing.get_args(current) if hasattr(a, "model_fields")]
-            current = models[0] if models else current
+    from ..config import walk_fields
+
+    parts = key.split(".")
+    fields = walk_fields(model, parts)
+    if len(fields) < len(parts):
+        return _NONE
+    field = fields[-1]
     if field.default_factory is not None:
         return field.default_factory()
     return _NONE if field.default is PydanticUndefined else field.default
