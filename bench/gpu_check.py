@@ -289,8 +289,8 @@ def generation_checks(adapter, texts: list[str], hooks: list[str], plain, steere
     """Teacher-force generated codes: the clean run must reproduce its captures (both streams); the steered
     run must match upstream of `mid` and equal clean + `step` (d,) at `mid`. Max abs differences."""
     before = f"layers.{int(mid.split('.')[1]) - 1}"
-    clean = {s: forced(adapter, plain.codes, hooks, t) for s, t in (("cond", texts), ("uncond", [None] * len(texts)))}
-    ref = forced(adapter, steered.codes, [before, mid], texts)
+    clean = {s: forced(adapter, plain.tokens, hooks, t) for s, t in (("cond", texts), ("uncond", [None] * len(texts)))}
+    ref = forced(adapter, steered.tokens, [before, mid], texts)
     return {"tf_max_diff": {s: max(max_diff(plain.acts[s][h], clean[s][h]) for h in hooks) for s in clean},
             "act_max_abs": max(float(plain.acts["cond"][h].float().abs().max()) for h in hooks),
             "steer_upstream_max_diff": max_diff(steered.acts["cond"][before], ref[before]),

@@ -175,6 +175,23 @@ def resolve_config(model: type[M], group: str, preset: str | None = None, sets: 
     return validate(model, data)
 
 
+def lift_generation_settings(data):
+    """Move flat generation settings of any registered model family (e.g. `top_k: 50`) into `generation`; a flat
+    key wins over the same key inside `generation` (flat keys come from flags and --set)."""
+    if not isinstance(data, dict):
+        return data
+    from .models import generation_setting_names
+
+    flat = {k: data[k] for k in generation_setting_names() if k in data}
+    if not flat:
+        return data
+    rest = {k: v for k, v in data.items() if k not in flat}
+    nested = rest.get("generation") or {}
+    if not isinstance(nested, dict):
+        return data  # validation reports the wrong type
+    return {**rest, "generation": {**nested, **flat}}
+
+
 def validate(model: type[M], data: dict) -> M:
     """Validate `data` against `model`, turning the first pydantic error into a one-line ConfigError."""
     try:

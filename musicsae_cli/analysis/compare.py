@@ -282,7 +282,7 @@ class _Sets:
 def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) -> _Sets:
     check_label_column(store, label)
     hookpoints = pick_dense_hookpoints(store, cfg.hookpoints)
-    # Both guidance streams pooled into one sample would mix two computations: one stream, cond by default.
+    # Both generation streams pooled into one sample would mix two computations: one stream, cond by default.
     streams = choose_stream(store, cfg.where, labels=[label])
     where = streams.where
     base = store.select(where) if where else np.arange(store.n_rows, dtype=np.int64)
@@ -500,8 +500,8 @@ def _prompt_mode(out, cfg: CompareConfig, overwrite: bool, progress, adapter, st
             raise InputError(f"set {name} would have {n} generated clip; the within-set cosines need at least 2",
                              f"give set {name} at least 2 prompts, or raise extract.samples_per_prompt")
     ext = cfg.extract
-    adapter = adapter or load_adapter(ext.model, revision=ext.revision, device=ext.device, dtype=ext.dtype,
-                                      seed=ext.seed)
+    adapter = adapter or load_adapter(ext.model, family=ext.family, revision=ext.revision, device=ext.device,
+                                      dtype=ext.dtype, seed=ext.seed, options=ext.model_options)
     hookpoints = adapter.resolve_hookpoints(ext.hookpoints)
     if cfg.hookpoints:
         hookpoints = [hp for hp in hookpoints if any(fnmatch.fnmatchcase(hp, p) for p in cfg.hookpoints)]

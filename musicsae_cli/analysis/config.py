@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..extract.config import ExtractConfig
+from ..extract.config import FAMILY_HELP, MODEL_HELP, OPTIONS_HELP, ExtractConfig
 
 
 class SensitivityConfig(BaseModel):
@@ -15,13 +15,14 @@ class SensitivityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("facebook/musicgen-small", description="Hub id, a local save_pretrained directory, or "
-                       "tiny-musicgen (built in, random weights).")
+    model: str = Field("facebook/musicgen-small", description=MODEL_HELP)
+    family: str = Field("auto", description=FAMILY_HELP)
+    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
-    hookpoints: str = Field("all", description="layers.N, ranges layers.A-B, negative layers.-1, lists "
-                            "separated by commas, or all.")
+    hookpoints: str = Field("all", description="Hookpoint names (layers.N, ranges layers.A-B, layers.-1, module "
+                            "paths with globs), lists separated by commas, or all.")
     batch_size: int = Field(8, ge=1, description="Clips per forward pass.")
     seed: int = Field(0, ge=0, description="Seed for the tiny model's weights, the noise perturbation and the "
                       "bootstrap.")
@@ -157,7 +158,7 @@ class CompareConfig(BaseModel):
     prompts_b_file: str | None = Field(None, description="Prompt mode: prompts of set b (as prompts_a_file).")
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Prompt mode: generation and capture "
                                    "settings as for `musicsae extract --prompts` (model, device, dtype, hookpoints, "
-                                   "duration_s, samples_per_prompt, guidance_scale, seed, store_dtype, ...).")
+                                   "duration_s, samples_per_prompt, generation, seed, store_dtype, ...).")
 
     @model_validator(mode="before")
     @classmethod

@@ -83,7 +83,7 @@ def analyze_features(store: str | Path, out: str | Path, cfg: FeaturesConfig, ov
     started = time.perf_counter()
     check_output(out, overwrite)  # fail before any reading
     source = open_latents(store, cfg)
-    # Generated stores hold both guidance streams of every clip: one of them (cond by default), never both.
+    # Generated stores hold both generation streams of every clip: one of them (cond by default), never both.
     streams = choose_stream(source.store, cfg.where, labels=[c for c in [*(cfg.labels or []), cfg.by_label] if c])
     rows = source.store.select(streams.where) if streams.where else np.arange(source.store.n_rows, dtype=np.int64)
     if rows.size == 0:

@@ -105,8 +105,9 @@ def sensitivity(source: str | Path, out: str | Path, cfg: SensitivityConfig, ove
     rows = manifest.rows[:cfg.max_clips] if cfg.max_clips else manifest.rows
     if not rows:
         raise InputError(f"no audio items in {source}", "point SOURCE at a manifest or a folder of audio")
-    adapter = adapter or load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
-                                      seed=cfg.seed)
+    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
+                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
+    adapter.require("audio", "sensitivity analysis")
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
     sr, hop = adapter.sample_rate, adapter.hop_length
     clips, skipped = _load_clips(rows, cfg, sr, hop)

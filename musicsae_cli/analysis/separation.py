@@ -67,7 +67,7 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
     store = source.store
     for name in cfg.labels:
         check_label_column(store, name)
-    streams = choose_stream(store, cfg.where, labels=cfg.labels)  # never both guidance streams pooled together
+    streams = choose_stream(store, cfg.where, labels=cfg.labels)  # never both generation streams pooled together
     timings: dict[str, float] = {}
     x, meta, sampling = _load(source, cfg, progress, streams.where)
     timings["read"] = time.perf_counter() - t0

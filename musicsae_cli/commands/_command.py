@@ -48,9 +48,14 @@ IDEAS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 class Alias(typing.NamedTuple):
-    """An old spelling: replaced by `tokens` (the last one takes the old option's value, if it had one)."""
+    """An old spelling: replaced by `tokens` (the last one takes the old option's value, if it had one).
+
+    With `prefix`, the option always takes a value, given to the last token as prefix + value (a shortcut such
+    as `--top-k 50` for `--gen top_k=50`); `warn=False` for shortcuts that are not deprecated."""
 
     tokens: tuple[str, ...]
+    prefix: str = ""
+    warn: bool = True
 
 
 def _metavar(annotation: Any) -> str | None:
@@ -220,18 +225,26 @@ def rewrite_aliases(args: list[str], aliases: dict[str, Alias]) -> list[str]:
         return args
     out: list[str] = []
     warned: set[str] = set()
-    for i, arg in enumerate(args):
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
         if arg == "--":
-            out += args[i:]
+            out += args[i - 1:]
             break
         name, eq, value = arg.partition("=")
         alias = aliases.get(name) if name.startswith("--") else None
         if alias is None:
             out.append(arg)
             continue
-        if name not in warned:
+        if alias.warn and name not in warned:
             warned.add(name)
             sys.stderr.write(f"warning: {name} is deprecated; use {' '.join(alias.tokens)}\n")
+        if alias.prefix:
+            if not eq and i < len(args):
+                value, eq, i = args[i], "=", i + 1
+            out += [*alias.tokens, alias.prefix + value] if eq else [*alias.tokens]
+            continue
         out += alias.tokens[:-1] + ((f"{alias.tokens[-1]}={value}",) if eq else (alias.tokens[-1],))
     return out
 

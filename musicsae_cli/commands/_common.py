@@ -25,13 +25,49 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an exis
 WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hub id, local directory or tiny-musicgen.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="A built-in name (tiny-musicgen, crepe-full, crepe-tiny, crepe-full-random), a hub id, a "
+                          "local folder or file (.ts/.pt TorchScript, .pt2 export), or py:package.module:factory "
+                          "(with --trust-code).")]
+FamilyOpt = Annotated[str | None, typer.Option(
+    "--family", help="Model family; auto from the model name (`musicsae model families`).")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Allow --model py:package.module:factory to import and run that Python code (only from the "
+                         "command line: a config or preset cannot allow it).")]
+GenOpt = Annotated[list[str] | None, typer.Option(
+    "--gen", metavar="KEY=VALUE", help="A generation setting of the model's family (repeatable; YAML values), e.g. "
+                                       "--gen top_k=50; `musicsae model families` lists them.")]
 HookpointsOpt = Annotated[list[str] | None, typer.Option(
     "--hookpoint", help="Hookpoints: layers.N, ranges layers.A-B, layers.-1, globs, all (repeatable or comma "
                         "list).")]
 AllowOtherModelOpt = Annotated[bool, typer.Option(
     "--allow-other-model", help="Accept inputs made with another model (models are compared by a fingerprint of "
                                 "their weights; widths must still match).")]
+
+
+def generation_flags(values: list[str] | None) -> dict[str, Any]:
+    """--gen KEY=VALUE pairs as flat config keys (values parsed as YAML), merged like every other flag."""
+    from ..config import parse_set
+    from ..models import generation_setting_names
+
+    known = generation_setting_names()
+    pairs = parse_set(values) if values else {}
+    return {(k if k in known else f"generation.{k}"): v for k, v in pairs.items()}
+
+
+def generation_aliases() -> dict[str, Alias]:
+    """`--top-k 50` for `--gen top_k=50`, for every registered family's generation settings."""
+    from ..models import generation_setting_names
+
+    return {f"--{name.replace('_', '-')}": Alias(("--gen",), prefix=f"{name}=", warn=False)
+            for name in generation_setting_names()}
+
+
+def trust_code(allowed: bool) -> None:
+    """Record --trust-code for this command run (the only way to allow py: model factories)."""
+    from ..models import TRUST_CODE
+
+    TRUST_CODE.set(bool(allowed))
 
 
 def split_csv(value: str | list[str] | None) -> list[str] | None:

@@ -12,6 +12,7 @@ from ._common import (
     AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
+    FamilyOpt,
     HookpointsOpt,
     JsonOpt,
     MemberOpt,
@@ -20,6 +21,7 @@ from ._common import (
     OverwriteOpt,
     QuietOpt,
     SetOpt,
+    TrustCodeOpt,
     VerboseOpt,
     WhereOpt,
     command,
@@ -27,6 +29,7 @@ from ._common import (
     hookpoint_spec,
     resolve,
     split_csv,
+    trust_code,
 )
 
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
@@ -41,6 +44,7 @@ SingleHookpointOpt = Annotated[str | None, typer.Option(
          aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--max-clips": "--max-items"}, examples=[
              "musicsae analyze sensitivity concepts/ -o sens/ -c pitch-tempo -m ./musicgen-small --hookpoint all",
              "musicsae analyze sensitivity songs.csv -o sens/ --by genre --max-items 200",
+             "musicsae analyze sensitivity notes/ -o sens-crepe/ -c crepe -m crepe-tiny",
              "musicsae analyze sensitivity concepts/ -o sens-tiny/ -c tiny"])
 def sensitivity(
     source: Annotated[Path, typer.Argument(help="Audio: a manifest, a dataset folder or a folder of audio.")],
@@ -49,6 +53,8 @@ def sensitivity(
     config: Annotated[str | None, config_option("analyze")] = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
+    family: FamilyOpt = None,
+    trust: TrustCodeOpt = False,
     hookpoint: HookpointsOpt = None,
     by: Annotated[str | None, typer.Option("--by", metavar="COL",
                                            help="Also aggregate per value of this label column.")] = None,
@@ -64,8 +70,9 @@ def sensitivity(
     o = Output(json_out, quiet, verbose)
     from ..analysis.config import SensitivityConfig
 
-    flags = {"model": model, "hookpoints": hookpoint_spec(hookpoint), "by": by, "max_clips": max_items,
-             "device": device}
+    trust_code(trust)
+    flags = {"model": model, "family": family, "hookpoints": hookpoint_spec(hookpoint), "by": by,
+             "max_clips": max_items, "device": device}
     cfg = resolve(SensitivityConfig, "analyze", config, set_, flags, dry_run, o)
     from ..analysis.sensitivity import sensitivity as run
 

@@ -10,6 +10,8 @@ import typer
 from ._common import (
     DeviceOpt,
     DryRunOpt,
+    FamilyOpt,
+    GenOpt,
     HookpointsOpt,
     JsonOpt,
     ModelOpt,
@@ -17,18 +19,26 @@ from ._common import (
     OverwriteOpt,
     QuietOpt,
     SetOpt,
+    TrustCodeOpt,
     VerboseOpt,
     command,
     config_option,
+    generation_aliases,
+    generation_flags,
     hookpoint_spec,
     resolve,
+    trust_code,
 )
 
 
 @command(None, "extract", config="musicsae_cli.extract.config:ExtractConfig", group="extract",
          keys={"hookpoint": "hookpoints"},
-         aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s"}, examples=[
+         aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s",
+                  **generation_aliases()}, examples=[
              "musicsae extract songs.csv -o store/ -c musicgen-small",
+             "musicsae extract notes/ -o crepe-store/ -m crepe-full --hookpoint 'block*'",
+             "musicsae extract songs/ -o store/ -m encoder.ts --hookpoint 'encoder.*' "
+             "--set model_options.sample_rate=44100",
              "musicsae extract songs/ -o store/ -m ./musicgen-small --hookpoint layers.12-18 --store-dtype bfloat16",
              "musicsae extract --prompts prompts.txt -o gen/ -c tiny --duration-s 2 --samples-per-prompt 2"])
 def extract(
@@ -38,6 +48,8 @@ def extract(
     config: Annotated[str | None, config_option("extract")] = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
+    family: FamilyOpt = None,
+    trust: TrustCodeOpt = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision of the model.")] = None,
     hookpoint: HookpointsOpt = None,
     device: DeviceOpt = None,
@@ -54,7 +66,7 @@ def extract(
     prompt_column: Annotated[str | None, typer.Option(help="Prompt column of a prompts manifest.")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration-s", help="Seconds per generated clip.")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="Clips per prompt.")] = None,
-    guidance_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    gen: GenOpt = None,
     stream: Annotated[str | None, typer.Option(help="Streams to store when generating: both, cond, uncond.")]
     = None,
     seed: Annotated[int | None, typer.Option(help="Seed (sampling; the tiny model's weights).")] = None,
@@ -70,10 +82,12 @@ def extract(
     from ..errors import UsageError
     from ..extract.config import ExtractConfig
 
-    flags = {"model": model, "revision": revision, "hookpoints": hookpoint_spec(hookpoint), "device": device,
+    trust_code(trust)
+    flags = {**generation_flags(gen), "model": model, "family": family, "revision": revision,
+             "hookpoints": hookpoint_spec(hookpoint), "device": device,
              "dtype": dtype, "store_dtype": store_dtype, "batch_size": batch_size, "window_s": window_s, "hop_s": hop_s,
              "text": text, "text_column": text_column, "duration_s": duration_s, "prompt_column": prompt_column,
-             "samples_per_prompt": samples_per_prompt, "guidance_scale": guidance_scale, "stream": stream,
+             "samples_per_prompt": samples_per_prompt, "stream": stream,
              "seed": seed, "strict": strict}
     cfg = resolve(ExtractConfig, "extract", config, set_, flags, dry_run, o)
     generating = prompts is not None or bool(prompt)

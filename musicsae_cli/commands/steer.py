@@ -1,4 +1,4 @@
-"""`musicsae steer generate | sweep`: MusicGen generation steered along a direction, and its dose-response."""
+"""`musicsae steer generate | sweep`: generation steered along a direction, and its dose-response."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from ._common import (
     AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
+    FamilyOpt,
+    GenOpt,
     HookpointsOpt,
     JsonOpt,
     ModelOpt,
@@ -19,11 +21,15 @@ from ._common import (
     OverwriteOpt,
     QuietOpt,
     SetOpt,
+    TrustCodeOpt,
     VerboseOpt,
     command,
     config_option,
+    generation_aliases,
+    generation_flags,
     hookpoint_spec,
     resolve,
+    trust_code,
 )
 
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
@@ -46,20 +52,24 @@ StrengthOpt = Annotated[str | None, Opt("--strength", help="Strength(s): one, or
                                                             "with --mode relative a fraction of each activation's "
                                                             "norm.")]
 ModeOpt = Annotated[str | None, Opt("--mode", help="add, relative, clamp, scale or zero.")]
-EveryOpt = Annotated[int | None, Opt("--every", help="Steer every N-th decoder position.")]
-StreamOpt = Annotated[str | None, Opt("--stream", help="Guidance stream(s) to steer: both, cond, uncond.")]
+EveryOpt = Annotated[int | None, Opt("--every", help="Steer every N-th sequence position.")]
+StreamOpt = Annotated[str | None, Opt("--stream", help="Generation stream(s) to steer: both, cond, uncond.")]
 SeedOpt = Annotated[int | None, Opt("--seed", help="Sampling seed.")]
 CONFIG_KEYS = {"duration": "duration_s", "probe": "direction.probe", "target": "direction.target",
                "sae": "direction.sae", "latent": "direction.latents", "latent_scale": "direction.latent_scale",
                "store": "direction.store", "contrast": "direction.contrast", "file": "direction.file",
                "hookpoint": "layers", "every": "schedule.every", "controls": "random_controls",
                "prompt": "prompts", "prompts": "prompts_file"}
-ALIASES = {"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s"}
+ALIASES = {"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s",
+           **generation_aliases()}
 
 
 def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store, contrast,
-           file, hookpoint, strength, mode, every, stream, device, allow_other_model) -> dict:
-    return {"allow_other_model": allow_other_model or None, "model": model, "prompts": prompt,
+           file, hookpoint, strength, mode, every, stream, device, allow_other_model, family=None, gen=None,
+           trust=False) -> dict:
+    trust_code(trust)
+    return {**generation_flags(gen), "allow_other_model": allow_other_model or None, "model": model,
+            "family": family, "prompts": prompt,
             "prompts_file": prompts, "audio": audio, "duration_s": duration,
             "direction.probe": probe, "direction.target": target, "direction.sae": sae, "direction.latents": latent,
             "direction.latent_scale": latent_scale, "direction.store": store, "direction.contrast": contrast,
@@ -76,7 +86,8 @@ def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, 
              "-o out/latent",
              "musicsae steer generate -c tiny --store store/ --contrast concept=notes:tempos -o out/contrast"])
 def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
-             model: ModelOpt = None, prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
+             model: ModelOpt = None, family: FamilyOpt = None, trust: TrustCodeOpt = False, gen: GenOpt = None,
+             prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
              duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
              latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
              contrast: ContrastOpt = None, file: FileOpt = None, hookpoint: HookpointsOpt = None,
@@ -84,12 +95,13 @@ def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] 
              seed: SeedOpt = None, device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False,
              overwrite: OverwriteOpt = False, dry_run: DryRunOpt = False, json_out: JsonOpt = False,
              quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
-    """Generate clips with steering; writes wav, codes and a JSON record that reproduces them."""
+    """Generate clips with steering; writes wav, tokens and a JSON record that reproduces them."""
     o = Output(json_out, quiet, verbose)
     from ..steering.config import SteerGenerateConfig
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model) | {"seed": seed}
+                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
+                   trust) | {"seed": seed}
     cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.generate import steer_generate
 
@@ -106,7 +118,8 @@ def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] 
              "--seeds 0,1,2 -o sweep/",
              "musicsae steer sweep -c tiny --probe probes/concept --target notes -o sweep-tiny/"])
 def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
-          model: ModelOpt = None, prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
+          model: ModelOpt = None, family: FamilyOpt = None, trust: TrustCodeOpt = False, gen: GenOpt = None,
+          prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
           duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
           latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
           contrast: ContrastOpt = None, file: FileOpt = None, hookpoint: HookpointsOpt = None,
@@ -123,7 +136,8 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
     from ..steering.config import SteerSweepConfig
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model)
+                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
+                   trust)
     flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe}
     cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.sweep import steer_sweep

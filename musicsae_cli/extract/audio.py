@@ -35,8 +35,9 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
     if cfg.text_column and manifest.rows and cfg.text_column not in manifest.rows[0]:
         raise InputError(f"the manifest has no text column '{cfg.text_column}'",
                          f"columns: {', '.join(manifest.columns)}")
-    adapter = adapter or load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
-                                      seed=cfg.seed)
+    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
+                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
+    adapter.require("audio", "extraction from audio")
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
     writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "audio", str(source)), overwrite)
     sr, hop = adapter.sample_rate, adapter.hop_length
@@ -104,7 +105,7 @@ def _jobs_for(row: dict, labels: list[str], done, cfg: ExtractConfig, sr: int, h
         return
     text = cfg.text if cfg.text is not None else (row.get(cfg.text_column) if cfg.text_column else None)
     base = {"source_item": row["item_id"], "source_path": str(path), "group": row["group"],
-            **{c: row.get(c) for c in labels}}
+            "source_sample_rate": int(info.sample_rate), **{c: row.get(c) for c in labels}}
     if text is not None:
         base["text"] = str(text)
     for w in windows:

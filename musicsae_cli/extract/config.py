@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..config import lift_generation_settings
 from ..errors import ConfigError
+
+MODEL_HELP = ("A built-in name (tiny-musicgen, crepe-full, crepe-tiny, crepe-full-random, ...), a hub id, a local "
+              "model folder or file (.ts/.pt TorchScript, .pt2 torch.export), or py:package.module:factory (with "
+              "--trust-code on the command line).")
+FAMILY_HELP = "Model family (auto: from the model name; `musicsae model families` lists them)."
+OPTIONS_HELP = ("Options of the model's family, e.g. for torch models sample_rate (Hz, when the model does not "
+                "state it), layouts ({hookpoint: channels_first|channels_last|item}), input, method.")
+GENERATION_HELP = ("Generation settings of the model's family (`musicsae model families` lists them with their "
+                   "defaults); each may also be given flat, e.g. `top_k: 50`.")
 
 
 class ExtractConfig(BaseModel):
@@ -14,12 +24,14 @@ class ExtractConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("facebook/musicgen-small", description="Hub id (facebook/musicgen-small|medium|large), "
-                       "a local save_pretrained directory, or tiny-musicgen (built in, random weights).")
+    model: str = Field("facebook/musicgen-small", description=MODEL_HELP)
+    family: str = Field("auto", description=FAMILY_HELP)
+    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
-    hookpoints: str = Field("all", description="layers.N, ranges layers.A-B, negative layers.-1, lists "
+    hookpoints: str = Field("all", description="Hookpoint names of the model (`musicsae model hookpoints MODEL`): "
+                            "layers.N, ranges layers.A-B, layers.-1, module paths with globs (encoder.*), lists "
                             "separated by commas, or all.")
     store_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float16", description="Precision of the stored activations.")
@@ -38,13 +50,16 @@ class ExtractConfig(BaseModel):
     # capture during generation
     duration_s: float = Field(10.0, gt=0, description="Length of each generated clip (seconds).")
     samples_per_prompt: int = Field(1, ge=1, description="Clips generated per prompt.")
-    guidance_scale: float = Field(3.0, ge=1.0, description="Classifier-free guidance scale (1 = no guidance).")
-    top_k: int = Field(250, ge=0, description="Top-k sampling (0 = off).")
-    top_p: float = Field(0.0, ge=0.0, le=1.0, description="Nucleus sampling (0 = off).")
-    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
+    generation: dict[str, Any] = Field(default_factory=dict, description=GENERATION_HELP)
     stream: Literal["both", "cond", "uncond"] = Field(
-        "both", description="Which classifier-free-guidance stream(s) to store during generation.")
+        "both", description="Which generation stream(s) to store, where the model generates conditional and "
+                            "unconditional streams together.")
     prompt_column: str = Field("prompt", description="Column with prompts when prompts come from a manifest.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift(cls, data):
+        return lift_generation_settings(data)
 
     @model_validator(mode="after")
     def _one_conditioning(self) -> ExtractConfig:

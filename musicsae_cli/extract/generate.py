@@ -55,10 +55,13 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
 
     if not prompts:
         raise InputError("no prompts given", "pass --prompt TEXT or --prompts FILE")
-    adapter = adapter or load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
-                                      seed=cfg.seed)
+    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
+                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
+    adapter.require("generate", "extraction while generating (--prompts)")
+    settings = adapter.generation_settings(cfg.generation).model_dump(mode="json")  # the family's, defaults filled
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
-    writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "generate", source), overwrite)
+    record = {**store_config(cfg, "generate", source), "generation": settings}
+    writer = open_store(out, adapter, hookpoints, cfg, record, overwrite)
     audio_dir = writer.path / AUDIO_DIR  # inside the store (its overwrite stage until it is complete)
     samples = [(p, s) for p in prompts for s in range(cfg.samples_per_prompt)]
     n_batches = -(-len(samples) // cfg.batch_size)
@@ -72,14 +75,14 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
                 bar.advance()
                 continue
             with out_of_memory_hint(cfg.batch_size, generating=True):
-                res = adapter.generate([p.text for p, _ in batch], cfg.duration_s, hookpoints,
-                                       guidance_scale=cfg.guidance_scale, seed=cfg.seed + b, top_k=cfg.top_k,
-                                       top_p=cfg.top_p, temperature=cfg.temperature, streams=cfg.stream)
+                res = adapter.generate([p.text for p, _ in batch], cfg.duration_s, hookpoints, seed=cfg.seed + b,
+                                       streams=cfg.stream, settings=settings)
             for i, (item_id, (prompt, s)) in enumerate(zip(ids, batch, strict=True)):
                 if item_id in writer.done_items:
                     continue
                 wav = write_wav(audio_dir / f"{item_id}.wav", res.audio[i], adapter.sample_rate)
-                np.save(audio_dir / f"{item_id}.codes.npy", res.codes[i])
+                if res.tokens is not None:
+                    np.save(audio_dir / f"{item_id}.codes.npy", res.tokens[i])
                 streams = list(res.acts)
                 acts = {h: np.concatenate([to_store(res.acts[st][h][i], cfg.store_dtype) for st in streams])
                         for h in hookpoints}  # (n_streams * T, d), one stream after the other

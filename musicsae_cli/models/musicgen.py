@@ -18,6 +18,7 @@ from .base import GenerationOutput, ModelAdapter
 from .hookpoints import layer_index, layer_name, parse_hookpoints
 from .hooks import StopForward, scoped_hooks
 from .identity import canonical_id, weights_fingerprint
+from .musicgen_settings import Sampling
 from .positions import DecoderPositions, check_transformers, unsupported
 
 POSITION_CONVENTION = (
@@ -54,6 +55,8 @@ class MusicGenAdapter(ModelAdapter):
 
     family = "musicgen"
     position_convention = POSITION_CONVENTION
+    capabilities = frozenset({"audio", "tokens", "loss", "generate", "intervene"})
+    settings_model = Sampling
 
     def __init__(self, model, processor, model_id: str, revision: str | None = None):
         self.model = model
@@ -201,6 +204,21 @@ class MusicGenAdapter(ModelAdapter):
     def audio_activations(self, audio, hookpoints, texts=None):
         return self.code_activations(self.encode(audio), hookpoints, texts)
 
+    def tokenize(self, audio):
+        """EnCodec codes (K, T) per item (see `encode`)."""
+        return self.encode(audio)
+
+    def token_activations(self, tokens, hookpoints, texts=None):
+        import torch
+
+        return self.code_activations([t if isinstance(t, torch.Tensor) else torch.from_numpy(np.asarray(t))
+                                      for t in tokens], hookpoints, texts)
+
+    def next_token_log_probs(self, tokens, texts=None):
+        from .musicgen_loss import codebook_log_probs
+
+        return codebook_log_probs(self, tokens, texts)
+
     def code_activations(self, codes: list, hookpoints: list[str], texts: list[str | None] | None = None):
         """Per item, hookpoint -> (T, d) residuals at positions 1..T (frames 0..T-1), one decoder pass."""
         import torch
@@ -248,7 +266,8 @@ class MusicGenAdapter(ModelAdapter):
             rows = ref.shape[0] // self.num_codebooks if ids is not None else ref.shape[0]
             guided = self._guided_batch is not None and rows == 2 * self._guided_batch
             state["ctx"] = EditContext(start=tracker.begin(kwargs, int(ref.shape[1])), length=int(ref.shape[1]),
-                                       batch=rows // 2 if guided else rows, guided=guided)
+                                       batch=rows // 2 if guided else rows,
+                                       streams=("cond", "uncond") if guided else ())
 
         def hook_for(fn):
             takes_ctx = bool(getattr(fn, "needs_context", False))
@@ -274,10 +293,26 @@ class MusicGenAdapter(ModelAdapter):
         finally:
             self._guided_batch = previous
 
-    def generate(self, texts, duration_s, hookpoints, **options) -> GenerationOutput:
+    def generate(self, texts, duration_s, hookpoints, *, seed: int = 0, streams: str = "both",
+                 prompt_audio=None, settings: dict | None = None, prompt_codes=None, **sampling) -> GenerationOutput:
+        """Generation with capture; `settings` (or keyword arguments) are `Sampling` fields; an audio prompt is
+        continued from its EnCodec codes (`prompt_audio`, or `prompt_codes` (K, P) directly)."""
         from .musicgen_generate import generate_with_capture
 
-        return generate_with_capture(self, texts, duration_s, hookpoints, **options)
+        options = Sampling.model_validate({**(settings or {}), **sampling}).model_dump()
+        if prompt_audio is not None:
+            prompt_codes = self.encode([np.asarray(prompt_audio, dtype=np.float32)])[0]
+        return generate_with_capture(self, texts, duration_s, hookpoints, seed=seed, streams=streams,
+                                     prompt_codes=prompt_codes, **options)
+
+
+def load(name: str, revision: str | None = None, device: str = "auto", dtype: str = "fp32",
+         seed: int = 0, **options) -> MusicGenAdapter:
+    """The registry's loader (see models/__init__.py)."""
+    from . import no_options
+
+    no_options("musicgen", options)
+    return MusicGenAdapter.load(name, revision=revision, device=device, dtype=dtype, seed=seed)
 
 
 def _check_decoder_interface(decoder) -> None:

@@ -22,6 +22,7 @@ from ..errors import UsageError
 from .base import GenerationOutput
 from .hookpoints import layer_index
 from .hooks import scoped_hooks
+from .musicgen_settings import Sampling  # noqa: F401  (the settings generate_with_capture takes)
 from .positions import DecoderPositions, unsupported
 
 
@@ -98,7 +99,7 @@ def generate_with_capture(adapter, texts: list[str | None], duration_s: float, h
     settings = {"guidance_scale": guidance_scale if cfg else None, "seed": seed, "top_k": top_k,
                 "top_p": top_p or None, "temperature": temperature, "max_new_tokens": max_new,
                 "prompt_frames": n_prompt}
-    return GenerationOutput(audio=audio.float().cpu().numpy(), codes=codes, acts=acts, n_frames=n_frames,
+    return GenerationOutput(audio=audio.float().cpu().numpy(), tokens=codes, acts=acts, n_frames=n_frames,
                             settings=settings, prompt_frames=n_prompt)
 
 

@@ -35,10 +35,14 @@ class ProbeData:
     labelled: np.ndarray | None = None  # (n,) bool: sample has a label (all True when missing rows were dropped)
     sampled_from: int | None = None  # frame pooling: rows available before the max_rows sample
     bytes_read: int = 0  # activation bytes read from the store (approximate for CSR)
+    widths: dict = field(default_factory=dict)  # {hookpoint: its own width}; x is zero-padded to the widest
 
 
 def pick_hookpoints(store: ActivationStore, patterns: list[str]) -> list[str]:
-    """Store hookpoints matching names or globs (all by default), in store order; all must share one width."""
+    """Store hookpoints matching names or globs (all by default), in store order.
+
+    Hookpoints of different widths are probed together: each one's features are zero-padded to the widest, and a
+    zero feature with unit scale adds nothing to a linear probe, so each probe is that of its own width."""
     if not patterns:
         chosen = list(store.hookpoints)
     else:
@@ -52,11 +56,16 @@ def pick_hookpoints(store: ActivationStore, patterns: list[str]) -> list[str]:
                                  guess + "available: " + ", ".join(store.hookpoints))
             chosen += [hp for hp in hits if hp not in chosen]
         chosen = [hp for hp in store.hookpoints if hp in chosen]
-    widths = {store.widths[hp] for hp in chosen}
-    if len(widths) > 1:
-        raise InputError(f"the chosen hookpoints have different widths ({sorted(widths)})",
-                         "probe hookpoints of one width per run, e.g. --hookpoint 'layers.*'")
     return chosen
+
+
+def padded_stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """(H, n, d_max) float32 from per-hookpoint (n, d_h) arrays, zero-padded on the feature axis."""
+    d = max(a.shape[1] for a in arrays)
+    out = np.zeros((len(arrays), arrays[0].shape[0], d), dtype=np.float32)
+    for h, a in enumerate(arrays):
+        out[h, :, : a.shape[1]] = a
+    return out
 
 
 def check_label_column(store: ActivationStore, label: str | None) -> str:
@@ -174,9 +183,10 @@ def _pooled(store, hookpoints, how, rows, item_ids, groups, labels, ok, label, p
         varying = np.unique(item_ids[varies])
         raise InputError(f"label '{label}' varies within {varying.size} item(s) (e.g. {varying[0]})",
                          "probe per frame with --pooling frame")
-    x = np.stack([acts.pop(hp) for hp in hookpoints])  # (H, n_items, d)
+    x = padded_stack([acts.pop(hp) for hp in hookpoints])  # (H, n_items, d_max)
     return ProbeData(hookpoints, x, None if labels is None else labels[starts], groups[starts], item_ids[starts],
-                     rows[starts], None, "", labelled=ok[starts], bytes_read=_bytes(store, hookpoints, rows.size))
+                     rows[starts], None, "", labelled=ok[starts], bytes_read=_bytes(store, hookpoints, rows.size),
+                     widths={hp: int(store.widths[hp]) for hp in hookpoints})
 
 
 def _frames(store, hookpoints, rows, item_ids, groups, labels, ok, max_rows, seed, progress) -> ProbeData:
@@ -186,19 +196,20 @@ def _frames(store, hookpoints, rows, item_ids, groups, labels, ok, max_rows, see
         log.warning("frame pooling: using a seeded sample of %d of %d rows (max_rows)", max_rows, rows.size)
         rows, item_ids, groups, ok = rows[keep], item_ids[keep], groups[keep], ok[keep]
         labels = None if labels is None else labels[keep]
-    d = store.widths[hookpoints[0]]
-    x = np.empty((len(hookpoints), rows.size, d), dtype=np.float32)  # (H, n, d)
+    d = max(store.widths[hp] for hp in hookpoints)
+    x = np.zeros((len(hookpoints), rows.size, d), dtype=np.float32)  # (H, n, d_max), zero-padded
     batch = 8192
     with progress("Reading frames", -(-rows.size // batch)) as tracker:
         for b in store.stream(hookpoints, batch, rows=rows, shuffle=False):
             pos = np.searchsorted(rows, b.rows)
             for h, hp in enumerate(hookpoints):
-                x[h, pos] = b.acts[hp]
+                x[h, pos, : store.widths[hp]] = b.acts[hp]
             tracker.advance(1)
     frames = column_values(store.metadata(["frame"]), "frame")[rows].astype(np.int64)
     return ProbeData(hookpoints, x, labels, groups, item_ids, rows, frames, "", labelled=ok,
                      sampled_from=available if available != rows.size else None,
-                     bytes_read=_bytes(store, hookpoints, rows.size))
+                     bytes_read=_bytes(store, hookpoints, rows.size),
+                     widths={hp: int(store.widths[hp]) for hp in hookpoints})
 
 
 def _bytes(store, hookpoints: list[str], n_rows: int) -> int:

@@ -3,7 +3,7 @@
 Writes per-sample predictions (long CSV: one row per sample and hookpoint), the mean predicted probability of
 each class per hookpoint, and, where the store has the label column, the per-layer metrics beside the
 baseline of the probe's training data (its majority class, or its mean target). On a store of generated audio
-(both guidance streams per clip) only the cond rows are pooled unless --where names a stream.
+(both generation streams per clip) only the cond rows are pooled unless --where names a stream.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | 
         check_replaceable(out)
     if Path(store_path).resolve() == Path(str(probes.manifest.get("store", ""))).resolve():
         log.warning("this is the store the probes were trained on: its metrics include training samples")
-    # Generated stores hold both guidance streams of every clip: one of them (cond by default), never both pooled.
+    # Generated stores hold both generation streams of every clip: one of them (cond by default), never both pooled.
     streams = choose_stream(store, list(where or []), labels=[column] if column else [])
     # No split here, so samples are keyed by item_id (stores of generated audio have no group column).
     data = load_samples(store, probes.hookpoints, column, probes.task, probes.pooling, streams.where,

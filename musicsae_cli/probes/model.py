@@ -41,7 +41,7 @@ class ProbeSet:
     hookpoints: list[str]
     pooling: str
     model: dict
-    weight: np.ndarray  # (H, C, d) float32, acts on standardised inputs
+    weight: np.ndarray  # (H, C, d) float32, acts on standardised inputs (d: the widest hookpoint)
     bias: np.ndarray  # (H, C)
     mean: np.ndarray  # (H, d) training-part feature mean
     std: np.ndarray  # (H, d) training-part feature std (> 0)
@@ -69,8 +69,11 @@ class ProbeSet:
     # -- shape facts ---------------------------------------------------------------------------------------
     @property
     def widths(self) -> dict[str, int]:
-        """Input width per hookpoint (all equal: one (H, C, d) tensor)."""
-        return {hp: int(self.weight.shape[2]) for hp in self.hookpoints}
+        """Input width per hookpoint. Narrower hookpoints than the (H, C, d) tensor's d use its first columns (their
+        features were zero-padded in training, so the remaining weights are zero)."""
+        d = int(self.weight.shape[2])
+        recorded = self.manifest.get("widths") or {}
+        return {hp: int(recorded.get(hp, d)) for hp in self.hookpoints}
 
     @property
     def target_mean(self) -> float:
@@ -105,10 +108,11 @@ class ProbeSet:
         """(n, C) probe outputs for raw activations `x` (n, d) at `hookpoint`."""
         h = self.index(hookpoint)
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.weight.shape[2]:
-            raise InputError(f"activations at {hookpoint} have shape {x.shape}, the probe expects (n, "
-                             f"{self.weight.shape[2]})", "probe activations of the model the probe was trained on")
-        return ((x - self.mean[h]) / self.std[h]) @ self.weight[h].T + self.bias[h]
+        d = self.widths[hookpoint]
+        if x.ndim != 2 or x.shape[1] != d:
+            raise InputError(f"activations at {hookpoint} have shape {x.shape}, the probe expects (n, {d})",
+                             "probe activations of the model the probe was trained on")
+        return ((x - self.mean[h, :d]) / self.std[h, :d]) @ self.weight[h, :, :d].T + self.bias[h]
 
     def predict_proba(self, hookpoint: str, x: np.ndarray) -> np.ndarray:
         """(n, C) softmax class probabilities (classification probes)."""
@@ -136,7 +140,8 @@ class ProbeSet:
                 raise InputError("a classification probe needs a class for its direction",
                                  "classes: " + ", ".join(self.classes))
             c = self.class_index(cls)
-        return (self.weight[h, c] / self.std[h]).astype(np.float32)
+        d = self.widths[hookpoint]
+        return (self.weight[h, c, :d] / self.std[h, :d]).astype(np.float32)
 
     def raw_weights(self) -> np.ndarray:
         """(H, C, d) raw-space weights, the seed's [layers, classes, d] layout."""

@@ -4,7 +4,7 @@ Protocol (the leak-free one PRIOR_WORK asks for): samples of one group (track) s
 split is stratified by class (by quantile bins of a regression target) so every class is tested when the groups
 allow it (probes.splits); classes missing from a side, or with few test samples, are warned about and recorded;
 feature standardisation is fitted on the training part only; metrics sit beside a majority/mean baseline and a
-probe trained on shuffled training labels. A store with several guidance streams is probed on one of them
+probe trained on shuffled training labels. A store with several generation streams is probed on one of them
 (store.filters.choose_stream). Without folds the saved probes are the ones evaluated (trained on
 the training groups). With `folds: k` the metrics are the mean and std over k group folds and the saved
 probes are refitted on all labelled groups (the usual cross-validate-then-refit), so their own held-out
@@ -88,7 +88,8 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
                "where": streams.where, "stream": streams.record(),
                "missing_labels": data.missing, "sampled_from_rows": data.sampled_from, "best": best}
     manifest = new_manifest(KIND, FORMAT_VERSION, cfg.model_dump(mode="json"), store=str(store_path),
-                            **summary, **target, metrics={"best": best, "file": "metrics.json"})
+                            **summary, **target, metrics={"best": best, "file": "metrics.json"},
+                            widths={hp: int(store.widths[hp]) for hp in hookpoints})
     probes = ProbeSet(cfg.task, label, classes, hookpoints, cfg.pooling, store.model, fitted.weight[0],
                       fitted.bias[0], fitted.mean, fitted.std, manifest=manifest)
     with staged_directory(out, overwrite) as stage:

@@ -24,7 +24,7 @@ class Split:
     n_train_groups: int
     n_val_groups: int
     where: list[str] = field(default_factory=list)  # the filters used (the user's, plus a stream picked by default)
-    stream: dict | None = None  # the guidance stream picked by default (store.filters.StreamChoice.record())
+    stream: dict | None = None  # the generation stream picked by default (store.filters.StreamChoice.record())
 
 
 def pick_hookpoint(store: ActivationStore, hookpoint: str | None) -> str:
@@ -42,7 +42,7 @@ def pick_hookpoint(store: ActivationStore, hookpoint: str | None) -> str:
 def split_rows(store: ActivationStore, where: list[str], val_fraction: float, column: str, seed: int) -> Split:
     """Rows matching `where`, split so that every value of `column` (a track) sits on one side only.
 
-    A store with several guidance streams gives the rows of one (cond unless `where` names one): see
+    A store with several generation streams gives the rows of one (cond unless `where` names one): see
     store.filters.choose_stream."""
     from ..store.filters import choose_stream
 

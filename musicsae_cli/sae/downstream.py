@@ -1,4 +1,4 @@
-"""Downstream SAE metrics on MusicGen: splice the SAE into the model and compare the loss over codebook tokens.
+"""Downstream SAE metrics: splice the SAE into the model and compare its loss on its own inputs (next-token loss).
 
 Variants at the SAE's hookpoint: the clean model; the SAE reconstruction; reconstruction plus the error term
 (a no-op check: it must match the clean model); zero-ablation; mean-ablation (the hookpoint's mean over the
@@ -26,9 +26,10 @@ def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, b
     import torch
 
     from ..audio.io import load_audio
-    from ..models.musicgen_loss import codebook_log_probs
 
     check_items(n_items)
+    adapter.require("loss", "downstream SAE metrics")
+    adapter.require("intervene", "downstream SAE metrics")
     items = store.items().to_pylist()
     if not items or "source_path" not in items[0]:
         raise InputError("the store has no source audio to re-run the model on",
@@ -57,14 +58,14 @@ def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, b
             chunk = pick[start:start + batch_size]
             audio = [load_audio(it["source_path"], sample_rate=sr, offset_s=float(it.get("window_start_s") or 0.0),
                                 duration_s=it["n_frames"] * hop / sr)[0][: it["n_frames"] * hop] for it in chunk]
-            codes = adapter.encode(audio)
+            inputs = adapter.tokenize(audio)
             texts = [it.get("text") for it in chunk]
-            clean, targets, mask = codebook_log_probs(adapter, codes, texts)
+            clean, targets, mask = adapter.next_token_log_probs(inputs, texts)
             tokens += int(mask.sum())
             _accumulate(sums["clean"], clean, clean, targets, mask)
             for name, fn in edits.items():
                 with adapter.intervene({hookpoint: fn}):
-                    lp, _, _ = codebook_log_probs(adapter, codes, texts)
+                    lp, _, _ = adapter.next_token_log_probs(inputs, texts)
                 _accumulate(sums[name], clean, lp, targets, mask)
             bar.advance(len(chunk))
     if tokens == 0:
@@ -82,7 +83,7 @@ def downstream_metrics(sae, store, hookpoint: str, adapter, n_items: int = 16, b
 
 def _accumulate(acc: dict, clean, lp, targets, mask) -> None:
     """Add summed negative log-likelihood and KL(clean || lp) over masked target tokens (float64)."""
-    nll = -lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, K, S)
+    nll = -lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # the targets' shape
     acc["nll"] += float(nll[mask].double().sum())
-    kl = (clean.exp() * (clean - lp)).sum(-1)  # (B, K, S)
+    kl = (clean.exp() * (clean - lp)).sum(-1)
     acc["kl"] += float(kl[mask].double().sum())

@@ -69,15 +69,18 @@ def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint:
     store = ActivationStore.open(store_path)
     info = store.model
     name = model or info.get("id")
-    if not name or info.get("family", "musicgen") != "musicgen":
-        raise InputError("downstream metrics need a MusicGen store (or --model)", "pass --model MODEL")
+    if not name:
+        raise InputError("the store does not record its model", "pass --model MODEL")
     config = store.manifest.get("config", {})
-    adapter = load_adapter(name, revision=info.get("revision"), device=device,
+    family = "auto" if model else (info.get("family") or "auto")
+    adapter = load_adapter(name, family=family, revision=info.get("revision"), device=device,
                            dtype={"bfloat16": "bf16", "float16": "fp16"}.get(info.get("dtype"), "fp32"),
-                           seed=int(config.get("seed", 0)))
+                           seed=int(config.get("seed", 0)), options=config.get("model_options") or None)
+    adapter.require("loss", "downstream SAE metrics")
     if hookpoint not in adapter.hookpoint_widths:
         raise InputError(f"hookpoint '{hookpoint}' is not a hookpoint of {name}",
-                         "downstream metrics splice at a model hookpoint such as layers.12")
+                         "downstream metrics splice at a model hookpoint such as "
+                         f"{next(iter(adapter.hookpoint_widths))}")
     sae, _ = load_sae(Path(sae_path))
     return downstream_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
 

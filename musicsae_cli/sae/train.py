@@ -156,7 +156,7 @@ def _sae_folder(run_path: Path, member: str | None):
 
 
 def split_info(split) -> dict:
-    """How the rows were split and filtered (the guidance stream used included), as recorded in the outputs."""
+    """How the rows were split and filtered (the generation stream used included), as recorded in the outputs."""
     return {"column": split.column, "train_rows": int(split.train.size), "val_rows": int(split.val.size),
             "train_groups": split.n_train_groups, "val_groups": split.n_val_groups, "where": list(split.where),
             "stream": split.stream}

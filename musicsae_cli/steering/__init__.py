@@ -1,4 +1,4 @@
-"""Steering MusicGen: directions (probe, SAE latents, difference of means, file) applied during generation.
+"""Steering generation: directions (probe, SAE latents, difference of means, file) applied during generation.
 
     load_direction(DirectionConfig, adapter) -> Direction            directions.py
     build_steering(SteeringConfig, adapter, direction) -> Steering     edits.py  (edits for adapter.intervene)

@@ -3,11 +3,13 @@ the generation settings. Every field is documented; unknown keys are rejected.""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config import lift_generation_settings
 from ..errors import ConfigError
+from ..extract.config import FAMILY_HELP, GENERATION_HELP, MODEL_HELP, OPTIONS_HELP
 
 SOURCES = ("probe", "sae", "contrast", "file")
 LATENT_MODES = ("clamp", "scale", "zero")
@@ -78,8 +80,9 @@ class DirectionConfig(BaseModel):
 
 
 class ScheduleConfig(BaseModel):
-    """When to steer, in absolute decoder positions: position p holds codebook 0 of frame p-1 (p = 0 is BOS;
-    with an audio prompt of P frames, positions 1..P are the prompt)."""
+    """When to steer, in the model's own sequence positions, counted from the start of what it is fed (the
+    position convention recorded with the model says which frame each position holds; an audio prompt's frames
+    come first)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -108,8 +111,9 @@ class SteeringConfig(BaseModel):
                             "(false: use v as given, e.g. latent_scale-scaled decoder rows).")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="When to steer.")
     stream: Literal["both", "cond", "uncond"] = Field(
-        "both", description="Guidance stream(s) to steer. Steering only cond is amplified by the guidance scale; "
-        "without guidance every row is steered.")
+        "both", description="Generation stream(s) to steer, where the model generates conditional and "
+        "unconditional streams together (steering only cond is then amplified by their mix); with one stream "
+        "every row is steered.")
     allow_other_model: bool = Field(False, description="Accept a probe/SAE/store made with another model (models "
                                     "are compared by a fingerprint of their weights); widths must still match.")
 
@@ -134,8 +138,9 @@ class GenerationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("facebook/musicgen-small", description="Hub id, local save_pretrained directory, or "
-                       "tiny-musicgen.")
+    model: str = Field("facebook/musicgen-small", description=MODEL_HELP)
+    family: str = Field("auto", description=FAMILY_HELP)
+    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
     revision: str | None = Field(None, description="Hub revision of the model.")
     model_seed: int = Field(0, ge=0, description="Weights seed of the built-in tiny model (match the extraction).")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
@@ -145,11 +150,13 @@ class GenerationSettings(BaseModel):
     audio: str | None = Field(None, description="Audio to continue (mono mix, resampled); must be shorter than "
                               "duration_s, which includes it.")
     duration_s: float = Field(10.0, gt=0, description="Total seconds per clip (an audio prompt included).")
-    guidance_scale: float = Field(3.0, ge=1.0, description="Classifier-free guidance scale (1 = none).")
-    top_k: int = Field(250, ge=0, description="Top-k sampling (0 = off).")
-    top_p: float = Field(0.0, ge=0.0, le=1.0, description="Nucleus sampling (0 = off).")
-    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
+    generation: dict[str, Any] = Field(default_factory=dict, description=GENERATION_HELP)
     batch_size: int = Field(4, ge=1, description="Clips generated together.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift(cls, data):
+        return lift_generation_settings(data)
 
 
 class SteerGenerateConfig(SteeringConfig, GenerationSettings):
@@ -177,8 +184,9 @@ class SteerSweepConfig(SteeringConfig, GenerationSettings):
                                      "direction.target).")
     score_hookpoint: str | None = Field(None, description="Probed hookpoint to score at (default: the deepest "
                                         "steered layer the probe has, else its deepest).")
-    rescore_from: Literal["audio", "codes"] = Field("audio", description="Re-extract from the decoded audio "
-                                                    "(re-encoded, as extraction does) or from the generated codes.")
+    rescore_from: Literal["audio", "codes"] = Field("audio", description="Re-extract from the generated audio "
+                                                    "(as extraction does) or from the generated tokens, for models "
+                                                    "that generate tokens.")
     save_audio: bool = Field(False, description="Also write every clip as wav.")
 
     @field_validator("strengths", mode="before")

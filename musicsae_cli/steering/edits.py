@@ -1,6 +1,6 @@
 """Steering edits for `adapter.intervene`: add a direction (absolute or relative to ||h||), or edit SAE latents
 while keeping the SAE's reconstruction error. Each edit takes (h, ctx) and applies only at the positions its
-schedule selects and to the rows of its guidance stream.
+schedule selects and to the rows of its generation stream.
 
 Latent edits never replace h by the SAE reconstruction (the prior tools' defect, which degraded audio):
 h' = h + decode(f') - decode(f) = h + ((f' - f) @ W_dec) / norm_scale, summed over the edited latents only, so
@@ -20,7 +20,7 @@ from .directions import Direction
 
 @dataclass(frozen=True)
 class Schedule:
-    """Which absolute decoder positions are steered, and with what fraction of the strength."""
+    """Which absolute sequence positions are steered, and with what fraction of the strength."""
 
     start: int = 0
     end: int | None = None

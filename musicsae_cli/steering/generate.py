@@ -1,4 +1,4 @@
-"""`steer generate`: MusicGen generation with steering, written as wav + codes + a JSON record that reproduces it.
+"""`steer generate`: generation with steering, written as wav (+ tokens) + a JSON record that reproduces it.
 
 Output folder::
 
@@ -8,7 +8,7 @@ Output folder::
     config.yaml              the resolved config (prompts expanded): `steer generate -c OUT/config.yaml -o NEW`
                              generates the same clips on the same device and versions
     directions.safetensors   the direction vectors as loaded ({hookpoint: (d,)}), usable as --file
-    clips/<id>.wav, <id>.codes.npy
+    clips/<id>.wav, <id>.codes.npy   (the generated tokens, for models that generate tokens)
 """
 
 from __future__ import annotations
@@ -31,10 +31,14 @@ CLIPS = "clips"
 
 
 def load_model(cfg: GenerationSettings):
-    """The adapter for `cfg.model` (the tiny model's weights from model_seed)."""
+    """The adapter for `cfg.model` (a built-in random model's weights from model_seed), which must generate."""
     from ..models import load_adapter
 
-    return load_adapter(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed)
+    adapter = load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
+                           seed=cfg.model_seed, options=cfg.model_options)
+    adapter.require("generate", "steered generation")
+    adapter.require("intervene", "steered generation")
+    return adapter
 
 
 def resolve_prompts(cfg: GenerationSettings) -> list[str | None]:
@@ -51,8 +55,9 @@ def resolve_prompts(cfg: GenerationSettings) -> list[str | None]:
     return prompts
 
 
-def audio_prompt(cfg: GenerationSettings, adapter) -> tuple[object | None, dict | None]:
-    """EnCodec codes (K, P) of `cfg.audio` and its description; UsageError when it is not shorter than the clip."""
+def audio_prompt(cfg: GenerationSettings, adapter) -> tuple[np.ndarray | None, dict | None]:
+    """The audio prompt (mono, at the model's rate) and its description; UsageError when it is not shorter than
+    the clip."""
     if cfg.audio is None:
         return None, None
     from ..audio.io import load_audio
@@ -66,25 +71,28 @@ def audio_prompt(cfg: GenerationSettings, adapter) -> tuple[object | None, dict 
         raise UsageError(f"the audio prompt is {seconds:.2f} s, not shorter than the requested duration "
                          f"{cfg.duration_s:g} s", "the duration is the total length, prompt included: raise "
                          "--duration-s or trim the prompt")
-    codes = adapter.encode([audio])[0]  # (K, P)
-    return codes, {"path": str(cfg.audio), "sha256": sha256(cfg.audio), "seconds": round(seconds, 4),
-                   "frames": int(codes.shape[-1])}
+    return audio, {"path": str(cfg.audio), "sha256": sha256(cfg.audio), "seconds": round(seconds, 4),
+                   "frames": int(adapter.n_frames(audio.size))}
 
 
-def sampling_options(cfg: GenerationSettings) -> dict:
-    """Keyword arguments of adapter.generate shared by every batch."""
-    return {"guidance_scale": cfg.guidance_scale, "top_k": cfg.top_k, "top_p": cfg.top_p,
-            "temperature": cfg.temperature}
+def sampling_options(cfg: GenerationSettings, adapter) -> dict:
+    """The family's generation settings (defaults filled in), shared by every batch."""
+    return adapter.generation_settings(cfg.generation).model_dump(mode="json")
 
 
 def environment(adapter) -> dict:
     """Versions and device: what else decides whether a rerun gives the same samples."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import transformers
 
     from .. import __version__
 
-    return {"musicsae": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    try:
+        transformers = version("transformers")
+    except PackageNotFoundError:
+        transformers = None
+    return {"musicsae": __version__, "torch": torch.__version__, "transformers": transformers,
             "python": platform.python_version(), "device": str(adapter.device)}
 
 
@@ -103,7 +111,8 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
 
     prompts = resolve_prompts(cfg)
     adapter = adapter or load_model(cfg)
-    codes_prompt, prompt_info = audio_prompt(cfg, adapter)
+    prompt_audio, prompt_info = audio_prompt(cfg, adapter)
+    sampling = sampling_options(cfg, adapter)
     direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)
     steering = build_steering(cfg, adapter, direction)
     samples = [(i, s) for i in range(len(prompts)) for s in range(cfg.samples_per_prompt)]
@@ -114,14 +123,16 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
         for b, batch in enumerate(batches):
             with adapter.intervene(steering.edits):
                 res = adapter.generate([prompts[i] for i, _ in batch], cfg.duration_s, [], seed=cfg.seed + b,
-                                       prompt_codes=codes_prompt, **sampling_options(cfg))
+                                       prompt_audio=prompt_audio, settings=sampling)
             for j, (i, s) in enumerate(batch):
                 clip_id = f"p{i:03d}-s{s}"
                 write_wav(stage / CLIPS / f"{clip_id}.wav", res.audio[j], adapter.sample_rate)
-                np.save(stage / CLIPS / f"{clip_id}.codes.npy", res.codes[j])
-                clips.append({"id": clip_id, "wav": f"{CLIPS}/{clip_id}.wav", "codes": f"{CLIPS}/{clip_id}.codes.npy",
-                              "prompt": prompts[i], "prompt_index": i, "sample": s, "batch": b, "seed": cfg.seed + b,
-                              "frames": int(res.codes.shape[-1])})
+                clip = {"id": clip_id, "wav": f"{CLIPS}/{clip_id}.wav"}
+                if res.tokens is not None:
+                    np.save(stage / CLIPS / f"{clip_id}.codes.npy", res.tokens[j])
+                    clip["codes"] = f"{CLIPS}/{clip_id}.codes.npy"
+                clips.append({**clip, "prompt": prompts[i], "prompt_index": i, "sample": s, "batch": b,
+                              "seed": cfg.seed + b, "frames": int(res.n_frames)})
             bar.advance()
         save_directions(stage / "directions.safetensors", direction, steering.layers)
         n_frames = max(1, int(round(cfg.duration_s * adapter.frame_rate)))
@@ -129,7 +140,7 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
             KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
             model={**adapter.describe(), "revision": adapter.revision}, environment=environment(adapter),
             prompts=prompts, audio_prompt=prompt_info,
-            sampling={**sampling_options(cfg), "duration_s": cfg.duration_s, "n_frames": n_frames,
+            sampling={**sampling, "duration_s": cfg.duration_s, "n_frames": n_frames,
                       "seed": cfg.seed, "batch_size": cfg.batch_size, "samples_per_prompt": cfg.samples_per_prompt,
                       "seed_rule": "batch b uses seed + b"},
             steering={**steering.record, "vectors_file": "directions.safetensors",

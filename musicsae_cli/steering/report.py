@@ -49,12 +49,11 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 def score_clips(adapter, probe, hookpoint: str, res, rescore_from: str = "audio") -> ClipScores:
     """Class log-probabilities of each generated clip, re-extracted without conditioning and pooled like the
     probe (frame probes: frame probabilities averaged); the frames of an audio prompt are left out."""
-    import torch
-
-    if rescore_from == "audio":  # what extraction does: decoded audio -> EnCodec -> teacher forcing
+    if rescore_from == "audio":  # what extraction does: the generated audio read back by the model
         acts = adapter.audio_activations([a.mean(axis=0) for a in res.audio], [hookpoint])
     else:
-        acts = adapter.code_activations([torch.from_numpy(c) for c in res.codes], [hookpoint])
+        adapter.require("tokens", "rescoring from the generated tokens (rescore_from: codes)")
+        acts = adapter.token_activations(list(res.tokens), [hookpoint])
     h = probe.index(hookpoint)
     log_probs, rms = [], []
     for item in acts:
@@ -65,7 +64,8 @@ def score_clips(adapter, probe, hookpoint: str, res, rescore_from: str = "audio"
             x = {"mean": x.mean(0), "max": x.max(0), "last": x[-1]}[probe.pooling][None]  # (1, d)
         frame_lp = _log_softmax(probe.logits(hookpoint, x))  # (T or 1, C)
         log_probs.append(np.logaddexp.reduce(frame_lp, axis=0) - math.log(len(frame_lp)))  # log mean_t p_t
-        z = (x.astype(np.float64) - probe.mean[h]) / probe.std[h]  # (T or 1, d), as the probe standardises
+        d = x.shape[1]
+        z = (x.astype(np.float64) - probe.mean[h, :d]) / probe.std[h, :d]  # (T or 1, d), as the probe standardises
         rms.append(float(np.sqrt(np.mean(z ** 2))))
     return ClipScores(np.stack(log_probs), np.asarray(rms))  # (B, C), (B,)
 

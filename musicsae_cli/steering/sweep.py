@@ -95,7 +95,8 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
     prompts = resolve_prompts(cfg)
     adapter = adapter or load_model(cfg)
     probe, target, target_index = load_scoring_probe(cfg, adapter)
-    codes_prompt, prompt_info = audio_prompt(cfg, adapter)
+    prompt_audio, prompt_info = audio_prompt(cfg, adapter)
+    sampling = sampling_options(cfg, adapter)
     direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)
     layers = steer_layers(cfg, adapter, direction)
     build_steering(cfg, adapter, direction)  # strength/layer mistakes fail before any generation
@@ -115,7 +116,7 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                     edits = build_steering(cfg, adapter, d, scale=strength).edits if kind != "none" else {}
                     with adapter.intervene(edits):
                         res = adapter.generate([prompts[i] for i in batch], cfg.duration_s, [], seed=seed,
-                                               prompt_codes=codes_prompt, **sampling_options(cfg))
+                                               prompt_audio=prompt_audio, settings=sampling)
                     scores = score_clips(adapter, probe, hp, res, cfg.rescore_from)
                     probs, logits = scores.probs, scores.log_odds(target_index)  # (B, C), (B,)
                     for j, i in enumerate(batch):
@@ -143,7 +144,7 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
         write_json(stage / "manifest.json", new_manifest(
             KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
             model={**adapter.describe(), "revision": adapter.revision}, environment=environment(adapter),
-            prompts=prompts, audio_prompt=prompt_info, sampling={**sampling_options(cfg), "seeds": cfg.seeds,
+            prompts=prompts, audio_prompt=prompt_info, sampling={**sampling, "seeds": cfg.seeds,
                                                                 "duration_s": cfg.duration_s},
             score={"probe": str(cfg.score_probe or cfg.direction.probe), "label": probe.label, "target": target,
                    "hookpoint": hp, "pooling": probe.pooling, "rescore_from": cfg.rescore_from,

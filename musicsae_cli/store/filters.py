@@ -5,7 +5,7 @@ Supported: `col=v` (also `==`), `col!=v`, `col<v`, `col<=v`, `col>v`, `col>=v`, 
 columns and as strings otherwise. As in SQL, a missing (null) value never satisfies a condition,
 not even `!=` or `not in`. Several filters must all hold.
 
-`choose_stream` is the one rule every consumer of a store applies to guidance streams: rows of one stream only
+`choose_stream` is the one rule every consumer of a store applies to generation streams: rows of one stream only
 (cond by default) unless the user's filters say which.
 """
 
@@ -29,7 +29,7 @@ _IN_RE = re.compile(r"^\s*(?P<col>[^\s!<>=]+)\s+(?P<op>not\s+in|in)\s+(?P<val>.*
 _CMP_FUNCS = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
               ">": pc.greater, ">=": pc.greater_equal}
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-STREAM_COLUMN = "stream"  # guidance stream of rows written during generation: "cond" / "uncond"
+STREAM_COLUMN = "stream"  # generation stream of rows written during generation: "cond" / "uncond"
 DEFAULT_STREAM = "cond"
 log = logging.getLogger("musicsae")
 
@@ -112,7 +112,7 @@ def select_rows(store, where: Sequence[str] | str | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class StreamChoice:
-    """The row filters a consumer should use, and the guidance stream picked for it (None: nothing picked)."""
+    """The row filters a consumer should use, and the generation stream picked for it (None: nothing picked)."""
 
     where: list[str]  # the user's filters, plus stream=<picked> when a stream was picked
     stream: str | None = None  # the stream picked by default
@@ -127,13 +127,13 @@ class StreamChoice:
 
 
 def choose_stream(store, where: Sequence[str] | str | None, labels: Sequence[str] = ()) -> StreamChoice:
-    """One guidance stream for the rows `where` selects, so that cond and uncond rows are never pooled together.
+    """One generation stream for the rows `where` selects, so that cond and uncond rows are never pooled together.
 
-    Stores written during generation hold both classifier-free-guidance streams of every clip: two different
-    computations of the same frames. When the selected rows hold more than one stream and neither `where` nor
-    `labels` (the columns the consumer analyses) names the stream column, the `cond` stream (else the first
-    in sorted order) is added to the filters and a warning says so. A stream filter given by the user is kept
-    as is; stores without the column, or with one stream only, are left untouched.
+    Stores written during generation may hold two generation streams (conditional and unconditional) of every
+    clip: two different computations of the same frames. When the selected rows hold more than one stream and
+    neither `where` nor `labels` (the columns the consumer analyses) names the stream column, the `cond` stream
+    (else the first in sorted order) is added to the filters and a warning says so. A stream filter given by the
+    user is kept as is; stores without the column, or with one stream only, are left untouched.
     """
     conditions = parse_where(where)
     where = [c.text for c in conditions]

@@ -72,6 +72,10 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"^(?=extract )(?=.* --prompts?[ =])(.*)$", r"\1 --duration-s 1", "speed: 1 s generated clips instead of 10"),
     (r"^(?=analyze compare )(?=.* --prompts?-[ab][ =])(.*)$", r"\1 --duration-s 1",
      "speed: 1 s generated clips instead of 10"),
+    (r"^(?=data synth )(?=.* -c crepe(?: |$))(.*)$", r"\1 --set octaves=[4] --set timbres=[sine,piano]",
+     "speed: 24 notes instead of 144"),
+    (r"(?<!\S)crepe-full(?=(?:-random)?(?!\S))", "crepe-tiny",
+     "speed: CREPE-tiny has the same hookpoints and input as CREPE-full at 1/45 of the parameters"),
     (r"^(?=sae train )(?!.* --batch-size[ =])(.*)$", r"\1 --batch-size 256",
      "size: the sandbox store holds ~2,000 frames, fewer than one of the presets' 4,096-row batches"),
 ]
@@ -345,6 +349,25 @@ def build_intro(root: Path) -> None:
     sf.write(str(root / "intro.wav"), (0.4 * np.sin(2 * np.pi * 220 * t) * np.minimum(1, 4 * t)).astype(np.float32), sr)
 
 
+def build_encoder(root: Path) -> None:
+    """A small scripted conv encoder (16 kHz, stride 4 then 2) saved with torch.jit.save, as a user would."""
+    import torch
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sample_rate = 16000
+            self.encoder = nn.Sequential(nn.Conv1d(1, 8, 8, stride=4, padding=2), nn.ReLU(),
+                                         nn.Conv1d(8, 16, 4, stride=2, padding=1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.encoder(x)
+
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(Encoder().eval()), str(root / "encoder.ts"))
+
+
 FIXTURES: dict[str, Callable[[Path], None]] = {
     # songs/<genre>/<track>_part<N>.<wav|flac|mp3>: 2 genres x 5 tracks x 2 parts at 16/22.05/32/44.1 kHz, 3 s
     # (6 s for part 1 of each genre's first track); track<N> numbers are unique across genres
@@ -355,6 +378,7 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "happy.txt": lambda root: _text("happy pop song", "fast happy guitar")(root / "happy.txt"),
     "sad.txt": lambda root: _text("sad slow piano", "quiet sad music")(root / "sad.txt"),
     "intro.wav": build_intro,  # 1 s of audio (an audio prompt to continue)
+    "encoder.ts": build_encoder,  # a TorchScript conv encoder (the torch family)
 }
 
 

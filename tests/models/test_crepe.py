@@ -92,8 +92,25 @@ def test_hookpoints_are_block_outputs_and_the_classifier(tiny):
     finally:
         for h in handles:
             h.remove()
-    assert seen["block1"][1:] == (128, 128, 1) and seen["block6"][1:] == (64, 4, 1)
+    assert seen["block1"][1:] == (128, 128) and seen["block6"][1:] == (64, 4)
     assert seen["classifier"][1:] == (crepe.PITCH_BINS,)
+
+
+def test_the_1d_forward_equals_the_published_2d_layers(tiny):
+    """The network runs its (k, 1) 2-D convolutions as 1-D ones; the published formulation, computed here with
+    the 2-D modules themselves, gives the same activations."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    x = torch.from_numpy(crepe.frames(_sine(261.6, 0.2)))
+    with torch.no_grad():
+        h = x[:, None, :, None]
+        for i in range(1, 7):
+            h = F.pad(h, (0, 0, 254, 254) if i == 1 else (0, 0, 31, 32))
+            h = getattr(tiny, f"conv{i}_BN")(F.relu(getattr(tiny, f"conv{i}")(h)))
+            h = F.max_pool2d(h, (2, 1), (2, 1))
+        ref = torch.sigmoid(tiny.classifier(h.permute(0, 2, 1, 3).reshape(-1, tiny.in_features)))
+        assert torch.allclose(tiny(x), ref, atol=1e-5)
 
 
 def test_frames_are_normalised_and_silence_stays_finite():

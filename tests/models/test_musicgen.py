@@ -109,9 +109,9 @@ def test_hooks_are_removed_when_the_run_fails(tiny_adapter):
 def test_teacher_forcing_generated_codes_reproduces_generation(tiny_adapter, texts):
     hooks = ["layers.0", "layers.3"]
     gen = tiny_adapter.generate(texts, 0.4, hooks, seed=7, guidance_scale=3.0)
-    assert gen.codes.shape == (2, 4, 20) and gen.audio.shape == (2, 1, 20 * 640)
+    assert gen.tokens.shape == (2, 4, 20) and gen.audio.shape == (2, 1, 20 * 640)
     assert set(gen.acts) == ({"cond", "uncond"} if texts[0] else {"uncond"})
-    codes = [torch.from_numpy(c) for c in gen.codes]
+    codes = [torch.from_numpy(c) for c in gen.tokens]
     for stream, stream_texts in (("cond", texts), ("uncond", [None, None])):
         if stream not in gen.acts:
             continue
@@ -120,7 +120,7 @@ def test_teacher_forcing_generated_codes_reproduces_generation(tiny_adapter, tex
             for h in hooks:
                 torch.testing.assert_close(forced[b][h], gen.acts[stream][h][b], rtol=0, atol=1e-5)
     with torch.no_grad():
-        decoded = tiny_adapter.model.audio_encoder.decode(torch.from_numpy(gen.codes)[None], [None, None])
+        decoded = tiny_adapter.model.audio_encoder.decode(torch.from_numpy(gen.tokens)[None], [None, None])
     np.testing.assert_array_equal(decoded.audio_values.numpy(), gen.audio)
     if texts[0]:
         assert (gen.acts["cond"]["layers.3"] - gen.acts["uncond"]["layers.3"]).abs().max() > 1e-4
@@ -130,7 +130,7 @@ def test_generation_is_seeded_and_streams_selectable(tiny_adapter):
     a = tiny_adapter.generate(["piano"], 0.2, ["layers.1"], seed=3)
     b = tiny_adapter.generate(["piano"], 0.2, ["layers.1"], seed=3, streams="cond")
     c = tiny_adapter.generate(["piano"], 0.2, ["layers.1"], seed=4)
-    assert np.array_equal(a.codes, b.codes) and not np.array_equal(a.codes, c.codes)
+    assert np.array_equal(a.tokens, b.tokens) and not np.array_equal(a.tokens, c.tokens)
     assert set(b.acts) == {"cond"}
 
 

@@ -18,10 +18,10 @@ def test_continuation_matches_teacher_forcing(tiny_adapter):
     prompt = tiny_adapter.encode([(0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)])[0]  # (4, 15)
     texts = ["jazz piano", "rock drums"]
     gen = tiny_adapter.generate(texts, 0.6, ["layers.1", "layers.3"], seed=3, prompt_codes=prompt)
-    assert gen.codes.shape == (2, 4, 30) and gen.prompt_frames == 15
-    np.testing.assert_array_equal(gen.codes[:, :, :15], np.stack([prompt.numpy()] * 2))
-    assert not np.array_equal(gen.codes[0, :, 15:], gen.codes[1, :, 15:])  # the continuations differ
-    codes = [torch.from_numpy(c) for c in gen.codes]
+    assert gen.tokens.shape == (2, 4, 30) and gen.prompt_frames == 15
+    np.testing.assert_array_equal(gen.tokens[:, :, :15], np.stack([prompt.numpy()] * 2))
+    assert not np.array_equal(gen.tokens[0, :, 15:], gen.tokens[1, :, 15:])  # the continuations differ
+    codes = [torch.from_numpy(c) for c in gen.tokens]
     for stream, stream_texts in (("cond", texts), ("uncond", [None, None])):
         forced = tiny_adapter.code_activations(codes, ["layers.1", "layers.3"], stream_texts)
         for b in range(2):

@@ -26,7 +26,7 @@ def _codes(adapter, seconds: float = 0.4):
 
 def _forced(adapter, gen, texts):
     """Clean (unsteered) teacher forcing of generated codes: (B, T, d) per hookpoint."""
-    items = adapter.code_activations([torch.from_numpy(c) for c in gen.codes], HOOKS, texts)
+    items = adapter.code_activations([torch.from_numpy(c) for c in gen.tokens], HOOKS, texts)
     return {h: torch.stack([it[h] for it in items]) for h in HOOKS}
 
 
@@ -37,13 +37,13 @@ def test_context_gives_positions_and_guidance_layout(tiny_adapter):
         tiny_adapter.generate(["piano", "rock"], 0.1, [], seed=0)  # 5 frames, guided
     starts = sorted({c.start for c, _ in seen})
     assert starts == list(range(5 + 4))  # every position 0 .. n_frames + K - 1 is seen (the prefill maybe twice)
-    assert all(c.guided and c.batch == 2 and rows == 4 and c.length == 1 for c, rows in seen)
+    assert all(c.streams == ("cond", "uncond") and c.batch == 2 and rows == 4 and c.length == 1 for c, rows in seen)
     assert seen[0][0].rows("cond") == slice(0, 2) and seen[0][0].rows("uncond") == slice(2, 4)
     seen.clear()
     with tiny_adapter.intervene({"layers.1": edit}):
         tiny_adapter.code_activations(_codes(tiny_adapter), ["layers.3"])
     (ctx, rows), = seen
-    assert (ctx.start, ctx.length, ctx.batch, ctx.guided, rows) == (0, 21, 1, False, 1)
+    assert (ctx.start, ctx.length, ctx.batch, ctx.streams, rows) == (0, 21, 1, (), 1)
     assert ctx.rows("cond") == slice(None)  # without guidance every row is the one stream
 
 
@@ -87,7 +87,7 @@ def test_relative_mode_scales_with_the_residual_norm(tiny_adapter):
     torch.testing.assert_close(out - clean, a * clean.norm(dim=-1, keepdim=True) * v, rtol=1e-4, atol=1e-5)
     # the model's residual norms hardly vary between positions: check the scaling on inputs whose norms do
     h = torch.randn(2, 5, 64) * torch.arange(1.0, 11.0).reshape(2, 5, 1)
-    ctx = EditContext(start=0, length=5, batch=2, guided=False)
+    ctx = EditContext(start=0, length=5, batch=2)
     shift = AddEdit(v, a, Schedule(), "both", relative=True)(h, ctx) - h
     torch.testing.assert_close(shift, a * h.norm(dim=-1, keepdim=True) * v, rtol=1e-5, atol=1e-5)
     assert float(shift[1, 4].norm() / shift[0, 0].norm()) == pytest.approx(float(h[1, 4].norm() / h[0, 0].norm()))
@@ -100,6 +100,6 @@ def test_zero_strength_is_bit_identical(tiny_adapter):
         zero = tiny_adapter.generate(["jazz piano"], 0.3, ["layers.3"], seed=4)
     with tiny_adapter.intervene({"layers.2": AddEdit(_unit(), 2.0, Schedule(), "cond", relative=False)}):
         steered = tiny_adapter.generate(["jazz piano"], 0.3, ["layers.3"], seed=4)
-    assert np.array_equal(plain.codes, zero.codes) and np.array_equal(plain.audio, zero.audio)
+    assert np.array_equal(plain.tokens, zero.tokens) and np.array_equal(plain.audio, zero.audio)
     assert torch.equal(plain.acts["cond"]["layers.3"], zero.acts["cond"]["layers.3"])
-    assert not np.array_equal(plain.codes, steered.codes)  # the same path with a non-zero strength does steer
+    assert not np.array_equal(plain.tokens, steered.tokens)  # the same path with a non-zero strength does steer

@@ -43,10 +43,10 @@ def test_record_reproduces_the_clips(runner, app, tmp_path, direction_file, tiny
     for a, b in zip(_codes(tmp_path / "a"), _codes(tmp_path / "b"), strict=True):
         np.testing.assert_array_equal(a, b)
     plain = tiny_adapter.generate(PROMPTS, 0.4, [], seed=5, top_k=50)
-    assert not np.array_equal(plain.codes, np.stack(_codes(tmp_path / "a")))  # the steering did something
+    assert not np.array_equal(plain.tokens, np.stack(_codes(tmp_path / "a")))  # the steering did something
     zero = runner.invoke(app, [*args, "--strength", "0", "-o", str(tmp_path / "zero")])
     assert zero.exit_code == 0, zero.output
-    np.testing.assert_array_equal(np.stack(_codes(tmp_path / "zero")), plain.codes)  # strength 0 = plain
+    np.testing.assert_array_equal(np.stack(_codes(tmp_path / "zero")), plain.tokens)  # strength 0 = plain
 
 
 def test_cli_errors_are_one_line_and_leave_nothing(runner, app, tmp_path, direction_file):

@@ -35,7 +35,7 @@ def test_no_op_latent_edits_are_bit_identical(tiny_adapter, sae_fixture, request
     for latents_, op, values in (([], "zero", []), (latents, "scale", [1.0, 1.0, 1.0])):
         with tiny_adapter.intervene({HP: LatentEdit(sae, latents_, op, values, Schedule(), "both")}):
             same = tiny_adapter.generate(["jazz piano"], 0.3, [HP, "layers.3"], seed=2)
-        assert np.array_equal(plain.codes, same.codes) and np.array_equal(plain.audio, same.audio)
+        assert np.array_equal(plain.tokens, same.tokens) and np.array_equal(plain.audio, same.audio)
         assert torch.equal(plain.acts["cond"]["layers.3"], same.acts["cond"]["layers.3"])
 
 
