@@ -1,4 +1,5 @@
-"""`musicsae steer generate | sweep`: generation steered along a direction, and its dose-response."""
+"""`musicsae steer generate | sweep | audio`: generation steered along a direction, its dose-response, and
+steering any model over audio."""
 
 from __future__ import annotations
 
@@ -146,3 +147,40 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
     saturated = [f"saturated: {res['saturation']['reason']}"] if res["saturated"] else []
     o.result(res, [str(out), *saturated, f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
                    res["summary"]], out=out)
+
+
+@command(app, "audio", config="musicsae_cli.steering.config:SteerAudioConfig", group="steer", keys=CONFIG_KEYS,
+         aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint"}, examples=[
+             "musicsae steer audio notes/ -m crepe-tiny --probe probes/pitch --target A --hookpoint block5 "
+             "--strength 4 -o steer-a/",
+             "musicsae steer audio songs/ -m ./encoder.ts --sae runs/enc --latent 3 --mode zero -o ablate/"])
+def audio(source: Annotated[Path, typer.Argument(help="Audio: a manifest, a dataset folder or a folder of audio.")],
+          out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
+          model: ModelOpt = None, family: FamilyOpt = None, trust: TrustCodeOpt = False,
+          probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None, latent: LatentOpt = None,
+          latent_scale: LatentScaleOpt = None, store: StoreOpt = None, contrast: ContrastOpt = None,
+          file: FileOpt = None, hookpoint: HookpointsOpt = None, strength: StrengthOpt = None, mode: ModeOpt = None,
+          max_items: Annotated[int | None, Opt("--max-items", help="Use at most this many audio files.")] = None,
+          device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False, overwrite: OverwriteOpt = False,
+          dry_run: DryRunOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
+          verbose: VerboseOpt = False) -> None:
+    """Run a model over audio with and without steering and compare its own outputs (any model with outputs)."""
+    o = Output(json_out, quiet, verbose)
+    from ..steering.config import SteerAudioConfig
+
+    trust_code(trust)
+    flags = {"allow_other_model": allow_other_model or None, "model": model, "family": family,
+             "direction.probe": probe, "direction.target": target, "direction.sae": sae,
+             "direction.latents": latent, "direction.latent_scale": latent_scale, "direction.store": store,
+             "direction.contrast": contrast, "direction.file": file, "layers": hookpoint_spec(hookpoint),
+             "strength": strength, "mode": mode, "max_items": max_items, "device": device}
+    cfg = resolve(SteerAudioConfig, "steer", config, set_, flags, dry_run, o)
+    from ..steering.audio import steer_audio
+
+    res = steer_audio(source, out, cfg, overwrite=overwrite, progress=o.progress)
+    lines = [str(out), f"{res['items']} items, {res['mode']} {res['direction']} direction at "
+                       f"{', '.join(res['layers'])} (strengths {', '.join(f'{s:g}' for s in res['strengths'])}): "
+                       f"outputs changed by {res['rel_change_mean']:.3f} of their norm on average"]
+    lines += [f"  {name}: {res[f'{name}_plain_mean']:.4g} plain -> {res[f'{name}_steered_mean']:.4g} steered"
+              for name in res["readings"]]
+    o.result(res, lines, out=out)

@@ -73,11 +73,11 @@ def _is_torch(name: str) -> bool:
 
 register(Family("crepe", "CREPE pitch tracker with its trained weights (crepe-tiny, crepe-full) or a random twin "
                 "(crepe-tiny-random, crepe-full-random); 16 kHz, 100 frames/s",
-                "crepe_family:load", ("audio", "intervene"), _is_crepe,
+                "crepe_family:load", ("audio", "intervene", "outputs"), _is_crepe,
                 examples=("crepe-full", "crepe-tiny", "crepe-full-random")))
 register(Family("torch", "any PyTorch audio model by layer path: a TorchScript file (.ts, .pt), a torch.export "
                 "program (.pt2), or py:package.module:factory with --trust-code",
-                "torch_family:load", ("audio", "intervene"), _is_torch,
+                "torch_family:load", ("audio", "intervene", "outputs"), _is_torch,
                 examples=("model.ts", "model.pt2", "py:mypkg.models:build")))
 register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids facebook/musicgen-*, a save_pretrained "
                 "folder, or tiny-musicgen (built in, random weights)",

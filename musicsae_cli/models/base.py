@@ -17,6 +17,7 @@ CAPABILITIES = {
     "loss": "a loss on its own inputs",
     "generate": "generation with capture",
     "intervene": "interventions at hookpoints",
+    "outputs": "audio -> the model's own outputs",
 }
 
 
@@ -165,6 +166,16 @@ class ModelAdapter(ABC):
         An edit with a truthy `needs_context` attribute (see `contextual`) is called as fn(h, EditContext)."""
         self.require("intervene", "editing hookpoints")
         raise NotImplementedError
+
+    def outputs(self, audio: np.ndarray) -> np.ndarray:
+        """The model's own output for one mono item at `sample_rate` (rows first), with any active edits applied
+        (capability `outputs`)."""
+        self.require("outputs", "reading the model's outputs")
+        raise NotImplementedError
+
+    def read_outputs(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Named per-row readings of `outputs` the family knows how to take (e.g. f0 in Hz); {} by default."""
+        return {}
 
     def generation_settings(self, settings: dict | None = None):
         """The family's generation settings from `settings` (defaults filled in); ConfigError for unknown keys."""

@@ -39,7 +39,7 @@ class CrepeAdapter(ModelAdapter):
 
     family = "crepe"
     position_convention = POSITION_CONVENTION
-    capabilities = frozenset({"audio", "intervene"})
+    capabilities = frozenset({"audio", "intervene", "outputs"})
 
     def __init__(self, model, name: str, size: str, pretrained: bool):
         self.model, self.model_id, self.size, self.pretrained = model, name, size, pretrained
@@ -119,6 +119,15 @@ class CrepeAdapter(ModelAdapter):
         x = torch.from_numpy(self.windows(audio)).to(self.device, self.dtype)
         with torch.inference_mode():
             return torch.cat([self._call(x[s:s + CHUNK], s) for s in range(0, x.shape[0], CHUNK)]).float()
+
+    def outputs(self, audio: np.ndarray) -> np.ndarray:
+        """(rows, 360) pitch-bin activations of one item, edits applied."""
+        return self.forward(audio).cpu().numpy()
+
+    def read_outputs(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """CREPE's own reading: f0 (Hz) and confidence per row (see crepe.decode)."""
+        f0, confidence = crepe.decode(outputs)
+        return {"f0_hz": f0, "confidence": confidence}
 
     def _call(self, x, start: int):
         regs = [(getattr(self.model, h), "forward", self._edit_hook(h, fn, start, x.shape[0]), False)

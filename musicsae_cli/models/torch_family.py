@@ -515,7 +515,7 @@ class TorchAdapter(ModelAdapter):
 
     family = "torch"
     position_convention = POSITION_CONVENTION
-    capabilities = frozenset({"audio", "intervene"})
+    capabilities = frozenset({"audio", "intervene", "outputs"})
 
     def __init__(self, module, model_id: str, source: str, sample_rate: int, *, method: str = "forward",
                  input_layout: str = "auto", layouts: dict[str, str] | None = None, fingerprint: str | None = None,
@@ -790,6 +790,10 @@ class TorchAdapter(ModelAdapter):
             raise UsageError(f"model '{self.model_id}' returned {type(out).__name__}, not a tensor",
                              "hook the module that gives the output you want")
         return first[0].float()
+
+    def outputs(self, audio: np.ndarray) -> np.ndarray:
+        """The model's own output for one item (first tensor, batch axis dropped) as float32, edits applied."""
+        return self.forward(audio).float().cpu().numpy()
 
     @contextmanager
     def intervene(self, edits: dict):

@@ -206,3 +206,19 @@ class SteerSweepConfig(SteeringConfig, GenerationSettings):
         if not self.strengths:
             raise ConfigError("no strengths to sweep", "e.g. --strengths 0,2,4,8 (0 is the unsteered baseline)")
         return self
+
+
+class SteerAudioConfig(SteeringConfig):
+    """`steer audio`: run a model over audio with and without steering and compare its outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("crepe-full", description=MODEL_HELP)
+    family: str = Field("auto", description=FAMILY_HELP)
+    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
+    revision: str | None = Field(None, description="Hub revision of the model.")
+    model_seed: int = Field(0, ge=0, description="Weights seed of a built-in random model (match the extraction).")
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+    max_items: int | None = Field(None, ge=1, description="Use at most this many audio files (manifest order).")
+    save_outputs: bool = Field(True, description="Write every item's plain and steered outputs as .npz.")

@@ -70,11 +70,15 @@ def check_widths(direction: Direction, adapter) -> None:
     for hp, v in direction.vectors.items():
         if hp != ANY and hp not in widths:
             adapter.resolve_hookpoints(hp)  # UsageError listing the valid names
-        want = widths[hp] if hp != ANY else next(iter(widths.values()))
-        if v.ndim != 1 or v.shape[0] != want:
-            where = f" at {hp}" if hp != ANY else ""
-            raise InputError(f"the direction{where} has width {v.shape[-1]}, the model's width{where} is {want}",
-                             "use a direction computed on this model's activations")
+        if hp == ANY:  # one vector for any layer: it must fit some layer (the steered ones are checked later)
+            fits = v.ndim == 1 and v.shape[0] in set(widths.values())
+            if not fits:
+                shown = ", ".join(str(w) for w in sorted(set(widths.values())))
+                raise InputError(f"the direction has width {v.shape[-1]}, the model's widths are {shown}",
+                                 "use a direction computed on this model's activations")
+        elif v.ndim != 1 or v.shape[0] != widths[hp]:
+            raise InputError(f"the direction at {hp} has width {v.shape[-1]}, the model's width at {hp} is "
+                             f"{widths[hp]}", "use a direction computed on this model's activations")
         if not np.isfinite(v).all():
             raise InputError(f"the direction at {hp} has NaN or infinite values", "recompute it")
 

@@ -185,6 +185,10 @@ def build_steering(cfg: SteeringConfig, adapter, direction: Direction, scale: fl
     edits, norms = {}, {}
     for hp, a in zip(layers, strengths, strict=True):
         v = direction.at(hp).astype(np.float64)
+        width = adapter.hookpoint_widths.get(hp)
+        if width is not None and v.shape[0] != width:
+            raise UsageError(f"the direction has width {v.shape[0]}, hookpoint {hp} is {width} wide",
+                             "steer a hookpoint of the direction's width, or use a direction computed there")
         norms[hp] = float(np.linalg.norm(v))
         if cfg.mode in LATENT_MODES:
             if cfg.mode == "clamp":

@@ -74,6 +74,8 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
      "speed: 1 s generated clips instead of 10"),
     (r"^(?=data synth )(?=.* -c crepe(?: |$))(.*)$", r"\1 --set octaves=[4] --set timbres=[sine,piano]",
      "speed: 24 notes instead of 144"),
+    (r"^(?=probe train )(?=.* -c crepe-pitch(?: |$))(.*)$", r"\1 --set folds=2",
+     "size: the 24 test notes are played by 2 instruments, so 2 instrument folds instead of 4"),
     (r"(?<!\S)crepe-full(?=(?:-random)?(?!\S))", "crepe-tiny",
      "speed: CREPE-tiny has the same hookpoints and input as CREPE-full at 1/45 of the parameters"),
     (r"^(?=sae train )(?!.* --batch-size[ =])(.*)$", r"\1 --batch-size 256",

@@ -99,7 +99,7 @@ def test_width_mismatch_names_both_widths(tiny_adapter, tmp_path):
                                          "is 64"):
         load_direction(DirectionConfig(file=str(tmp_path / "wide.npy")), tiny_adapter)
     np.save(tmp_path / "one.npy", np.ones(32, np.float32))
-    with pytest.raises(InputError, match="the direction has width 32, the model's width is 64"):
+    with pytest.raises(InputError, match="the direction has width 32, the model's widths are 64"):
         load_direction(DirectionConfig(file=str(tmp_path / "one.npy")), tiny_adapter)
 
 

@@ -54,7 +54,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(runner, app, tmp_path, direct
     res = runner.invoke(app, ["steer", "generate", "-c", "tiny", "--file", str(tmp_path / "wide.npy"),
                               "-o", str(tmp_path / "out")])
     assert res.exit_code == 2
-    assert "error: the direction has width 1024, the model's width is 64" in res.stderr
+    assert "error: the direction has width 1024, the model's widths are 64" in res.stderr
     res = runner.invoke(app, ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--hookpoint",
                               "layers.1-2", "--strength", "1,2,3", "-o", str(tmp_path / "out")])
     assert res.exit_code == 2 and "error: 3 strengths for 2 layers" in res.stderr
