@@ -7,7 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..extract.config import FAMILY_HELP, MODEL_HELP, OPTIONS_HELP, ExtractConfig
+from ..extract.config import FAMILY_HELP, OPTIONS_HELP, ExtractConfig
+from ..models import DEFAULT_MODEL, MODEL_HELP
 
 
 class SensitivityConfig(BaseModel):
@@ -15,7 +16,7 @@ class SensitivityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("facebook/musicgen-small", description=MODEL_HELP)
+    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
     family: str = Field("auto", description=FAMILY_HELP)
     model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")

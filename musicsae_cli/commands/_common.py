@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..models import EXAMPLES, MODEL_HELP  # noqa: F401  (EXAMPLES re-exported for the command modules' help)
 from ._command import Alias, command, config_option  # noqa: F401  (re-exported for the command modules)
 from ._errors import CURRENT, cli_command  # noqa: F401  (re-exported: every command module imports it from here)
 
@@ -25,10 +26,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an exis
 WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="A built-in name (tiny-musicgen, crepe-full, crepe-tiny, crepe-full-random), a hub id, a "
-                          "local folder or file (.ts/.pt TorchScript, .pt2 export), or py:package.module:factory "
-                          "(with --trust-code).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 FamilyOpt = Annotated[str | None, typer.Option(
     "--family", help="Model family; auto from the model name (`musicsae model families`).")]
 TrustCodeOpt = Annotated[bool, typer.Option(

@@ -9,6 +9,7 @@ import typer
 
 from ._command import MusicsaeGroup
 from ._common import (
+    EXAMPLES,
     AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
@@ -42,7 +43,7 @@ SingleHookpointOpt = Annotated[str | None, typer.Option(
 @command(app, "sensitivity", config=f"{ANALYSIS}:SensitivityConfig", group="analyze",
          keys={"hookpoint": "hookpoints", "max_items": "max_clips"},
          aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--max-clips": "--max-items"}, examples=[
-             "musicsae analyze sensitivity concepts/ -o sens/ -c pitch-tempo -m ./musicgen-small --hookpoint all",
+             f"musicsae analyze sensitivity concepts/ -o sens/ -c pitch-tempo -m {EXAMPLES['local']} --hookpoint all",
              "musicsae analyze sensitivity songs.csv -o sens/ --by genre --max-items 200",
              "musicsae analyze sensitivity notes/ -o sens-crepe/ -c crepe -m crepe-tiny",
              "musicsae analyze sensitivity concepts/ -o sens-tiny/ -c tiny"])
@@ -97,7 +98,7 @@ def sensitivity(
                "samples_per_prompt": "extract.samples_per_prompt"},
          aliases={"--hookpoints": "--hookpoint", "--layers": "--hookpoint", "--duration": "--duration-s"}, examples=[
              "musicsae analyze compare store/ --contrast mood=happy:sad -o cmp/",
-             "musicsae analyze compare --prompts-a happy.txt --prompts-b sad.txt -m facebook/musicgen-small -o cmp/",
+             f"musicsae analyze compare --prompts-a happy.txt --prompts-b sad.txt -m {EXAMPLES['hub']} -o cmp/",
              "musicsae analyze compare -c tiny -o cmp-tiny/"])
 def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (compare.json, layers.csv, "

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    EXAMPLES,
     DeviceOpt,
     DryRunOpt,
     FamilyOpt,
@@ -35,11 +36,12 @@ from ._common import (
          keys={"hookpoint": "hookpoints"},
          aliases={"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s",
                   **generation_aliases()}, examples=[
-             "musicsae extract songs.csv -o store/ -c musicgen-small",
+             f"musicsae extract songs.csv -o store/ -c {EXAMPLES['preset']}",
              "musicsae extract notes/ -o crepe-store/ -m crepe-full --hookpoint 'block*'",
              "musicsae extract songs/ -o store/ -m encoder.ts --hookpoint 'encoder.*' "
              "--set model_options.sample_rate=44100",
-             "musicsae extract songs/ -o store/ -m ./musicgen-small --hookpoint layers.12-18 --store-dtype bfloat16",
+             f"musicsae extract songs/ -o store/ -m {EXAMPLES['local']} --hookpoint layers.12-18 "
+             "--store-dtype bfloat16",
              "musicsae extract --prompts prompts.txt -o gen/ -c tiny --duration-s 2 --samples-per-prompt 2"])
 def extract(
     out: Annotated[Path, typer.Option("--out", "-o", help="Activation store to write (resumed if interrupted).")],

@@ -9,6 +9,7 @@ import typer
 
 from ._command import MusicsaeGroup
 from ._common import (
+    EXAMPLES,
     FamilyOpt,
     JsonOpt,
     Output,
@@ -47,8 +48,8 @@ def families(
     o.result({"families": rows}, lines)
 
 
-@command(app, "save-tiny", examples=["musicsae model save-tiny -o tiny-musicgen/ && musicsae model hookpoints "
-                                     "tiny-musicgen/"])
+@command(app, "save-tiny", examples=[f"musicsae model save-tiny -o {EXAMPLES['tiny']}/ && musicsae model hookpoints "
+                                     f"{EXAMPLES['tiny']}/"])
 def save_tiny(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory to write (loadable with --model DIR).")]
     = None,
@@ -98,9 +99,9 @@ def save_tiny_demucs(
                    f"stems {', '.join(res['sources'])}, {res['sample_rate']} Hz)", *res["files"]], out=repo)
 
 
-@command(app, "hookpoints", examples=["musicsae model hookpoints tiny-musicgen",
+@command(app, "hookpoints", examples=[f"musicsae model hookpoints {EXAMPLES['tiny']}",
                                       "musicsae model hookpoints crepe-full",
-                                      "musicsae model hookpoints facebook/musicgen-small --json"])
+                                      f"musicsae model hookpoints {EXAMPLES['hub']} --json"])
 def hookpoints(
     model: Annotated[str, typer.Argument(help="A built-in name, hub id, local folder or file, or "
                                               "py:package.module:factory (with --trust-code).")],

@@ -8,10 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import lift_generation_settings
 from ..errors import ConfigError
+from ..models import DEFAULT_MODEL, MODEL_HELP
 
-MODEL_HELP = ("A built-in name (tiny-musicgen, crepe-full, crepe-tiny, crepe-full-random, ...), a hub id, a local "
-              "model folder or file (.ts/.pt TorchScript, .pt2 torch.export), or py:package.module:factory (with "
-              "--trust-code on the command line).")
 FAMILY_HELP = "Model family (auto: from the model name; `musicsae model families` lists them)."
 OPTIONS_HELP = ("Options of the model's family, e.g. for torch models sample_rate (Hz, when the model does not "
                 "state it), layouts ({hookpoint: channels_first|channels_last|item}), input, method.")
@@ -24,7 +22,7 @@ class ExtractConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("facebook/musicgen-small", description=MODEL_HELP)
+    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
     family: str = Field("auto", description=FAMILY_HELP)
     model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")

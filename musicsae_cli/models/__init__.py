@@ -50,6 +50,12 @@ def _attr(ref: str):
 
 
 FAMILIES: dict[str, Family] = {}
+DEFAULT_MODEL = "facebook/musicgen-small"  # what runs when no model is named
+MODEL_HELP = ("A built-in name (tiny-musicgen, crepe-full, crepe-tiny, crepe-full-random, ...), a hub id, a local "
+              "model folder or file (.ts/.pt TorchScript, .pt2 torch.export), or py:package.module:factory (with "
+              "--trust-code on the command line).")
+# Model names the commands' help examples use: a hub id, its local copy, its preset, the built-in tiny model.
+EXAMPLES = {"hub": DEFAULT_MODEL, "local": "./musicgen-small", "preset": "musicgen-small", "tiny": "tiny-musicgen"}
 TRUST_CODE: ContextVar[bool] = ContextVar("musicsae_trust_code", default=False)  # set by --trust-code only
 
 
@@ -144,6 +150,6 @@ def no_options(family: str, options: dict) -> None:
                          "remove model_options")
 
 
-__all__ = ["CAPABILITIES", "FAMILIES", "TRUST_CODE", "EditContext", "Family", "GenerationOutput", "ModelAdapter",
-           "contextual", "family_of", "save_tiny", "generation_setting_names", "load_adapter", "no_options",
-           "register"]
+__all__ = ["CAPABILITIES", "DEFAULT_MODEL", "EXAMPLES", "FAMILIES", "MODEL_HELP", "TRUST_CODE", "EditContext",
+           "Family", "GenerationOutput", "ModelAdapter", "contextual", "family_of", "generation_setting_names",
+           "load_adapter", "no_options", "register", "save_tiny"]

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..config import lift_generation_settings
 from ..errors import ConfigError
-from ..extract.config import FAMILY_HELP, GENERATION_HELP, MODEL_HELP, OPTIONS_HELP
+from ..extract.config import FAMILY_HELP, GENERATION_HELP, OPTIONS_HELP
+from ..models import DEFAULT_MODEL, MODEL_HELP
 
 SOURCES = ("probe", "sae", "contrast", "file")
 LATENT_MODES = ("clamp", "scale", "zero")
@@ -138,7 +139,7 @@ class GenerationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("facebook/musicgen-small", description=MODEL_HELP)
+    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
     family: str = Field("auto", description=FAMILY_HELP)
     model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
     revision: str | None = Field(None, description="Hub revision of the model.")
