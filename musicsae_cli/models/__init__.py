@@ -71,6 +71,12 @@ def _is_crepe(name: str) -> bool:
     return name in NAMES
 
 
+def _is_rave(name: str) -> bool:
+    from .rave import claims
+
+    return claims(name)
+
+
 def _is_torch(name: str) -> bool:
     from .torch_family import claims
 
@@ -81,6 +87,8 @@ register(Family("crepe", "CREPE pitch tracker with its trained weights (crepe-ti
                 "(crepe-tiny-random, crepe-full-random); 16 kHz, 100 frames/s",
                 "crepe_family:load", ("audio", "intervene", "outputs"), _is_crepe,
                 examples=("crepe-full", "crepe-tiny", "crepe-full-random")))
+register(Family("rave", "RAVE exports (torch.jit.save of ScriptedRAVE): encoder blocks and the PCA-ordered latent",
+                "rave:load", ("audio", "intervene", "outputs"), _is_rave, examples=("rave_model.ts",)))
 register(Family("torch", "any PyTorch audio model by layer path: a TorchScript file (.ts, .pt), a torch.export "
                 "program (.pt2), or py:package.module:factory with --trust-code",
                 "torch_family:load", ("audio", "intervene", "outputs"), _is_torch,

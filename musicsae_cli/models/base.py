@@ -80,6 +80,7 @@ class ModelAdapter(ABC):
     position_convention: str = ""
     capabilities: frozenset[str] = frozenset()
     settings_model: type | None = None  # the family's generation settings (a pydantic model), if it generates
+    output_audio: bool = False  # its `outputs` are audio (channels, samples) at `sample_rate`
 
     @property
     @abstractmethod

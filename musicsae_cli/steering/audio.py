@@ -6,7 +6,8 @@ model's audio), what an edit at a hookpoint does downstream is read off the mode
     results.csv     one row per item: its labels, the relative change of the output ||steered - plain|| /
                     ||plain||, and the mean of every reading the family takes of its outputs (CREPE: f0_hz and
                     confidence), plain and steered
-    outputs/<id>.npz  plain and steered outputs (save_outputs)
+    outputs/<id>.npz  plain and steered outputs (save_outputs); for models whose outputs are audio (a RAVE
+                    re-synthesis) outputs/<id>.plain.wav and <id>.steered.wav instead
     manifest.json, config.yaml, directions.safetensors (the vectors used, usable as --file)
 """
 
@@ -31,7 +32,7 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
                 progress: ProgressFactory = no_progress, adapter=None) -> dict:
     """Outputs of every item plain and steered; results.csv, the outputs and the record, moved into place whole."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_csv_rows, write_json
-    from ..audio.io import load_audio
+    from ..audio.io import load_audio, write_wav
     from ..audio.manifest import load_dataset
     from ..models import load_adapter
     from .directions import sha256
@@ -57,7 +58,11 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
             if cfg.save_outputs:
                 file = stage / "outputs" / f"{row['item_id']}.npz"  # item ids may hold folders (class/name)
                 file.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(file, plain=plain, steered=steered)
+                if adapter.output_audio:
+                    for when, wav in (("plain", plain), ("steered", steered)):
+                        write_wav(file.with_suffix(f".{when}.wav"), wav, adapter.sample_rate)
+                else:
+                    np.savez(file, plain=plain, steered=steered)
             change = float(np.linalg.norm(steered - plain) / max(float(np.linalg.norm(plain)), 1e-12))
             result = {"item_id": row["item_id"], **{c: row.get(c) for c in manifest.label_columns},
                       "rel_change": change}

@@ -1,0 +1,262 @@
+"""The `rave` family on a tiny RAVE-format TorchScript export built here (random weights, 4096 Hz).
+
+The export: a 4-band strided conv as `pqmf`, an encoder of four stride-2 conv blocks (`encoder.net`, encode ratio
+4 * 16 = 64) and a 1x1 'mean' projection to 8 dims; `encode` subtracts `latent_mean`, rotates by `latent_pca` and
+keeps the first 4 dims; `decode` undoes that and upsamples back to audio with a transposed conv.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from musicsae_cli.errors import MusicSAEError, UsageError
+from musicsae_cli.models import family_of, load_adapter
+from musicsae_cli.models.rave import RaveError, RaveShortAudioError, _Hidden, claims
+from musicsae_cli.models.script_stepper import Unsteppable
+
+pytestmark = [pytest.mark.smoke, pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
+
+SR, BANDS, RATIO, LATENT, FULL, HIDDEN = 4096, 4, 64, 4, 8, 8
+ENCODER_BLOCKS = ["encoder.0", "encoder.1", "encoder.2", "encoder.3"]
+
+
+class PQMF(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, BANDS, BANDS, stride=BANDS)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(*[nn.Sequential(nn.Conv1d(BANDS if i == 0 else HIDDEN, HIDDEN, 4, stride=2,
+                                                           padding=1), nn.LeakyReLU(0.2)) for i in range(4)])
+        self.mean = nn.Conv1d(HIDDEN, FULL, 1)
+
+    def forward(self, x):
+        return self.mean(self.net(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.ConvTranspose1d(FULL, channels, RATIO, stride=RATIO), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class Rave(nn.Module):
+    def __init__(self, channels: int = 1):
+        super().__init__()
+        self.sr = SR
+        self.latent_size = LATENT
+        self.full_latent_size = FULL
+        self.n_channels = channels
+        self.pqmf = PQMF(channels)
+        self.encoder = Encoder()
+        self.decoder = Decoder(channels)
+        pca = torch.linalg.qr(torch.randn(FULL, FULL))[0]
+        self.register_buffer("encode_params", torch.tensor([channels, 1, LATENT, RATIO]))
+        self.register_buffer("decode_params", torch.tensor([LATENT, RATIO, channels, 1]))
+        self.register_buffer("forward_params", torch.tensor([channels, 1, channels, 1]))
+        self.register_buffer("latent_pca", pca)
+        self.register_buffer("latent_mean", torch.randn(FULL) * 0.1)
+        self.register_buffer("fidelity", torch.linspace(0.5, 1.0, FULL))
+
+    @torch.jit.export
+    def encode(self, x):
+        z = self.encoder(self.pqmf(x))
+        z = z - self.latent_mean.unsqueeze(-1)
+        z = F.conv1d(z, self.latent_pca.unsqueeze(-1))
+        return z[:, :self.latent_size]
+
+    @torch.jit.export
+    def decode(self, z):
+        pad = torch.zeros(z.shape[0], self.full_latent_size - z.shape[1], z.shape[2], dtype=z.dtype)
+        z = torch.cat([z, pad], 1)
+        z = F.conv1d(z, self.latent_pca.t().unsqueeze(-1)) + self.latent_mean.unsqueeze(-1)
+        return self.decoder(z)
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+class NotRave(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sr = SR
+        self.conv = nn.Conv1d(1, 4, 8, stride=8)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _save(module: nn.Module, path):
+    torch.jit.save(torch.jit.script(module.eval()), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def rave_ts(tmp_path_factory):
+    torch.manual_seed(0)
+    return _save(Rave(1), tmp_path_factory.mktemp("rave") / "tiny_rave.ts")
+
+
+@pytest.fixture(scope="module")
+def adapter(rave_ts):
+    return load_adapter(str(rave_ts), device="cpu")
+
+
+def _audio(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.5, 0.5, n).astype(np.float32)
+
+
+def test_claims_and_hookpoints(rave_ts, adapter, tmp_path):
+    other = _save(NotRave(), tmp_path / "plain.ts")
+    assert claims(str(rave_ts)) and not claims(str(other)) and not claims(str(tmp_path / "missing.ts"))
+    assert family_of(str(rave_ts)).name == "rave" and family_of(str(other)).name == "torch"
+    assert adapter.family == "rave" and adapter.sample_rate == SR
+    assert adapter.hookpoint_widths == {"pqmf": BANDS, **{b: HIDDEN for b in ENCODER_BLOCKS}, "latent": LATENT}
+    adapter.resolve_hookpoints("latent")
+    assert adapter.frame_rate == SR / RATIO and adapter.hop_length == RATIO and adapter.n_frames(SR) == SR // RATIO
+    adapter.resolve_hookpoints("pqmf")
+    assert adapter.frame_rate == SR / BANDS
+    assert adapter.resolve_hookpoints("latent,encoder.*") == [*ENCODER_BLOCKS, "latent"]
+    assert adapter.frame_rate == SR / RATIO
+    info = adapter.describe()
+    assert info["encode_ratio"] == RATIO and info["latent_size"] == LATENT and info["channels"] == "mono"
+    assert info["hookpoint_paths"]["encoder.2"] == "encoder.net.2"
+
+
+def test_latent_and_blocks_match_by_hand(rave_ts, adapter):
+    x = _audio(SR)  # 1 s: 64 latent rows
+    names = adapter.resolve_hookpoints("latent,encoder.*,pqmf")
+    got = adapter.audio_activations([x], names)[0]
+    ref = torch.jit.load(str(rave_ts))  # an independent copy of the export
+    xt = torch.from_numpy(x)[None, None]
+    with torch.no_grad():
+        latent = ref.encode(xt)[0].T
+        assert got["latent"].shape == (SR // RATIO, LATENT)
+        torch.testing.assert_close(got["latent"], latent, rtol=1e-5, atol=1e-5)
+        h = ref.pqmf(xt)
+        torch.testing.assert_close(got["pqmf"], F.avg_pool1d(h, RATIO // BANDS)[0].T, rtol=1e-5, atol=1e-5)
+        for i, (_, block) in enumerate(ref.encoder.net.named_children()):
+            h = block(h)
+            factor = RATIO // (BANDS * 2 ** (i + 1))
+            pooled = (F.avg_pool1d(h, factor) if factor > 1 else h)[0].T
+            torch.testing.assert_close(got[f"encoder.{i}"], pooled, rtol=1e-5, atol=1e-5)
+
+
+def test_latent_edit_reaches_outputs(rave_ts, adapter):
+    x = _audio(SR // 2)
+    adapter.resolve_hookpoints("latent")
+    module = torch.jit.load(str(rave_ts))  # an independent copy: its own decode(encode(x)) and decode(0)
+    with torch.no_grad():
+        plain = module.decode(module.encode(torch.from_numpy(x)[None, None]))[0].numpy()
+        silent = module.decode(torch.zeros(1, LATENT, SR // 2 // RATIO))[0].numpy()
+    with adapter.intervene({"latent": lambda h: torch.zeros_like(h)}):
+        out = adapter.outputs(x)
+        acts = adapter.audio_activations([x], ["latent"])[0]["latent"]
+    assert out.shape == (1, SR // 2) and not acts.any()
+    np.testing.assert_allclose(out, silent, atol=1e-5)  # the re-synthesis of a zeroed latent
+    np.testing.assert_allclose(adapter.outputs(x), plain, atol=1e-5)  # edits removed on exit
+
+
+def test_stereo_export_gets_mono_on_both_channels(tmp_path):
+    torch.manual_seed(2)
+    path = _save(Rave(2), tmp_path / "stereo.ts")
+    stereo = load_adapter(str(path), device="cpu")
+    x = _audio(SR // 2, seed=3)
+    got = stereo.audio_activations([x], stereo.resolve_hookpoints("latent"))[0]["latent"]
+    xt = torch.from_numpy(x)[None, None].repeat(1, 2, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(got, torch.jit.load(str(path)).encode(xt)[0].T, rtol=1e-5, atol=1e-5)
+    assert "2 channels" in stereo.describe()["channels"]
+
+
+def test_bad_inputs(adapter, tmp_path):
+    other = _save(NotRave(), tmp_path / "plain.ts")
+    with pytest.raises(RaveError) as err:
+        load_adapter(str(other), family="rave", device="cpu")
+    assert "not a RAVE export" in err.value.message and "no encode method" in err.value.message
+    assert "--family torch" in err.value.hint and "\n" not in str(err.value)
+    with pytest.raises(UsageError) as err:
+        adapter.resolve_hookpoints("encoder.9")
+    assert "encoder.9" in err.value.message and "encoder.0" in err.value.hint
+    with pytest.raises(UsageError) as err:
+        adapter.resolve_hookpoints("latnet")
+    assert "'latent'" in err.value.hint
+    with pytest.raises(RaveShortAudioError) as err:
+        adapter.audio_activations([_audio(RATIO - 1)], ["latent"])
+    assert isinstance(err.value, MusicSAEError) and str(RATIO) in err.value.message and err.value.hint
+
+
+def test_unsteppable_reported_against_rave_names(adapter):
+    exc = _Hidden(Unsteppable("a closure", "encoder.net", "forward"), adapter._paths)
+    assert exc.hidden(["pqmf", "encoder.0", "encoder.3", "latent"]) == ["encoder.0", "encoder.3"]
+
+
+def test_extract_through_cli(rave_ts, tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from musicsae_cli.commands.app import app
+    from musicsae_cli.store import ActivationStore
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    sf.write(folder / "a.wav", _audio(SR, seed=4), SR)
+    sf.write(folder / "b.wav", _audio(SR // 2, seed=5), SR)
+    out = tmp_path / "store"
+    result = CliRunner().invoke(app, ["extract", str(folder), "-o", str(out), "-m", str(rave_ts),
+                                      "--hookpoint", "latent,encoder.*", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    store = ActivationStore.open(out)
+    assert store.model["family"] == "rave" and store.frame_rate == SR / RATIO
+    assert set(store.hookpoints) == {*ENCODER_BLOCKS, "latent"}
+    assert store.n_items == 2 and store.n_rows == (SR + SR // 2) // RATIO
+    rows = np.arange(store.n_rows)
+    assert store.read_rows("latent", rows).shape == (store.n_rows, LATENT)
+    assert store.read_rows("encoder.0", rows).shape == (store.n_rows, HIDDEN)
+
+
+def test_steer_audio_resynthesises_with_a_latent_bias(rave_ts, tmp_path):
+    """The RAVE users' control: a bias on one latent dimension, heard in the re-synthesis (wav files)."""
+    import json
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from musicsae_cli.commands.app import app
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    sf.write(str(folder / "a.wav"), _audio(SR // 2), SR)
+    bias = np.zeros(LATENT, np.float32)
+    bias[0] = 1.0
+    np.save(tmp_path / "bias.npy", bias)
+    base = ["steer", "audio", str(folder), "-m", str(rave_ts), "--file", str(tmp_path / "bias.npy"), "--hookpoint",
+            "latent", "--set", "normalize=false", "--device", "cpu", "--json"]
+    runner = CliRunner()
+    zero = runner.invoke(app, [*base, "--strength", "0", "-o", str(tmp_path / "zero")])
+    push = runner.invoke(app, [*base, "--strength", "2", "-o", str(tmp_path / "push")])
+    assert zero.exit_code == 0 and push.exit_code == 0, zero.output + push.output
+    assert json.loads(zero.stdout)["rel_change_mean"] == 0.0 and json.loads(push.stdout)["rel_change_mean"] > 0.01
+    plain, rate = sf.read(str(tmp_path / "push" / "outputs" / "a.plain.wav"))
+    steered, _ = sf.read(str(tmp_path / "push" / "outputs" / "a.steered.wav"))
+    assert rate == SR and plain.shape == steered.shape == (SR // 2,) and not np.allclose(plain, steered)
+    module = torch.jit.load(str(rave_ts))  # independent: decode(encode(x) + 2 * e0)
+    with torch.no_grad():
+        x = torch.from_numpy(sf.read(str(folder / "a.wav"), dtype="float32")[0])[None, None]
+        z = module.encode(x)
+        z[:, 0] += 2.0
+        ref = module.decode(z)[0, 0].numpy()
+    np.testing.assert_allclose(steered, ref, atol=2e-4)  # 16-bit wav rounding
