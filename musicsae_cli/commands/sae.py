@@ -133,6 +133,23 @@ def encode(
              out=out)
 
 
+def _downstream_lines(d: dict) -> list[str]:
+    """The downstream result as lines: loss-based (token models) or output-based (models with outputs)."""
+    if "ce" in d:
+        lines = [f"downstream over {d['tokens']} tokens of {d['items']} items:"]
+        lines += [f"  CE {name}: {ce:.5f}" + (f"  KL to clean {d['kl_to_clean'][name]:.3g}" if name != "clean" else "")
+                  for name, ce in d["ce"].items()]
+        recovered, what = d["fraction_loss_recovered"], "loss"
+    else:
+        lines = [f"downstream over {d['items']} items: {d['metric'].replace('_', ' ')} of the model's output to the "
+                 "clean output"]
+        lines += [f"  {name}: {value:.5g}" for name, value in d["distance_to_clean"].items()]
+        recovered, what = d["fraction_recovered"], "output"
+    return lines + [f"  fraction of {what} recovered vs {k.replace('_', '-')}: {v:.4f}" if v is not None else
+                    f"  fraction of {what} recovered vs {k}: undefined (ablation does not change it)"
+                    for k, v in recovered.items()]
+
+
 @command(app, "evaluate", aliases={"--items": "--max-items"}, examples=[
     "musicsae sae evaluate runs/topk store/ -o eval/",
     "musicsae sae evaluate runs/topk store/ --downstream --max-items 32 -o eval-downstream/"])
@@ -173,12 +190,7 @@ def evaluate(
     if downstream:
         res["downstream"] = d = evaluate_downstream(res["sae"], store, res["hookpoint"], model=model,
                                                     n_items=max_items, device=device or "auto", progress=o.progress)
-        lines.append(f"downstream over {d['tokens']} tokens of {d['items']} items:")
-        lines += [f"  CE {name}: {ce:.5f}" + (f"  KL to clean {d['kl_to_clean'][name]:.3g}" if name != "clean" else "")
-                  for name, ce in d["ce"].items()]
-        lines += [f"  fraction of loss recovered vs {k.replace('_', '-')}: {v:.4f}" if v is not None else
-                  f"  fraction of loss recovered vs {k}: undefined (ablation does not change the loss)"
-                  for k, v in d["fraction_loss_recovered"].items()]
+        lines += _downstream_lines(d)
     if out is not None:
         write_evaluation(out, res, overwrite)
         lines.insert(0, str(out))

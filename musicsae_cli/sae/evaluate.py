@@ -62,7 +62,7 @@ def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint:
     """Splice the SAE into the store's model at its hookpoint and compare losses (see sae.downstream)."""
     from ..models import load_adapter
     from ..store import ActivationStore
-    from .downstream import check_items, downstream_metrics
+    from .downstream import check_items, downstream_metrics, output_metrics
     from .io import load_sae
 
     check_items(n_items)  # before the model loads
@@ -76,13 +76,17 @@ def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint:
     adapter = load_adapter(name, family=family, revision=info.get("revision"), device=device,
                            dtype={"bfloat16": "bf16", "float16": "fp16"}.get(info.get("dtype"), "fp32"),
                            seed=int(config.get("seed", 0)), options=config.get("model_options") or None)
-    adapter.require("loss", "downstream SAE metrics")
+    if not adapter.can("loss") and not adapter.can("outputs"):
+        adapter.require("loss", "downstream SAE metrics")  # one line naming what the model offers
     if hookpoint not in adapter.hookpoint_widths:
         raise InputError(f"hookpoint '{hookpoint}' is not a hookpoint of {name}",
                          "downstream metrics splice at a model hookpoint such as "
                          f"{next(iter(adapter.hookpoint_widths))}")
     sae, _ = load_sae(Path(sae_path))
-    return downstream_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
+    if adapter.can("loss"):
+        return downstream_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
+    adapter.resolve_hookpoints([hookpoint])
+    return output_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
 
 
 EVAL_KIND = "sae_evaluation"

@@ -227,6 +227,24 @@ def test_extract_through_cli(rave_ts, tmp_path):
     assert store.read_rows("latent", rows).shape == (store.n_rows, LATENT)
     assert store.read_rows("encoder.0", rows).shape == (store.n_rows, HIDDEN)
 
+    # downstream SAE metrics for an autoencoder: the re-synthesis with a stand-in SAE spliced in at the latent
+    from musicsae_cli.sae.downstream import output_metrics
+
+    adapter = load_adapter(str(rave_ts), device="cpu")
+    ident = output_metrics(torch.nn.Identity(), store, "latent", adapter, n_items=2)
+    assert ident["metric"] == "multiscale_spectral_distance" and ident["distance_to_clean"]["sae"] == 0.0
+    assert ident["distance_to_clean"]["zero_ablation"] > 0.0 and ident["fraction_recovered"]["zero_ablation"] == 1.0
+    half = output_metrics(_Half(), store, "latent", adapter, n_items=2)
+    assert half["distance_to_clean"]["sae_plus_error"] < 1e-4  # the error term makes the splice a no-op
+    assert 0.0 < half["distance_to_clean"]["sae"] and half["fraction_recovered"]["zero_ablation"] < 1.0
+
+
+class _Half(nn.Module):
+    """A stand-in SAE reconstructing half of its input."""
+
+    def forward(self, x):
+        return 0.5 * x
+
 
 def test_steer_audio_resynthesises_with_a_latent_bias(rave_ts, tmp_path):
     """The RAVE users' control: a bias on one latent dimension, heard in the re-synthesis (wav files)."""
