@@ -186,6 +186,7 @@ bench: venv
 	$(BIN)/python bench/store_bench.py --out bench-out/store --gb 2.0
 	$(BIN)/python bench/extract_bench.py
 	$(BIN)/python bench/extract_overhead.py
+	$(BIN)/python bench/rave_bench.py
 	$(BIN)/python bench/sae_bench.py
 	$(BIN)/python bench/probe_bench.py
 	$(BIN)/python bench/steer_bench.py

@@ -54,8 +54,8 @@ def save_tiny(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory to write (loadable with --model DIR).")]
     = None,
     legacy_out: LegacyOut = None,
-    family: Annotated[str | None, typer.Option(help="Model family whose tiny random model to write (default: the "
-                                                    "first that has one, `model families`).")] = None,
+    family: Annotated[str | None, typer.Option(help="Model family whose tiny random model to write (default: that "
+                                                    "of the default model; `model families`).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,

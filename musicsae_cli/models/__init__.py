@@ -88,7 +88,8 @@ register(Family("crepe", "CREPE pitch tracker with its trained weights (crepe-ti
                 "crepe_family:load", ("audio", "intervene", "outputs"), _is_crepe,
                 examples=("crepe-full", "crepe-tiny", "crepe-full-random")))
 register(Family("rave", "RAVE exports (torch.jit.save of ScriptedRAVE): encoder blocks and the PCA-ordered latent",
-                "rave:load", ("audio", "intervene", "outputs"), _is_rave, examples=("rave_model.ts",)))
+                "rave:load", ("audio", "intervene", "outputs"), _is_rave, examples=("rave_model.ts",),
+                save_tiny="tiny_rave:save_tiny_rave"))
 register(Family("torch", "any PyTorch audio model by layer path: a TorchScript file (.ts, .pt), a torch.export "
                 "program (.pt2), or py:package.module:factory with --trust-code",
                 "torch_family:load", ("audio", "intervene", "outputs"), _is_torch,
@@ -125,12 +126,12 @@ def generation_setting_names() -> dict[str, str]:
 
 
 def save_tiny(family: str | None, out, seed: int = 0, overwrite: bool = False) -> dict:
-    """Write the tiny random model of `family` (None: the first family that has one), loadable with --model OUT;
+    """Write the tiny random model of `family` (None: the default model's family), loadable with --model;
     UsageError naming the families that have one."""
     from ..errors import UsageError
 
     having = [f.name for f in FAMILIES.values() if f.save_tiny]
-    fam = family_of("", family) if family else FAMILIES[having[0]]
+    fam = family_of("", family) if family else family_of(DEFAULT_MODEL)
     if fam.save_tiny is None:
         raise UsageError(f"model family {family} has no tiny model to write", f"families with one: {', '.join(having)}")
     return {"family": fam.name, **_attr(fam.save_tiny)(out, seed=seed, overwrite=overwrite)}

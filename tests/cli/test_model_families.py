@@ -85,3 +85,12 @@ def test_generation_settings_from_the_command_line(runner, app, tmp_path):
     assert "top_k: 7" in res.output and "guidance_scale: 2" in res.output
     res = runner.invoke(app, ["model", "families", "--json"])
     assert res.exit_code == 0 and '"guidance_scale": 3.0' in res.output
+
+
+def test_save_tiny_writes_the_default_family_unless_told(runner, app, tmp_path):
+    res = runner.invoke(app, ["model", "save-tiny", "-o", str(tmp_path / "default")])
+    assert res.exit_code == 0 and (tmp_path / "default" / "config.json").is_file(), res.output  # save_pretrained
+    res = runner.invoke(app, ["model", "save-tiny", "--family", "rave", "-o", str(tmp_path / "rave")])
+    assert res.exit_code == 0 and (tmp_path / "rave" / "tiny_rave.ts").is_file(), res.output
+    res = runner.invoke(app, ["model", "save-tiny", "--family", "crepe", "-o", str(tmp_path / "crepe")])
+    assert res.exit_code == 2 and "has no tiny model" in res.output and not (tmp_path / "crepe").exists()

@@ -1,4 +1,4 @@
-"""The `rave` family on a tiny RAVE-format TorchScript export built here (random weights, 4096 Hz).
+"""The `rave` family on the tiny RAVE-format TorchScript export (models/tiny_rave.py; random weights, 4096 Hz).
 
 The export: a 4-band strided conv as `pqmf`, an encoder of four stride-2 conv blocks (`encoder.net`, encode ratio
 4 * 16 = 64) and a 1x1 'mean' projection to 8 dims; `encode` subtracts `latent_mean`, rotates by `latent_pca` and
@@ -17,6 +17,7 @@ from musicsae_cli.errors import MusicSAEError, UsageError
 from musicsae_cli.models import family_of, load_adapter
 from musicsae_cli.models.rave import RaveError, RaveShortAudioError, _Hidden, claims
 from musicsae_cli.models.script_stepper import Unsteppable
+from musicsae_cli.models.tiny_rave import RaveDims, TinyRave
 
 pytestmark = [pytest.mark.smoke, pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
 
@@ -24,69 +25,9 @@ SR, BANDS, RATIO, LATENT, FULL, HIDDEN = 4096, 4, 64, 4, 8, 8
 ENCODER_BLOCKS = ["encoder.0", "encoder.1", "encoder.2", "encoder.3"]
 
 
-class PQMF(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv1d(channels, BANDS, BANDS, stride=BANDS)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-class Encoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(*[nn.Sequential(nn.Conv1d(BANDS if i == 0 else HIDDEN, HIDDEN, 4, stride=2,
-                                                           padding=1), nn.LeakyReLU(0.2)) for i in range(4)])
-        self.mean = nn.Conv1d(HIDDEN, FULL, 1)
-
-    def forward(self, x):
-        return self.mean(self.net(x))
-
-
-class Decoder(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.ConvTranspose1d(FULL, channels, RATIO, stride=RATIO), nn.Tanh())
-
-    def forward(self, z):
-        return self.net(z)
-
-
-class Rave(nn.Module):
-    def __init__(self, channels: int = 1):
-        super().__init__()
-        self.sr = SR
-        self.latent_size = LATENT
-        self.full_latent_size = FULL
-        self.n_channels = channels
-        self.pqmf = PQMF(channels)
-        self.encoder = Encoder()
-        self.decoder = Decoder(channels)
-        pca = torch.linalg.qr(torch.randn(FULL, FULL))[0]
-        self.register_buffer("encode_params", torch.tensor([channels, 1, LATENT, RATIO]))
-        self.register_buffer("decode_params", torch.tensor([LATENT, RATIO, channels, 1]))
-        self.register_buffer("forward_params", torch.tensor([channels, 1, channels, 1]))
-        self.register_buffer("latent_pca", pca)
-        self.register_buffer("latent_mean", torch.randn(FULL) * 0.1)
-        self.register_buffer("fidelity", torch.linspace(0.5, 1.0, FULL))
-
-    @torch.jit.export
-    def encode(self, x):
-        z = self.encoder(self.pqmf(x))
-        z = z - self.latent_mean.unsqueeze(-1)
-        z = F.conv1d(z, self.latent_pca.unsqueeze(-1))
-        return z[:, :self.latent_size]
-
-    @torch.jit.export
-    def decode(self, z):
-        pad = torch.zeros(z.shape[0], self.full_latent_size - z.shape[1], z.shape[2], dtype=z.dtype)
-        z = torch.cat([z, pad], 1)
-        z = F.conv1d(z, self.latent_pca.t().unsqueeze(-1)) + self.latent_mean.unsqueeze(-1)
-        return self.decoder(z)
-
-    def forward(self, x):
-        return self.decode(self.encode(x))
+def Rave(channels: int = 1) -> nn.Module:  # noqa: N802  (the export's class, at the sizes above)
+    return TinyRave(RaveDims(sr=SR, bands=BANDS, blocks=4, hidden=HIDDEN, full_latent=FULL, latent=LATENT,
+                             channels=channels))
 
 
 class NotRave(nn.Module):
