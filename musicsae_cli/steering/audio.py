@@ -34,16 +34,14 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
     from ..artifacts import new_manifest, staged_directory, write_config, write_csv_rows, write_json
     from ..audio.io import load_audio, write_wav
     from ..audio.manifest import load_dataset
-    from ..models import load_adapter
     from .directions import sha256
-    from .generate import environment, save_directions
+    from .generate import environment, load_model, save_directions
 
     manifest = load_dataset(source)
     rows = manifest.rows[: cfg.max_items] if cfg.max_items else manifest.rows
     if not rows:
         raise InputError(f"no audio items in {source}", "point SOURCE at a manifest or a folder of audio")
-    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
-                                      dtype=cfg.dtype, seed=cfg.model_seed, options=cfg.model_options)
+    adapter = adapter or load_model(cfg, needs=())
     adapter.require("intervene", "steering over audio")
     adapter.require("outputs", "steering over audio")
     direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)

@@ -134,8 +134,8 @@ class SteeringConfig(BaseModel):
         return self
 
 
-class GenerationSettings(BaseModel):
-    """The model and sampling settings shared by generate and sweep."""
+class ModelSettings(BaseModel):
+    """Which model steering runs on, and where (shared by generate, sweep and audio)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -143,9 +143,16 @@ class GenerationSettings(BaseModel):
     family: str = Field("auto", description=FAMILY_HELP)
     model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
     revision: str | None = Field(None, description="Hub revision of the model.")
-    model_seed: int = Field(0, ge=0, description="Weights seed of the built-in tiny model (match the extraction).")
+    model_seed: int = Field(0, ge=0, description="Weights seed of a built-in random model (match the extraction).")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision of the language model.")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+
+
+class GenerationSettings(ModelSettings):
+    """The model and sampling settings shared by generate and sweep."""
+
+    model_config = ConfigDict(extra="forbid")
+
     prompts: list[str] = Field(default_factory=list, description="Text prompts (one clip batch row each).")
     prompts_file: str | None = Field(None, description="More prompts: a .txt file (one per line) or a manifest.")
     audio: str | None = Field(None, description="Audio to continue (mono mix, resampled); must be shorter than "
@@ -209,17 +216,11 @@ class SteerSweepConfig(SteeringConfig, GenerationSettings):
         return self
 
 
-class SteerAudioConfig(SteeringConfig):
+class SteerAudioConfig(SteeringConfig, ModelSettings):
     """`steer audio`: run a model over audio with and without steering and compare its outputs."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("crepe-full", description=MODEL_HELP)
-    family: str = Field("auto", description=FAMILY_HELP)
-    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
-    revision: str | None = Field(None, description="Hub revision of the model.")
-    model_seed: int = Field(0, ge=0, description="Weights seed of a built-in random model (match the extraction).")
-    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+    model: str = Field("crepe-full", description=MODEL_HELP)  # a model with outputs of its own
     max_items: int | None = Field(None, ge=1, description="Use at most this many audio files (manifest order).")
     save_outputs: bool = Field(True, description="Write every item's plain and steered outputs as .npz.")

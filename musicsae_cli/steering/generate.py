@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..progress import ProgressFactory, no_progress
-from .config import GenerationSettings, SteerGenerateConfig
+from .config import GenerationSettings, ModelSettings, SteerGenerateConfig
 from .directions import Direction, load_direction, sha256
 from .edits import build_steering
 
@@ -30,14 +30,15 @@ FORMAT_VERSION = 1
 CLIPS = "clips"
 
 
-def load_model(cfg: GenerationSettings):
-    """The adapter for `cfg.model` (a built-in random model's weights from model_seed), which must generate."""
+def load_model(cfg: ModelSettings, purpose: str = "steered generation",
+               needs: tuple[str, ...] = ("generate", "intervene")):
+    """The adapter for `cfg.model` (a built-in random model's weights from model_seed), which must offer `needs`."""
     from ..models import load_adapter
 
     adapter = load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
                            seed=cfg.model_seed, options=cfg.model_options)
-    adapter.require("generate", "steered generation")
-    adapter.require("intervene", "steered generation")
+    for capability in needs:
+        adapter.require(capability, purpose)
     return adapter
 
 
