@@ -60,7 +60,8 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
 
     with writer, progress("Extracting", len(manifest.rows)) as bar:
         for row in manifest.rows:
-            for job in _jobs_for(row, manifest.label_columns, writer.done_items, cfg, sr, hop, skipped):
+            for job in _jobs_for(row, manifest.label_columns, writer.done_items, cfg, sr, hop, skipped,
+                                 adapter.input_channels):
                 jobs.append(job)
                 if len(jobs) == cfg.batch_size:
                     run(jobs)
@@ -85,8 +86,16 @@ def nothing_usable(source, skipped: list[tuple[str, str]]) -> InputError:
                       f"`musicsae data index {source} --out index.csv` lists every file's problem")
 
 
+def channels_fed(source: int, model: int) -> str:
+    """How a file of `source` channels reaches a model taking `model` channels (musicsae feeds a mono mix)."""
+    steps = [f"downmixed {source} -> 1"] if source > 1 else []
+    if model > 1:
+        steps.append(f"mono duplicated onto {model}")
+    return ", ".join(steps) or "as is"
+
+
 def _jobs_for(row: dict, labels: list[str], done, cfg: ExtractConfig, sr: int, hop: int,
-              skipped: list[tuple[str, str]]):
+              skipped: list[tuple[str, str]], channels: int = 1):
     """The not-yet-stored windows of one manifest row (the audio is read only when some are missing)."""
     path = Path(row["path"])
     try:
@@ -105,7 +114,8 @@ def _jobs_for(row: dict, labels: list[str], done, cfg: ExtractConfig, sr: int, h
         return
     text = cfg.text if cfg.text is not None else (row.get(cfg.text_column) if cfg.text_column else None)
     base = {"source_item": row["item_id"], "source_path": str(path), "group": row["group"],
-            "source_sample_rate": int(info.sample_rate), **{c: row.get(c) for c in labels}}
+            "source_sample_rate": int(info.sample_rate), "source_channels": int(info.channels),
+            "channels_fed": channels_fed(int(info.channels), channels), **{c: row.get(c) for c in labels}}
     if text is not None:
         base["text"] = str(text)
     for w in windows:

@@ -81,6 +81,7 @@ class ModelAdapter(ABC):
     capabilities: frozenset[str] = frozenset()
     settings_model: type | None = None  # the family's generation settings (a pydantic model), if it generates
     output_audio: bool = False  # its `outputs` are audio (channels, samples) at `sample_rate`
+    input_channels: int = 1  # channels the model takes; musicsae feeds a mono mix, duplicated onto each of them
 
     @property
     @abstractmethod

@@ -8,17 +8,27 @@ Hookpoints:
 
 * `pqmf`: the multiband split of the input (a row every `bands` samples);
 * `encoder.N`: the output of block N of the encoder's `net`;
+* `latent.raw`: the output of the `encoder` module itself, before the export's bottleneck (a variational
+  encoder's mean and scale of the full latent, before the PCA rotation and the crop);
 * `latent`: what `encode` returns, the PCA-ordered latent (a row every `encode_ratio` samples, i.e. sr / ratio
   frames per second). Variational exports subtract `latent_mean`, rotate by `latent_pca` and keep `latent_size`
-  dimensions, so dimension 0 carries the most variance.
+  dimensions, so dimension 0 carries the most variance;
+* `decoder.N`: the output of block N of the decoder's `net`, in `decode` of the latent (hooking one runs the
+  decoder too).
 
 Everything else follows the `torch` family: widths and time axes come from a dry run on silence, and the hookpoints
 of one extraction share the coarsest grid among them (finer ones averaged over the rows inside each coarse row).
 
-musicsae feeds mono audio (multichannel files are downmixed when read); a stereo export (`n_channels` 2) gets that
-mono signal on both channels. The model's own output (`outputs`) is its re-synthesis of the input:
-`decode(encode(x))`, with any edits applied inside `encode` (at the encoder blocks or the latent), as (channels,
-samples) audio at `sr`. Decoder hookpoints are not offered yet.
+musicsae feeds mono audio (multichannel files are downmixed when read, and extraction records it); a stereo export
+(`n_channels` 2) gets that mono signal on both channels. The model's own output (`outputs`) is its re-synthesis of
+the input: `decode(encode(x))`, with any edits applied at any hookpoint, as (channels, samples) audio at `sr`.
+
+RAVE draws random numbers (the variational bottleneck's sample, the decoder's noise synthesis): every pass seeds
+torch's generator with `noise_seed` (0) first, so the same audio gives the same activations and re-synthesis, and a
+steered pass is paired with the plain one. A streaming export (cached convolutions, which keep the end of one call
+to pad the next: buffers `pad`/`cache` beside an `initialized` flag) has that state zeroed before every pass, so
+each item is a fresh stream and nothing leaks between items; its causal convolutions delay the rows by the export's
+latency, which the describe record notes.
 """
 
 from __future__ import annotations
@@ -33,8 +43,12 @@ from .script_stepper import Unsteppable
 from .torch_family import SCRIPT_SUFFIXES, TorchAdapter, _attribute_rate, _load_script
 
 LATENT = "latent"
+LATENT_RAW = "latent.raw"
 PQMF = "pqmf"
+ENCODER = "encoder"
 NET_PATHS = ("encoder.net", "encoder.encoder.net")  # where the encoder's blocks live, first found wins
+DECODER_NET = "decoder.net"
+STATE_BUFFERS = ("pad", "cache")  # a cached convolution's state (beside its `initialized` flag)
 REQUIRED_METHODS = ("encode", "decode")
 REQUIRED_BUFFER = "encode_params"
 POSITION_CONVENTION = ("row t covers samples [t*hop, (t+1)*hop) of the window at the coarsest hop of the extracted "
@@ -127,12 +141,26 @@ class _Hidden(Unsteppable):
         return [by_path[p] for p in self._inner.hidden(list(by_path))]
 
 
+def state_buffers(module) -> list:
+    """The buffers a streaming export keeps between calls ([] for a stateless export)."""
+    found = []
+    for _, m in module.named_modules():
+        try:
+            own = dict(m.named_buffers(recurse=False))
+        except Exception:
+            continue
+        if hasattr(m, "initialized"):
+            found += [own[n] for n in STATE_BUFFERS if n in own]
+    return found
+
+
 class RaveAdapter(TorchAdapter):
-    """A RAVE export with hookpoints pqmf, encoder.N and latent (see the module doc)."""
+    """A RAVE export with hookpoints pqmf, encoder.N, latent.raw, latent and decoder.N (see the module doc)."""
 
     family = "rave"
     position_convention = POSITION_CONVENTION
     output_audio = True  # outputs(): the re-synthesis
+    noise_seed = 0
 
     def __init__(self, module, model_id: str, sample_rate: int, *, fingerprint: str | None = None,
                  device=None, dtype=None):
@@ -151,9 +179,17 @@ class RaveAdapter(TorchAdapter):
         paths = {PQMF: PQMF} if PQMF in modules else {}
         for child, _ in modules[self.net_path].named_children():
             paths[f"encoder.{child}"] = f"{self.net_path}.{child}"
-        self._paths = paths  # hookpoint -> module path (latent: the return of encode)
-        self._modules = {**{n: modules[p] for n, p in paths.items()}, LATENT: module}
-        self._names = [*paths, LATENT]
+        if ENCODER in modules and self.net_path != ENCODER:
+            paths[LATENT_RAW] = ENCODER
+        decoder = [f"decoder.{c}" for c, _ in modules[DECODER_NET].named_children()] if DECODER_NET in modules else []
+        self._decoder = {n: f"{DECODER_NET}.{n.split('.', 1)[1]}" for n in decoder}
+        self._paths = {**paths, **self._decoder}  # hookpoint -> module path (latent: the return of encode)
+        self._modules = {**{n: modules[p] for n, p in self._paths.items()}, LATENT: module}
+        self._names = [*paths, LATENT, *decoder]
+        self._state = state_buffers(module)
+        self.streaming = bool(self._state)
+        self.max_batch = min(int(b.shape[0]) for b in self._state) if self._state else None
+        self._decode = False  # run decode even without decoder hooks (outputs)
 
     # ---- input ----
     def _shaped(self, x, input_layout: str | None = None):
@@ -171,35 +207,73 @@ class RaveAdapter(TorchAdapter):
                                           f"feed at least {ratio / self.sample_rate:.4g} s at {self.sample_rate} Hz")
         return super().audio_activations(audio, hookpoints, texts)
 
+    @property
+    def input_channels(self) -> int:
+        return self.n_channels
+
     # ---- running ----
     def _call(self, x, hooks: dict[str, list[Callable]]):
-        """encode(x), with hooks on RAVE hookpoints: module paths stepped into, `latent` on the return value."""
-        from .script_stepper import chain
-
-        hooks = {n: fns for n, fns in hooks.items() if fns}
-        latent = hooks.pop(LATENT, None)
-        try:
-            out = super()._call(x, {self._paths[n]: fns for n, fns in hooks.items()})
-        except Unsteppable as exc:
-            raise _Hidden(exc, self._paths) from None
-        if latent:
-            out = chain(latent)(self.module, (x,), out)
-        return out
-
-    def outputs(self, audio):
-        """The re-synthesis decode(encode(audio)) as (channels, samples) float32, edits applied in encode."""
+        """encode(x), then decode(z) when a decoder hookpoint is hooked or outputs are wanted; hooks on RAVE
+        hookpoints: module paths stepped into, `latent` on the return value of encode. Streaming state is zeroed
+        and torch's generator seeded with `noise_seed` first (see the module doc)."""
         import torch
 
-        z = self.forward(audio)  # (latent, frames): encode with the active edits
-        with torch.inference_mode():
-            y = self.module.decode(z[None].to(self.device, self.dtype))
-        return y[0].float().cpu().numpy()
+        from .script_stepper import chain
+
+        for buffer in self._state:
+            buffer.zero_()
+        hooks = {n: fns for n, fns in hooks.items() if fns}
+        latent = hooks.pop(LATENT, None)
+        decoder = {self._paths[n]: hooks.pop(n) for n in list(hooks) if n in self._decoder}
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.noise_seed)
+            try:
+                z = super()._call(x, {self._paths[n]: fns for n, fns in hooks.items()})
+                if latent:
+                    z = chain(latent)(self.module, (x,), z)
+                if not (decoder or self._decode):
+                    return z
+                if not decoder:
+                    return self.module.decode(z)
+                return self._stepper.run(self.module, decoder, z, method="decode")
+            except Unsteppable as exc:
+                raise _Hidden(exc, self._paths) from None
+
+    def _measure(self, hook, runs: list, blocked: dict) -> None:
+        """Decoder blocks upsample the latent: u rows per latent frame, so their rows come in groups of u and no
+        single (n + offset) // hop rule fits every length; they get hop = encode ratio / u (offset 0), the grid
+        their rows are pooled onto, and captures keep the rows the model gives."""
+        super()._measure(hook, runs, blocked)
+        if hook.hop is not None or hook.name not in self._decoder or not self.encode_ratio:
+            return
+        factors = set()
+        for _, shapes in runs:
+            latent, mine = shapes.get(LATENT), shapes.get(hook.name)
+            if not (isinstance(latent, tuple) and isinstance(mine, tuple)) or latent[-1] == 0:
+                return
+            factors.add(mine[hook.time_axis] / latent[-1])
+        u = factors.pop() if len(factors) == 1 else None
+        if u is not None and u == int(u) and self.encode_ratio % int(u) == 0:
+            hook.hop, hook.offset = self.encode_ratio // int(u), 0
+
+    def outputs(self, audio):
+        """The re-synthesis decode(encode(audio)) as (channels, samples) float32, edits applied at any hookpoint."""
+        self._decode = True
+        try:
+            return self.forward(audio).cpu().numpy()  # (channels, samples)
+        finally:
+            self._decode = False
 
     def describe(self) -> dict:
         channels = ("mono" if self.n_channels == 1 else f"mono audio duplicated onto {self.n_channels} channels")
         return {**super().describe(), "input": f"(batch, {self.n_channels}, samples)", "channels": channels,
                 "encode_ratio": self.encode_ratio, "latent_size": self.latent_size,
-                "full_latent_size": self.full_latent_size,
+                "full_latent_size": self.full_latent_size, "noise_seed": self.noise_seed,
+                "streaming": ({"state": "zeroed before every pass (each item a fresh stream)",
+                               "max_batch": self.max_batch,
+                               "note": "cached convolutions are causal: rows lag the audio by the export's latency"}
+                              if self.streaming else False),
                 "hookpoint_paths": {n: self._paths.get(n, "encode() return") for n in self._names}}
 
 

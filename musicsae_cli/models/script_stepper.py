@@ -111,6 +111,9 @@ class ScriptStepper:
 
     def _method(self, obj, method: str, path: str, args: list, hooks, targets):
         plan = self._plan(obj, method)
+        if len(args) + 1 < len(plan.params):  # trailing arguments left to their defaults
+            schema = getattr(obj, method).schema.arguments
+            args = [*args, *(a.default_value for a in schema[len(args) + 1:])]
         env: dict[int, Any] = dict(zip(plan.params, [obj, *args], strict=True))
         paths = {plan.params[0]: path}
         return self._run(plan, env, paths, path, method, hooks, targets)[0]

@@ -201,6 +201,7 @@ class TorchAdapter(ModelAdapter):
     family = "torch"
     position_convention = POSITION_CONVENTION
     capabilities = frozenset({"audio", "intervene", "outputs"})
+    max_batch: int | None = None  # most items one pass may hold (a model with per-row state sized for that many)
 
     def __init__(self, module, model_id: str, source: str, sample_rate: int, *, method: str = "forward",
                  input_layout: str = "auto", layouts: dict[str, str] | None = None, fingerprint: str | None = None,
@@ -425,7 +426,9 @@ class TorchAdapter(ModelAdapter):
 
         with torch.inference_mode():
             b0 = self.static_batch
-            steps = [x] if b0 is None or x.shape[0] == b0 else [x[i:i + b0] for i in range(0, x.shape[0], b0)]
+            size = b0 if b0 is not None else self.max_batch
+            whole = size is None or x.shape[0] == size or (b0 is None and x.shape[0] <= size)
+            steps = [x] if whole else [x[i:i + size] for i in range(0, x.shape[0], size)]
             for part in steps:
                 real = part.shape[0]
                 if b0 is not None and real < b0:
