@@ -125,6 +125,8 @@ def _show(value: Any, param: Any) -> str | None:
         return "on" if value else "off"
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) if value else None
+    if isinstance(value, dict):  # DIM=VALUE pairs, as the option takes them
+        return ",".join(f"{k}={_show(v, param)}" for k, v in value.items()) if value else None
     if isinstance(value, float):
         return f"{value:g}"
     return str(getattr(value, "value", value))

@@ -39,7 +39,11 @@ Opt = typer.Option
 OutOpt = Annotated[Path, Opt("--out", "-o", help="Output folder.")]
 PromptOpt = Annotated[list[str] | None, Opt("--prompt", help="A text prompt (repeatable).")]
 PromptsOpt = Annotated[str | None, Opt("--prompts", help="Prompts file: .txt (one per line) or a manifest.")]
-AudioOpt = Annotated[str | None, Opt("--audio", help="Audio to continue (shorter than --duration-s).")]
+AudioOpt = Annotated[str | None, Opt("--audio", help="Audio to continue (shorter than --duration-s); for a model "
+                                                    "that re-synthesises audio (RAVE), the audio file, folder or "
+                                                    "manifest to re-synthesise.")]
+DimBiasOpt = Annotated[str | None, Opt("--dim-bias", help="Add to latent dimensions, e.g. 0=1.5,2=-1.")]
+DimScaleOpt = Annotated[str | None, Opt("--dim-scale", help="Scale latent dimensions, e.g. 1=2.")]
 DurationOpt = Annotated[float | None, Opt("--duration-s", help="Total seconds per clip, audio prompt included.")]
 ProbeOpt = Annotated[str | None, Opt("--probe", help="Probes folder: direction of --target per layer.")]
 TargetOpt = Annotated[str | None, Opt("--target", help="Probe class to steer towards.")]
@@ -60,7 +64,7 @@ CONFIG_KEYS = {"duration": "duration_s", "probe": "direction.probe", "target": "
                "sae": "direction.sae", "latent": "direction.latents", "latent_scale": "direction.latent_scale",
                "store": "direction.store", "contrast": "direction.contrast", "file": "direction.file",
                "hookpoint": "layers", "every": "schedule.every", "controls": "random_controls",
-               "prompt": "prompts", "prompts": "prompts_file"}
+               "prompt": "prompts", "prompts": "prompts_file", "dim_bias": "dims.bias", "dim_scale": "dims.scale"}
 ALIASES = {"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration": "--duration-s",
            **generation_aliases()}
 
@@ -93,24 +97,36 @@ def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] 
              latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
              contrast: ContrastOpt = None, file: FileOpt = None, hookpoint: HookpointsOpt = None,
              strength: StrengthOpt = None, mode: ModeOpt = None, every: EveryOpt = None, stream: StreamOpt = None,
-             seed: SeedOpt = None, device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False,
+             seed: SeedOpt = None, dim_bias: DimBiasOpt = None, dim_scale: DimScaleOpt = None,
+             device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False,
              overwrite: OverwriteOpt = False, dry_run: DryRunOpt = False, json_out: JsonOpt = False,
              quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
-    """Generate clips with steering; writes wav, tokens and a JSON record that reproduces them."""
+    """Generate clips with steering (or re-synthesise --audio with a model that re-synthesises, such as RAVE);
+    writes wav, tokens and a JSON record that reproduces them."""
     o = Output(json_out, quiet, verbose)
     from ..steering.config import SteerGenerateConfig
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
                    contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
-                   trust) | {"seed": seed}
+                   trust) | {"seed": seed, "dims.bias": dim_bias, "dims.scale": dim_scale}
     cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.generate import steer_generate
 
     res = steer_generate(cfg, out, overwrite=overwrite, progress=o.progress)
-    o.result(res, [str(out), f"{res['clips']} clips of {res['seconds_per_clip']:.2f} s, {res['mode']} "
-                               f"{res['direction']} direction at {', '.join(res['layers'])} (strengths "
-                               f"{', '.join(f'{s:g}' for s in res['strengths'])}), {res['elapsed_s']:.1f} s"],
-             out=out)
+    what = (f"{res['clips']} clips re-synthesised" if res.get("resynthesis")
+            else f"{res['clips']} clips of {res['seconds_per_clip']:.2f} s")
+    lines = [str(out), f"{what}, {steering_line(res)}, {res['elapsed_s']:.1f} s"]
+    if res.get("resynthesis"):
+        lines.append(f"outputs changed by {res['rel_change_mean']:.3f} of their norm on average")
+    o.result(res, lines, out=out)
+
+
+def steering_line(res: dict) -> str:
+    """'add probe direction at layers.4 (strengths 4)', or 'per-dimension controls at latent'."""
+    if res["mode"] == "dims":
+        return f"per-dimension controls at {', '.join(res['layers'])}"
+    return (f"{res['mode']} {res['direction']} direction at {', '.join(res['layers'])} (strengths "
+            f"{', '.join(f'{s:g}' for s in res['strengths'])})")
 
 
 @command(app, "sweep", config="musicsae_cli.steering.config:SteerSweepConfig", group="steer", keys=CONFIG_KEYS,
@@ -129,6 +145,7 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
           seeds: Annotated[str | None, Opt("--seeds", help="Sampling seeds, e.g. 0,1,2.")] = None,
           controls: Annotated[int | None, Opt("--controls", help="Random control directions.")] = None,
           score_probe: Annotated[str | None, Opt(help="Probes that score the clips (default --probe).")] = None,
+          score_f0: Annotated[bool, Opt("--score-f0", help="Also score pitch with CREPE (f0 shift in cents).")] = False,
           device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False, overwrite: OverwriteOpt = False,
           dry_run: DryRunOpt = False,
           json_out: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
@@ -139,14 +156,15 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
                    contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
                    trust)
-    flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe}
+    flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe,
+              "score_f0": score_f0 or None}
     cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.sweep import steer_sweep
 
     res = steer_sweep(cfg, out, overwrite=overwrite, progress=o.progress)
     saturated = [f"saturated: {res['saturation']['reason']}"] if res["saturated"] else []
     o.result(res, [str(out), *saturated, f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
-                   res["summary"]], out=out)
+                   *res["summary"].splitlines()], out=out)
 
 
 @command(app, "audio", config="musicsae_cli.steering.config:SteerAudioConfig", group="steer", keys=CONFIG_KEYS,
@@ -160,6 +178,7 @@ def audio(source: Annotated[Path, typer.Argument(help="Audio: a manifest, a data
           probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None, latent: LatentOpt = None,
           latent_scale: LatentScaleOpt = None, store: StoreOpt = None, contrast: ContrastOpt = None,
           file: FileOpt = None, hookpoint: HookpointsOpt = None, strength: StrengthOpt = None, mode: ModeOpt = None,
+          dim_bias: DimBiasOpt = None, dim_scale: DimScaleOpt = None,
           max_items: Annotated[int | None, Opt("--max-items", help="Use at most this many audio files.")] = None,
           device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False, overwrite: OverwriteOpt = False,
           dry_run: DryRunOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
@@ -173,13 +192,13 @@ def audio(source: Annotated[Path, typer.Argument(help="Audio: a manifest, a data
              "direction.probe": probe, "direction.target": target, "direction.sae": sae,
              "direction.latents": latent, "direction.latent_scale": latent_scale, "direction.store": store,
              "direction.contrast": contrast, "direction.file": file, "layers": hookpoint_spec(hookpoint),
-             "strength": strength, "mode": mode, "max_items": max_items, "device": device}
+             "strength": strength, "mode": mode, "max_items": max_items, "device": device,
+             "dims.bias": dim_bias, "dims.scale": dim_scale}
     cfg = resolve(SteerAudioConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.audio import steer_audio
 
     res = steer_audio(source, out, cfg, overwrite=overwrite, progress=o.progress)
-    lines = [str(out), f"{res['items']} items, {res['mode']} {res['direction']} direction at "
-                       f"{', '.join(res['layers'])} (strengths {', '.join(f'{s:g}' for s in res['strengths'])}): "
+    lines = [str(out), f"{res['items']} items, {steering_line(res)}: "
                        f"outputs changed by {res['rel_change_mean']:.3f} of their norm on average"]
     lines += [f"  {name}: {res[f'{name}_plain_mean']:.4g} plain -> {res[f'{name}_steered_mean']:.4g} steered"
               for name in res["readings"]]

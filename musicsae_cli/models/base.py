@@ -82,6 +82,8 @@ class ModelAdapter(ABC):
     settings_model: type | None = None  # the family's generation settings (a pydantic model), if it generates
     output_audio: bool = False  # its `outputs` are audio (channels, samples) at `sample_rate`
     input_channels: int = 1  # channels the model takes; musicsae feeds a mono mix, duplicated onto each of them
+    latent_hookpoint: str | None = None  # an autoencoder's latent, where per-dimension controls apply by default
+    noise_seed: int | None = None  # a model drawing random numbers in a pass seeds them with this (set it to vary)
 
     @property
     @abstractmethod

@@ -160,6 +160,7 @@ class RaveAdapter(TorchAdapter):
     family = "rave"
     position_convention = POSITION_CONVENTION
     output_audio = True  # outputs(): the re-synthesis
+    latent_hookpoint = LATENT
     noise_seed = 0
 
     def __init__(self, module, model_id: str, sample_rate: int, *, fingerprint: str | None = None,

@@ -21,7 +21,6 @@ import numpy as np
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
 from .config import SteerAudioConfig
-from .directions import load_direction
 from .edits import build_steering
 
 KIND = "steer_audio"
@@ -35,7 +34,8 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
     from ..audio.io import load_audio, write_wav
     from ..audio.manifest import load_dataset
     from .directions import sha256
-    from .generate import environment, load_model, save_directions
+    from .generate import chosen_direction, environment, load_model, save_directions
+    from .resynth import seeded
 
     manifest = load_dataset(source)
     rows = manifest.rows[: cfg.max_items] if cfg.max_items else manifest.rows
@@ -44,15 +44,16 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
     adapter = adapter or load_model(cfg, needs=())
     adapter.require("intervene", "steering over audio")
     adapter.require("outputs", "steering over audio")
-    direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)
+    direction = chosen_direction(cfg, adapter)
     steering = build_steering(cfg, adapter, direction)
     started, results = time.perf_counter(), []
     with staged_directory(out, overwrite) as stage, progress("Steering", len(rows)) as bar:
         for row in rows:
             audio, _ = load_audio(row["path"], sample_rate=adapter.sample_rate, mono=True)
-            plain = adapter.outputs(audio)
-            with adapter.intervene(steering.edits):
-                steered = adapter.outputs(audio)
+            with seeded(adapter, cfg.seed):  # a model's random draws the same for both
+                plain = adapter.outputs(audio)
+                with adapter.intervene(steering.edits):
+                    steered = adapter.outputs(audio)
             if cfg.save_outputs:
                 file = stage / "outputs" / f"{row['item_id']}.npz"  # item ids may hold folders (class/name)
                 file.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,10 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
             results.append(result)
             bar.advance()
         write_csv_rows(stage / "results.csv", results)
-        save_directions(stage / "directions.safetensors", direction, steering.layers)
+        if direction is not None:
+            save_directions(stage / "directions.safetensors", direction, steering.layers)
+            steering.record.update(vectors_file="directions.safetensors",
+                                   vectors_sha256=sha256(stage / "directions.safetensors"))
         summary = {"items": len(results), "rel_change_mean": float(np.mean([r["rel_change"] for r in results]))}
         readings = sorted({k.rsplit("_", 1)[0] for r in results for k in r if k.endswith("_plain")})
         for name in readings:
@@ -79,10 +83,9 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
         write_json(stage / "manifest.json", new_manifest(
             KIND, FORMAT_VERSION, cfg.model_dump(mode="json"), source=str(source),
             model=adapter.describe(), environment=environment(adapter),
-            steering={**steering.record, "vectors_file": "directions.safetensors",
-                      "vectors_sha256": sha256(stage / "directions.safetensors")},
-            summary=summary, files=["results.csv", "directions.safetensors"]))
+            steering=steering.record, summary=summary,
+            files=["results.csv", *(["directions.safetensors"] if direction is not None else [])]))
         write_config(stage, {"source": str(source), **cfg.model_dump(mode="json")})
     return {"out": str(out), **summary, "layers": steering.layers, "strengths": steering.strengths,
-            "mode": cfg.mode, "direction": direction.source["kind"], "readings": readings,
+            "mode": steering.record["mode"], "direction": steering.record["direction"]["kind"], "readings": readings,
             "elapsed_s": round(time.perf_counter() - started, 3)}

@@ -80,6 +80,50 @@ class DirectionConfig(BaseModel):
         return [s for s in SOURCES if getattr(self, s) not in (None, "")]
 
 
+def _dim_values(value):
+    """'0=1.5,2=-1' or {0: 1.5} -> {0: 1.5, 2: -1.0} (comma lists come from the command line)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        out = {}
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            key, sep, number = part.partition("=")
+            try:
+                out[int(key)] = float(number)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ValueError(f"expected DIM=VALUE pairs such as 0=1.5,2=-1, got {part!r}")
+        return out
+    return value
+
+
+class DimsConfig(BaseModel):
+    """Per-dimension controls at one hookpoint, as RAVE's users turn its latent dimensions (the bias and scale of
+    each dimension in the nn~ externals and the VST): h[d] := h[d] * scale[d] + bias[d] at the scheduled positions,
+    before any direction edit at the same hookpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bias: dict[int, float] = Field(default_factory=dict, description="Added to dimensions, e.g. {0: 1.5} "
+                                   "(command line: --dim-bias 0=1.5,2=-1).")
+    scale: dict[int, float] = Field(default_factory=dict, description="Multiplies dimensions, e.g. {1: 2.0} "
+                                    "(command line: --dim-scale 1=2).")
+    hookpoint: str | None = Field(None, description="Where (default: the model's latent hookpoint, e.g. a RAVE "
+                                  "export's `latent`, whose dimensions are PCA-ordered).")
+
+    @field_validator("bias", "scale", mode="before")
+    @classmethod
+    def _pairs(cls, v):
+        return _dim_values(v)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.bias or self.scale)
+
+
 class ScheduleConfig(BaseModel):
     """When to steer, in the model's own sequence positions, counted from the start of what it is fed (the
     position convention recorded with the model says which frame each position holds; an audio prompt's frames
@@ -100,6 +144,8 @@ class SteeringConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     direction: DirectionConfig = Field(default_factory=DirectionConfig, description="The direction source.")
+    dims: DimsConfig = Field(default_factory=DimsConfig, description="Per-dimension bias and scale (alone, or "
+                             "with a direction).")
     layers: str | None = Field(None, description="Hookpoints to steer (layers.N = output of block N; ranges, "
                                "layers.-1, lists). Default: the direction's only hookpoint.")
     strength: list[float] = Field([1.0], description="One strength per layer, or one for all. add: h + a*v; "
@@ -156,7 +202,9 @@ class GenerationSettings(ModelSettings):
     prompts: list[str] = Field(default_factory=list, description="Text prompts (one clip batch row each).")
     prompts_file: str | None = Field(None, description="More prompts: a .txt file (one per line) or a manifest.")
     audio: str | None = Field(None, description="Audio to continue (mono mix, resampled); must be shorter than "
-                              "duration_s, which includes it.")
+                              "duration_s, which includes it. For a model that re-synthesises audio (an autoencoder "
+                              "such as a RAVE export): the audio to re-synthesise, a file, a folder or a manifest "
+                              "(duration_s is then the input's own).")
     duration_s: float = Field(10.0, gt=0, description="Total seconds per clip (an audio prompt included).")
     generation: dict[str, Any] = Field(default_factory=dict, description=GENERATION_HELP)
     batch_size: int = Field(4, ge=1, description="Clips generated together.")
@@ -196,6 +244,11 @@ class SteerSweepConfig(SteeringConfig, GenerationSettings):
                                                     "(as extraction does) or from the generated tokens, for models "
                                                     "that generate tokens.")
     save_audio: bool = Field(False, description="Also write every clip as wav.")
+    score_f0: bool = Field(False, description="Also score every clip's pitch with a pitch tracker (f0_model): the "
+                           "median f0 of its confident frames, and its shift in cents from the unsteered clip of "
+                           "the same prompt or item and seed.")
+    f0_model: str = Field("crepe-tiny", description="The pitch tracker of score_f0 (crepe-tiny or crepe-full: "
+                          "CREPE's real weights).")
 
     @field_validator("strengths", mode="before")
     @classmethod
@@ -209,6 +262,10 @@ class SteerSweepConfig(SteeringConfig, GenerationSettings):
 
     @model_validator(mode="after")
     def _something_to_sweep(self):
+        if self.dims.active:
+            raise ConfigError("a sweep scales a direction; per-dimension controls are fixed edits",
+                              "sweep a dimension as a direction: --file with a one-hot .npy at the latent "
+                              "hookpoint and --set normalize=false")
         if not self.seeds:
             raise ConfigError("no sampling seeds to sweep", "e.g. --seeds 0,1,2 (each runs at every strength)")
         if not self.strengths:
@@ -224,3 +281,5 @@ class SteerAudioConfig(SteeringConfig, ModelSettings):
     model: str = Field("crepe-full", description=MODEL_HELP)  # a model with outputs of its own
     max_items: int | None = Field(None, ge=1, description="Use at most this many audio files (manifest order).")
     save_outputs: bool = Field(True, description="Write every item's plain and steered outputs as .npz.")
+    seed: int = Field(0, ge=0, description="Seed of a model's own random draws (a RAVE decoder's noise), the same "
+                      "for the plain and the steered pass.")

@@ -50,7 +50,8 @@ def load_direction(cfg: DirectionConfig, adapter, allow_mismatch: bool = False) 
     sources = cfg.sources
     if not sources:
         raise UsageError("no steering direction given", "pass --probe DIR --target CLASS, --sae RUN --latent N, "
-                         "--store STORE --contrast label=a:b, or --file FILE")
+                         "--store STORE --contrast label=a:b or --file FILE (generate and audio also take "
+                         "per-dimension controls: --dim-bias, --dim-scale)")
     kind = sources[0]
     if kind == "probe":
         direction = from_probe(cfg, adapter, allow_mismatch)

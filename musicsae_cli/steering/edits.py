@@ -138,6 +138,71 @@ class LatentEdit:
         return out
 
 
+class DimEdit:
+    """h[d] := h[d] * scale[d] + bias[d] for a few dimensions d, on scheduled positions (the schedule's factor
+    blends the change in)."""
+
+    needs_context = True
+
+    def __init__(self, dims: list[int], scale, bias, schedule: Schedule, stream: str, device=None, dtype=None):
+        import torch
+
+        self.dims = torch.as_tensor(dims, dtype=torch.long, device=device)
+        self.scale = torch.as_tensor(np.asarray(scale, np.float32), device=device, dtype=dtype)  # (m,)
+        self.bias = torch.as_tensor(np.asarray(bias, np.float32), device=device, dtype=dtype)  # (m,)
+        self.schedule, self.stream = schedule, stream
+
+    def __call__(self, h, ctx):
+        f = self.schedule.factors(ctx, h.device, h.dtype)
+        if isinstance(f, float) and f == 0.0:
+            return h
+        rows = ctx.rows(self.stream)
+        out = h.clone()
+        x = out[rows]  # (rows, seq, d)
+        picked = x[..., self.dims]  # (rows, seq, m)
+        x[..., self.dims] = picked + (picked * (self.scale - 1) + self.bias) * f
+        out[rows] = x
+        return out
+
+
+class Chain:
+    """Several edits at one hookpoint, applied in order."""
+
+    needs_context = True
+
+    def __init__(self, *edits):
+        self.edits = edits
+
+    def __call__(self, h, ctx):
+        for edit in self.edits:
+            h = edit(h, ctx)
+        return h
+
+
+def dim_edit(cfg: SteeringConfig, adapter) -> tuple[str, DimEdit, dict] | None:
+    """The per-dimension controls as (hookpoint, edit, record), or None when none are set."""
+    dims = cfg.dims
+    if not dims.active:
+        return None
+    hp = dims.hookpoint or getattr(adapter, "latent_hookpoint", None)
+    if hp is None:
+        raise UsageError(f"model '{adapter.model_id}' has no latent hookpoint for --dim-bias/--dim-scale",
+                         "name one with --set dims.hookpoint=HOOKPOINT")
+    hp = adapter.resolve_hookpoints(hp)[0]
+    width = adapter.hookpoint_widths.get(hp)
+    index = sorted({*dims.bias, *dims.scale})
+    bad = [d for d in index if d < 0 or (width is not None and d >= width)]
+    if bad:
+        raise UsageError(f"dimension {bad[0]} does not exist at {hp}, which has {width} dimensions",
+                         f"use dimensions 0 to {width - 1}" if width else "check the dimension numbers")
+    scale = [dims.scale.get(d, 1.0) for d in index]
+    bias = [dims.bias.get(d, 0.0) for d in index]
+    edit = DimEdit(index, scale, bias, Schedule.from_config(cfg.schedule), cfg.stream, adapter.device,
+                   adapter.dtype)
+    return hp, edit, {"hookpoint": hp, "bias": {str(d): b for d, b in zip(index, bias, strict=True)},
+                      "scale": {str(d): a for d, a in zip(index, scale, strict=True)}}
+
+
 @dataclass
 class Steering:
     """The edits for adapter.intervene, and what they do (JSON-ready)."""
@@ -175,10 +240,20 @@ def steer_layers(cfg: SteeringConfig, adapter, direction: Direction) -> list[str
                      "the direction has " + (", ".join(direction.hookpoints) or "one vector for any layer"))
 
 
-def build_steering(cfg: SteeringConfig, adapter, direction: Direction, scale: float = 1.0) -> Steering:
-    """Edits for every steered layer; strength 0 layers get no hook at all (so steering at 0 is exactly plain)."""
+def build_steering(cfg: SteeringConfig, adapter, direction: Direction | None, scale: float = 1.0) -> Steering:
+    """Edits for every steered layer, and the per-dimension controls; strength 0 layers get no hook at all (so
+    steering at 0 is exactly plain). `direction` None: the per-dimension controls alone."""
     import torch
 
+    dims = dim_edit(cfg, adapter)
+    if direction is None:
+        if dims is None:
+            raise UsageError("nothing to steer with", "pass a direction (--probe, --sae, --contrast, --file) or "
+                             "per-dimension controls (--dim-bias, --dim-scale)")
+        hp, edit, record = dims
+        return Steering({hp: edit}, [hp], [], {"layers": [hp], "strengths": [], "mode": "dims",
+                                              "schedule": cfg.schedule.model_dump(), "stream": cfg.stream,
+                                              "dims": record, "direction": {"kind": "dims"}})
     layers = steer_layers(cfg, adapter, direction)
     strengths = layer_strengths(cfg, layers, scale)
     schedule = Schedule.from_config(cfg.schedule)
@@ -209,4 +284,7 @@ def build_steering(cfg: SteeringConfig, adapter, direction: Direction, scale: fl
               "normalize": cfg.normalize if cfg.mode == "add" else cfg.mode == "relative",
               "schedule": cfg.schedule.model_dump(), "stream": cfg.stream, "direction_norms": norms,
               "direction": direction.source}
+    if dims is not None:  # the controls first, then the direction
+        hp, edit, record["dims"] = dims
+        edits[hp] = Chain(edit, edits[hp]) if hp in edits else edit
     return Steering(edits, layers, strengths, record)

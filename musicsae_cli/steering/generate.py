@@ -104,17 +104,30 @@ def save_directions(path: Path, direction: Direction, layers: list[str]) -> None
     save_file({hp: np.ascontiguousarray(direction.at(hp), dtype=np.float32) for hp in layers}, str(path))
 
 
+def chosen_direction(cfg, adapter) -> Direction | None:
+    """The configured direction; None when only per-dimension controls are set."""
+    if not cfg.direction.sources and cfg.dims.active:
+        return None
+    return load_direction(cfg.direction, adapter, cfg.allow_other_model)
+
+
 def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = False,
                    progress: ProgressFactory = no_progress, adapter=None) -> dict:
     """Generate `samples_per_prompt` steered clips per prompt; write audio, codes and the reproducing record."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_json
     from ..audio.io import write_wav
+    from .resynth import resynthesises, steer_resynthesis
 
+    adapter = adapter or load_model(cfg, needs=("intervene",))
+    if resynthesises(adapter):  # an autoencoder: the input audio re-synthesised with the edits
+        direction = chosen_direction(cfg, adapter)
+        steering = build_steering(cfg, adapter, direction)
+        return steer_resynthesis(cfg, out, adapter, direction, steering, overwrite=overwrite, progress=progress)
+    adapter.require("generate", "steered generation")
     prompts = resolve_prompts(cfg)
-    adapter = adapter or load_model(cfg)
     prompt_audio, prompt_info = audio_prompt(cfg, adapter)
     sampling = sampling_options(cfg, adapter)
-    direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)
+    direction = chosen_direction(cfg, adapter)
     steering = build_steering(cfg, adapter, direction)
     samples = [(i, s) for i in range(len(prompts)) for s in range(cfg.samples_per_prompt)]
     batches = [samples[b:b + cfg.batch_size] for b in range(0, len(samples), cfg.batch_size)]
@@ -135,7 +148,10 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
                 clips.append({**clip, "prompt": prompts[i], "prompt_index": i, "sample": s, "batch": b,
                               "seed": cfg.seed + b, "frames": int(res.n_frames)})
             bar.advance()
-        save_directions(stage / "directions.safetensors", direction, steering.layers)
+        if direction is not None:
+            save_directions(stage / "directions.safetensors", direction, steering.layers)
+            steering.record.update(vectors_file="directions.safetensors",
+                                   vectors_sha256=sha256(stage / "directions.safetensors"))
         n_frames = max(1, int(round(cfg.duration_s * adapter.frame_rate)))
         record = new_manifest(
             KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
@@ -144,11 +160,11 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
             sampling={**sampling, "duration_s": cfg.duration_s, "n_frames": n_frames,
                       "seed": cfg.seed, "batch_size": cfg.batch_size, "samples_per_prompt": cfg.samples_per_prompt,
                       "seed_rule": "batch b uses seed + b"},
-            steering={**steering.record, "vectors_file": "directions.safetensors",
-                      "vectors_sha256": sha256(stage / "directions.safetensors")},
+            steering=steering.record,
             clips=clips, reproduce="musicsae steer generate -c OUT/config.yaml -o NEW_OUT")
         write_json(stage / "manifest.json", record)
         write_config(stage, resolved.model_dump(mode="json"))
     return {"out": str(out), "clips": len(clips), "layers": steering.layers, "strengths": steering.strengths,
-            "mode": cfg.mode, "direction": direction.source["kind"], "seconds_per_clip": n_frames / adapter.frame_rate,
+            "mode": steering.record["mode"], "direction": steering.record["direction"]["kind"],
+            "seconds_per_clip": n_frames / adapter.frame_rate,
             "elapsed_s": round(time.perf_counter() - started, 3)}

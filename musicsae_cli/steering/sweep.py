@@ -27,6 +27,7 @@ from .config import LATENT_MODES, SteerSweepConfig
 from .directions import Direction, check_same_model, load_direction, set_latents
 from .edits import build_steering, steer_layers
 from .generate import audio_prompt, environment, load_model, resolve_prompts, sampling_options
+from .pitch import PitchScorer, cents, summarize_f0
 from .report import plot_dose_response, saturation, score_clips, summarize
 
 KIND = "steer_sweep"
@@ -57,8 +58,13 @@ def score_hookpoint(cfg: SteerSweepConfig, probe, layers: list[str]) -> str:
         probe.index(cfg.score_hookpoint)  # InputError listing the probed hookpoints
         return cfg.score_hookpoint
     shared = [h for h in layers if h in probe.hookpoints]
-    depth = lambda h: int(h.split(".")[-1])  # noqa: E731
     return max(shared, key=depth) if shared else max(probe.hookpoints, key=depth)
+
+
+def depth(hookpoint: str) -> tuple[int, str]:
+    """Sort key of a hookpoint by depth: its trailing block number (layers.N, encoder.N), else 0."""
+    tail = hookpoint.rsplit(".", 1)[-1]
+    return (int(tail) if tail.isdigit() else 0, hookpoint)
 
 
 def random_controls(direction: Direction, cfg: SteerSweepConfig, layers: list[str]) -> list[Direction]:
@@ -86,17 +92,61 @@ def random_controls(direction: Direction, cfg: SteerSweepConfig, layers: list[st
     return out
 
 
+class _Units:
+    """What a sweep runs at every condition: prompt batches of a generating model, or input items of a model
+    that re-synthesises audio."""
+
+    def __init__(self, cfg: SteerSweepConfig, adapter):
+        from .resynth import audio_items, check_resynthesis, resynthesises
+
+        self.cfg, self.adapter = cfg, adapter
+        self.resynthesis = resynthesises(adapter)
+        if self.resynthesis:
+            check_resynthesis(cfg, adapter)
+            self.rows, _ = audio_items(cfg.audio)
+            self.names = [str(r["item_id"]) for r in self.rows]
+            self.audio: dict[int, np.ndarray] = {}
+            self.batches = [[i] for i in range(len(self.rows))]
+            self.sampling, self.prompt_info = {}, None
+        else:
+            adapter.require("generate", "a steering sweep")
+            self.names = resolve_prompts(cfg)
+            self.prompt_audio, self.prompt_info = audio_prompt(cfg, adapter)
+            self.sampling = sampling_options(cfg, adapter)
+            n = len(self.names)
+            self.batches = [list(range(b, min(b + cfg.batch_size, n))) for b in range(0, n, cfg.batch_size)]
+
+    def run(self, batch: list[int], seed: int, edits: dict):
+        if self.resynthesis:
+            from .resynth import load_item, resynthesise
+
+            for i in batch:
+                if i not in self.audio:
+                    self.audio[i] = load_item(self.rows[i], self.adapter)
+            return resynthesise(self.adapter, [self.audio[i] for i in batch], edits, seed)
+        with self.adapter.intervene(edits):
+            return self.adapter.generate([self.names[i] for i in batch], self.cfg.duration_s, [], seed=seed,
+                                         prompt_audio=self.prompt_audio, settings=self.sampling)
+
+    def columns(self, i: int) -> dict:
+        if self.resynthesis:
+            return {"item_index": i, "item_id": self.names[i]}
+        return {"prompt_index": i, "prompt": self.names[i] or ""}
+
+    def tag(self, i: int) -> str:
+        return f"i{i:03d}" if self.resynthesis else f"p{i:03d}"
+
+
 def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                 progress: ProgressFactory = no_progress, adapter=None) -> dict:
     """Run the sweep; write sweep.csv, dose_response.png and the manifest; return the summary."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_json
     from ..audio.io import write_wav
 
-    prompts = resolve_prompts(cfg)
-    adapter = adapter or load_model(cfg)
+    adapter = adapter or load_model(cfg, "a steering sweep", needs=("intervene",))
+    units = _Units(cfg, adapter)
     probe, target, target_index = load_scoring_probe(cfg, adapter)
-    prompt_audio, prompt_info = audio_prompt(cfg, adapter)
-    sampling = sampling_options(cfg, adapter)
+    pitch = PitchScorer(cfg.f0_model, cfg.device) if cfg.score_f0 else None
     direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)
     layers = steer_layers(cfg, adapter, direction)
     build_steering(cfg, adapter, direction)  # strength/layer mistakes fail before any generation
@@ -105,33 +155,40 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
     conditions = [("none", None, 0.0)]
     for s in sorted({float(x) for x in cfg.strengths if x != 0}):
         conditions += [("direction", None, s)] + [("random", i, s) for i in range(len(controls))]
-    batches = [list(range(b, min(b + cfg.batch_size, len(prompts)))) for b in range(0, len(prompts), cfg.batch_size)]
     rows, started = [], time.perf_counter()
-    total = len(cfg.seeds) * len(batches) * len(conditions)
+    total = len(cfg.seeds) * len(units.batches) * len(conditions)
     with staged_directory(out, overwrite) as stage, progress("Sweeping", total) as bar:
         for seed in cfg.seeds:
-            for batch in batches:
+            for batch in units.batches:
+                plain_f0: dict[int, float] = {}
                 for kind, index, strength in conditions:
                     d = controls[index] if kind == "random" else direction
                     edits = build_steering(cfg, adapter, d, scale=strength).edits if kind != "none" else {}
-                    with adapter.intervene(edits):
-                        res = adapter.generate([prompts[i] for i in batch], cfg.duration_s, [], seed=seed,
-                                               prompt_audio=prompt_audio, settings=sampling)
+                    res = units.run(batch, seed, edits)
                     scores = score_clips(adapter, probe, hp, res, cfg.rescore_from)
                     probs, logits = scores.probs, scores.log_odds(target_index)  # (B, C), (B,)
                     for j, i in enumerate(batch):
-                        clip = f"s{seed}-p{i:03d}-{kind}{'' if index is None else index}-a{strength:g}"
+                        clip = f"s{seed}-{units.tag(i)}-{kind}{'' if index is None else index}-a{strength:g}"
                         if cfg.save_audio:
                             write_wav(stage / "clips" / f"{clip}.wav", res.audio[j], adapter.sample_rate)
-                        rows.append({"clip": clip, "strength": strength, "seed": seed, "prompt_index": i,
-                                     "prompt": prompts[i] or "", "control": kind,
-                                     "control_index": "" if index is None else index,
-                                     "target_prob": float(probs[j, target_index]),
-                                     "target_logit": float(logits[j]), "input_rms": float(scores.input_rms[j]),
-                                     **{f"p_{c}": float(probs[j, k]) for k, c in enumerate(probe.classes)}})
+                        row = {"clip": clip, "strength": strength, "seed": seed, **units.columns(i),
+                               "control": kind, "control_index": "" if index is None else index,
+                               "target_prob": float(probs[j, target_index]),
+                               "target_logit": float(logits[j]), "input_rms": float(scores.input_rms[j]),
+                               **{f"p_{c}": float(probs[j, k]) for k, c in enumerate(probe.classes)}}
+                        if pitch is not None:
+                            f0 = pitch.median_f0(res.audio[j], adapter.sample_rate, res.prompt_frames /
+                                                 adapter.frame_rate)
+                            if kind == "none":
+                                plain_f0[i] = f0
+                            row |= {"f0_hz": f0, "f0_cents": cents(f0, plain_f0.get(i, float("nan")))}
+                        rows.append(row)
                     bar.advance()
         write_csv_rows(stage / "sweep.csv", rows)
         stats, line = summarize(rows, cfg.strengths)
+        f0_stats, f0_line = summarize_f0(rows, cfg.strengths) if pitch is not None else (None, None)
+        if f0_line:
+            line = f"{line}\n{f0_line}"
         sat = saturation(rows, target)
         if sat["saturated"]:
             log.warning("the sweep is saturated: %s; the probabilities show no dose-response, so read the logits "
@@ -140,15 +197,19 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
         title = f"{probe.label}={target} at {hp}; steering {', '.join(layers)} ({cfg.mode})"
         plot_dose_response(stage / "dose_response.png", stats, title, chance=1.0 / len(probe.classes),
                            logit=sat["saturated"])
-        resolved = cfg.model_copy(update={"prompts": [p for p in prompts if p is not None], "prompts_file": None})
+        resolved = cfg if units.resynthesis else cfg.model_copy(
+            update={"prompts": [p for p in units.names if p is not None], "prompts_file": None})
+        written = {"prompts": units.names} if not units.resynthesis else {"items": units.names}
         write_json(stage / "manifest.json", new_manifest(
             KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
             model={**adapter.describe(), "revision": adapter.revision}, environment=environment(adapter),
-            prompts=prompts, audio_prompt=prompt_info, sampling={**sampling, "seeds": cfg.seeds,
-                                                                "duration_s": cfg.duration_s},
+            **written, audio_prompt=units.prompt_info, resynthesis=units.resynthesis,
+            sampling={**units.sampling, "seeds": cfg.seeds, "duration_s": cfg.duration_s},
             score={"probe": str(cfg.score_probe or cfg.direction.probe), "label": probe.label, "target": target,
                    "hookpoint": hp, "pooling": probe.pooling, "rescore_from": cfg.rescore_from,
-                   "conditioning": "none (unconditional teacher forcing)"},
+                   "conditioning": "none (unconditional teacher forcing)",
+                   "f0": pitch.record() if pitch is not None else None},
+            f0_stats=f0_stats,
             steering={"layers": layers, "mode": cfg.mode, "per_layer_strength": cfg.strength,
                       "strengths": sorted({0.0, *map(float, cfg.strengths)}), "schedule": cfg.schedule.model_dump(),
                       "stream": cfg.stream, "direction": direction.source,
@@ -156,6 +217,6 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
             stats=stats, summary=line, saturated=sat["saturated"], saturation=sat,
             files=["sweep.csv", "dose_response.png"]))
         write_config(stage, resolved.model_dump(mode="json"))
-    return {"out": str(out), "clips": len(rows), "summary": line, "saturated": sat["saturated"],
+    return {"out": str(out), "clips": len(rows), "summary": line, "f0_stats": f0_stats, "saturated": sat["saturated"],
             "saturation": sat, "score_hookpoint": hp, "target": target, "layers": layers, "stats": stats,
             "elapsed_s": round(time.perf_counter() - started, 3)}

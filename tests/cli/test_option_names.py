@@ -141,7 +141,7 @@ def test_help_is_plain_shows_defaults_and_examples(runner, app):
             for param in _visible_options(cmd):
                 key = cmd.config_keys.get(param.name, param.name)
                 value = config_default(model, key)
-                if param.default is None and value is not _NONE and value not in (None, [], ()):
+                if param.default is None and value is not _NONE and value not in (None, [], (), {}):
                     assert "[default: " in (param.help or ""), (path, param.name)
 
 
