@@ -87,7 +87,8 @@ register(Family("crepe", "CREPE pitch tracker with its trained weights (crepe-ti
                 "(crepe-tiny-random, crepe-full-random); 16 kHz, 100 frames/s",
                 "crepe_family:load", ("audio", "intervene", "outputs"), _is_crepe,
                 examples=("crepe-full", "crepe-tiny", "crepe-full-random")))
-register(Family("rave", "RAVE exports (torch.jit.save of ScriptedRAVE): encoder blocks and the PCA-ordered latent",
+register(Family("rave", "RAVE exports (torch.jit.save of ScriptedRAVE): encoder and decoder blocks, the PCA-ordered "
+                "latent",
                 "rave:load", ("audio", "intervene", "outputs"), _is_rave, examples=("rave_model.ts",),
                 save_tiny="tiny_rave:save_tiny_rave"))
 register(Family("torch", "any PyTorch audio model by layer path: a TorchScript file (.ts, .pt), a torch.export "
