@@ -9,6 +9,7 @@ import typer
 
 from ._command import MusicsaeGroup
 from ._common import (
+    AllowOtherModelOpt,
     DeviceOpt,
     DryRunOpt,
     JsonOpt,
@@ -110,6 +111,7 @@ def encode(
     where: WhereOpt = None,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 4096,
     device: DeviceOpt = None,
+    allow_other_model: AllowOtherModelOpt = False,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -117,13 +119,17 @@ def encode(
 ) -> None:
     """Encode a store into a latent store (sparse: indices + values per row, same metadata)."""
     o = Output(json_out, quiet, verbose)
+    from ..models.identity import check_same_model
     from ..runtime import resolve_device
     from ..sae.encode import encode_store
-    from ..sae.io import load_sae
+    from ..sae.io import load_sae, model_record
     from ..sae.train import sae_dir
+    from ..store import ActivationStore
 
     path = sae_dir(sae, member)
     model, cfg = load_sae(path)
+    check_same_model(f"the SAE {path}", model_record(cfg), ActivationStore.open(store).model, allow_other_model,
+                     against="the store's model")
     hp = hookpoint or cfg.get("hook_name") or None
     res = encode_store(model, store, out, hookpoint=hp, where=where, batch_size=batch_size, overwrite=overwrite,
                        device=str(resolve_device(device or "auto")), progress=o.progress,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
+
+log = logging.getLogger("musicsae")
 
 
 def evaluate_reconstruction(sae_path: str | Path, store_path: str | Path, member: str | None = None,
@@ -59,11 +62,15 @@ def evaluate_reconstruction(sae_path: str | Path, store_path: str | Path, member
 
 def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint: str, model: str | None = None,
                         n_items: int = 16, device: str = "auto", progress: ProgressFactory = no_progress) -> dict:
-    """Splice the SAE into the store's model at its hookpoint and compare losses (see sae.downstream)."""
+    """Splice the SAE into the store's model (or `model`) at its hookpoint and compare losses (see sae.downstream).
+
+    The result names the model spliced into (`model`, as artefacts record models); an SAE trained on another
+    model's activations is spliced all the same (a deliberate transfer test), with a warning."""
     from ..models import load_adapter
+    from ..models.identity import same_model
     from ..store import ActivationStore
     from .downstream import check_items, downstream_metrics, output_metrics
-    from .io import load_sae
+    from .io import load_sae, model_record
 
     check_items(n_items)  # before the model loads
     store = ActivationStore.open(store_path)
@@ -82,23 +89,38 @@ def evaluate_downstream(sae_path: str | Path, store_path: str | Path, hookpoint:
         raise InputError(f"hookpoint '{hookpoint}' is not a hookpoint of {name}",
                          "downstream metrics splice at a model hookpoint such as "
                          f"{next(iter(adapter.hookpoint_widths))}")
-    sae, _ = load_sae(Path(sae_path))
+    sae, cfg = load_sae(Path(sae_path))
     if adapter.can("loss"):
-        return downstream_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
-    adapter.resolve_hookpoints([hookpoint])
-    return output_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
+        res = downstream_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
+    else:
+        adapter.resolve_hookpoints([hookpoint])
+        res = output_metrics(sae, store, hookpoint, adapter, n_items=n_items, progress=progress)
+    spliced = adapter.describe()
+    trained_on = model_record(cfg)
+    if same_model(trained_on, spliced) is False:
+        log.warning("the SAE %s was trained on activations of model '%s' but is spliced into model '%s' (other "
+                    "weights): the downstream metrics measure a transfer", sae_path, trained_on.get("id"),
+                    spliced.get("id"))
+    return {**res, "model": spliced}
 
 
 EVAL_KIND = "sae_evaluation"
 
 
 def write_evaluation(out: str | Path, result: dict, overwrite: bool = False) -> Path:
-    """`sae evaluate -o OUT`: evaluation.json (every number printed) and manifest.json, moved into place whole."""
-    from ..artifacts import new_manifest, staged_directory, write_json
+    """`sae evaluate -o OUT`: evaluation.json (every number printed) and manifest.json, moved into place whole.
 
+    The manifest names the model of the evaluated store's activations (`model`) and, with downstream metrics,
+    the model the SAE was spliced into (`downstream_model`)."""
+    from ..artifacts import new_manifest, staged_directory, write_json
+    from ..store import ActivationStore
+
+    models = {"model": ActivationStore.open(result["store"]).model}
+    if "model" in (result.get("downstream") or {}):
+        models["downstream_model"] = result["downstream"]["model"]
     with staged_directory(out, overwrite) as stage:
         write_json(stage / "evaluation.json", result)
         write_json(stage / "manifest.json", new_manifest(EVAL_KIND, 1, {k: result.get(k) for k in
                                                                         ("sae", "store", "hookpoint")},
-                                                         status="complete"))
+                                                         status="complete", **models))
     return Path(out)

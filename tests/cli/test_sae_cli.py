@@ -83,3 +83,25 @@ def test_resume_alone_continues_with_the_saved_settings(runner, app, tiny_store,
     assert again.exit_code == 2 and "nothing to resume" in again.stderr
     fresh = runner.invoke(app, ["sae", "train", str(tiny_store), "--resume"])
     assert fresh.exit_code == 2 and "nothing to resume" in fresh.stderr
+
+
+def test_encode_refuses_a_store_of_another_model(runner, app, tiny_store, tmp_path):
+    """An SAE applied to another model's activations is refused unless --allow-other-model says it is deliberate."""
+    import shutil
+
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(run), "-c", "tiny", "--hookpoint",
+                                 "layers.2", "--steps", "5", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    other = tmp_path / "other-store"  # the same activations, recorded as another model's (other weights)
+    shutil.copytree(tiny_store, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["model"]["fingerprint"] = "0" * len(manifest["model"]["fingerprint"])
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    refused = runner.invoke(app, ["sae", "encode", str(other), "--sae", str(run), "-o", str(tmp_path / "lat"),
+                                  "--device", "cpu"])
+    assert refused.exit_code != 0 and "other weights" in refused.output and "--allow-other-model" in refused.output
+    assert not (tmp_path / "lat").exists()
+    allowed = runner.invoke(app, ["sae", "encode", str(other), "--sae", str(run), "-o", str(tmp_path / "lat"),
+                                  "--device", "cpu", "--allow-other-model"])
+    assert allowed.exit_code == 0, allowed.output

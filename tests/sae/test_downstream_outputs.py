@@ -55,3 +55,35 @@ def test_identity_recovers_everything_and_shrinking_part_of_it(crepe_store):
     assert shrink["distance_to_clean"]["sae_plus_error"] < 1e-6  # the error term makes the splice a no-op
     assert 0.0 < shrink["distance_to_clean"]["sae"] < shrink["distance_to_clean"]["zero_ablation"]
     assert 0.0 < shrink["fraction_recovered"]["zero_ablation"] < 1.0
+
+
+def test_evaluation_names_the_model_spliced_into(crepe_store, tmp_path, caplog, monkeypatch):
+    """`sae evaluate --downstream` records which model it re-ran (`-m` may differ from the store's), and warns when
+    that is not the model whose activations the SAE was trained on."""
+    import logging
+
+    from musicsae_cli.artifacts import read_manifest
+    from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder
+    from musicsae_cli.sae.evaluate import evaluate_downstream, write_evaluation
+    from musicsae_cli.sae.io import save_sae
+    from musicsae_cli.store import ActivationStore
+
+    store = ActivationStore.open(crepe_store)
+    sample = torch.from_numpy(store.read_rows("block6", np.arange(store.n_rows)))
+    (tmp_path / "sae").mkdir()
+    save_sae(SparseAutoencoder.create(SAESpec("relu", sample.shape[1], 64), sample, seed=0), tmp_path / "sae",
+             hook_name="block6", model_name="crepe-tiny", extra={"model": store.model})
+    monkeypatch.setattr(logging.getLogger("musicsae"), "propagate", True)  # an earlier CLI run turns it off
+    caplog.set_level(logging.WARNING, logger="musicsae")
+    same = evaluate_downstream(tmp_path / "sae", crepe_store, "block6", n_items=1, device="cpu")
+    assert same["model"]["family"] == "crepe" and same["model"]["fingerprint"] == store.model["fingerprint"]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    other = evaluate_downstream(tmp_path / "sae", crepe_store, "block6", model="crepe-tiny-random", n_items=1,
+                                device="cpu")
+    assert other["model"]["id"] == "crepe-tiny-random" and other["model"]["fingerprint"] != store.model["fingerprint"]
+    assert any("trained on activations of model 'crepe-tiny' but is spliced into model 'crepe-tiny-random'"
+               in r.getMessage() for r in caplog.records)
+    write_evaluation(tmp_path / "eval", {"sae": str(tmp_path / "sae"), "store": str(crepe_store),
+                                         "hookpoint": "block6", "downstream": other})
+    manifest = read_manifest(tmp_path / "eval")
+    assert manifest["model"]["id"] == "crepe-tiny" and manifest["downstream_model"]["id"] == "crepe-tiny-random"
