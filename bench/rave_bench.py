@@ -42,7 +42,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=20.0, help="Seconds of audio (default 20).")
     p.add_argument("--repeats", type=int, default=7, help="Interleaved timed rounds (default 7: 2-core timings are "
-                                                          "noisy, about +-10% round to round).")
+                                                          "noisy, about +-10%% round to round).")
     p.add_argument("--quick", "--small", action="store_true", help="2 s, one round: does it work.")
     p.add_argument("--json", type=Path, help="Also write the figures here.")
     a = p.parse_args()
