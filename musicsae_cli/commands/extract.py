@@ -111,9 +111,13 @@ def extract(
 
     res = extract_audio(source, out, cfg, overwrite, o.progress)
     res.pop("store", None)
-    lines = [str(out), f"{res['windows_written']} windows, {res['rows_written']} rows of "
-                           f"{len(res['hookpoints'])} hookpoints; {res['audio_seconds']:.1f} s of audio in "
-                           f"{res['elapsed_s']:.1f} s ({res['audio_s_per_s'] or 0:.1f} audio s/s)"]
+    if "items_written" in res:  # sequence files (codes, events)
+        lines = [str(out), f"{res['items_written']} sequence files, {res['rows_written']} rows of "
+                               f"{len(res['hookpoints'])} hookpoints in {res['elapsed_s']:.1f} s"]
+    else:
+        lines = [str(out), f"{res['windows_written']} windows, {res['rows_written']} rows of "
+                               f"{len(res['hookpoints'])} hookpoints; {res['audio_seconds']:.1f} s of audio in "
+                               f"{res['elapsed_s']:.1f} s ({res['audio_s_per_s'] or 0:.1f} audio s/s)"]
     if res["skipped"]:
         lines.append(f"{len(res['skipped'])} skipped:")
         lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]

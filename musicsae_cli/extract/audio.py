@@ -30,13 +30,18 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
                   progress: ProgressFactory = no_progress, adapter=None) -> dict:
     """Run the model over every window of every item in `source` and store the requested hookpoints."""
     from ..models import load_adapter
+    from .sequences import extract_sequences, is_sequence_source
 
+    if not Path(source).exists():
+        load_dataset(source)  # its error for a missing source, before any model loads
+    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
+                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
+    if is_sequence_source(source, adapter):  # the model's own code or event files, not audio
+        return extract_sequences(source, out, cfg, overwrite, progress, adapter)
     manifest = load_dataset(source)
     if cfg.text_column and manifest.rows and cfg.text_column not in manifest.rows[0]:
         raise InputError(f"the manifest has no text column '{cfg.text_column}'",
                          f"columns: {', '.join(manifest.columns)}")
-    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
-                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
     adapter.require("audio", "extraction from audio")
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
     writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "audio", str(source)), overwrite)

@@ -37,8 +37,8 @@ def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dic
     out = Path(out)
     make_parents(out)
     # Generation seeds clips per batch, so its batch size changes what is stored; teacher forcing's does not.
-    runtime_only = _RUNTIME_ONLY if record.get("mode") == "audio" else tuple(k for k in _RUNTIME_ONLY
-                                                                             if k != "batch_size")
+    runtime_only = _RUNTIME_ONLY if record.get("mode") in ("audio", "sequences") else tuple(
+        k for k in _RUNTIME_ONLY if k != "batch_size")
     resume = resume_or_refuse(out, record, runtime_only, "activation store", overwrite)
     widths = {h: adapter.hookpoint_widths[h] for h in hookpoints}
     return StoreWriter.create(out, widths, cfg.store_dtype, model=adapter.describe(),

@@ -77,6 +77,12 @@ def _is_rave(name: str) -> bool:
     return claims(name)
 
 
+def _is_yue(name: str) -> bool:
+    from .yue import claims
+
+    return claims(name)
+
+
 def _is_torch(name: str) -> bool:
     from .torch_family import claims
 
@@ -95,6 +101,10 @@ register(Family("torch", "any PyTorch audio model by layer path: a TorchScript f
                 "program (.pt2), or py:package.module:factory with --trust-code",
                 "torch_family:load", ("audio", "intervene", "outputs"), _is_torch,
                 examples=("model.ts", "model.pt2", "py:mypkg.models:build")))
+register(Family("yue", "causal LMs over audio-codec tokens (YuE; any LLaMA-like LM with a token layout): read from "
+                "code files, a row per frame per track; hub ids m-a-p/YuE-*, a save_pretrained folder, or tiny-yue",
+                "yue:load", ("tokens", "sequences", "intervene"), _is_yue, save_tiny="tiny_yue:save_tiny_yue",
+                examples=("m-a-p/YuE-s1-7B-anneal-en-cot", "tiny-yue")))
 register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids facebook/musicgen-*, a save_pretrained "
                 "folder, or tiny-musicgen (built in, random weights)",
                 "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene"), lambda name: True,

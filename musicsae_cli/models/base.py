@@ -18,6 +18,7 @@ CAPABILITIES = {
     "generate": "generation with capture",
     "intervene": "interventions at hookpoints",
     "outputs": "audio -> the model's own outputs",
+    "sequences": "sequence files (codes, events) -> activations",
 }
 
 
@@ -67,6 +68,20 @@ class GenerationOutput:
     n_frames: int
     settings: dict = field(default_factory=dict)
     prompt_frames: int = 0  # leading frames of `tokens`/`audio` that came from an audio prompt
+
+
+@dataclass
+class Sequence:
+    """One input file of a sequence model, read by the family (capability `sequences`): the model's own tokens,
+    and what each stored row is (`frame_meta`: a column per row label, e.g. track or pitch; `time_s` where rows
+    have a time)."""
+
+    tokens: Any  # the family's own token array
+    n_rows: int
+    frame_meta: dict[str, Any] = field(default_factory=dict)  # column -> (n_rows,) values
+    time_s: Any = None  # (n_rows,) seconds, or None
+    frames: Any = None  # (n_rows,) the store's frame number of each row (default 0..n_rows-1)
+    item_meta: dict[str, Any] = field(default_factory=dict)  # per-file facts recorded with the item
 
 
 class ModelAdapter(ABC):
@@ -155,6 +170,18 @@ class ModelAdapter(ABC):
                           texts: list[str | None] | None = None) -> list[dict[str, Any]]:
         """Per item, hookpoint -> (n_frames, d) tensor for the model's own tokens (capability `tokens`)."""
         self.require("tokens", "reading token sequences")
+        raise NotImplementedError
+
+    sequence_suffixes: tuple[str, ...] = ()  # file suffixes `read_sequence` reads (capability `sequences`)
+
+    def read_sequence(self, path) -> Sequence:
+        """One sequence file (codes, events) as the model's tokens and row labels (capability `sequences`)."""
+        self.require("sequences", "reading sequence files")
+        raise NotImplementedError
+
+    def sequence_activations(self, sequences: list[Sequence], hookpoints: list[str]) -> list[dict[str, Any]]:
+        """Per sequence, hookpoint -> (n_rows, d) tensor, row i labelled by the sequence's frame_meta."""
+        self.require("sequences", "reading sequence files")
         raise NotImplementedError
 
     def next_token_log_probs(self, tokens: list, texts: list[str | None] | None = None):

@@ -1,0 +1,126 @@
+"""Extraction from sequence files: a model's own token files (audio-codec code files, symbolic event files) ->
+one stored row per row the family defines (a frame of a track, an event), labelled with the family's row labels.
+
+A source is a sequence file, a folder of them (first-level subfolders are the class label `label`, as for audio
+folders) or a manifest whose `path` column names them. The store is written like an audio store: resumable by
+item, nothing complete on zero rows, one-line errors for files that cannot be read (skipped with a warning
+unless strict).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..audio.io import skip_unusable
+from ..errors import InputError, MusicSAEError
+from ..progress import ProgressFactory, no_progress
+from .common import open_store, out_of_memory_hint, store_config, to_store
+from .config import ExtractConfig
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+def _has_suffix(path: Path, suffixes) -> bool:
+    return "".join(path.suffixes[-1:]).lower() in suffixes
+
+
+def is_sequence_source(source, adapter) -> bool:
+    """Whether `source` holds sequence files the model reads (so extraction reads them, not audio)."""
+    if not adapter.can("sequences"):
+        return False
+    path, suffixes = Path(source), tuple(adapter.sequence_suffixes)
+    if path.is_file():
+        if _has_suffix(path, suffixes):
+            return True
+        if path.suffix.lower() in MANIFEST_SUFFIXES:
+            from ..audio.manifest import read_manifest_file
+
+            rows = read_manifest_file(path).rows
+            return bool(rows) and all(_has_suffix(Path(r["path"]), suffixes) for r in rows)
+        return False
+    if path.is_dir() and not (path / "manifest.csv").is_file():
+        return any(_has_suffix(p, suffixes) for p in path.rglob("*") if p.is_file())
+    return False
+
+
+def sequence_rows(source, suffixes) -> tuple[list[dict], list[str]]:
+    """(rows with item_id, path, group and labels, label columns) of a sequence file, folder or manifest."""
+    path = Path(source)
+    if path.is_file() and _has_suffix(path, suffixes):
+        stem = path.name[: -len(path.suffix)]
+        return [{"item_id": stem, "path": str(path.resolve()), "group": stem}], []
+    if path.is_file():
+        from ..audio.manifest import read_manifest_file
+
+        manifest = read_manifest_file(path)
+        return manifest.rows, list(manifest.label_columns)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _has_suffix(p, suffixes)
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not files:
+        raise InputError(f"no sequence files in {path}", f"looked for {', '.join(suffixes)}")
+    nested = any(len(p.relative_to(path).parts) > 1 for p in files)
+    rows = []
+    for p in files:
+        rel = p.relative_to(path)
+        item_id = str(rel)[: -len(p.suffix)]
+        row = {"item_id": item_id, "path": str(p.resolve()), "group": item_id}
+        if nested:
+            row["label"] = rel.parts[0] if len(rel.parts) > 1 else ""
+        rows.append(row)
+    return rows, (["label"] if nested else [])
+
+
+def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
+                      progress: ProgressFactory = no_progress, adapter=None) -> dict:
+    """Read every sequence file of `source` with the model and store the requested hookpoints, row by row."""
+    from ..models import load_adapter
+
+    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
+                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
+    adapter.require("sequences", "extraction from sequence files")
+    rows, labels = sequence_rows(source, tuple(adapter.sequence_suffixes))
+    hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
+    writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "sequences", str(source)), overwrite)
+    skipped: list[tuple[str, str]] = []
+    stats = {"items": 0, "rows": 0}
+    started = time.perf_counter()
+    pending: list[tuple[dict, object]] = []
+
+    def run(batch) -> None:
+        with out_of_memory_hint(cfg.batch_size):
+            acts = adapter.sequence_activations([seq for _, seq in batch], hookpoints)
+        for (row, seq), item in zip(batch, acts, strict=True):
+            meta = {"source_item": row["item_id"], "source_path": row["path"], "group": row.get("group"),
+                    **{c: row.get(c) for c in labels}, **seq.item_meta}
+            if writer.add_item(row["item_id"], {h: to_store(item[h], cfg.store_dtype) for h in hookpoints},
+                               item_meta=meta, frame_meta=seq.frame_meta, time_s=seq.time_s, frames=seq.frames):
+                stats["items"] += 1
+                stats["rows"] += seq.n_rows
+
+    with writer, progress("Extracting", len(rows)) as bar:
+        for row in rows:
+            if row["item_id"] not in writer.done_items:
+                try:
+                    seq = adapter.read_sequence(row["path"])
+                except MusicSAEError as exc:
+                    skip_unusable(Path(row["path"]), exc.message, cfg.strict, skipped, exc)
+                    seq = None
+                if seq is not None and seq.n_rows > 0:
+                    pending.append((row, seq))
+                elif seq is not None:
+                    skip_unusable(Path(row["path"]), "no rows", cfg.strict, skipped)
+                if len(pending) == cfg.batch_size:
+                    run(pending)
+                    pending = []
+            bar.advance()
+        if pending:
+            run(pending)
+        if stats["rows"] == 0 and writer.n_rows == 0:
+            first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+            raise InputError(f"no usable sequence files in {source}: {len(skipped)} skipped{first}",
+                             "check the files with the model's family (musicsae model families)")
+    elapsed = time.perf_counter() - started
+    return {"store": str(out), "hookpoints": hookpoints, "items_written": stats["items"],
+            "rows_written": stats["rows"], "store_items": writer.n_items, "store_rows": writer.n_rows,
+            "elapsed_s": round(elapsed, 3), "skipped": [{"path": p, "reason": r} for p, r in skipped]}

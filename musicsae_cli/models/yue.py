@@ -1,0 +1,367 @@
+"""The `yue` family: causal language models over audio-codec tokens (YuE and any LLaMA-like LM with a token layout).
+
+YuE (stage 1, `m-a-p/YuE-s1-7B-anneal-en-cot`; stage 2, `m-a-p/YuE-s2-1B-general`) is a LLaMA checkpoint loaded
+with `AutoModelForCausalLM`. Its audio tokens are `audio_offset + k * codebook_size + code` for codebook k of its
+codec (xcodec: 12 codebooks of 1024 codes, 50 frames per second, 16 kHz); text ids come first. Stage 1 reads and
+writes codebook 0 only, the two tracks interleaved frame by frame (vocal, instrumental, vocal, ...: 100 tokens per
+second) between the start-of-audio token and `<xcodec>` before them and the end-of-audio token after. The token
+layout is a small config (`TokenLayout`): YuE's by default, any other through the model option `layout` or a
+`musicsae_layout.json` beside the checkpoint.
+
+Input: code files (capability `sequences`), `.npy` of shape (tracks, frames) or (tracks, codebooks, frames), or
+`.npz` with one array per track name. Codebook 0 is what stage 1 reads; codes must lie in [0, codebook_size).
+Teacher forcing feeds `prefix + interleaved codes + suffix` in one pass; the row of frame t of track j is the
+residual stream at the position of that track's token of frame t (the hidden state after reading it), so each
+item stores tracks x frames rows, frame-major, labelled `track`, with the store's `frame` the codec frame (each
+frame once per track) at time frame / frame_rate.
+Hookpoints `layers.N`: the output of decoder layer N (the residual stream, before the final norm).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import InputError, UsageError
+from .base import EditContext, ModelAdapter, Sequence
+from .hookpoints import layer_index, layer_name, parse_hookpoints
+
+TINY_NAME = "tiny-yue"
+HUB_IDS = ("m-a-p/YuE-s1-7B-anneal-en-cot", "m-a-p/YuE-s2-1B-general")
+LAYOUT_FILE = "musicsae_layout.json"
+SUFFIXES = (".npy", ".npz")
+POSITION_CONVENTION = ("row (frame t, track j) = the residual stream at the position of track j's token of frame "
+                       "t in prefix + interleaved codes + suffix (the hidden state after reading that token); rows "
+                       "are frame-major; time = frame / frame_rate")
+
+
+class TokenLayout(BaseModel):
+    """Where a causal LM keeps its audio tokens and how a code file becomes its input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio_offset: int = Field(45334, ge=0, description="Id of code 0 of codebook 0.")
+    codebook_size: int = Field(1024, ge=2, description="Codes per codebook.")
+    codebooks: int = Field(12, ge=1, description="Codebooks of the codec (each has its own id range).")
+    codebook: int = Field(0, ge=0, description="The codebook the model reads (stage 1: 0).")
+    frame_rate: float = Field(50.0, gt=0, description="Codec frames per second.")
+    sample_rate: int = Field(16000, gt=0, description="The codec's audio sample rate.")
+    tracks: list[str] = Field(["vocal", "instrumental"], min_length=1, description="Tracks interleaved frame by "
+                              "frame, in order.")
+    prefix: list[int] = Field([32001, 32016], description="Ids before the codes (YuE: start-of-audio, <xcodec>).")
+    suffix: list[int] = Field([32002], description="Ids after the codes (YuE: end-of-audio).")
+    max_positions: int | None = Field(None, ge=1, description="Context length (default: the model config's).")
+
+    def token(self, codes: np.ndarray) -> np.ndarray:
+        return self.audio_offset + self.codebook * self.codebook_size + codes
+
+    @property
+    def needs_vocab(self) -> int:
+        return max(self.audio_offset + self.codebooks * self.codebook_size, *(i + 1 for i in self.prefix),
+                   *(i + 1 for i in self.suffix))
+
+
+def read_layout(options: dict, folder: Path | None) -> TokenLayout:
+    """The layout of the model option `layout` (a dict or a JSON file), else `musicsae_layout.json` beside the
+    checkpoint, else YuE's."""
+    given = options.pop("layout", None)
+    source = "YuE's default"
+    if isinstance(given, str):
+        path, source = Path(given).expanduser(), given
+        if not path.is_file():
+            raise InputError(f"token layout file {given} does not exist", "pass a JSON file or a mapping")
+        given = json.loads(path.read_text("utf-8"))
+    elif given is None and folder is not None and (folder / LAYOUT_FILE).is_file():
+        source = str(folder / LAYOUT_FILE)
+        given = json.loads((folder / LAYOUT_FILE).read_text("utf-8"))
+    try:
+        return TokenLayout(**(given or {}))
+    except (ValidationError, TypeError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"token layout ({source}): {where + ': ' if where else ''}{first['msg']}",
+                         f"keys: {', '.join(TokenLayout.model_fields)}") from None
+
+
+class YueAdapter(ModelAdapter):
+    """A causal LM over audio-codec tokens, read from code files (see the module doc)."""
+
+    family = "yue"
+    position_convention = POSITION_CONVENTION
+    capabilities = frozenset({"tokens", "sequences", "intervene"})
+    sequence_suffixes = SUFFIXES
+
+    def __init__(self, model, model_id: str, layout: TokenLayout, *, revision: str | None = None, device=None,
+                 dtype=None, fingerprint: str | None = None):
+        import torch
+
+        from .identity import weights_fingerprint
+
+        self.model, self.model_id, self.layout, self.revision = model, model_id, layout, revision
+        self._device = device or torch.device("cpu")
+        self._dtype = dtype or torch.float32
+        self.blocks = _decoder_layers(model)
+        config = model.config
+        self.hidden_size = int(config.hidden_size)
+        self.vocab_size = int(config.vocab_size)
+        self.max_positions = layout.max_positions or int(getattr(config, "max_position_embeddings", 0) or 0) or None
+        self.fingerprint = fingerprint or weights_fingerprint(model)
+        self._edits: dict = {}
+        if self.vocab_size < layout.needs_vocab:
+            raise UsageError(f"model '{model_id}' has a vocabulary of {self.vocab_size} ids, but the token layout "
+                             f"needs {layout.needs_vocab} (audio ids from {layout.audio_offset}, {layout.codebooks} "
+                             f"codebooks of {layout.codebook_size})", "check the checkpoint, or describe its "
+                             f"tokens with the model option layout (or {LAYOUT_FILE} beside it)")
+
+    # ---- facts ----
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def sample_rate(self) -> int:
+        return self.layout.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.layout.frame_rate
+
+    @property
+    def hookpoint_widths(self) -> dict[str, int]:
+        return {layer_name(i): self.hidden_size for i in range(len(self.blocks))}
+
+    def resolve_hookpoints(self, spec: str | list[str]) -> list[str]:
+        return parse_hookpoints(spec, len(self.blocks))
+
+    def n_frames(self, n_samples: int) -> int:
+        return int(n_samples * self.frame_rate // self.sample_rate)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "fingerprint": self.fingerprint, "hidden_size": self.hidden_size,
+                "n_layers": len(self.blocks), "vocab_size": self.vocab_size, "layout": self.layout.model_dump(),
+                "tracks": list(self.layout.tracks), "max_positions": self.max_positions,
+                "dtype": str(self.dtype).replace("torch.", "")}
+
+    # ---- inputs ----
+    def read_sequence(self, path) -> Sequence:
+        """A code file as (tracks, frames) codes of the layout's codebook, with a row per frame per track."""
+        codes = read_codes(path, self.layout)
+        n_tracks, n_frames = codes.shape
+        length = len(self.layout.prefix) + n_tracks * n_frames + len(self.layout.suffix)
+        if self.max_positions and length > self.max_positions:
+            room = (self.max_positions - len(self.layout.prefix) - len(self.layout.suffix)) // n_tracks
+            raise InputError(f"{path}: {n_frames} frames of {n_tracks} tracks make {length} tokens, longer than "
+                             f"the model's context of {self.max_positions}", f"cut the file to at most {room} frames")
+        frames = np.repeat(np.arange(n_frames), n_tracks)
+        tracks = np.tile(np.asarray(self.layout.tracks, dtype=object), n_frames)
+        return Sequence(codes, n_tracks * n_frames, {"track": tracks.tolist()}, frames / self.frame_rate,
+                        frames=frames, item_meta={"codec_frames": int(n_frames)})
+
+    def input_ids(self, codes: np.ndarray) -> np.ndarray:
+        """prefix + codes interleaved frame by frame (frame-major, tracks in order) + suffix, as token ids."""
+        body = self.layout.token(np.asarray(codes, dtype=np.int64)).T.reshape(-1)  # (frames * tracks,)
+        return np.concatenate([np.asarray(self.layout.prefix, np.int64), body,
+                               np.asarray(self.layout.suffix, np.int64)])
+
+    # ---- running ----
+    def sequence_activations(self, sequences: list[Sequence], hookpoints: list[str]) -> list[dict[str, Any]]:
+        return self.token_activations([s.tokens for s in sequences], hookpoints)
+
+    def token_activations(self, tokens, hookpoints, texts=None):
+        """Per item of (tracks, frames) codes, hookpoint -> (frames * tracks, d) float32 rows (frame-major)."""
+        import torch
+
+        names = self.resolve_hookpoints(list(hookpoints))
+        out = []
+        for codes in tokens:
+            codes = np.asarray(codes)
+            ids = torch.from_numpy(self.input_ids(codes))[None].to(self.device)
+            start = len(self.layout.prefix)
+            rows = slice(start, start + codes.size)
+            got = self._run(ids, names)
+            out.append({n: got[n][0, rows].float() for n in names})
+        return out
+
+    def _run(self, ids, names: list[str]) -> dict:
+        """One forward pass of input ids (B, T) with the active edits; {hookpoint: (B, T, d)} captured."""
+        import torch
+
+        from .hooks import scoped_hooks
+
+        captured: dict = {}
+        ctx = EditContext(start=0, length=int(ids.shape[1]), batch=int(ids.shape[0]))
+        regs = []
+        for name, fn in self._edits.items():
+            regs.append((self.blocks[layer_index(name)], "forward", _edit_hook(fn, ctx), False))
+        for name in names:
+            regs.append((self.blocks[layer_index(name)], "forward", _capture_hook(name, captured), False))
+        with torch.inference_mode(), scoped_hooks(regs):
+            self.model(input_ids=ids, use_cache=False)
+        return captured
+
+    @contextmanager
+    def intervene(self, edits: dict):
+        """While active, layers.N's output h (batch, seq, d) is replaced by edits[name](h) (or fn(h, ctx) with
+        `needs_context`; positions count from the first token fed, prefix included)."""
+        expanded = {n: fn for key, fn in edits.items() for n in self.resolve_hookpoints(key)}
+        previous, self._edits = self._edits, {**self._edits, **expanded}
+        try:
+            yield
+        finally:
+            self._edits = previous
+
+
+def _decoder_layers(model) -> list:
+    """The decoder layers of a causal LM: `model.model.layers` (LLaMA and kin), else the longest ModuleList."""
+    import torch
+
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if isinstance(layers, torch.nn.ModuleList) and len(layers):
+        return list(layers)
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise UsageError("the model has no decoder layers to hook", "load a LLaMA-like causal LM")
+    return list(max(lists, key=len))
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _capture_hook(name: str, captured: dict):
+    def hook(module, args, output):
+        captured[name] = _first(output).detach()
+    return hook
+
+
+def _edit_hook(fn, ctx: EditContext):
+    takes_ctx = bool(getattr(fn, "needs_context", False))
+
+    def hook(module, args, output):
+        h = _first(output)
+        edited = fn(h, ctx) if takes_ctx else fn(h)
+        return (edited, *output[1:]) if isinstance(output, tuple) else edited
+    return hook
+
+
+def read_codes(path, layout: TokenLayout) -> np.ndarray:
+    """(tracks, frames) int64 codes of the layout's codebook from a .npy or .npz code file; InputError naming the
+    file for a wrong shape, missing tracks or codes outside the codebook."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                missing = [t for t in layout.tracks if t not in data.files]
+                if missing:
+                    raise InputError(f"{path}: no array for track(s) {', '.join(missing)} (has "
+                                     f"{', '.join(data.files) or 'none'})",
+                                     f"save one array per track: {', '.join(layout.tracks)}")
+                arrays = [np.asarray(data[t]) for t in layout.tracks]
+            if len({a.shape for a in arrays}) != 1:
+                raise InputError(f"{path}: the tracks have different shapes "
+                                 f"({', '.join(str(a.shape) for a in arrays)})", "save tracks of equal length")
+            codes = np.stack(arrays)
+        else:
+            codes = np.load(path, allow_pickle=False)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable code file ({str(exc).splitlines()[0]})",
+                         "save codes with numpy.save / numpy.savez") from None
+    n_tracks = len(layout.tracks)
+    if codes.ndim == 3 and codes.shape[0] == n_tracks:
+        if codes.shape[1] <= layout.codebook:
+            raise InputError(f"{path}: {codes.shape[1]} codebooks, the model reads codebook {layout.codebook}",
+                             "save (tracks, codebooks, frames) with that codebook")
+        codes = codes[:, layout.codebook]
+    if codes.ndim != 2 or codes.shape[0] != n_tracks:
+        raise InputError(f"{path}: codes of shape {codes.shape}, expected ({n_tracks}, frames) or ({n_tracks}, "
+                         "codebooks, frames)", f"tracks in order: {', '.join(layout.tracks)}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise InputError(f"{path}: codes are {codes.dtype}, not integers", "save the codec's integer codes")
+    bad = (codes < 0) | (codes >= layout.codebook_size)
+    if bad.any():
+        j, t = (int(v[0]) for v in np.nonzero(bad))
+        raise InputError(f"{path}: code {int(codes[j, t])} at track {layout.tracks[j]}, frame {t} is outside the "
+                         f"codebook [0, {layout.codebook_size})", "check the codec the codes came from")
+    return codes.astype(np.int64)
+
+
+def claims(name: str) -> bool:
+    """tiny-yue, YuE hub ids, and local folders holding a LLaMA-like checkpoint with a token layout file or YuE's
+    vocabulary."""
+    if name == TINY_NAME or str(name).startswith("m-a-p/YuE"):
+        return True
+    path = Path(str(name)).expanduser()
+    config = path / "config.json"
+    if not (path.is_dir() and config.is_file()):
+        return False
+    if (path / LAYOUT_FILE).is_file():
+        return True
+    try:
+        data = json.loads(config.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return data.get("model_type") == "llama" and int(data.get("vocab_size", 0)) >= TokenLayout().needs_vocab
+
+
+def load(name: str, revision: str | None = None, device: str = "auto", dtype: str = "fp32", seed: int = 0,
+         **options) -> YueAdapter:
+    """tiny-yue (random weights), a save_pretrained folder or a hub id, with its token layout."""
+    from ..runtime import resolve_device, resolve_dtype
+    from . import no_options
+    from .identity import canonical_id
+
+    options = dict(options)
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    if name == TINY_NAME:
+        from .tiny_yue import build_tiny_yue
+
+        layout = read_layout(options, None)
+        no_options("yue", options)
+        model = build_tiny_yue(seed)
+        model_id = TINY_NAME
+    else:
+        path = Path(name).expanduser()
+        layout = read_layout(options, path if path.is_dir() else None)
+        no_options("yue", options)
+        model = _from_pretrained(name, revision, torch_dtype)
+        model_id = canonical_id(name)
+    model.to(device=torch_device, dtype=torch_dtype).eval()
+    return YueAdapter(model, model_id, layout, revision=revision, device=torch_device, dtype=torch_dtype)
+
+
+def _from_pretrained(name: str, revision: str | None, dtype):
+    from transformers import AutoModelForCausalLM
+
+    from .musicgen import _hub_access, quiet_transformers
+
+    path = Path(name).expanduser()
+    local = path.exists()
+    if local and not (path / "config.json").is_file():
+        raise InputError(f"{name} is not a causal LM checkpoint (no config.json)",
+                         "pass a folder written by save_pretrained, a hub id, or tiny-yue")
+    quiet_transformers()
+    kwargs: dict = {}
+    if not local:
+        kwargs = {"revision": revision} if revision else {}
+        kwargs.update(_hub_access(name, revision))
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path) if local else name, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load the causal LM '{name}': {str(exc).splitlines()[0]}",
+                         "pass a complete save_pretrained folder or a reachable hub id such as "
+                         f"{HUB_IDS[0]}") from None
+
+
+__all__ = ["TINY_NAME", "TokenLayout", "YueAdapter", "claims", "load", "read_codes"]
