@@ -187,6 +187,7 @@ bench: venv
 	$(BIN)/python bench/extract_bench.py
 	$(BIN)/python bench/extract_overhead.py
 	$(BIN)/python bench/rave_bench.py
+	$(BIN)/python bench/yue_bench.py
 	$(BIN)/python bench/sae_bench.py
 	$(BIN)/python bench/probe_bench.py
 	$(BIN)/python bench/steer_bench.py
