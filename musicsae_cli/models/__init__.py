@@ -83,6 +83,12 @@ def _is_yue(name: str) -> bool:
     return claims(name)
 
 
+def _is_mmt(name: str) -> bool:
+    from .mmt import claims
+
+    return claims(name)
+
+
 def _is_torch(name: str) -> bool:
     from .torch_family import claims
 
@@ -97,6 +103,10 @@ register(Family("rave", "RAVE exports (torch.jit.save of ScriptedRAVE): encoder 
                 "latent",
                 "rave:load", ("audio", "intervene", "outputs"), _is_rave, examples=("rave_model.ts",),
                 save_tiny="tiny_rave:save_tiny_rave"))
+register(Family("mmt", "Multitrack Music Transformer checkpoints (best_model.pt, or its training folder): MIDI "
+                "files or note lists as events, a row per event labelled with its musical facts",
+                "mmt:load", ("tokens", "sequences", "intervene"), _is_mmt, save_tiny="tiny_mmt:save_tiny_mmt",
+                examples=("exp/sod/ape", "best_model.pt")))
 register(Family("torch", "any PyTorch audio model by layer path: a TorchScript file (.ts, .pt), a torch.export "
                 "program (.pt2), or py:package.module:factory with --trust-code",
                 "torch_family:load", ("audio", "intervene", "outputs"), _is_torch,

@@ -1,0 +1,365 @@
+"""The `mmt` family: MMT's network loaded from a checkpoint folder, its event encoding of MIDI, and its adapter.
+
+The tiny checkpoint (models/tiny_mmt.py: dim 32, 2 blocks, 2 heads of 64, MMT's real vocabularies) is written the
+way MMT's training writes one (best_model.pt + train-args.json) and loaded through `load`. Hidden states are
+checked against a functional re-computation from the state dict alone; labels against the notes of a MIDI file
+written here with pretty_midi.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+from musicsae_cli.errors import InputError, UsageError
+from musicsae_cli.models.base import EditContext, contextual
+from musicsae_cli.models.mmt import CHECKPOINT, TRAIN_ARGS, MmtAdapter, claims, load
+from musicsae_cli.models.mmt_events import (
+    FIELDS,
+    INSTRUMENTS,
+    N_TOKENS,
+    check_codes,
+    encode_notes,
+    events_from_codes,
+    read_events,
+)
+from musicsae_cli.models.tiny_mmt import TINY_CONFIG, build_tiny_mmt, save_tiny_mmt
+
+pytestmark = [pytest.mark.smoke, pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
+
+# 120 bpm, 480 ticks per beat: a beat is 0.5 s, a step (1/12 beat) 1/24 s = 40 ticks.
+STEP = 0.5 / 12
+PIANO, VIOLIN = INSTRUMENTS.index("piano") + 1, INSTRUMENTS.index("violin") + 1
+# (program, pitch, start_s, steps); the song starts at beat 2, so beats are counted from there.
+SONG = [(0, 60, 1.0, 12), (40, 76, 1.0 + STEP, 13), (1, 64, 1.25, 6), (40, 79, 2.5, 36)]
+# What MMT makes of it, in event order: (beat, position, pitch, known duration, program, instrument, time_s).
+EXPECTED_NOTES = [(0, 0, 60, 12, 0, "piano", 1.0), (0, 1, 76, 12, 40, "violin", 1.0 + STEP),
+                  (0, 6, 64, 6, 1, "piano", 1.25), (3, 0, 79, 36, 40, "violin", 2.5)]
+
+
+def write_midi(path: Path, song=SONG, drums: bool = True, effects: bool = True) -> Path:
+    midi = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=120.0)
+    tracks: dict[int, pretty_midi.Instrument] = {}
+    for program, pitch, start, steps in song:
+        inst = tracks.setdefault(program, pretty_midi.Instrument(program=program))
+        inst.notes.append(pretty_midi.Note(velocity=90, pitch=pitch, start=start, end=start + steps * STEP))
+    midi.instruments.extend(tracks.values())
+    if drums:  # drum tracks are not encoded
+        kit = pretty_midi.Instrument(program=0, is_drum=True)
+        kit.notes.append(pretty_midi.Note(velocity=90, pitch=36, start=1.0, end=1.1))
+        midi.instruments.append(kit)
+    if effects:  # program 100 (a sound effect) has no MMT instrument
+        fx = pretty_midi.Instrument(program=100)
+        fx.notes.append(pretty_midi.Note(velocity=90, pitch=50, start=0.0, end=0.5))
+        midi.instruments.append(fx)
+    midi.write(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mmt") / "tiny-mmt"
+    save_tiny_mmt(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_dir) -> MmtAdapter:
+    return load(str(tiny_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def midi_path(tmp_path_factory) -> Path:
+    return write_midi(tmp_path_factory.mktemp("midi") / "song.mid")
+
+
+def random_codes(rng: np.random.Generator, n_notes: int) -> np.ndarray:
+    notes = np.stack([np.sort(rng.integers(0, 40, n_notes)), rng.integers(0, 12, n_notes),
+                      rng.integers(30, 90, n_notes), rng.integers(1, 60, n_notes),
+                      rng.choice([0, 24, 40, 73], n_notes)], axis=1)
+    return encode_notes(notes, max_beat=256).codes
+
+
+# ---- (a) the checkpoint ----
+def test_tiny_checkpoint_is_a_plain_state_dict_and_loads_strictly(tiny_dir, adapter):
+    assert {p.name for p in tiny_dir.iterdir()} == {CHECKPOINT, TRAIN_ARGS, "manifest.json"}
+    state = torch.load(tiny_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    reference = build_tiny_mmt(0).state_dict()
+    assert list(state) == list(reference)  # MMT's key names, e.g.:
+    assert "decoder.net.token_emb.5.emb.weight" in state and "decoder.net.pos_emb.emb.weight" in state
+    assert "decoder.net.attn_layers.layers.3.1.net.3.weight" in state and "decoder.net.to_logits.0.bias" in state
+    assert [tuple(state[f"decoder.net.token_emb.{f}.emb.weight"].shape) for f in range(6)] == \
+        [(n, 32) for n in (5, 257, 13, 129, 33, 65)]
+    loaded = adapter.model.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert adapter.config == TINY_CONFIG
+    assert adapter.sources["dim"].endswith(TRAIN_ARGS)
+    facts = adapter.describe()
+    assert facts["family"] == "mmt" and facts["n_layers"] == 2 and facts["hidden_size"] == 32
+    assert facts["frame_rate"] is None and facts["sample_rate"] is None and facts["fingerprint"]
+    assert json.dumps(facts)  # records in manifests
+    assert adapter.hookpoint_widths == {"layers.0": 32, "layers.1": 32}
+    assert adapter.resolve_hookpoints("all") == ["layers.0", "layers.1"]
+    assert adapter.can("tokens") and adapter.can("intervene") and not adapter.can("audio")
+
+
+def test_checkpoint_layouts(tiny_dir, adapter, tmp_path):
+    # MMT's experiment folder: train-args.json beside checkpoints/best_model.pt
+    exp = tmp_path / "exp"
+    (exp / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_dir / CHECKPOINT, exp / "checkpoints" / CHECKPOINT)
+    shutil.copy(tiny_dir / TRAIN_ARGS, exp / TRAIN_ARGS)
+    assert load(str(exp), device="cpu").fingerprint == adapter.fingerprint
+    # the bare file, no train-args.json: the hyperparameters are read off the weights
+    bare = tmp_path / "bare" / "model.pt"
+    bare.parent.mkdir()
+    shutil.copy(tiny_dir / CHECKPOINT, bare)
+    alone = load(str(bare), device="cpu")
+    assert alone.config == TINY_CONFIG and alone.fingerprint == adapter.fingerprint
+    assert alone.sources["heads"] == "weights" and alone.sources["max_seq_len"] == "weights"
+    # which names the family claims: MMT's layouts, not other .pt files
+    assert claims(str(tiny_dir)) and claims(str(exp)) and claims(str(exp / "checkpoints" / CHECKPOINT))
+    assert not claims(str(bare)) and not claims(str(tmp_path / "nowhere")) and not claims("facebook/musicgen-small")
+    script = tmp_path / "ts" / CHECKPOINT
+    script.parent.mkdir()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(script))
+    assert not claims(str(script))  # a TorchScript archive named like a checkpoint
+    # lower precision: the same rows, give or take bf16 rounding, returned as float32
+    codes = random_codes(np.random.default_rng(3), 12)
+    half = load(str(tiny_dir), device="cpu", dtype="bf16")
+    assert half.dtype == torch.bfloat16 and half.fingerprint == adapter.fingerprint
+    low, full = (a.token_activations([codes], ["layers.1"])[0]["layers.1"] for a in (half, adapter))
+    assert low.dtype == torch.float32 and (low - full).abs().max() < 0.1 * full.abs().max()
+
+
+# ---- (b) rows are the model's own hidden states ----
+def reference_hidden_states(state: dict, codes: torch.Tensor, heads: int) -> list[torch.Tensor]:
+    """Residual stream after each block, computed from the state dict alone (pre-norm blocks, causal attention with
+    64-wide heads, GELU feed-forward), for codes (T, 6)."""
+    p = "decoder.net."
+    n, dim = codes.shape[0], state[p + "token_emb.0.emb.weight"].shape[1]
+    x = sum(state[f"{p}token_emb.{f}.emb.weight"][codes[:, f]] for f in range(6))
+    x = x + state[p + "pos_emb.emb.weight"][:n] / dim ** 0.5
+    out = []
+    n_sub = len({k.split(".")[4] for k in state if k.startswith(p + "attn_layers.layers.")})
+    for i in range(n_sub):
+        lp = f"{p}attn_layers.layers.{i}."
+        h = F.layer_norm(x, (dim,), state[lp + "0.0.weight"], state[lp + "0.0.bias"])
+        if i % 2 == 0:
+            q, k, v = (h @ state[lp + f"1.to_{w}.weight"].T for w in "qkv")
+            q, k, v = (t.reshape(n, heads, 64).transpose(0, 1) for t in (q, k, v))
+            scores = q @ k.transpose(1, 2) / 8.0
+            scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
+            mixed = (scores.softmax(-1) @ v).transpose(0, 1).reshape(n, heads * 64)
+            x = x + mixed @ state[lp + "1.to_out.weight"].T + state[lp + "1.to_out.bias"]
+        else:
+            inner = F.gelu(h @ state[lp + "1.net.0.0.weight"].T + state[lp + "1.net.0.0.bias"])
+            x = x + inner @ state[lp + "1.net.3.weight"].T + state[lp + "1.net.3.bias"]
+            out.append(x)
+    return out
+
+
+def test_rows_equal_the_models_hidden_states(adapter, tiny_dir):
+    rng = np.random.default_rng(0)
+    songs = [random_codes(rng, 30), random_codes(rng, 7)]  # two lengths: the batch is right-padded
+    acts = adapter.token_activations(songs, ["layers.0", "layers.1"])
+    state = torch.load(tiny_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    for song, rows in zip(songs, acts, strict=True):
+        ref = reference_hidden_states(state, torch.from_numpy(song), heads=2)
+        for i, expected in enumerate(ref):
+            got = rows[f"layers.{i}"]
+            assert got.shape == (len(song), 32) and got.dtype == torch.float32
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    alone = adapter.token_activations([songs[1]], ["layers.1"])[0]["layers.1"]
+    torch.testing.assert_close(alone, acts[1]["layers.1"], atol=1e-6, rtol=1e-6)  # padding changes nothing
+    # the last block's rows, normed and read by the heads, are the model's logits
+    logits = adapter.logits([songs[0]])[0]
+    normed = F.layer_norm(acts[0]["layers.1"], (32,), state["decoder.net.norm.weight"], state["decoder.net.norm.bias"])
+    for f in range(6):
+        head = normed @ state[f"decoder.net.to_logits.{f}.weight"].T + state[f"decoder.net.to_logits.{f}.bias"]
+        torch.testing.assert_close(logits[f], head, atol=1e-5, rtol=1e-5)
+
+
+# ---- (c) events and labels ----
+def test_midi_events_and_labels_follow_the_notes(adapter, midi_path):
+    ev = adapter.read_events(midi_path)
+    assert ev.codes.dtype == np.int64 and ev.codes.shape == (3 + 2 + len(SONG), 6)
+    types = list(ev.labels["type"])
+    assert types == ["start-of-song", "instrument", "instrument", "start-of-notes"] + ["note"] * 4 + ["end-of-song"]
+    assert ev.codes[:4].tolist() == [[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, PIANO], [1, 0, 0, 0, 0, VIOLIN],
+                                     [2, 0, 0, 0, 0, 0]]
+    assert ev.codes[-1].tolist() == [4, 0, 0, 0, 0, 0]
+    assert list(ev.labels["instrument"][1:3]) == ["piano", "violin"]
+    rows = [r for r in ev.rows() if r["type"] == "note"]
+    got = [(r["beat"], r["position"], r["pitch"], r["duration"], r["program"], r["instrument"]) for r in rows]
+    assert got == [e[:6] for e in EXPECTED_NOTES]
+    np.testing.assert_allclose([r["time_s"] for r in rows], [e[6] for e in EXPECTED_NOTES], atol=1e-9)
+    assert [(r["pitch_class"], r["octave"]) for r in rows] == [(0, 4), (4, 5), (4, 4), (7, 5)]
+    notes = ev.codes[4:-1]
+    assert notes[:, 1].tolist() == [1, 1, 1, 4] and notes[:, 2].tolist() == [1, 2, 7, 1]  # code = value + 1
+    assert notes[:, 3].tolist() == [61, 77, 65, 80] and notes[:, 4].tolist() == [12, 12, 6, 20]
+    assert notes[:, 5].tolist() == [PIANO, VIOLIN, PIANO, VIOLIN]
+    assert np.isnan(ev.labels["time_s"][0]) and ev.labels["pitch"][0] == -1
+    # decoding the codes alone gives the same musical facts (the program is the instrument's own)
+    back = events_from_codes(ev.codes, adapter.n_tokens)
+    for key in ("type", "beat", "position", "pitch", "duration", "instrument"):
+        assert list(back.labels[key]) == list(ev.labels[key])
+    # the beats as written, and MMT's own note list (.npy, .csv) of the shifted song
+    raw = read_events(midi_path, shift_to_first_beat=False)
+    assert [r["beat"] for r in raw.rows() if r["type"] == "note"] == [2, 2, 2, 5]
+    table = np.array([e[:5] for e in EXPECTED_NOTES])
+    np.save(midi_path.parent / "song.npy", table)
+    np.savetxt(midi_path.parent / "song.csv", table, fmt="%d", delimiter=",",
+               header="beat,position,pitch,duration,program", comments="")
+    for name in ("song.npy", "song.csv"):
+        listed = adapter.read_events(midi_path.parent / name)
+        assert np.array_equal(listed.codes, ev.codes) and np.isnan(listed.labels["time_s"]).all()
+
+
+def test_limits_cut_beats_and_events():
+    notes = np.array([(b, 0, 60, 12, 0) for b in range(0, 300, 10)])
+    ev = encode_notes(notes, max_beat=256)
+    assert ev.labels["beat"].max() == 250 and len(ev) == 3 + 1 + 26
+    cut = encode_notes(notes, max_beat=256, max_seq_len=10)
+    assert len(cut) == 10 and cut.codes[-1, 0] == 4 and np.array_equal(cut.codes[:9], ev.codes[:9])
+    check_codes(ev.codes, [5, 257, 13, 129, 33, 65])
+
+
+# ---- (d) interventions ----
+def test_edit_at_layer0_changes_later_layers_and_is_removed(adapter):
+    songs = [random_codes(np.random.default_rng(1), 20)]
+    hooks = ["layers.0", "layers.1"]
+    before = adapter.token_activations(songs, hooks)[0]
+    seen: list[EditContext] = []
+
+    @contextual
+    def push(h, ctx):
+        seen.append(ctx)
+        out = h.clone()
+        out[:, 10:] += 3.0  # from event 10 on
+        return out
+
+    with adapter.intervene({"layers.0": push}):
+        during = adapter.token_activations(songs, hooks)[0]
+    after = adapter.token_activations(songs, hooks)[0]
+    assert seen and seen[0].start == 0 and seen[0].length == len(songs[0]) and seen[0].batch == 1
+    torch.testing.assert_close(during["layers.0"][10:], before["layers.0"][10:] + 3.0)  # captures see the edit
+    assert not torch.allclose(during["layers.1"][10:], before["layers.1"][10:], atol=1e-3)  # later layers move
+    torch.testing.assert_close(during["layers.1"][:10], before["layers.1"][:10])  # causal: earlier events do not
+    for h in hooks:
+        assert torch.equal(after[h], before[h])  # gone on exit
+    with adapter.intervene({"layers.0": lambda h: h * 0}):
+        zeroed = adapter.logits(songs)[0]
+    assert not torch.allclose(zeroed[0], adapter.logits(songs)[0][0])
+    with pytest.raises(UsageError, match="out of range"):
+        with adapter.intervene({"layers.5": lambda h: h}):
+            pass
+
+
+# ---- (e) bad inputs ----
+def test_bad_midi_files(tmp_path):
+    garbage = tmp_path / "broken.mid"
+    garbage.write_bytes(b"MThd\x00\x00\x00\x06 this is not midi")
+    with pytest.raises(InputError, match="broken.mid"):
+        read_events(garbage)
+    silent = tmp_path / "silent.mid"
+    pretty_midi.PrettyMIDI().write(str(silent))
+    with pytest.raises(InputError, match="empty.*has no notes"):
+        read_events(silent)
+    drums = write_midi(tmp_path / "drums.mid", song=[], drums=True, effects=True)
+    with pytest.raises(InputError, match="empty.*no notes MMT encodes"):
+        read_events(drums)
+    with pytest.raises(InputError, match="no such MIDI file"):
+        read_events(tmp_path / "missing.mid")
+
+
+def test_codes_outside_the_vocabulary(adapter):
+    codes = random_codes(np.random.default_rng(2), 5)
+    bad = codes.copy()
+    bad[5, 1] = 300  # beat 299: past this model's 256 beats
+    with pytest.raises(InputError, match="beat code 300 at event 5 is outside the vocabulary 0..256"):
+        adapter.token_activations([codes, bad], ["layers.0"])
+    with pytest.raises(InputError, match="pitch code 129"):
+        check_codes(np.array([[3, 1, 1, 129, 1, 1]]), N_TOKENS)
+    with pytest.raises(InputError, match=r"shape \(4, 5\)"):
+        adapter.token_activations([np.zeros((4, 5), dtype=np.int64)], ["layers.0"])
+    with pytest.raises(InputError, match="at most 1024"):
+        adapter.token_activations([np.zeros((1025, 6), dtype=np.int64)], ["layers.0"])
+    with pytest.raises(UsageError, match="unknown hookpoint"):
+        adapter.token_activations([codes], ["layer.0"])
+    assert len(FIELDS) == 6
+
+
+def test_state_dicts_that_do_not_match(tiny_dir, tmp_path):
+    state = torch.load(tiny_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    renamed = dict(state)
+    renamed["decoder.net.extra.weight"] = renamed.pop("decoder.net.norm.weight")
+    (tmp_path / "keys").mkdir()
+    torch.save(renamed, tmp_path / "keys" / CHECKPOINT)
+    with pytest.raises(InputError, match=r"missing 1 keys \(decoder.net.norm.weight\); unexpected 1 keys "
+                                         r"\(decoder.net.extra.weight\)"):
+        load(str(tmp_path / "keys"), device="cpu")
+    (tmp_path / "shapes").mkdir()
+    shutil.copy(tiny_dir / CHECKPOINT, tmp_path / "shapes" / CHECKPOINT)
+    (tmp_path / "shapes" / TRAIN_ARGS).write_text(json.dumps({"dim": 64, "layers": 2, "heads": 2}))
+    with pytest.raises(InputError, match=r"other shapes.*token_emb.0.emb.weight \(5, 32\) vs \(5, 64\)"):
+        load(str(tmp_path / "shapes"), device="cpu")
+    with pytest.raises(InputError, match="missing"):
+        load(str(tiny_dir), device="cpu", layers=3)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": object()}, pickled)
+    with pytest.raises(InputError, match="weights-only state dict"):
+        load(str(pickled), device="cpu")
+    with pytest.raises(InputError, match="no such MMT checkpoint"):
+        load(str(tmp_path / "nowhere"), device="cpu")
+    with pytest.raises(InputError, match="holds no best_model.pt"):
+        load(str(tmp_path), device="cpu")
+    with pytest.raises(UsageError, match="no option depth"):
+        load(str(tiny_dir), device="cpu", depth=2)
+
+
+def test_extract_midi_folder_through_the_cli(tmp_path):
+    """`musicsae extract midi/ -m MMT`: a row per event, labelled with its musical facts, equal to the model's rows."""
+    import json
+
+    import pretty_midi
+    from typer.testing import CliRunner
+
+    from musicsae_cli.commands.app import app
+    from musicsae_cli.models import family_of, load_adapter
+    from musicsae_cli.models.tiny_mmt import save_tiny_mmt
+    from musicsae_cli.store import ActivationStore
+
+    model = save_tiny_mmt(tmp_path / "mmt")["path"]
+    assert family_of(model).name == "mmt"
+    for label, program in (("piano", 0), ("guitar", 24)):
+        (tmp_path / "midi" / label).mkdir(parents=True)
+        song = pretty_midi.PrettyMIDI(initial_tempo=120)
+        part = pretty_midi.Instrument(program=program)
+        part.notes += [pretty_midi.Note(velocity=80, pitch=60 + 2 * i, start=0.5 * i, end=0.5 * i + 0.4)
+                       for i in range(6)]
+        song.instruments.append(part)
+        song.write(str(tmp_path / "midi" / label / "song.mid"))
+    out = tmp_path / "store"
+    result = CliRunner().invoke(app, ["extract", str(tmp_path / "midi"), "-o", str(out), "-m", model,
+                                      "--hookpoint", "all", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["items_written"] == 2
+    store = ActivationStore.open(out)
+    assert store.model["family"] == "mmt" and store.frame_rate is None
+    meta = store.metadata(["item_id", "type", "pitch", "pitch_class", "instrument", "label", "time_s"]).to_pylist()
+    notes = [m for m in meta if m["item_id"] == "piano/song" and m["type"] == "note"]
+    assert [m["pitch"] for m in notes] == [60, 62, 64, 66, 68, 70] and [m["pitch_class"] for m in notes][:2] == [0, 2]
+    assert [m["time_s"] for m in notes][:3] == [0.0, 0.5, 1.0] and {m["label"] for m in meta} == {"piano", "guitar"}
+    adapter = load_adapter(model, device="cpu")
+    rows = np.array([i for i, m in enumerate(meta) if m["item_id"] == "piano/song"])
+    seq = adapter.read_sequence(tmp_path / "midi" / "piano" / "song.mid")
+    ref = adapter.token_activations([seq.tokens], ["layers.1"])[0]["layers.1"].numpy()
+    np.testing.assert_allclose(store.read_rows("layers.1", rows), ref, atol=2e-3, rtol=2e-3)  # float16 store
