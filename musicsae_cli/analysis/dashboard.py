@@ -164,7 +164,13 @@ def render_index(info: dict, entries: list[dict]) -> str:
 
 
 def _audio_cell(e: dict, f: dict) -> str:
-    a = f["audio"]
+    a, roll = f["audio"], f.get("roll")
+    if not a.get("file") and roll:  # a symbolic store: the notes around the event instead of audio
+        src = esc(f"../{roll['file']}")
+        return (f"<a href=\"{src}\"><img class=\"spec\" src=\"{src}\" width=\"300\" height=\"145\" alt=\"piano "
+                f"roll of the notes around top event {f['rank']}; the red line and outline mark it\"></a><br><span "
+                f"class=\"muted\">events {roll['events'][0]}&ndash;{roll['events'][1]}: {roll['notes']} notes "
+                f"({esc(', '.join(roll['instruments']))})</span>")
     if not a.get("file"):
         return f"<span class=\"unavailable\">audio unavailable: {esc(a.get('reason'))}</span>"
     clip = f"clip-{e['latent']}-{f['rank']}"

@@ -233,3 +233,74 @@ def write_heatmap(path: Path, x, shown: list[int], times: np.ndarray, frames: np
                    ylabel="latent", legend=False)
         ax.set_ylim(len(mat) - 0.5, -0.5)
         fig.colorbar(im, ax=ax, label="activation (SAE latent value)")
+
+
+ROLL_COLUMNS = ("pitch", "onset_beats", "duration_beats")  # rows that are notes (symbolic stores) carry these
+
+
+def write_piano_rolls(stage: Path, entries: list[dict], store, context: int = 16) -> list[str]:
+    """rolls/latent<i>_<rank>.png for stores whose rows are notes and other events (symbolic models): the notes
+    within `context` events of each top row, drawn as a piano roll with that row marked. Each top frame gets a
+    "roll" dict (file and window) or None. Stores without the note columns get no rolls."""
+    from ..plotting import figure, style_axis
+
+    if not set(ROLL_COLUMNS) <= set(store.metadata_columns):
+        for entry in entries:
+            for f in entry["top_frames"]:
+                f["roll"] = None
+        return []
+    extra = [c for c in ("instrument", "type") if c in store.metadata_columns]
+    table = store.metadata(["item_id", "frame", *ROLL_COLUMNS, *extra])
+    cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    by_item: dict[str, np.ndarray] = {}
+    for i, item in enumerate(cols["item_id"]):
+        by_item.setdefault(item, []).append(i)
+    names = []
+    for entry in entries:
+        for f in entry["top_frames"]:
+            f["roll"] = None
+            idx = np.asarray(by_item.get(f["item_id"], []), dtype=np.int64)
+            if idx.size == 0:
+                continue
+            idx = idx[np.argsort(cols["frame"][idx], kind="stable")]
+            here = int(np.searchsorted(cols["frame"][idx], f["frame"]))
+            window = idx[max(0, here - context): here + context + 1]
+            pitch = np.asarray(cols["pitch"][window], dtype=np.float64)
+            onset = np.asarray(cols["onset_beats"][window], dtype=np.float64)
+            dur = np.asarray(cols["duration_beats"][window], dtype=np.float64)
+            notes = np.isfinite(onset) & np.isfinite(dur) & (pitch >= 0)
+            if not notes.any():
+                continue
+            this = idx[here] if here < idx.size else None
+            instruments = cols.get("instrument", np.full(idx.size, ""))
+            names_here = list(dict.fromkeys(str(instruments[w]) for w in window[notes]))
+            name = f"rolls/latent{entry['latent']}_{f['rank']}.png"
+            (stage / "rolls").mkdir(exist_ok=True)
+            with figure(stage / name, size=(3.3, 1.6), dpi=150, layout=None) as (fig, (ax,)):
+                fig.subplots_adjust(left=0.13, right=0.97, bottom=0.22, top=0.87)
+                for w, p, o, d in zip(window[notes], pitch[notes], onset[notes], dur[notes], strict=True):
+                    colour = f"C{names_here.index(str(instruments[w])) % 10}"
+                    marked = w == this
+                    ax.add_patch(_note_patch(o, p, d, colour, marked))
+                if this is not None and np.isfinite(cols["onset_beats"][this]):
+                    ax.axvline(float(cols["onset_beats"][this]), color="#d62728", lw=0.8)
+                ax.set_xlim(float(np.min(onset[notes])) - 0.25, float(np.max(onset[notes] + dur[notes])) + 0.25)
+                ax.set_ylim(float(np.min(pitch[notes])) - 2, float(np.max(pitch[notes])) + 2)
+                kind = str(cols["type"][this]) if this is not None and "type" in cols else "event"
+                ax.set_title(f"latent {entry['latent']} #{f['rank']}: {f['item_id']}, {kind} {f['frame']}",
+                             fontsize=6.5)
+                style_axis(ax, xlabel="beat", ylabel="MIDI pitch", legend=False)
+                for item in (ax.xaxis.label, ax.yaxis.label):
+                    item.set_fontsize(6)
+                ax.tick_params(labelsize=5.5, length=2, pad=1)
+            f["roll"] = {"file": name, "events": [int(cols["frame"][window[0]]), int(cols["frame"][window[-1]])],
+                         "notes": int(notes.sum()), "instruments": names_here}
+            names.append(name)
+    return names
+
+
+def _note_patch(onset: float, pitch: float, duration: float, colour: str, marked: bool):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((onset, pitch - 0.4), max(duration, 0.05), 0.8, facecolor=colour, alpha=0.9 if marked else 0.55,
+                     edgecolor="#d62728" if marked else "none", linewidth=1.2 if marked else 0)

@@ -49,7 +49,14 @@ from ..probes.data import check_label_column
 from ..progress import ProgressFactory, no_progress
 from ..store.filters import StreamChoice, choose_stream
 from .config import FeaturesConfig
-from .feature_media import write_clips, write_density_plot, write_heatmap, write_histograms, write_spectrograms
+from .feature_media import (
+    write_clips,
+    write_density_plot,
+    write_heatmap,
+    write_histograms,
+    write_piano_rolls,
+    write_spectrograms,
+)
 from .latents import FeatureSource, open_features
 
 FORMAT_VERSION = 1
@@ -374,6 +381,7 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
             clips = write_clips(stage, entries, cfg.clip_s, store.frame_rate, store.path)
         with progress("Drawing spectrograms", sum(len(e["top_frames"]) for e in entries)) as bar:
             plots = write_spectrograms(stage, entries, store.frame_rate, bar)
+        plots += write_piano_rolls(stage, entries, store)  # symbolic stores: the notes around each top event
         plots += write_histograms(stage, entries, where)
         plots.append(write_density_plot(stage, stats["count"], n, where))
         pages = write_pages(stage, info, entries, config)
@@ -390,6 +398,7 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
     n_missing = sum(1 for e in entries for f in e["top_frames"] if not f["audio"]["file"])
     return {"out": str(out), "mode": "dashboard", "index": str(Path(out) / "index.html"), **info,
             "audio": {"clips": n_clips, "unavailable": n_missing},
+            "piano_rolls": sum(1 for e in entries for f in e["top_frames"] if f.get("roll")),
             "latents": [{"latent": e["latent"], "density": e["density"], "mean_active": e["mean_active"],
                          "top_labels": e["top_labels"], "nearest_probe": e["probes"][0] if e["probes"] else None,
                          "position_frame": e["position_frame"]}

@@ -336,8 +336,10 @@ def features(
     res["index_html"] = res.pop("index")
     lines = [res["index_html"], f"{len(res['latents'])} of {res['width']} latents over {res['n_rows']} frames of "
                            f"{res['hookpoint']}: {res['selection']['description']}",
-             f"{res['audio']['clips']} clips written, {res['audio']['unavailable']} unavailable "
-             f"({res['elapsed_s']:.1f} s)"]
+             (f"{res['piano_rolls']} piano rolls of the notes around the top events (no audio: symbolic rows) "
+              if res.get("piano_rolls") and not res["audio"]["clips"] else
+              f"{res['audio']['clips']} clips written, {res['audio']['unavailable']} unavailable ")
+             + f"({res['elapsed_s']:.1f} s)"]
     for e in res["latents"]:
         tops = ", ".join(f"{t['column']}={t['value']} (lift {t['lift']:.2f})" for t in e["top_labels"])
         probe = e["nearest_probe"]

@@ -502,13 +502,19 @@ class MmtAdapter(ModelAdapter):
 
     def read_sequence(self, path) -> Sequence:
         """A MIDI file or note list as MMT events, one stored row per event labelled with its musical facts (type,
-        beat, position, pitch, pitch_class, octave, duration, instrument, program) at its onset time."""
+        beat, position, pitch, pitch_class, octave, duration, instrument, program; a note's onset_beats and
+        duration_beats, for piano rolls) at its onset time."""
         events = self.read_events(path)
         labels = {k: np.asarray(v) for k, v in events.labels.items()}
         time_s = labels.pop("time_s", None)
         if time_s is not None and not np.isfinite(np.asarray(time_s, dtype=np.float64)).any():
             time_s = None  # a note list has no tempo map
         meta = {k: v.tolist() for k, v in labels.items()}
+        if {"beat", "position", "duration", "type"} <= set(labels):  # note timing in beats, for piano rolls
+            note = labels["type"] == "note"
+            onset = labels["beat"] + labels["position"] / mmt_events.RESOLUTION
+            meta["onset_beats"] = np.where(note, onset, np.nan).tolist()
+            meta["duration_beats"] = np.where(note, labels["duration"] / mmt_events.RESOLUTION, np.nan).tolist()
         n_notes = int(np.sum(labels["type"] == "note")) if "type" in labels else len(events)
         return Sequence(events.codes, len(events), meta, time_s, item_meta={"events": len(events),
                                                                            "notes": n_notes})

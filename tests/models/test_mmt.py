@@ -363,3 +363,52 @@ def test_extract_midi_folder_through_the_cli(tmp_path):
     seq = adapter.read_sequence(tmp_path / "midi" / "piano" / "song.mid")
     ref = adapter.token_activations([seq.tokens], ["layers.1"])[0]["layers.1"].numpy()
     np.testing.assert_allclose(store.read_rows("layers.1", rows), ref, atol=2e-3, rtol=2e-3)  # float16 store
+
+
+def test_feature_dashboard_draws_piano_rolls_for_events(tmp_path):
+    """An SAE on MMT rows: the dashboard shows the notes around each top event (no audio to cut)."""
+    import json
+
+    import pretty_midi
+    from typer.testing import CliRunner
+
+    from musicsae_cli.commands.app import app
+    from musicsae_cli.models.tiny_mmt import save_tiny_mmt
+    from musicsae_cli.store import ActivationStore
+
+    model = save_tiny_mmt(tmp_path / "mmt")["path"]
+    for k in range(3):
+        song = pretty_midi.PrettyMIDI(initial_tempo=120)
+        part = pretty_midi.Instrument(program=0)
+        part.notes += [pretty_midi.Note(velocity=80, pitch=50 + (5 * i + k) % 20, start=0.25 * i,
+                                        end=0.25 * i + 0.2) for i in range(30)]
+        song.instruments.append(part)
+        (tmp_path / "midi").mkdir(exist_ok=True)
+        song.write(str(tmp_path / "midi" / f"s{k}.mid"))
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, [*map(str, args), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    run("extract", tmp_path / "midi", "-o", tmp_path / "store", "-m", model, "--hookpoint", "layers.1",
+        "--device", "cpu")
+    run("sae", "train", tmp_path / "store", "-o", tmp_path / "sae", "-c", "tiny", "--steps", "20", "--batch-size", "32",
+        "--device", "cpu")
+    run("sae", "encode", tmp_path / "store", "--sae", tmp_path / "sae", "-o", tmp_path / "lat", "--device", "cpu")
+    res = run("analyze", "features", tmp_path / "lat", "-o", tmp_path / "feat", "-c", "tiny")
+    assert res["audio"]["clips"] == 0 and res["piano_rolls"] > 0
+    feats = json.loads((tmp_path / "feat" / "features.json").read_text())
+    meta = ActivationStore.open(tmp_path / "store").metadata(["item_id", "frame", "type"]).to_pylist()
+    for entry in feats["latents"]:
+        for f in entry["top_frames"]:
+            roll = f["roll"]
+            assert roll and (tmp_path / "feat" / roll["file"]).is_file()
+            lo, hi = roll["events"]
+            assert lo <= f["frame"] <= hi and hi - lo <= 32
+            notes = [m for m in meta if m["item_id"] == f["item_id"] and lo <= m["frame"] <= hi
+                     and m["type"] == "note"]
+            assert roll["notes"] == len(notes) and roll["instruments"] == ["piano"]  # MMT's name of program 0
+    page = (tmp_path / "feat" / "latents" / f"{feats['latents'][0]['latent']}.html").read_text()
+    assert "piano roll of the notes around top event" in page
