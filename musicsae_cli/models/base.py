@@ -62,7 +62,7 @@ def contextual(fn: Callable) -> Callable:
 class GenerationOutput:
     """Generated audio with the activations captured while generating it."""
 
-    audio: np.ndarray  # (B, C, N) float32 at the adapter's sample rate
+    audio: np.ndarray | None  # (B, C, N) float32 at the adapter's sample rate; None for a model without a codec
     tokens: np.ndarray | None  # (B, ..., T) the model's own discrete tokens, where it has them
     acts: dict[str, dict[str, Any]]  # stream -> hookpoint -> tensor (B, T, d), frame-aligned
     n_frames: int
@@ -99,6 +99,7 @@ class ModelAdapter(ABC):
     input_channels: int = 1  # channels the model takes; musicsae feeds a mono mix, duplicated onto each of them
     latent_hookpoint: str | None = None  # an autoencoder's latent, where per-dimension controls apply by default
     noise_seed: int | None = None  # a model drawing random numbers in a pass seeds them with this (set it to vary)
+    text_prompts: bool = True  # generation takes text prompts (False: it generates without one)
 
     @property
     @abstractmethod

@@ -28,8 +28,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InputError, UsageError
-from .base import EditContext, ModelAdapter, Sequence
+from .base import EditContext, GenerationOutput, ModelAdapter, Sequence
 from .hookpoints import layer_index, layer_name, parse_hookpoints
+from .yue_settings import TokenSampling
 
 TINY_NAME = "tiny-yue"
 HUB_IDS = ("m-a-p/YuE-s1-7B-anneal-en-cot", "m-a-p/YuE-s2-1B-general")
@@ -93,8 +94,10 @@ class YueAdapter(ModelAdapter):
 
     family = "yue"
     position_convention = POSITION_CONVENTION
-    capabilities = frozenset({"tokens", "sequences", "intervene"})
+    settings_model = TokenSampling
+    capabilities = frozenset({"tokens", "sequences", "intervene", "generate"})
     sequence_suffixes = SUFFIXES
+    text_prompts = False  # generation starts from the layout's prefix; lyrics/genre prompts are not tokenised yet
 
     def __init__(self, model, model_id: str, layout: TokenLayout, *, revision: str | None = None, device=None,
                  dtype=None, fingerprint: str | None = None):
@@ -112,6 +115,11 @@ class YueAdapter(ModelAdapter):
         self.max_positions = layout.max_positions or int(getattr(config, "max_position_embeddings", 0) or 0) or None
         self.fingerprint = fingerprint or weights_fingerprint(model)
         self._edits: dict = {}
+        import inspect
+
+        # transformers 5.2x renamed the KV cache argument past_key_values -> cache (the old name is deprecated)
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         if self.vocab_size < layout.needs_vocab:
             raise UsageError(f"model '{model_id}' has a vocabulary of {self.vocab_size} ids, but the token layout "
                              f"needs {layout.needs_vocab} (audio ids from {layout.audio_offset}, {layout.codebooks} "
@@ -208,6 +216,73 @@ class YueAdapter(ModelAdapter):
             self.model(input_ids=ids, use_cache=False)
         return captured
 
+    def generate(self, texts, duration_s, hookpoints, *, seed=0, streams="both", prompt_audio=None, settings=None):
+        """Sample `duration_s` of codes per batch row after the layout's prefix, one token at a time with a KV
+        cache, restricted to the audio ids of the layout's codebook; the tracks alternate frame by frame as in
+        teacher forcing. Each generated token is fed once more, so its row is captured exactly as teacher forcing
+        captures it. Returns tokens (B, tracks, frames) and acts {"main": {hookpoint: (B, tracks * frames, d)}};
+        there is no audio (the codec is not loaded)."""
+        import torch
+
+        from .hooks import scoped_hooks
+
+        if any(t for t in texts):
+            raise UsageError(f"model '{self.model_id}' generates from its token layout's prefix; text prompts "
+                             "(lyrics, genre) are not tokenised yet", "drop --prompt: generation is unconditional")
+        if prompt_audio is not None:
+            raise UsageError("an audio prompt needs the codec, which this model has not loaded",
+                             "generate without --audio")
+        s = self.generation_settings(settings)
+        names = self.resolve_hookpoints(list(hookpoints)) if hookpoints else []
+        tracks, batch = len(self.layout.tracks), max(1, len(texts))
+        n_frames = max(1, int(round(duration_s * self.frame_rate)))
+        n_new, start = n_frames * tracks, len(self.layout.prefix)
+        if self.max_positions and start + n_new + 1 > self.max_positions:
+            raise UsageError(f"{duration_s:g} s of {tracks} tracks is {n_new} tokens after a {start}-token prefix, "
+                             f"more than the model's context of {self.max_positions}",
+                             f"ask for at most {(self.max_positions - start - 1) // tracks / self.frame_rate:g} s")
+        lo = self.layout.audio_offset + self.layout.codebook * self.layout.codebook_size
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        captured: dict = {n: [] for n in names}
+        state = {"ctx": None}
+
+        def capture(name):
+            def hook(module, args, output):
+                captured[name].append(_first(output).detach().float())
+            return hook
+
+        def edit(fn):
+            takes_ctx = bool(getattr(fn, "needs_context", False))
+
+            def hook(module, args, output):
+                h = _first(output)
+                edited = fn(h, state["ctx"]) if takes_ctx else fn(h)
+                return (edited, *output[1:]) if isinstance(output, tuple) else edited
+            return hook
+
+        regs = [(self.blocks[layer_index(n)], "forward", edit(fn), False) for n, fn in self._edits.items()]
+        regs += [(self.blocks[layer_index(n)], "forward", capture(n), False) for n in names]
+        ids = torch.tensor([self.layout.prefix] * batch, device=self.device)
+        codes, past, fed = [], None, 0
+        with torch.inference_mode(), scoped_hooks(regs):
+            for step in range(n_new + 1):
+                state["ctx"] = EditContext(start=fed, length=int(ids.shape[1]), batch=batch)
+                out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
+                past, fed = out.get(self._cache_arg), fed + int(ids.shape[1])
+                if step == 0:
+                    for n in names:
+                        captured[n].clear()  # the prefix's rows are not stored
+                if step == n_new:
+                    break
+                logits = out.logits[:, -1, lo:lo + self.layout.codebook_size].float()
+                code = _sample(logits, s.temperature, s.top_k, s.top_p, gen)  # (B,)
+                codes.append(code)
+                ids = (code + lo)[:, None]
+        tokens = torch.stack(codes, 1).reshape(batch, n_frames, tracks).permute(0, 2, 1).cpu().numpy()
+        acts = {n: torch.cat(parts, 1) for n, parts in captured.items()}
+        return GenerationOutput(audio=None, tokens=tokens, acts={"main": acts}, n_frames=n_frames,
+                                settings=s.model_dump())
+
     @contextmanager
     def intervene(self, edits: dict):
         """While active, layers.N's output h (batch, seq, d) is replaced by edits[name](h) (or fn(h, ctx) with
@@ -218,6 +293,24 @@ class YueAdapter(ModelAdapter):
             yield
         finally:
             self._edits = previous
+
+
+def _sample(logits, temperature: float, top_k: int, top_p: float, generator):
+    """One code per row from (B, V) logits: temperature, then top-k and nucleus filtering, then a draw."""
+    import torch
+
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 def _decoder_layers(model) -> list:

@@ -8,7 +8,8 @@ Output folder::
     config.yaml              the resolved config (prompts expanded): `steer generate -c OUT/config.yaml -o NEW`
                              generates the same clips on the same device and versions
     directions.safetensors   the direction vectors as loaded ({hookpoint: (d,)}), usable as --file
-    clips/<id>.wav, <id>.codes.npy   (the generated tokens, for models that generate tokens)
+    clips/<id>.wav, <id>.codes.npy   (the generated tokens, for models that generate tokens; a model without a
+                                     codec writes the codes alone)
 """
 
 from __future__ import annotations
@@ -42,15 +43,16 @@ def load_model(cfg: ModelSettings, purpose: str = "steered generation",
     return adapter
 
 
-def resolve_prompts(cfg: GenerationSettings) -> list[str | None]:
-    """Text prompts from `prompts` and `prompts_file`; [None] (unconditional) for an audio prompt alone."""
+def resolve_prompts(cfg: GenerationSettings, adapter=None) -> list[str | None]:
+    """Text prompts from `prompts` and `prompts_file`; [None] (unconditional) for an audio prompt alone, or for a
+    model that generates without text prompts."""
     prompts: list[str | None] = list(cfg.prompts)
     if cfg.prompts_file:
         from ..extract.generate import read_prompts
 
         prompts += [p.text for p in read_prompts(cfg.prompts_file)]
     if not prompts:
-        if cfg.audio is None:
+        if cfg.audio is None and getattr(adapter, "text_prompts", True):
             raise UsageError("nothing to generate from", "pass --prompt TEXT, --prompts FILE or --audio FILE")
         prompts = [None]
     return prompts
@@ -124,7 +126,7 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
         steering = build_steering(cfg, adapter, direction)
         return steer_resynthesis(cfg, out, adapter, direction, steering, overwrite=overwrite, progress=progress)
     adapter.require("generate", "steered generation")
-    prompts = resolve_prompts(cfg)
+    prompts = resolve_prompts(cfg, adapter)
     prompt_audio, prompt_info = audio_prompt(cfg, adapter)
     sampling = sampling_options(cfg, adapter)
     direction = chosen_direction(cfg, adapter)
@@ -140,9 +142,12 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
                                        prompt_audio=prompt_audio, settings=sampling)
             for j, (i, s) in enumerate(batch):
                 clip_id = f"p{i:03d}-s{s}"
-                write_wav(stage / CLIPS / f"{clip_id}.wav", res.audio[j], adapter.sample_rate)
-                clip = {"id": clip_id, "wav": f"{CLIPS}/{clip_id}.wav"}
+                clip = {"id": clip_id}
+                if res.audio is not None:  # a model without a codec gives codes only
+                    write_wav(stage / CLIPS / f"{clip_id}.wav", res.audio[j], adapter.sample_rate)
+                    clip["wav"] = f"{CLIPS}/{clip_id}.wav"
                 if res.tokens is not None:
+                    (stage / CLIPS).mkdir(exist_ok=True)
                     np.save(stage / CLIPS / f"{clip_id}.codes.npy", res.tokens[j])
                     clip["codes"] = f"{CLIPS}/{clip_id}.codes.npy"
                 clips.append({**clip, "prompt": prompts[i], "prompt_index": i, "sample": s, "batch": b,

@@ -110,7 +110,7 @@ class _Units:
             self.sampling, self.prompt_info = {}, None
         else:
             adapter.require("generate", "a steering sweep")
-            self.names = resolve_prompts(cfg)
+            self.names = resolve_prompts(cfg, adapter)
             self.prompt_audio, self.prompt_info = audio_prompt(cfg, adapter)
             self.sampling = sampling_options(cfg, adapter)
             n = len(self.names)
@@ -169,13 +169,17 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                     probs, logits = scores.probs, scores.log_odds(target_index)  # (B, C), (B,)
                     for j, i in enumerate(batch):
                         clip = f"s{seed}-{units.tag(i)}-{kind}{'' if index is None else index}-a{strength:g}"
-                        if cfg.save_audio:
+                        if cfg.save_audio and res.audio is not None:
                             write_wav(stage / "clips" / f"{clip}.wav", res.audio[j], adapter.sample_rate)
                         row = {"clip": clip, "strength": strength, "seed": seed, **units.columns(i),
                                "control": kind, "control_index": "" if index is None else index,
                                "target_prob": float(probs[j, target_index]),
                                "target_logit": float(logits[j]), "input_rms": float(scores.input_rms[j]),
                                **{f"p_{c}": float(probs[j, k]) for k, c in enumerate(probe.classes)}}
+                        if pitch is not None and res.audio is None:
+                            raise UsageError("score_f0 reads the generated audio, and model "
+                                             f"'{adapter.model_id}' generates codes without audio",
+                                             "drop --score-f0")
                         if pitch is not None:
                             f0 = pitch.median_f0(res.audio[j], adapter.sample_rate, res.prompt_frames /
                                                  adapter.frame_rate)

@@ -131,3 +131,44 @@ def test_bad_inputs(tiny, adapter, tmp_path):
     result = CliRunner().invoke(app, ["extract", str(bad), "-o", str(out), "-m", tiny, "--device", "cpu",
                                       "--hookpoint", "layers.0"])
     assert result.exit_code != 0 and "no usable sequence files" in result.output and not out.exists()
+
+
+def test_generation_captures_what_teacher_forcing_reads(adapter):
+    """Generated codes teacher-forced give the rows captured while generating, with and without an edit."""
+    res = adapter.generate([None, None], 0.2, ["layers.1", "layers.3"], seed=3, settings={"top_k": 50})
+    assert res.audio is None and res.tokens.shape == (2, 2, 10) and res.tokens.min() >= 0 and res.tokens.max() < 1024
+    again = adapter.generate([None, None], 0.2, [], seed=3, settings={"top_k": 50})
+    np.testing.assert_array_equal(again.tokens, res.tokens)  # seeded
+    for b in range(2):
+        forced = adapter.token_activations([res.tokens[b]], ["layers.1", "layers.3"])[0]
+        for h in ("layers.1", "layers.3"):
+            torch.testing.assert_close(forced[h], res.acts["main"][h][b], rtol=1e-4, atol=1e-4)
+    with adapter.intervene({"layers.1": lambda h: h + 3.0}):
+        steered = adapter.generate([None], 0.2, ["layers.3"], seed=3, settings={"top_k": 50})
+        forced = adapter.token_activations([steered.tokens[0]], ["layers.3"])[0]["layers.3"]
+    assert not np.array_equal(steered.tokens[0], res.tokens[0])
+    torch.testing.assert_close(forced, steered.acts["main"]["layers.3"][0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(UsageError, match="text prompts"):
+        adapter.generate(["a rock song"], 0.2, [])
+    with pytest.raises(UsageError, match="more than the model's context of 256"):
+        adapter.generate([None], 5.0, [])
+
+
+def test_steer_generate_and_sweep_write_codes(tiny, tmp_path):
+    runner = CliRunner()
+    v = np.zeros(64, np.float32)
+    v[0] = 1.0
+    np.save(tmp_path / "v.npy", v)
+    result = runner.invoke(app, ["steer", "generate", "-m", tiny, "--file", str(tmp_path / "v.npy"), "--hookpoint",
+                                 "layers.2", "--strength", "8", "--duration-s", "0.2", "-o", str(tmp_path / "gen"),
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "gen" / "manifest.json").read_text())
+    clip = record["clips"][0]
+    assert "wav" not in clip and np.load(tmp_path / "gen" / clip["codes"]).shape == (2, 10)
+    # the generated codes are a code file: extract reads them back
+    store = tmp_path / "store"
+    result = runner.invoke(app, ["extract", str(tmp_path / "gen" / "clips"), "-o", str(store), "-m", tiny,
+                                 "--hookpoint", "layers.1", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows_written"] == 20
