@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 
 from .base import CAPABILITIES, EditContext, GenerationOutput, ModelAdapter, contextual
 
@@ -84,6 +85,9 @@ def _is_yue(name: str) -> bool:
 
 
 def _is_mmt(name: str) -> bool:
+    path = Path(str(name)).expanduser()
+    if not (path.is_dir() or path.suffix.lower() in (".pt", ".pth")):
+        return False  # hub ids and built-in names: no need to load the family's code (and torch) to say no
     from .mmt import claims
 
     return claims(name)
@@ -105,7 +109,8 @@ register(Family("rave", "RAVE exports (torch.jit.save of ScriptedRAVE): encoder 
                 save_tiny="tiny_rave:save_tiny_rave"))
 register(Family("mmt", "Multitrack Music Transformer checkpoints (best_model.pt, or its training folder): MIDI "
                 "files or note lists as events, a row per event labelled with its musical facts",
-                "mmt:load", ("tokens", "sequences", "intervene"), _is_mmt, save_tiny="tiny_mmt:save_tiny_mmt",
+                "mmt:load", ("tokens", "sequences", "intervene", "generate"), _is_mmt,
+                settings="mmt_settings:EventSampling", save_tiny="tiny_mmt:save_tiny_mmt",
                 examples=("exp/sod/ape", "best_model.pt")))
 register(Family("torch", "any PyTorch audio model by layer path: a TorchScript file (.ts, .pt), a torch.export "
                 "program (.pt2), or py:package.module:factory with --trust-code",
@@ -138,9 +143,11 @@ def family_of(name: str, family: str = "auto") -> Family:
 
 
 def generation_setting_names() -> dict[str, str]:
-    """Every registered family's generation setting names -> its family (for configs that accept them flat)."""
+    """Every registered family's generation setting names -> its family (for configs that accept them flat); a
+    name several families share belongs to the default model's family first."""
     names: dict[str, str] = {}
-    for fam in FAMILIES.values():
+    first = [f for f in FAMILIES.values() if DEFAULT_MODEL in f.examples]  # without loading any family's code
+    for fam in [*first, *(f for f in FAMILIES.values() if f not in first)]:
         model = fam.settings_model()
         for key in getattr(model, "model_fields", {}):
             names.setdefault(key, fam.name)

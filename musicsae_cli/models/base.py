@@ -68,6 +68,7 @@ class GenerationOutput:
     n_frames: int
     settings: dict = field(default_factory=dict)
     prompt_frames: int = 0  # leading frames of `tokens`/`audio` that came from an audio prompt
+    lengths: list[int] | None = None  # each row's real length in `tokens` where rows end apart (the rest padding)
 
 
 @dataclass

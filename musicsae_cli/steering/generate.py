@@ -63,6 +63,9 @@ def audio_prompt(cfg: GenerationSettings, adapter) -> tuple[np.ndarray | None, d
     the clip."""
     if cfg.audio is None:
         return None, None
+    if adapter.sample_rate is None:
+        raise UsageError(f"model '{adapter.model_id}' (family {adapter.family}) takes no audio, so it cannot continue "
+                         "an audio prompt", "drop --audio")
     from ..audio.io import load_audio
 
     audio, _ = load_audio(cfg.audio, sample_rate=adapter.sample_rate)
@@ -148,16 +151,20 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
                     clip["wav"] = f"{CLIPS}/{clip_id}.wav"
                 if res.tokens is not None:
                     (stage / CLIPS).mkdir(exist_ok=True)
-                    np.save(stage / CLIPS / f"{clip_id}.codes.npy", res.tokens[j])
+                    codes = res.tokens[j] if res.lengths is None else res.tokens[j][:res.lengths[j]]  # no padding
+                    np.save(stage / CLIPS / f"{clip_id}.codes.npy", codes)
                     clip["codes"] = f"{CLIPS}/{clip_id}.codes.npy"
+                frames = int(res.n_frames if res.lengths is None else res.lengths[j])
                 clips.append({**clip, "prompt": prompts[i], "prompt_index": i, "sample": s, "batch": b,
-                              "seed": cfg.seed + b, "frames": int(res.n_frames)})
+                              "seed": cfg.seed + b, "frames": frames})
             bar.advance()
         if direction is not None:
             save_directions(stage / "directions.safetensors", direction, steering.layers)
             steering.record.update(vectors_file="directions.safetensors",
                                    vectors_sha256=sha256(stage / "directions.safetensors"))
-        n_frames = max(1, int(round(cfg.duration_s * adapter.frame_rate)))
+        # rows per clip: from the frame rate, or (a model whose rows are events, not frames) the longest clip's
+        n_frames = (max(1, int(round(cfg.duration_s * adapter.frame_rate))) if adapter.frame_rate
+                    else max(c["frames"] for c in clips))
         record = new_manifest(
             KIND, FORMAT_VERSION, resolved.model_dump(mode="json"),
             model={**adapter.describe(), "revision": adapter.revision}, environment=environment(adapter),
@@ -171,5 +178,5 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
         write_config(stage, resolved.model_dump(mode="json"))
     return {"out": str(out), "clips": len(clips), "layers": steering.layers, "strengths": steering.strengths,
             "mode": steering.record["mode"], "direction": steering.record["direction"]["kind"],
-            "seconds_per_clip": n_frames / adapter.frame_rate,
+            "seconds_per_clip": n_frames / adapter.frame_rate if adapter.frame_rate else cfg.duration_s,
             "elapsed_s": round(time.perf_counter() - started, 3)}

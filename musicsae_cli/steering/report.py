@@ -55,7 +55,9 @@ def score_clips(adapter, probe, hookpoint: str, res, rescore_from: str = "audio"
         acts = adapter.audio_activations([a.mean(axis=0) for a in res.audio], [hookpoint])
     else:
         adapter.require("tokens", "rescoring from the generated tokens (rescore_from: codes)")
-        acts = adapter.token_activations(list(res.tokens), [hookpoint])
+        lengths = res.lengths or [None] * len(res.tokens)  # rows that end apart: their padding is not read
+        acts = adapter.token_activations([t if n is None else t[:n] for t, n in zip(res.tokens, lengths,
+                                                                                  strict=True)], [hookpoint])
     h = probe.index(hookpoint)
     log_probs, rms = [], []
     for item in acts:

@@ -412,3 +412,163 @@ def test_feature_dashboard_draws_piano_rolls_for_events(tmp_path):
             assert roll["notes"] == len(notes) and roll["instruments"] == ["piano"]  # MMT's name of program 0
     page = (tmp_path / "feat" / "latents" / f"{feats['latents'][0]['latent']}.html").read_text()
     assert "piano roll of the notes around top event" in page
+
+
+# ---- (f) generation ----
+GEN_HOOKS = ["layers.0", "layers.1"]
+
+
+@pytest.fixture
+def one_thread():
+    """Generation runs many passes over tensors of a few kB: one intra-op thread, as a busy CPU would give them
+    no faster and often much slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def songwriter(tiny_dir) -> MmtAdapter:
+    """The tiny model with head biases that favour notes and small beat steps, so that its songs run for a while
+    (the random heads alone end a song within a few events)."""
+    a = load(str(tiny_dir), device="cpu")
+    heads = a.model.net.to_logits
+    with torch.no_grad():
+        heads[0].bias[3] += 6.0  # the note type
+        heads[1].bias -= 0.3 * torch.arange(heads[1].bias.numel())  # small beat steps
+    return a
+
+
+def check_song(codes: np.ndarray, n: int, prompt: int) -> None:
+    """Valid MMT codes: inside the vocabularies, start-of-song first, type and beat never decreasing, fields an
+    event type does not use are 0, padding after the song is 0."""
+    song = check_codes(codes[:n], TINY_CONFIG.n_tokens)
+    assert song[0].tolist() == [0, 0, 0, 0, 0, 0] and (song[1:, 0] > 0).all()
+    assert (np.diff(song[:, 0]) >= 0).all() and (np.diff(song[:, 1]) >= 0).all()
+    notes, instruments = song[:, 0] == 3, song[:, 0] == 1
+    assert (song[notes, 1:] > 0).all() and (song[~notes, 1:5] == 0).all()
+    assert (song[instruments, 5] > 0).all() and (song[~notes & ~instruments, 5] == 0).all()
+    assert not codes[n:].any()
+
+
+def test_generated_songs_are_valid_mmt_codes(songwriter, one_thread):
+    settings = {"filter_threshold": 0.0, "max_events": 40}
+    res = songwriter.generate([None, None, None], 20.0, GEN_HOOKS, seed=3, settings=settings)
+    assert res.audio is None and res.tokens.dtype == np.int64 and res.tokens.shape == (3, res.n_frames, 6)
+    assert res.prompt_frames == 1 and res.lengths == res.settings["lengths"] and max(res.lengths) == res.n_frames
+    assert res.settings["beats"] == 40 and res.settings["seed"] == 3  # 20 s at 120 bpm
+    for b, n in enumerate(res.lengths):
+        check_song(res.tokens[b], n, 1)
+        stop = res.settings["stops"][b]
+        assert stop in ("end-of-song", "duration", "max_events")
+        assert (res.tokens[b, n - 1, 0] == 4) == (stop == "end-of-song") and (n == 40) >= (stop == "max_events")
+        assert res.tokens[b, :n, 1].max() <= 40  # beat codes 1..40: beats 0..39
+    assert sum((res.tokens[:, :, 0] == 3).sum(1)) > 10  # notes were written
+    for h in GEN_HOOKS:
+        assert res.acts["main"][h].shape == (3, res.n_frames, 32)
+    # the same seed gives the same songs; another seed others
+    again = songwriter.generate([None, None, None], 20.0, GEN_HOOKS, seed=3, settings=settings)
+    assert np.array_equal(again.tokens, res.tokens) and again.lengths == res.lengths
+    other = songwriter.generate([None, None, None], 20.0, [], seed=4, settings=settings)
+    assert not np.array_equal(other.tokens[:, :5], res.tokens[:, :5]) and other.acts == {"main": {}}
+    # a short duration: no note at or past its beat
+    short = songwriter.generate([None] * 4, 1.0, [], seed=0, settings={**settings, "tempo_bpm": 60.0})
+    assert short.settings["beats"] == 1 and (short.tokens[:, :, 1] <= 1).all()
+    # instrument-informed: start-of-song, the instruments in code order, start-of-notes
+    informed = songwriter.generate([None, None], 20.0, [], seed=0,
+                                   settings={**settings, "instruments": "violin,piano"})
+    assert informed.prompt_frames == 4 and informed.settings["instruments"] == ["piano", "violin"]
+    for b, n in enumerate(informed.lengths):
+        assert informed.tokens[b, :4].tolist() == [[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, PIANO],
+                                                   [1, 0, 0, 0, 0, VIOLIN], [2, 0, 0, 0, 0, 0]]
+        check_song(informed.tokens[b], n, 4)
+        assert (informed.tokens[b, 4:n, 0] >= 2).all()  # no instrument event after start-of-notes
+    # MMT's own filter (threshold 0.9) picks the event type greedily
+    greedy = songwriter.generate([None], 20.0, [], seed=0, settings={"max_events": 12})
+    check_song(greedy.tokens[0], greedy.lengths[0], 1)
+
+
+def assert_rows_are_teacher_forced(adapter, res):
+    for b, n in enumerate(res.lengths):
+        forced = adapter.token_activations([res.tokens[b, :n]], GEN_HOOKS)[0]
+        for h in GEN_HOOKS:
+            torch.testing.assert_close(res.acts["main"][h][b, :n], forced[h], atol=1e-4, rtol=1e-4)
+            assert not res.acts["main"][h][b, n:].any()
+
+
+def test_captured_rows_equal_teacher_forcing_with_and_without_edits(songwriter, one_thread):
+    settings = {"filter_threshold": 0.0, "max_events": 30}
+    plain = songwriter.generate([None, None], 30.0, GEN_HOOKS, seed=1, settings=settings)
+    assert len(set(plain.lengths)) > 1 or min(plain.lengths) > 5  # rows of their own lengths
+    assert_rows_are_teacher_forced(songwriter, plain)
+    seen: list[EditContext] = []
+    push = torch.from_numpy(np.random.default_rng(0).standard_normal(32).astype(np.float32)) * 4
+
+    @contextual
+    def steer(h, ctx):
+        seen.append(ctx)
+        out = h.clone()
+        out[:, 2:] += push  # from event 2 on: positions must be those of teacher forcing
+        return out
+
+    with songwriter.intervene({"layers.0": steer}):
+        steered = songwriter.generate([None, None], 30.0, GEN_HOOKS, seed=1, settings=settings)
+        seen, generating = [], seen  # what teacher forcing passes is not looked at
+        assert_rows_are_teacher_forced(songwriter, steered)
+    seen = generating
+    assert seen and all(c.start == 0 and c.batch == 2 for c in seen)
+    assert [c.length for c in seen[:3]] == [1, 2, 3]  # the whole song so far, each step
+    assert not np.array_equal(steered.tokens, plain.tokens)  # the edit changes what is generated
+    after = songwriter.generate([None, None], 30.0, GEN_HOOKS, seed=1, settings=settings)
+    assert np.array_equal(after.tokens, plain.tokens)  # and is gone on exit
+
+
+def test_generation_bad_inputs_are_one_line_errors(songwriter, one_thread):
+    def one_line(exc):
+        assert "\n" not in str(exc.value) and exc.value.hint
+
+    with pytest.raises(UsageError, match="takes no text prompt") as exc:
+        songwriter.generate(["a calm song"], 5.0, [])
+    one_line(exc)
+    with pytest.raises(UsageError, match="cannot continue an audio prompt") as exc:
+        songwriter.generate([None], 5.0, [], prompt_audio=np.zeros(16000, dtype=np.float32))
+    one_line(exc)
+    with pytest.raises(UsageError, match="unknown MMT instrument 'violins' .did you mean violin") as exc:
+        songwriter.generate([None], 5.0, [], settings={"instruments": ["violins"]})
+    one_line(exc)
+    with pytest.raises(UsageError, match="unknown config key 'generation.top_p'|unknown config key 'top_p'"):
+        songwriter.generate([None], 5.0, [], settings={"top_p": 0.9})
+    with pytest.raises(UsageError, match="positive number of seconds"):
+        songwriter.generate([None], 0.0, [])
+    with pytest.raises(UsageError, match="no room"):
+        songwriter.generate([None], 5.0, [], settings={"max_events": 3, "instruments": ["piano", "violin"]})
+    with pytest.raises(UsageError, match="unknown hookpoint"):
+        songwriter.generate([None], 5.0, ["layer.0"])
+    assert songwriter.text_prompts is False and songwriter.can("generate")
+
+
+def run_steer_generate(tiny_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from musicsae_cli.commands.app import app
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).standard_normal(32).astype(np.float32))
+    out = tmp_path / "OUT"
+    result = CliRunner().invoke(app, ["steer", "generate", "-m", str(tiny_dir), "--file", str(tmp_path / "v.npy"),
+                                      "--hookpoint", "layers.1", "--strength", "4", "-o", str(out), "--device", "cpu",
+                                      "--gen", "max_events=24", "--json"])
+    assert result.exit_code == 0, result.output
+    clips = sorted((out / "clips").glob("*.codes.npy"))
+    assert clips and not list((out / "clips").glob("*.wav"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["family"] == "mmt" and manifest["sampling"]["max_events"] == 24
+    codes = np.load(clips[0])
+    assert codes.shape[1] == 6 and codes[0].tolist() == [0, 0, 0, 0, 0, 0]  # start-of-song
+    clip = manifest["clips"][0]
+    assert len(codes) == clip["frames"]  # the clip's own events, no padding saved
+    assert not (codes[1:] == 0).all(axis=1).any()  # padding (all zeros) would read as more start-of-song events
+
+
+def test_steer_generate_writes_event_codes(tiny_dir, tmp_path, one_thread):
+    run_steer_generate(tiny_dir, tmp_path)
