@@ -10,7 +10,7 @@ import numpy as np
 
 from ..audio.io import write_wav
 from ..audio.manifest import MANIFEST_FORMATS, read_records
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..progress import ProgressFactory, no_progress
 from .common import open_store, out_of_memory_hint, store_config, to_store
 from .config import ExtractConfig
@@ -58,6 +58,10 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
     adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
                                       dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
     adapter.require("generate", "extraction while generating (--prompts)")
+    texted = getattr(adapter, "text_prompts", True)
+    if not texted and any(p.text for p in prompts):
+        raise UsageError(f"model '{adapter.model_id}' (family {adapter.family}) generates without text prompts",
+                         "pass --prompt '' (unconditional) with --samples-per-prompt N")
     settings = adapter.generation_settings(cfg.generation).model_dump(mode="json")  # the family's, defaults filled
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
     record = {**store_config(cfg, "generate", source), "generation": settings}
@@ -75,23 +79,34 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
                 bar.advance()
                 continue
             with out_of_memory_hint(cfg.batch_size, generating=True):
-                res = adapter.generate([p.text for p, _ in batch], cfg.duration_s, hookpoints, seed=cfg.seed + b,
+                texts = [p.text if texted else None for p, _ in batch]
+                res = adapter.generate(texts, cfg.duration_s, hookpoints, seed=cfg.seed + b,
                                        streams=cfg.stream, settings=settings)
             for i, (item_id, (prompt, s)) in enumerate(zip(ids, batch, strict=True)):
                 if item_id in writer.done_items:
                     continue
-                wav = write_wav(audio_dir / f"{item_id}.wav", res.audio[i], adapter.sample_rate)
-                if res.tokens is not None:
-                    np.save(audio_dir / f"{item_id}.codes.npy", res.tokens[i])
-                streams = list(res.acts)
-                acts = {h: np.concatenate([to_store(res.acts[st][h][i], cfg.store_dtype) for st in streams])
-                        for h in hookpoints}  # (n_streams * T, d), one stream after the other
-                frames = np.tile(np.arange(res.n_frames), len(streams))
+                n = res.n_frames if res.lengths is None else int(res.lengths[i])  # rows that end apart: no padding
                 meta = {"prompt_id": prompt.prompt_id, "prompt": prompt.text, "sample": s, "batch": b,
-                        "seed": cfg.seed + b, "audio_path": str(wav.relative_to(writer.path)), **prompt.labels}
-                writer.add_item(item_id, acts, item_meta=meta, frames=frames,
-                                frame_meta={"stream": np.repeat(streams, res.n_frames)},
-                                time_s=frames / adapter.frame_rate)
+                        "seed": cfg.seed + b, **prompt.labels}
+                if res.audio is not None:
+                    wav = write_wav(audio_dir / f"{item_id}.wav", res.audio[i], adapter.sample_rate)
+                    meta["audio_path"] = str(wav.relative_to(writer.path))
+                if res.tokens is not None:
+                    audio_dir.mkdir(parents=True, exist_ok=True)
+                    codes = res.tokens[i] if res.lengths is None else res.tokens[i][:n]
+                    np.save(audio_dir / f"{item_id}.codes.npy", codes)
+                    meta["codes_path"] = f"{AUDIO_DIR}/{item_id}.codes.npy"
+                streams = list(res.acts)
+                acts = {h: np.concatenate([to_store(res.acts[st][h][i][:_rows(res, n)], cfg.store_dtype)
+                                           for st in streams])
+                        for h in hookpoints}  # (n_streams * T, d), one stream after the other
+                own = np.arange(n) if res.row_frames is None else np.asarray(res.row_frames)
+                frames = np.tile(own, len(streams))
+                frame_meta = {"stream": np.repeat(streams, len(own)),
+                              **{c: np.tile(np.asarray(v, dtype=object), len(streams))
+                                 for c, v in res.row_meta.items()}}
+                writer.add_item(item_id, acts, item_meta=meta, frames=frames, frame_meta=frame_meta,
+                                time_s=frames / adapter.frame_rate if adapter.frame_rate else None)
                 written += 1
                 rows += len(frames)
             bar.advance()
@@ -102,6 +117,13 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
             "generated_seconds": round(generated_s, 3), "elapsed_s": round(elapsed, 3)}
 
 
+def _rows(res, n: int) -> int:
+    """Captured rows of an item of n frames (or events): more where a frame has a row per track."""
+    return n if res.row_frames is None else len(res.row_frames)
+
+
 def res_seconds(cfg: ExtractConfig, adapter) -> float:
-    """Seconds of audio in one generated clip (whole frames)."""
+    """Seconds of audio in one generated clip (whole frames; the asked duration for a model without frames)."""
+    if not adapter.frame_rate:
+        return float(cfg.duration_s)
     return max(1, round(cfg.duration_s * adapter.frame_rate)) / adapter.frame_rate

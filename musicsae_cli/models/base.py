@@ -69,6 +69,8 @@ class GenerationOutput:
     settings: dict = field(default_factory=dict)
     prompt_frames: int = 0  # leading frames of `tokens`/`audio` that came from an audio prompt
     lengths: list[int] | None = None  # each row's real length in `tokens` where rows end apart (the rest padding)
+    row_frames: Any = None  # (T,) the frame of each captured row where rows are not one per frame (e.g. tracks)
+    row_meta: dict[str, Any] = field(default_factory=dict)  # column -> (T,) labels of the captured rows
 
 
 @dataclass

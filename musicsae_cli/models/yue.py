@@ -281,7 +281,8 @@ class YueAdapter(ModelAdapter):
         tokens = torch.stack(codes, 1).reshape(batch, n_frames, tracks).permute(0, 2, 1).cpu().numpy()
         acts = {n: torch.cat(parts, 1) for n, parts in captured.items()}
         return GenerationOutput(audio=None, tokens=tokens, acts={"main": acts}, n_frames=n_frames,
-                                settings=s.model_dump())
+                                settings=s.model_dump(), row_frames=np.repeat(np.arange(n_frames), tracks),
+                                row_meta={"track": list(self.layout.tracks) * n_frames})
 
     @contextmanager
     def intervene(self, edits: dict):

@@ -172,3 +172,30 @@ def test_steer_generate_and_sweep_write_codes(tiny, tmp_path):
                                  "--hookpoint", "layers.1", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows_written"] == 20
+
+
+def test_extract_while_generating_stores_rows_per_track(tiny, tmp_path):
+    """`extract --prompt '' -m yue`: generated codes saved in the store, a row per frame per track, equal to
+    teacher forcing of those codes."""
+    from musicsae_cli.store import ActivationStore
+
+    out = tmp_path / "gen-store"
+    result = CliRunner().invoke(app, ["extract", "--prompt", "", "-o", str(out), "-m", tiny, "--hookpoint",
+                                      "layers.2", "--duration-s", "0.2", "--set", "samples_per_prompt=2",
+                                      "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    store = ActivationStore.open(out)
+    assert store.n_items == 2 and store.n_rows == 2 * 2 * 10
+    meta = store.metadata(["item_id", "frame", "track", "codes_path", "time_s"]).to_pylist()
+    first = [m for m in meta if m["item_id"] == meta[0]["item_id"]]
+    assert [m["track"] for m in first[:2]] == ["vocal", "instrumental"]
+    assert [m["frame"] for m in first[:4]] == [0, 0, 1, 1]
+    assert first[2]["time_s"] == pytest.approx(0.02)
+    codes = np.load(out / first[0]["codes_path"])
+    forced = load_adapter(tiny, device="cpu").token_activations([codes], ["layers.2"])[0]["layers.2"].numpy()
+    rows = np.arange(len(first))
+    np.testing.assert_allclose(store.read_rows("layers.2", rows), forced, atol=2e-3, rtol=2e-3)  # float16 store
+    refused = CliRunner().invoke(app, ["extract", "--prompt", "rock", "-o", str(tmp_path / "no"), "-m", tiny,
+                                       "--device", "cpu"])
+    assert refused.exit_code != 0 and "generates without text prompts" in refused.output
+    assert not (tmp_path / "no").exists()
