@@ -170,7 +170,10 @@ def _audio_cell(e: dict, f: dict) -> str:
         return (f"<a href=\"{src}\"><img class=\"spec\" src=\"{src}\" width=\"300\" height=\"145\" alt=\"piano "
                 f"roll of the notes around top event {f['rank']}; the red line and outline mark it\"></a><br><span "
                 f"class=\"muted\">events {roll['events'][0]}&ndash;{roll['events'][1]}: {roll['notes']} notes "
-                f"({esc(', '.join(roll['instruments']))})</span>")
+                f"({esc(', '.join(roll['instruments']))})</span>"
+                + (f"<br><audio controls preload=\"metadata\" src=\"../{esc(roll['audio']['file'])}\"></audio>"
+                   f"<span class=\"muted\"> rendered as sine tones at {num(roll['audio']['tempo_bpm'])} bpm</span>"
+                   if roll.get("audio") else ""))
     if not a.get("file"):
         return f"<span class=\"unavailable\">audio unavailable: {esc(a.get('reason'))}</span>"
     clip = f"clip-{e['latent']}-{f['rank']}"

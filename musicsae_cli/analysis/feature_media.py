@@ -240,8 +240,10 @@ ROLL_COLUMNS = ("pitch", "onset_beats", "duration_beats")  # rows that are notes
 
 def write_piano_rolls(stage: Path, entries: list[dict], store, context: int = 16) -> list[str]:
     """rolls/latent<i>_<rank>.png for stores whose rows are notes and other events (symbolic models): the notes
-    within `context` events of each top row, drawn as a piano roll with that row marked. Each top frame gets a
-    "roll" dict (file and window) or None. Stores without the note columns get no rolls."""
+    within `context` events of each top row, drawn as a piano roll with that row marked, and rendered as sine tones
+    (rolls/latent<i>_<rank>.wav). Each top frame gets a "roll" dict (files and window) or None. Stores without the
+    note columns get no rolls."""
+    from ..audio.io import write_wav
     from ..plotting import figure, style_axis
 
     if not set(ROLL_COLUMNS) <= set(store.metadata_columns):
@@ -296,7 +298,34 @@ def write_piano_rolls(stage: Path, entries: list[dict], store, context: int = 16
             f["roll"] = {"file": name, "events": [int(cols["frame"][window[0]]), int(cols["frame"][window[-1]])],
                          "notes": int(notes.sum()), "instruments": names_here}
             names.append(name)
+            wav = f"rolls/latent{entry['latent']}_{f['rank']}.wav"
+            write_wav(stage / wav, render_notes(pitch[notes], onset[notes], dur[notes]), RENDER_RATE)
+            f["roll"]["audio"] = {"file": wav, "sample_rate": RENDER_RATE, "tempo_bpm": RENDER_BPM,
+                                  "start_beat": float(np.min(onset[notes]))}
+            names.append(wav)
     return names
+
+
+RENDER_RATE, RENDER_BPM = 16000, 120.0  # rolls are heard as sine tones at this rate and tempo
+
+
+def render_notes(pitch: np.ndarray, onset_beats: np.ndarray, duration_beats: np.ndarray) -> np.ndarray:
+    """The notes as sine tones (equal temperament, A4 = 440 Hz) with 10 ms fades, from the first onset, at
+    RENDER_BPM; peak-normalised to 0.5."""
+    spb = 60.0 / RENDER_BPM
+    start = float(np.min(onset_beats))
+    end = float(np.max(onset_beats + duration_beats))
+    out = np.zeros(int(np.ceil((end - start) * spb * RENDER_RATE)) + 1, np.float32)
+    fade = int(0.01 * RENDER_RATE)
+    for p, o, d in zip(pitch, onset_beats, duration_beats, strict=True):
+        a = int(round((o - start) * spb * RENDER_RATE))
+        n = max(1, int(round(d * spb * RENDER_RATE)))
+        t = np.arange(n) / RENDER_RATE
+        tone = np.sin(2 * np.pi * 440.0 * 2 ** ((p - 69) / 12) * t).astype(np.float32)
+        ramp = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / max(1, fade)).astype(np.float32)
+        out[a:a + n] += (tone * ramp)[: max(0, out.size - a)]
+    peak = float(np.abs(out).max())
+    return out * (0.5 / peak) if peak > 0 else out
 
 
 def _note_patch(onset: float, pitch: float, duration: float, colour: str, marked: bool):

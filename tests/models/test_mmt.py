@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 import pytest
+import soundfile as sf
 import torch
 from torch.nn import functional as F  # noqa: N812
 
@@ -410,6 +411,8 @@ def test_feature_dashboard_draws_piano_rolls_for_events(tmp_path):
             notes = [m for m in meta if m["item_id"] == f["item_id"] and lo <= m["frame"] <= hi
                      and m["type"] == "note"]
             assert roll["notes"] == len(notes) and roll["instruments"] == ["piano"]  # MMT's name of program 0
+            wav, rate = sf.read(str(tmp_path / "feat" / roll["audio"]["file"]))
+            assert rate == 16000 and 0.0 < np.abs(wav).max() <= 0.5 + 1e-3  # rendered, peak-normalised
     page = (tmp_path / "feat" / "latents" / f"{feats['latents'][0]['latent']}.html").read_text()
     assert "piano roll of the notes around top event" in page
 
