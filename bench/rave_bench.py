@@ -35,6 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from timing import interleaved  # noqa: E402  (bench/, beside this file)
+
 GOALS = {"extract, all hookpoints": 0.10, "steer, latent bias": 0.05}
 
 
@@ -93,15 +95,7 @@ def main() -> None:
 
     paths = {"bare encode+decode": bare_both, "bare encode": bare_encode, "extract, all hookpoints": extract,
              "plain re-synthesis": plain, "steer, latent bias": steer}
-    for fn in paths.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    times, med = interleaved(paths, repeats)
     ref = med["bare encode+decode"]
     print(f"\nRAVE-format export: {params:.2f} M params, {dims.sr} Hz, encode ratio {dims.ratio}, latent "
           f"{dims.latent}/{dims.full_latent}, {len(hookpoints)} hookpoints; {n / dims.sr:g} s of audio; torch "

@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from timing import interleaved  # noqa: E402  (bench/, beside this file)
+
 GOAL = 0.10
 
 
@@ -74,15 +76,7 @@ def main() -> None:
         adapter.sequence_activations([seq], hookpoints)
 
     paths = {"bare forward": bare, "extract, all layers": extract}
-    for fn in paths.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    times, med = interleaved(paths, repeats)
     ref = med["bare forward"]
     print(f"\nLLaMA causal LM: {params:.2f} B params ({sizes['hidden_size']} wide, {sizes['num_layers']} layers), "
           f"vocabulary {model.config.vocab_size}; {seconds:g} s of two-track codes = {ids.shape[1]} tokens; torch "

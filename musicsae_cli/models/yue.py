@@ -206,10 +206,10 @@ class YueAdapter(ModelAdapter):
         from .hooks import scoped_hooks
 
         captured: dict = {}
-        ctx = EditContext(start=0, length=int(ids.shape[1]), batch=int(ids.shape[0]))
+        state = {"ctx": EditContext(start=0, length=int(ids.shape[1]), batch=int(ids.shape[0]))}
         regs = []
         for name, fn in self._edits.items():
-            regs.append((self.blocks[layer_index(name)], "forward", _edit_hook(fn, ctx), False))
+            regs.append((self.blocks[layer_index(name)], "forward", _edit_hook(fn, state), False))
         for name in names:
             regs.append((self.blocks[layer_index(name)], "forward", _capture_hook(name, captured), False))
         with torch.inference_mode(), scoped_hooks(regs):
@@ -244,23 +244,14 @@ class YueAdapter(ModelAdapter):
         lo = self.layout.audio_offset + self.layout.codebook * self.layout.codebook_size
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         captured: dict = {n: [] for n in names}
-        state = {"ctx": None}
+        state: dict = {"ctx": None}  # the pass's EditContext, set before each step
 
         def capture(name):
             def hook(module, args, output):
                 captured[name].append(_first(output).detach().float())
             return hook
 
-        def edit(fn):
-            takes_ctx = bool(getattr(fn, "needs_context", False))
-
-            def hook(module, args, output):
-                h = _first(output)
-                edited = fn(h, state["ctx"]) if takes_ctx else fn(h)
-                return (edited, *output[1:]) if isinstance(output, tuple) else edited
-            return hook
-
-        regs = [(self.blocks[layer_index(n)], "forward", edit(fn), False) for n, fn in self._edits.items()]
+        regs = [(self.blocks[layer_index(n)], "forward", _edit_hook(fn, state), False) for n, fn in self._edits.items()]
         regs += [(self.blocks[layer_index(n)], "forward", capture(n), False) for n in names]
         ids = torch.tensor([self.layout.prefix] * batch, device=self.device)
         codes, past, fed = [], None, 0
@@ -338,12 +329,14 @@ def _capture_hook(name: str, captured: dict):
     return hook
 
 
-def _edit_hook(fn, ctx: EditContext):
+def _edit_hook(fn, state: dict):
+    """A forward hook applying edit `fn` to a layer's output, with state["ctx"] (the current pass's EditContext)
+    when fn has `needs_context`."""
     takes_ctx = bool(getattr(fn, "needs_context", False))
 
     def hook(module, args, output):
         h = _first(output)
-        edited = fn(h, ctx) if takes_ctx else fn(h)
+        edited = fn(h, state["ctx"]) if takes_ctx else fn(h)
         return (edited, *output[1:]) if isinstance(output, tuple) else edited
     return hook
 
