@@ -2,9 +2,10 @@
 one stored row per row the family defines (a frame of a track, an event), labelled with the family's row labels.
 
 A source is a sequence file, a folder of them (first-level subfolders are the class label `label`, as for audio
-folders) or a manifest whose `path` column names them. The store is written like an audio store: resumable by
-item, nothing complete on zero rows, one-line errors for files that cannot be read (skipped with a warning
-unless strict).
+folders) or a manifest whose `path` column names them; for a family that encodes audio stems into its tokens, also
+the output of `data split` (one item per separated input, its stems together). The store is written like an
+audio store: resumable by item, nothing complete on zero rows, one-line errors for files that cannot be read
+(skipped with a warning unless strict).
 """
 
 from __future__ import annotations
@@ -25,10 +26,43 @@ def _has_suffix(path: Path, suffixes) -> bool:
     return "".join(path.suffixes[-1:]).lower() in suffixes
 
 
+def stem_manifest(source):
+    """The manifest of a `data split` output (a folder with manifest.csv, or that file: rows with `stem` and
+    `source_item`), else None."""
+    path = Path(source)
+    path = path / "manifest.csv" if path.is_dir() else path
+    if not (path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES):
+        return None
+    from ..audio.manifest import read_manifest_file
+
+    try:
+        manifest = read_manifest_file(path)
+    except MusicSAEError:
+        return None
+    rows = manifest.rows
+    return manifest if rows and all(r.get("stem") and r.get("source_item") for r in rows) else None
+
+
+def stem_items(manifest) -> tuple[list[dict], list[str]]:
+    """One row per separated item of a `data split` manifest: its id (the input's), `stems` (stem -> file) and the
+    input's labels and group."""
+    labels = [c for c in manifest.label_columns if c not in ("stem", "source_item", "source_path")]
+    items: dict[str, dict] = {}
+    for r in manifest.rows:
+        item = items.setdefault(str(r["source_item"]), {
+            "item_id": str(r["source_item"]), "path": str(r.get("source_path") or r["path"]), "stems": {},
+            "group": r.get("group"), **{c: r.get(c) for c in labels}})
+        item["stems"][str(r["stem"])] = str(r["path"])
+    return list(items.values()), labels
+
+
 def is_sequence_source(source, adapter) -> bool:
-    """Whether `source` holds sequence files the model reads (so extraction reads them, not audio)."""
+    """Whether `source` holds sequence files the model reads (so extraction reads them, not audio): its own
+    token files, or the stems of `data split` for a family that encodes stems (`reads_stems`)."""
     if not adapter.can("sequences"):
         return False
+    if getattr(adapter, "reads_stems", False) and stem_manifest(source) is not None:
+        return True
     path, suffixes = Path(source), tuple(adapter.sequence_suffixes)
     if path.is_file():
         if _has_suffix(path, suffixes):
@@ -79,7 +113,14 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
     adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
                                       dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
     adapter.require("sequences", "extraction from sequence files")
-    rows, labels = sequence_rows(source, tuple(adapter.sequence_suffixes))
+    stems = stem_manifest(source) if getattr(adapter, "reads_stems", False) else None
+    rows, labels = stem_items(stems) if stems is not None else sequence_rows(source, tuple(adapter.sequence_suffixes))
+    if cfg.text_column and rows and cfg.text_column not in rows[0]:
+        raise InputError(f"{source} has no text column '{cfg.text_column}'",
+                         "name a manifest column with --text-column")
+    # a prompt the model cannot read stops the run before anything is written (per-item prompts: the first's)
+    adapter.check_prompt(cfg.text if not cfg.text_column else next((str(r[cfg.text_column]) for r in rows
+                                                                    if r.get(cfg.text_column)), None))
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
     writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "sequences", str(source)), overwrite)
     skipped: list[tuple[str, str]] = []
@@ -91,7 +132,7 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
         with out_of_memory_hint(cfg.batch_size):
             acts = adapter.sequence_activations([seq for _, seq in batch], hookpoints)
         for (row, seq), item in zip(batch, acts, strict=True):
-            meta = {"source_item": row["item_id"], "source_path": row["path"], "group": row.get("group"),
+            meta = {"source_item": row["item_id"], "source_path": str(row["path"]), "group": row.get("group"),
                     **{c: row.get(c) for c in labels}, **seq.item_meta}
             if writer.add_item(row["item_id"], {h: to_store(item[h], cfg.store_dtype) for h in hookpoints},
                                item_meta=meta, frame_meta=seq.frame_meta, time_s=seq.time_s, frames=seq.frames):
@@ -102,7 +143,9 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
         for row in rows:
             if row["item_id"] not in writer.done_items:
                 try:
-                    seq = adapter.read_sequence(row["path"])
+                    text = row.get(cfg.text_column) if cfg.text_column else cfg.text
+                    seq = adapter.read_sequence(row["path"], text=str(text) if text else None,
+                                                **({"stems": row["stems"]} if "stems" in row else {}))
                 except MusicSAEError as exc:
                     skip_unusable(Path(row["path"]), exc.message, cfg.strict, skipped, exc)
                     seq = None

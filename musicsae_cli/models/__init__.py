@@ -117,9 +117,10 @@ register(Family("torch", "any PyTorch audio model by layer path: a TorchScript f
                 "torch_family:load", ("audio", "intervene", "outputs"), _is_torch,
                 examples=("model.ts", "model.pt2", "py:mypkg.models:build")))
 register(Family("yue", "causal LMs over audio-codec tokens (YuE; any LLaMA-like LM with a token layout): read from "
-                "code files, a row per frame per track; hub ids m-a-p/YuE-*, a save_pretrained folder, or tiny-yue",
+                "code files or, with an X-Codec, audio stems, after a genre/lyrics prompt; a row per frame per "
+                "track; hub ids m-a-p/YuE-*, a save_pretrained folder, or tiny-yue",
                 "yue:load", ("tokens", "sequences", "intervene", "generate"), _is_yue,
-                settings="yue_settings:TokenSampling", save_tiny="tiny_yue:save_tiny_yue",
+                settings="yue_settings:TokenSampling", save_tiny="tiny_yue:save_tiny_yue_with_codec",
                 examples=("m-a-p/YuE-s1-7B-anneal-en-cot", "tiny-yue")))
 register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids facebook/musicgen-*, a save_pretrained "
                 "folder, or tiny-musicgen (built in, random weights)",

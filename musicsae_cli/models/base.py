@@ -85,6 +85,7 @@ class Sequence:
     time_s: Any = None  # (n_rows,) seconds, or None
     frames: Any = None  # (n_rows,) the store's frame number of each row (default 0..n_rows-1)
     item_meta: dict[str, Any] = field(default_factory=dict)  # per-file facts recorded with the item
+    text: str | None = None  # the text prompt the tokens are read after (families with text_prompts)
 
 
 class ModelAdapter(ABC):
@@ -177,11 +178,24 @@ class ModelAdapter(ABC):
         raise NotImplementedError
 
     sequence_suffixes: tuple[str, ...] = ()  # file suffixes `read_sequence` reads (capability `sequences`)
+    reads_stems: bool = False  # `read_sequence` takes an item's stem files (a `data split` output) as its input
 
-    def read_sequence(self, path) -> Sequence:
-        """One sequence file (codes, events) as the model's tokens and row labels (capability `sequences`)."""
+    def read_sequence(self, path, text: str | None = None, stems: dict | None = None) -> Sequence:
+        """One sequence file (codes, events) as the model's tokens and row labels (capability `sequences`), read
+        after the text prompt `text` where the family takes one (`text_prompts`); `stems` (stem name -> audio
+        file, from `data split`) for a family that encodes an item's stems into its tokens (`reads_stems`)."""
         self.require("sequences", "reading sequence files")
         raise NotImplementedError
+
+    def check_prompt(self, text: str | None) -> Any:
+        """Refuse (UsageError) a text prompt this model cannot read before any input is read; families with text
+        prompts override it."""
+        from ..errors import UsageError
+
+        if text and not self.text_prompts:
+            raise UsageError(f"model '{self.model_id}' (family {self.family}) reads no text prompt as loaded",
+                             "drop --text / --text-column; a family that reads prompts may need its tokenizer "
+                             "(musicsae model families)")
 
     def sequence_activations(self, sequences: list[Sequence], hookpoints: list[str]) -> list[dict[str, Any]]:
         """Per sequence, hookpoint -> (n_rows, d) tensor, row i labelled by the sequence's frame_meta."""

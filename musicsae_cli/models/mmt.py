@@ -509,10 +509,12 @@ class MmtAdapter(ModelAdapter):
         kwargs.setdefault("max_seq_len", self.config.max_seq_len)
         return mmt_events.read_events(path, **kwargs)
 
-    def read_sequence(self, path) -> Sequence:
+    def read_sequence(self, path, text: str | None = None, stems: dict | None = None) -> Sequence:
         """A MIDI file or note list as MMT events, one stored row per event labelled with its musical facts (type,
         beat, position, pitch, pitch_class, octave, duration, instrument, program; a note's onset_beats and
         duration_beats, for piano rolls) at its onset time."""
+        if text:
+            raise UsageError("MMT is unconditional: it reads no text prompt", "drop --text / --text-column")
         events = self.read_events(path)
         labels = {k: np.asarray(v) for k, v in events.labels.items()}
         time_s = labels.pop("time_s", None)

@@ -9,10 +9,14 @@ layout is a small config (`TokenLayout`): YuE's by default, any other through th
 `musicsae_layout.json` beside the checkpoint.
 
 Input: code files (capability `sequences`), `.npy` of shape (tracks, frames) or (tracks, codebooks, frames), or
-`.npz` with one array per track name. Codebook 0 is what stage 1 reads; codes must lie in [0, codebook_size).
-Teacher forcing feeds `prefix + interleaved codes + suffix` in one pass; the row of frame t of track j is the
-residual stream at the position of that track's token of frame t (the hidden state after reading it), so each
-item stores tracks x frames rows, frame-major, labelled `track`, with the store's `frame` the codec frame (each
+`.npz` with one array per track name. Codebook 0 is what stage 1 reads; codes must lie in [0, codebook_size). With
+the codec loaded (yue_codec: an X-Codec through transformers), audio goes in too: the stems of `data split` (one
+file per track: vocals -> vocal, instrumental) or, for a one-track layout, audio files, encoded to those codes; and
+generated codes come out as audio. With a text prompt (genre tags and lyrics; see yue_text) its ids come first,
+laid out as YuE's stage 1 reads its first segment.
+Teacher forcing feeds `[prompt ids] + prefix + interleaved codes + suffix` in one pass; the row of frame t of track
+j is the residual stream at the position of that track's token of frame t (the hidden state after reading it), so
+each item stores tracks x frames rows, frame-major, labelled `track`, with the store's `frame` the codec frame (each
 frame once per track) at time frame / frame_rate.
 Hookpoints `layers.N`: the output of decoder layer N (the residual stream, before the final norm).
 """
@@ -30,15 +34,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import InputError, UsageError
 from .base import EditContext, GenerationOutput, ModelAdapter, Sequence
 from .hookpoints import layer_index, layer_name, parse_hookpoints
+from .yue_codec import Codec, find_codec, from_pretrained, load_codec
 from .yue_settings import TokenSampling
+from .yue_text import PromptTokenizer, find_tokenizer
 
 TINY_NAME = "tiny-yue"
 HUB_IDS = ("m-a-p/YuE-s1-7B-anneal-en-cot", "m-a-p/YuE-s2-1B-general")
 LAYOUT_FILE = "musicsae_layout.json"
 SUFFIXES = (".npy", ".npz")
+YUE_TEMPLATE = "Generate music from the given lyrics segment by segment.\n[Genre] {genre}\n{lyrics}"
 POSITION_CONVENTION = ("row (frame t, track j) = the residual stream at the position of track j's token of frame "
-                       "t in prefix + interleaved codes + suffix (the hidden state after reading that token); rows "
-                       "are frame-major; time = frame / frame_rate")
+                       "t in [prompt ids] + prefix + interleaved codes + suffix (the hidden state after reading that "
+                       "token); rows are frame-major; time = frame / frame_rate")
 
 
 class TokenLayout(BaseModel):
@@ -57,6 +64,9 @@ class TokenLayout(BaseModel):
     prefix: list[int] = Field([32001, 32016], description="Ids before the codes (YuE: start-of-audio, <xcodec>).")
     suffix: list[int] = Field([32002], description="Ids after the codes (YuE: end-of-audio).")
     max_positions: int | None = Field(None, ge=1, description="Context length (default: the model config's).")
+    prompt_template: str = Field(YUE_TEMPLATE, description="The text before the first segment, with {genre} "
+                                 "and {lyrics} (every segment) filled in.")
+    segment_start: str = Field("[start_of_segment]", description="The text before a segment's lyrics.")
 
     def token(self, codes: np.ndarray) -> np.ndarray:
         return self.audio_offset + self.codebook * self.codebook_size + codes
@@ -97,15 +107,21 @@ class YueAdapter(ModelAdapter):
     settings_model = TokenSampling
     capabilities = frozenset({"tokens", "sequences", "intervene", "generate"})
     sequence_suffixes = SUFFIXES
-    text_prompts = False  # generation starts from the layout's prefix; lyrics/genre prompts are not tokenised yet
 
     def __init__(self, model, model_id: str, layout: TokenLayout, *, revision: str | None = None, device=None,
-                 dtype=None, fingerprint: str | None = None):
+                 dtype=None, fingerprint: str | None = None, tokenizer: PromptTokenizer | None = None,
+                 codec: Codec | None = None):
         import torch
 
+        from ..audio.io import AUDIO_EXTENSIONS
         from .identity import weights_fingerprint
 
         self.model, self.model_id, self.layout, self.revision = model, model_id, layout, revision
+        self.tokenizer, self.codec = tokenizer, codec
+        self.text_prompts = tokenizer is not None  # prompts (genre, lyrics) need the tokenizer
+        self.reads_stems = codec is not None  # audio in: one stem file per track, through the codec
+        if codec is not None and len(layout.tracks) == 1:  # a one-track layout reads audio files as they are
+            self.sequence_suffixes = SUFFIXES + tuple(AUDIO_EXTENSIONS)
         self._device = device or torch.device("cpu")
         self._dtype = dtype or torch.float32
         self.blocks = _decoder_layers(model)
@@ -125,6 +141,10 @@ class YueAdapter(ModelAdapter):
                              f"needs {layout.needs_vocab} (audio ids from {layout.audio_offset}, {layout.codebooks} "
                              f"codebooks of {layout.codebook_size})", "check the checkpoint, or describe its "
                              f"tokens with the model option layout (or {LAYOUT_FILE} beside it)")
+        reserved = min(layout.audio_offset, *layout.prefix, *layout.suffix)
+        if tokenizer is not None and tokenizer.size > reserved:
+            raise UsageError(f"tokenizer {tokenizer.source} has {tokenizer.size} pieces, overlapping the layout's "
+                             f"special and audio ids from {reserved}", "pass the model's own text tokenizer")
 
     # ---- facts ----
     @property
@@ -157,43 +177,105 @@ class YueAdapter(ModelAdapter):
         return {**super().describe(), "fingerprint": self.fingerprint, "hidden_size": self.hidden_size,
                 "n_layers": len(self.blocks), "vocab_size": self.vocab_size, "layout": self.layout.model_dump(),
                 "tracks": list(self.layout.tracks), "max_positions": self.max_positions,
+                "tokenizer": self.tokenizer.describe() if self.tokenizer else None,
+                "codec": self.codec.describe() if self.codec else None,
                 "dtype": str(self.dtype).replace("torch.", "")}
 
     # ---- inputs ----
-    def read_sequence(self, path) -> Sequence:
-        """A code file as (tracks, frames) codes of the layout's codebook, with a row per frame per track."""
-        codes = read_codes(path, self.layout)
+    def read_sequence(self, path, text: str | None = None, stems: dict | None = None) -> Sequence:
+        """A code file as (tracks, frames) codes of the layout's codebook, with a row per frame per track, read
+        after the ids of `text` (a YuE prompt) when given. With the codec: an item's `stems` (stem name -> audio
+        file, one per track) or, for a one-track layout, an audio file, encoded to those codes."""
+        from ..audio.io import AUDIO_EXTENSIONS
+
+        source: dict = {}
+        if stems is not None or Path(path).suffix.lower() in AUDIO_EXTENSIONS:
+            codes, source = self.encode_stems(stems if stems is not None else {self.layout.tracks[0]: path})
+        else:
+            codes = read_codes(path, self.layout)
+        prompt, meta = self.check_prompt(text)
         n_tracks, n_frames = codes.shape
-        length = len(self.layout.prefix) + n_tracks * n_frames + len(self.layout.suffix)
-        if self.max_positions and length > self.max_positions:
-            room = (self.max_positions - len(self.layout.prefix) - len(self.layout.suffix)) // n_tracks
-            raise InputError(f"{path}: {n_frames} frames of {n_tracks} tracks make {length} tokens, longer than "
-                             f"the model's context of {self.max_positions}", f"cut the file to at most {room} frames")
+        fixed = len(prompt) + len(self.layout.prefix) + len(self.layout.suffix)
+        if self.max_positions and fixed + n_tracks * n_frames > self.max_positions:
+            room = (self.max_positions - fixed) // n_tracks
+            what = f"a {len(prompt)}-token prompt and " if prompt else ""
+            raise InputError(f"{path}: {what}{n_frames} frames of {n_tracks} tracks make "
+                             f"{fixed + n_tracks * n_frames} tokens, longer than the model's context of "
+                             f"{self.max_positions}", f"cut the file to at most {room} frames")
         frames = np.repeat(np.arange(n_frames), n_tracks)
         tracks = np.tile(np.asarray(self.layout.tracks, dtype=object), n_frames)
         return Sequence(codes, n_tracks * n_frames, {"track": tracks.tolist()}, frames / self.frame_rate,
-                        frames=frames, item_meta={"codec_frames": int(n_frames)})
+                        frames=frames, item_meta={"codec_frames": int(n_frames), **source, **meta},
+                        text=text or None)
 
-    def input_ids(self, codes: np.ndarray) -> np.ndarray:
-        """prefix + codes interleaved frame by frame (frame-major, tracks in order) + suffix, as token ids."""
+    def encode_stems(self, stems: dict) -> tuple[np.ndarray, dict]:
+        """(tracks, frames) codes of an item's stem files through the codec: track t reads the stem named t (or
+        t + "s": vocal <- vocals, as `data split` names them); stems are cut to the shortest. Also the stem file of
+        each track, recorded with the item."""
+        from ..audio.io import load_audio
+
+        if self.codec is None:
+            raise UsageError(f"model '{self.model_id}' reads audio through its codec, which is not loaded",
+                             "pass the codec with --set model_options.codec=DIR (an X-Codec), or extract from "
+                             "code files")
+        chosen = {}
+        for track in self.layout.tracks:
+            name = next((n for n in (track, track + "s") if n in stems), None)
+            if name is None:
+                raise InputError(f"no stem for track {track} (stems: {', '.join(sorted(stems)) or 'none'})",
+                                 "separate the audio with musicsae data split --two-stems vocals")
+            chosen[track] = stems[name]
+        audio = [load_audio(chosen[t], sample_rate=self.layout.sample_rate)[0] for t in self.layout.tracks]
+        n = min(len(a) for a in audio)
+        codes = self.codec.encode([a[:n] for a in audio])
+        frames = min(len(c) for c in codes)
+        if frames == 0:
+            raise InputError(f"{chosen[self.layout.tracks[0]]}: too short for one codec frame",
+                             f"give at least {1 / self.layout.frame_rate:g} s of audio")
+        return np.stack([c[:frames] for c in codes]), {f"{t}_path": str(chosen[t]) for t in self.layout.tracks}
+
+    def prompt_ids(self, text: str | None) -> tuple[list[int], dict]:
+        """The ids before the layout's prefix for a prompt (none without one) and the facts recorded with it."""
+        if not text:
+            return [], {}
+        if self.tokenizer is None:
+            raise UsageError(f"model '{self.model_id}' has no text tokenizer, so it cannot read the prompt",
+                             "pass YuE's tokenizer.model (mm_tokenizer_v0.2_hf) with --set "
+                             "model_options.tokenizer=PATH, or put it beside the checkpoint")
+        return self.tokenizer.prompt_ids(text)
+
+    def check_prompt(self, text: str | None) -> tuple[list[int], dict]:
+        """prompt_ids, refusing a prompt that leaves no room for a frame of every track in the context."""
+        prompt, meta = self.prompt_ids(text)
+        need = len(prompt) + len(self.layout.prefix) + len(self.layout.tracks) + len(self.layout.suffix)
+        if prompt and self.max_positions and need > self.max_positions:
+            raise UsageError(f"the prompt is {len(prompt)} tokens: with the layout's prefix, suffix and one frame "
+                             f"it is longer than the model's context of {self.max_positions}",
+                             "shorten the prompt (genre tags, lyrics)")
+        return prompt, meta
+
+    def input_ids(self, codes: np.ndarray, text: str | None = None) -> np.ndarray:
+        """[prompt ids] + prefix + codes interleaved frame by frame (frame-major, tracks in order) + suffix."""
         body = self.layout.token(np.asarray(codes, dtype=np.int64)).T.reshape(-1)  # (frames * tracks,)
-        return np.concatenate([np.asarray(self.layout.prefix, np.int64), body,
+        return np.concatenate([np.asarray(self.prompt_ids(text)[0] + list(self.layout.prefix), np.int64), body,
                                np.asarray(self.layout.suffix, np.int64)])
 
     # ---- running ----
     def sequence_activations(self, sequences: list[Sequence], hookpoints: list[str]) -> list[dict[str, Any]]:
-        return self.token_activations([s.tokens for s in sequences], hookpoints)
+        return self.token_activations([s.tokens for s in sequences], hookpoints, [s.text for s in sequences])
 
     def token_activations(self, tokens, hookpoints, texts=None):
-        """Per item of (tracks, frames) codes, hookpoint -> (frames * tracks, d) float32 rows (frame-major)."""
+        """Per item of (tracks, frames) codes (after its prompt, if any), hookpoint -> (frames * tracks, d)
+        float32 rows (frame-major)."""
         import torch
 
         names = self.resolve_hookpoints(list(hookpoints))
+        texts = list(texts) if texts is not None else [None] * len(tokens)
         out = []
-        for codes in tokens:
+        for codes, text in zip(tokens, texts, strict=True):
             codes = np.asarray(codes)
-            ids = torch.from_numpy(self.input_ids(codes))[None].to(self.device)
-            start = len(self.layout.prefix)
+            ids = torch.from_numpy(self.input_ids(codes, text))[None].to(self.device)
+            start = int(ids.shape[1]) - codes.size - len(self.layout.suffix)
             rows = slice(start, start + codes.size)
             got = self._run(ids, names)
             out.append({n: got[n][0, rows].float() for n in names})
@@ -217,32 +299,58 @@ class YueAdapter(ModelAdapter):
         return captured
 
     def generate(self, texts, duration_s, hookpoints, *, seed=0, streams="both", prompt_audio=None, settings=None):
-        """Sample `duration_s` of codes per batch row after the layout's prefix, one token at a time with a KV
-        cache, restricted to the audio ids of the layout's codebook; the tracks alternate frame by frame as in
-        teacher forcing. Each generated token is fed once more, so its row is captured exactly as teacher forcing
-        captures it. Returns tokens (B, tracks, frames) and acts {"main": {hookpoint: (B, tracks * frames, d)}};
-        there is no audio (the codec is not loaded)."""
+        """Sample `duration_s` of codes per batch row after its prompt's ids (see yue_text; none for an empty
+        prompt) and the layout's prefix, one token at a time with a KV cache, restricted to the audio ids of the
+        layout's codebook; the tracks alternate frame by frame as in teacher forcing. Each generated token is fed
+        once more, so its row is captured exactly as teacher forcing captures it. Rows with the same prompt are
+        sampled together, groups one after another from one seeded generator. Returns tokens (B, tracks, frames)
+        and acts {"main": {hookpoint: (B, tracks * frames, d)}}; with a codec that decodes, audio (B, 1, N) is the
+        tracks' codes decoded and summed."""
         import torch
 
-        from .hooks import scoped_hooks
-
-        if any(t for t in texts):
-            raise UsageError(f"model '{self.model_id}' generates from its token layout's prefix; text prompts "
-                             "(lyrics, genre) are not tokenised yet", "drop --prompt: generation is unconditional")
         if prompt_audio is not None:
             raise UsageError("an audio prompt needs the codec, which this model has not loaded",
                              "generate without --audio")
         s = self.generation_settings(settings)
         names = self.resolve_hookpoints(list(hookpoints)) if hookpoints else []
-        tracks, batch = len(self.layout.tracks), max(1, len(texts))
+        texts = [t or "" for t in texts] or [""]
+        tracks = len(self.layout.tracks)
         n_frames = max(1, int(round(duration_s * self.frame_rate)))
-        n_new, start = n_frames * tracks, len(self.layout.prefix)
+        n_new = n_frames * tracks
+        prompts = {t: self.prompt_ids(t) for t in dict.fromkeys(texts)}
+        start = max(len(ids) for ids, _ in prompts.values()) + len(self.layout.prefix)
         if self.max_positions and start + n_new + 1 > self.max_positions:
-            raise UsageError(f"{duration_s:g} s of {tracks} tracks is {n_new} tokens after a {start}-token prefix, "
-                             f"more than the model's context of {self.max_positions}",
-                             f"ask for at most {(self.max_positions - start - 1) // tracks / self.frame_rate:g} s")
-        lo = self.layout.audio_offset + self.layout.codebook * self.layout.codebook_size
+            room = (self.max_positions - start - 1) // tracks / self.frame_rate
+            raise UsageError(f"{duration_s:g} s of {tracks} tracks is {n_new} tokens after {start} prompt and "
+                             f"prefix tokens, more than the model's context of {self.max_positions}",
+                             f"ask for at most {room:g} s" if room > 0 else "shorten the prompt")
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        tokens = torch.zeros(len(texts), n_new, dtype=torch.long)
+        acts: dict = {}
+        for text, (ids, _) in prompts.items():
+            rows = [i for i, t in enumerate(texts) if t == text]
+            codes, got = self._sample(ids + list(self.layout.prefix), len(rows), n_new, names, s, gen)
+            tokens[rows] = codes.cpu()
+            for n, a in got.items():
+                if n not in acts:
+                    acts[n] = a.new_zeros((len(texts), *a.shape[1:]))
+                acts[n][rows] = a
+        tokens = tokens.reshape(len(texts), n_frames, tracks).permute(0, 2, 1).numpy()
+        audio = None
+        if self.codec is not None and self.codec.can_decode:  # the tracks decoded and mixed, as one mono clip
+            audio = sum(self.codec.decode(tokens[:, j]) for j in range(tracks))[:, None].astype(np.float32)
+        return GenerationOutput(audio=audio, tokens=tokens, acts={"main": acts}, n_frames=n_frames,
+                                settings=s.model_dump(), row_frames=np.repeat(np.arange(n_frames), tracks),
+                                row_meta={"track": list(self.layout.tracks) * n_frames})
+
+    def _sample(self, first: list[int], batch: int, n_new: int, names: list[str], s: TokenSampling, gen):
+        """n_new codes per row after the ids `first` (the same for every row), with the active edits; returns codes
+        (batch, n_new) and {hookpoint: (batch, n_new, d)} captured at the generated tokens."""
+        import torch
+
+        from .hooks import scoped_hooks
+
+        lo = self.layout.audio_offset + self.layout.codebook * self.layout.codebook_size
         captured: dict = {n: [] for n in names}
         state: dict = {"ctx": None}  # the pass's EditContext, set before each step
 
@@ -253,7 +361,8 @@ class YueAdapter(ModelAdapter):
 
         regs = [(self.blocks[layer_index(n)], "forward", _edit_hook(fn, state), False) for n, fn in self._edits.items()]
         regs += [(self.blocks[layer_index(n)], "forward", capture(n), False) for n in names]
-        ids = torch.tensor([self.layout.prefix] * batch, device=self.device)
+        ids = torch.tensor([first] * batch, device=self.device)
+        seen = torch.zeros(batch, self.layout.codebook_size, dtype=torch.bool, device=self.device)
         codes, past, fed = [], None, 0
         with torch.inference_mode(), scoped_hooks(regs):
             for step in range(n_new + 1):
@@ -262,18 +371,18 @@ class YueAdapter(ModelAdapter):
                 past, fed = out.get(self._cache_arg), fed + int(ids.shape[1])
                 if step == 0:
                     for n in names:
-                        captured[n].clear()  # the prefix's rows are not stored
+                        captured[n].clear()  # the prompt's and prefix's rows are not stored
                 if step == n_new:
                     break
                 logits = out.logits[:, -1, lo:lo + self.layout.codebook_size].float()
+                if s.repetition_penalty != 1.0:  # as transformers' repetition penalty, over the codes drawn so far
+                    penalised = torch.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
+                    logits = torch.where(seen, penalised, logits)
                 code = _sample(logits, s.temperature, s.top_k, s.top_p, gen)  # (B,)
+                seen[torch.arange(batch, device=seen.device), code] = True
                 codes.append(code)
                 ids = (code + lo)[:, None]
-        tokens = torch.stack(codes, 1).reshape(batch, n_frames, tracks).permute(0, 2, 1).cpu().numpy()
-        acts = {n: torch.cat(parts, 1) for n, parts in captured.items()}
-        return GenerationOutput(audio=None, tokens=tokens, acts={"main": acts}, n_frames=n_frames,
-                                settings=s.model_dump(), row_frames=np.repeat(np.arange(n_frames), tracks),
-                                row_meta={"track": list(self.layout.tracks) * n_frames})
+        return torch.stack(codes, 1), {n: torch.cat(parts, 1) for n, parts in captured.items()}
 
     @contextmanager
     def intervene(self, edits: dict):
@@ -404,7 +513,8 @@ def claims(name: str) -> bool:
 
 def load(name: str, revision: str | None = None, device: str = "auto", dtype: str = "fp32", seed: int = 0,
          **options) -> YueAdapter:
-    """tiny-yue (random weights), a save_pretrained folder or a hub id, with its token layout."""
+    """tiny-yue (random weights), a save_pretrained folder or a hub id, with its token layout and prompt tokenizer
+    (the option `tokenizer`, else tokenizer.model beside the checkpoint; tiny-yue has its own)."""
     from ..runtime import resolve_device, resolve_dtype
     from . import no_options
     from .identity import canonical_id
@@ -412,43 +522,41 @@ def load(name: str, revision: str | None = None, device: str = "auto", dtype: st
     options = dict(options)
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if name == TINY_NAME:
-        from .tiny_yue import build_tiny_yue
+        from .tiny_yue import build_tiny_yue, tiny_tokenizer_bytes
 
         layout = read_layout(options, None)
-        no_options("yue", options)
+        tokenizer_file = options.pop("tokenizer", None)
+        no_options("yue", {k: v for k, v in options.items() if k != "codec"})
         model = build_tiny_yue(seed)
         model_id = TINY_NAME
+        tokenizer = (PromptTokenizer.from_bytes(tiny_tokenizer_bytes(), "tiny-yue", layout.prompt_template,
+                                                layout.segment_start) if tokenizer_file is None else None)
+        codec_spec = options.pop("codec", None)
     else:
         path = Path(name).expanduser()
-        layout = read_layout(options, path if path.is_dir() else None)
+        folder = path if path.is_dir() else None
+        layout = read_layout(options, folder)
+        tokenizer_file = find_tokenizer(options.pop("tokenizer", None), folder)
+        codec_spec = find_codec(options.pop("codec", None), folder)
         no_options("yue", options)
         model = _from_pretrained(name, revision, torch_dtype)
         model_id = canonical_id(name)
+        tokenizer = None
+    if tokenizer_file is not None:
+        tokenizer = PromptTokenizer.from_file(tokenizer_file, layout.prompt_template, layout.segment_start)
+    codec = load_codec(codec_spec, layout, torch_device) if codec_spec else None
     model.to(device=torch_device, dtype=torch_dtype).eval()
-    return YueAdapter(model, model_id, layout, revision=revision, device=torch_device, dtype=torch_dtype)
+    return YueAdapter(model, model_id, layout, revision=revision, device=torch_device, dtype=torch_dtype,
+                      tokenizer=tokenizer, codec=codec)
 
 
 def _from_pretrained(name: str, revision: str | None, dtype):
     from transformers import AutoModelForCausalLM
 
-    from .musicgen import _hub_access, quiet_transformers
-
-    path = Path(name).expanduser()
-    local = path.exists()
-    if local and not (path / "config.json").is_file():
-        raise InputError(f"{name} is not a causal LM checkpoint (no config.json)",
-                         "pass a folder written by save_pretrained, a hub id, or tiny-yue")
-    quiet_transformers()
-    kwargs: dict = {}
-    if not local:
-        kwargs = {"revision": revision} if revision else {}
-        kwargs.update(_hub_access(name, revision))
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(path) if local else name, dtype=dtype, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load the causal LM '{name}': {str(exc).splitlines()[0]}",
-                         "pass a complete save_pretrained folder or a reachable hub id such as "
-                         f"{HUB_IDS[0]}") from None
+    return from_pretrained(AutoModelForCausalLM, name, revision, "a causal LM",
+                           ("pass a folder written by save_pretrained, a hub id, or tiny-yue",
+                            f"pass a complete save_pretrained folder or a reachable hub id such as {HUB_IDS[0]}"),
+                           dtype=dtype)
 
 
 __all__ = ["TINY_NAME", "TokenLayout", "YueAdapter", "claims", "load", "read_codes"]

@@ -14,3 +14,5 @@ class TokenSampling(BaseModel):
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
     top_p: float = Field(0.93, ge=0.0, le=1.0, description="Nucleus sampling (0 = off; YuE samples with 0.93).")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature.")
+    repetition_penalty: float = Field(1.0, ge=1.0, description="Divide the positive logits (multiply the negative) of "
+                                      "codes already drawn by this (1 = off; YuE's stage 1 uses 1.1 to 1.2).")

@@ -49,8 +49,8 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 def score_clips(adapter, probe, hookpoint: str, res, rescore_from: str = "audio") -> ClipScores:
     """Class log-probabilities of each generated clip, re-extracted without conditioning and pooled like the
     probe (frame probes: frame probabilities averaged); the frames of an audio prompt are left out."""
-    if rescore_from == "audio" and res.audio is None:  # a model without a codec: its codes are what it made
-        rescore_from = "codes"
+    if rescore_from == "audio" and (res.audio is None or not adapter.can("audio")):
+        rescore_from = "codes"  # a model without a codec, or one that reads its codes only: its codes are what it made
     if rescore_from == "audio":  # what extraction does: the generated audio read back by the model
         acts = adapter.audio_activations([a.mean(axis=0) for a in res.audio], [hookpoint])
     else:
