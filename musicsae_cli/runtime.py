@@ -14,10 +14,13 @@ def resolve_device(name: str = "auto"):
     """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; UsageError when it is not available."""
     import torch
 
+    from .distributed import launched
+
     name = (name or "auto").lower()
+    local = launched()  # under torchrun, each rank takes the GPU of its local rank
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", local.local_rank) if local.active else torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -27,6 +30,8 @@ def resolve_device(name: str = "auto"):
         raise UsageError(f"unknown device '{name}'", "use auto, cpu, cuda, cuda:N or mps") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device '{name}' requested but CUDA is not available", "use --device cpu or auto")
+    if device.type == "cuda" and device.index is None and local.active:
+        device = torch.device("cuda", local.local_rank)
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("device 'mps' requested but MPS is not available", "use --device cpu or auto")
     return device

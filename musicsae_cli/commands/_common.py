@@ -25,6 +25,8 @@ VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug message
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Processes on this machine: relaunches the command "
+                                      "under torchrun (gloo on CPU, nccl on GPUs, one GPU per process).")]
 MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
 FamilyOpt = Annotated[str | None, typer.Option(
@@ -118,7 +120,9 @@ class Output:
 
     @property
     def show_progress(self) -> bool:
-        return not (self.quiet or self.json_mode)
+        from ..distributed import launched
+
+        return not (self.quiet or self.json_mode) and launched().rank == 0  # under torchrun, rank 0 draws
 
     def progress(self, description: str, total: float | None = None):
         """A ProgressFactory: a Rich bar on a terminal, plain lines every ~10 s or 5% when stderr is a log file
@@ -198,3 +202,16 @@ def resolve(model: type, group: str, preset: str | None, sets: list[str] | None,
             sys.stdout.write(dump_yaml(cfg))
         raise typer.Exit(0)
     return cfg
+
+
+def distributed_start(nproc: int, device: str | None) -> None:
+    """`--nproc N`: run this command line as N ranks under torchrun and exit with its code; launched by torchrun:
+    join its process group (backend by the device)."""
+    from .. import distributed
+
+    if nproc > 1:
+        raise typer.Exit(distributed.relaunch(nproc, distributed.strip_nproc(sys.argv[1:])))
+    if distributed.launched().active:
+        from ..runtime import resolve_device
+
+        distributed.join(resolve_device(device or "auto").type)

@@ -37,15 +37,23 @@ def cli_command(fn: Callable, label: str | None = None) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .. import distributed
+
         token = CURRENT.set(label)
         try:
+            distributed.check_supported(label)
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except MusicSAEError as exc:
             if _debug():
                 traceback.print_exc()
-            raise fail(exc.message, exc.hint, exc.exit_code) from None
+            if distributed.silent(exc):  # every rank hit it; rank 0 says it
+                distributed.let_rank_0_speak()
+                raise typer.Exit(exc.exit_code) from None
+            rank = distributed.launched()
+            message = f"rank {rank.rank}: {exc.message}" if rank.active and not rank.main else exc.message
+            raise fail(message, exc.hint, exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", "rerun the same command to resume where supported", 130) from None
         except Exception as exc:
@@ -62,6 +70,7 @@ def cli_command(fn: Callable, label: str | None = None) -> Callable:
             raise fail(f"internal error in 'musicsae {label}': {raised} ({_versions()})",
                        "rerun with MUSICSAE_DEBUG=1 for the traceback and report it", 1) from None
         finally:
+            distributed.leave()
             CURRENT.reset(token)
 
     return wrapper

@@ -16,6 +16,7 @@ from ._common import (
     HookpointsOpt,
     JsonOpt,
     ModelOpt,
+    NprocOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
@@ -24,6 +25,7 @@ from ._common import (
     VerboseOpt,
     command,
     config_option,
+    distributed_start,
     generation_aliases,
     generation_flags,
     hookpoint_spec,
@@ -74,6 +76,7 @@ def extract(
     seed: Annotated[int | None, typer.Option(help="Seed (sampling; the tiny model's weights).")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unreadable audio.")] = None,
     overwrite: OverwriteOpt = False,
+    nproc: NprocOpt = 1,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -81,6 +84,7 @@ def extract(
 ) -> None:
     """Extract layer activations (residual streams) into an activation store."""
     o = Output(json_out, quiet, verbose)
+    from ..distributed import launched, refusal
     from ..errors import UsageError
     from ..extract.config import ExtractConfig
 
@@ -96,6 +100,9 @@ def extract(
     if generating == (source is not None):
         raise UsageError("pass either SOURCE (audio to teacher-force) or --prompts/--prompt (to generate)",
                          "see `musicsae extract --help`")
+    if generating and (nproc > 1 or launched().active):
+        raise refusal("extract while generating (--prompts/--prompt)")
+    distributed_start(nproc, cfg.device)
     if generating:
         from ..extract.generate import Prompt, extract_generate, read_prompts
 

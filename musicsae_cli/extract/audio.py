@@ -12,8 +12,9 @@ from ..audio.io import audio_info, load_audio, skip_unusable
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
-from .common import open_store, out_of_memory_hint, store_config, to_store
+from .common import out_of_memory_hint, store_config, to_store
 from .config import ExtractConfig
+from .ranks import StoreRun
 from .windows import plan_windows, window_id
 
 
@@ -44,7 +45,9 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
                          f"columns: {', '.join(manifest.columns)}")
     adapter.require("audio", "extraction from audio")
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
-    writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "audio", str(source)), overwrite)
+    store = StoreRun(out, adapter, hookpoints, cfg, store_config(cfg, "audio", str(source)), overwrite,
+                     [r["item_id"] for r in manifest.rows])
+    writer, rows = store.writer, store.mine(manifest.rows)
     sr, hop = adapter.sample_rate, adapter.hop_length
     skipped: list[tuple[str, str]] = []
     stats = {"windows": 0, "rows": 0, "audio_s": 0.0}
@@ -63,9 +66,9 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
             stats["rows"] += n
             stats["audio_s"] += len(job.audio) / sr
 
-    with writer, progress("Extracting", len(manifest.rows)) as bar:
-        for row in manifest.rows:
-            for job in _jobs_for(row, manifest.label_columns, writer.done_items, cfg, sr, hop, skipped,
+    with store, progress("Extracting", len(rows)) as bar:
+        for row in rows:
+            for job in _jobs_for(row, manifest.label_columns, store.done, cfg, sr, hop, skipped,
                                  adapter.input_channels):
                 jobs.append(job)
                 if len(jobs) == cfg.batch_size:
@@ -74,11 +77,11 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
             bar.advance()
         if jobs:
             run(jobs)
-        if stats["rows"] == 0 and writer.n_rows == 0:
-            raise nothing_usable(source, skipped)  # the writer then removes the empty store it started
+        # nothing stored anywhere: an error, and the empty store this run started is removed
+        stats, skipped, n_items, n_rows = store.finish(stats, skipped, lambda s: nothing_usable(source, s))
     elapsed = time.perf_counter() - started
     return {"store": str(out), "hookpoints": hookpoints, "windows_written": stats["windows"],
-            "rows_written": stats["rows"], "store_items": writer.n_items, "store_rows": writer.n_rows,
+            "rows_written": stats["rows"], "store_items": n_items, "store_rows": n_rows,
             "audio_seconds": round(stats["audio_s"], 3), "elapsed_s": round(elapsed, 3),
             "audio_s_per_s": round(stats["audio_s"] / elapsed, 3) if elapsed > 0 else None,
             "skipped": [{"path": p, "reason": r} for p, r in skipped]}

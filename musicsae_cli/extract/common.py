@@ -40,11 +40,16 @@ def open_store(out: str | Path, adapter, hookpoints: list[str], cfg, record: dic
     runtime_only = _RUNTIME_ONLY if record.get("mode") in ("audio", "sequences") else tuple(
         k for k in _RUNTIME_ONLY if k != "batch_size")
     resume = resume_or_refuse(out, record, runtime_only, "activation store", overwrite)
-    widths = {h: adapter.hookpoint_widths[h] for h in hookpoints}
-    return StoreWriter.create(out, widths, cfg.store_dtype, model=adapter.describe(),
-                              frame_rate=adapter.frame_rate, position_convention=adapter.position_convention,
-                              config=record, overwrite=overwrite, resume=resume,
-                              shard_bytes=max(1, int(cfg.shard_mb * 2**20)))
+    return StoreWriter.create(out, **store_arguments(adapter, hookpoints, cfg, record), overwrite=overwrite,
+                              resume=resume)
+
+
+def store_arguments(adapter, hookpoints: list[str], cfg, record: dict) -> dict:
+    """What a store of this extraction is created with (beside where and whether to resume)."""
+    return {"hookpoints": {h: adapter.hookpoint_widths[h] for h in hookpoints}, "dtype": cfg.store_dtype,
+            "model": adapter.describe(), "frame_rate": adapter.frame_rate,
+            "position_convention": adapter.position_convention, "config": record,
+            "shard_bytes": max(1, int(cfg.shard_mb * 2**20))}
 
 
 def to_store(t, store_dtype: str) -> np.ndarray:

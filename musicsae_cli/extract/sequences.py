@@ -16,8 +16,9 @@ from pathlib import Path
 from ..audio.io import skip_unusable
 from ..errors import InputError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
-from .common import open_store, out_of_memory_hint, store_config, to_store
+from .common import out_of_memory_hint, store_config, to_store
 from .config import ExtractConfig
+from .ranks import StoreRun
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
@@ -122,7 +123,9 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
     adapter.check_prompt(cfg.text if not cfg.text_column else next((str(r[cfg.text_column]) for r in rows
                                                                     if r.get(cfg.text_column)), None))
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
-    writer = open_store(out, adapter, hookpoints, cfg, store_config(cfg, "sequences", str(source)), overwrite)
+    store = StoreRun(out, adapter, hookpoints, cfg, store_config(cfg, "sequences", str(source)), overwrite,
+                     [r["item_id"] for r in rows])
+    writer, rows = store.writer, store.mine(rows)
     skipped: list[tuple[str, str]] = []
     stats = {"items": 0, "rows": 0}
     started = time.perf_counter()
@@ -139,9 +142,9 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
                 stats["items"] += 1
                 stats["rows"] += seq.n_rows
 
-    with writer, progress("Extracting", len(rows)) as bar:
+    with store, progress("Extracting", len(rows)) as bar:
         for row in rows:
-            if row["item_id"] not in writer.done_items:
+            if row["item_id"] not in store.done:
                 try:
                     text = row.get(cfg.text_column) if cfg.text_column else cfg.text
                     seq = adapter.read_sequence(row["path"], text=str(text) if text else None,
@@ -159,11 +162,14 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
             bar.advance()
         if pending:
             run(pending)
-        if stats["rows"] == 0 and writer.n_rows == 0:
-            first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-            raise InputError(f"no usable sequence files in {source}: {len(skipped)} skipped{first}",
-                             "check the files with the model's family (musicsae model families)")
+        stats, skipped, n_items, n_rows = store.finish(stats, skipped, lambda s: _nothing(source, s))
     elapsed = time.perf_counter() - started
     return {"store": str(out), "hookpoints": hookpoints, "items_written": stats["items"],
-            "rows_written": stats["rows"], "store_items": writer.n_items, "store_rows": writer.n_rows,
+            "rows_written": stats["rows"], "store_items": n_items, "store_rows": n_rows,
             "elapsed_s": round(elapsed, 3), "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def _nothing(source, skipped: list) -> InputError:
+    first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+    return InputError(f"no usable sequence files in {source}: {len(skipped)} skipped{first}",
+                      "check the files with the model's family (musicsae model families)")

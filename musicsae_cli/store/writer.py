@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
@@ -10,9 +11,10 @@ import numpy as np
 
 from ..artifacts import MANIFEST_NAME, new_manifest, write_config, write_json
 from ..errors import InputError, StoreError
-from .commit import PendingItem, write_shard
+from .commit import PendingItem, fsync_path, write_shard
 from .csr import CSR, as_csr
 from .format import (
+    CORRUPT_HINT,
     DENSE_FORMAT_VERSION,
     FORMAT_CSR,
     FORMAT_VERSION,
@@ -22,9 +24,12 @@ from .format import (
     STATUS_COMPLETE,
     STATUS_WRITING,
     STORE_KIND,
+    committed_shard_dirs,
     encode,
     is_store,
     manifest_formats,
+    read_shard_json,
+    shard_dirname,
     storage_dtype,
 )
 from .prepare import (
@@ -220,6 +225,34 @@ class StoreWriter:
         self._pending_rows = self._pending_bytes = 0
         self._write_manifest(STATUS_WRITING)
 
+    def absorb(self, part: Path) -> int:
+        """Move the committed shards of `part` (a store another process wrote, e.g. a rank's part of a
+        distributed run) after this store's own, one atomic rename each, then remove `part`; returns the rows
+        taken. Items this store holds already are refused (nothing is moved then)."""
+        self._check_open()
+        self.flush()
+        part = Path(part)
+        shards = committed_shard_dirs(part) if (part / SHARDS_DIR).is_dir() else []
+        infos = [read_shard_json(d) for d in shards]
+        ids = [i for info in infos for i in info["items"]]
+        dup = next((i for i in ids if i in self._done), None)
+        if dup is not None or len(set(ids)) != len(ids):
+            raise StoreError(f"{part} holds item {dup or 'ids'} twice (already in {self.path})", CORRUPT_HINT)
+        rows = 0
+        for shard_dir, info in zip(shards, infos, strict=True):
+            for name, type_name in info.get("columns", {}).items():
+                self._columns[name] = unify(name, self._columns.get(name), type_name)
+            self._item_columns += [c for c in info.get("item_columns", []) if c not in self._item_columns]
+            os.rename(shard_dir, self.path / SHARDS_DIR / shard_dirname(self._n_shards))
+            fsync_path(self.path / SHARDS_DIR)
+            self._n_shards += 1
+            self._n_rows += int(info["n_rows"])
+            self._done.update(info["items"])
+            rows += int(info["n_rows"])
+            self._write_manifest(STATUS_WRITING)
+        shutil.rmtree(part, ignore_errors=True)
+        return rows
+
     def close(self) -> None:
         """Commit what is buffered, mark the store complete and (overwriting) move it into place."""
         if self._closed:
@@ -233,15 +266,16 @@ class StoreWriter:
         finally:
             self._release()
 
-    def abandon(self) -> None:
+    def abandon(self, keep: bool = False) -> None:
         """Drop buffered items and stop, leaving the store resumable (status "writing").
 
-        A folder this writer made that holds no committed row is removed instead: there is nothing to resume,
-        and with --overwrite the old store is then exactly as it was.
+        A folder this writer made that holds no committed row is removed instead (unless `keep`: other writers
+        may have committed into it): there is nothing to resume, and with --overwrite the old store is then
+        exactly as it was.
         """
         self._pending, self._pending_ids = [], set()
         self._release()
-        if self._created and self._n_rows == 0 and self._n_shards == 0 and self.path.is_dir():
+        if not keep and self._created and self._n_rows == 0 and self._n_shards == 0 and self.path.is_dir():
             shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> StoreWriter:
