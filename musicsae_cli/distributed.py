@@ -166,6 +166,36 @@ def broadcast(obj):
     return box[0]
 
 
+def gather_tensor(t):
+    """Every rank's tensor (equal shapes but for dim 0), concatenated in rank order along dim 0, on every rank."""
+    import torch
+    import torch.distributed as td
+
+    d = current()
+    if not d.active:
+        return t
+    sizes = gather(int(t.shape[0]))
+    top = max(sizes)
+    padded = torch.zeros((top, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    out = [torch.empty_like(padded) for _ in sizes]
+    td.all_gather(out, padded)
+    return torch.cat([o[:n] for o, n in zip(out, sizes, strict=True)])
+
+
+def reduce_(t, op: str = "sum"):
+    """All-reduce tensor `t` in place over the ranks (op sum, mean or max); returns it."""
+    import torch.distributed as td
+
+    d = current()
+    if not d.active:
+        return t
+    td.all_reduce(t, op=td.ReduceOp.MAX if op == "max" else td.ReduceOp.SUM)
+    if op == "mean":
+        t /= d.world
+    return t
+
+
 def barrier() -> None:
     import torch.distributed as td
 
@@ -282,5 +312,5 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 
 __all__ = ["Dist", "SINGLE", "SUPPORTED", "agree", "agreed", "backend_for", "barrier", "block", "broadcast",
-           "check_same", "check_supported", "current", "refusal", "gather", "join", "launched", "leave", "relaunch",
-           "strip_nproc"]
+           "check_same", "check_supported", "current", "gather", "gather_tensor", "join", "launched", "leave",
+           "let_rank_0_speak", "reduce_", "refusal", "relaunch", "silent", "strip_nproc"]

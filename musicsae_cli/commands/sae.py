@@ -15,6 +15,7 @@ from ._common import (
     JsonOpt,
     MemberOpt,
     ModelOpt,
+    NprocOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
@@ -23,6 +24,7 @@ from ._common import (
     WhereOpt,
     command,
     config_option,
+    distributed_start,
     resolve,
 )
 
@@ -56,6 +58,7 @@ def train(
                                                           "(`sae train RUN --resume`).")] = False,
     init_from: Annotated[Path | None, typer.Option(help="Start from this SAE's weights.")] = None,
     overwrite: OverwriteOpt = False,
+    nproc: NprocOpt = 1,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -87,9 +90,13 @@ def train(
              "expansion_factor": expansion_factor, "max_steps": steps, "batch_size": batch_size,
              "device": device, "seed": seed}
     cfg = resolve(SAETrainConfig, "sae", config, set_, flags, dry_run, o, base=base)
+    distributed_start(nproc, cfg.device)
+    from ..distributed import current
     from ..sae.train import train_sae
 
     res = train_sae(store, out, cfg, overwrite=overwrite, resume=resume, init_from=init_from, progress=o.progress)
+    if not current().main:
+        return  # rank 0 reports
     run_path = res.pop("run")
     lines = [run_path, f"{res['steps']} steps on {res['hookpoint']} ({res['rows_per_s'] or 0:,.0f} rows/s); "
                        f"metrics on {res['evaluated_on']} ({res['split']['val_rows']} rows):"]

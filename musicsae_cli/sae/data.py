@@ -83,9 +83,13 @@ def check_finite(x, rows: np.ndarray, store: ActivationStore) -> None:
                             "re-extract those items, or exclude them with --where")
 
 
-def init_sample(store: ActivationStore, hookpoint: str, rows: np.ndarray, n: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `n` training rows chosen at random: (their row indices, float32 (n, d))."""
+def init_sample(store: ActivationStore, hookpoint: str, rows: np.ndarray, n: int, seed: int,
+                share: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `n` training rows chosen at random: (their row indices, float32 (n, d)); with `share` = (rank,
+    world), all the indices but only that rank's contiguous block of the rows."""
     rng = np.random.default_rng([seed, 7])
     pick = np.sort(rng.choice(rows, size=min(n, rows.size), replace=False))
+    if share is not None:
+        rank, world = share
+        return pick, store.read_rows(hookpoint, pick[pick.size * rank // world: pick.size * (rank + 1) // world])
     return pick, store.read_rows(hookpoint, pick)

@@ -63,6 +63,20 @@ class ReconstructionMetrics:
         self.fire_counts += torch.as_tensor(counts).detach().double().cpu()
         self.active_total += float(total)
 
+    def merge(self, other: ReconstructionMetrics) -> ReconstructionMetrics:
+        """Add the rows another accumulator saw (e.g. another rank's share of the evaluation rows)."""
+        if other.n_rows:
+            if self.d_in is None:
+                self.d_in = other.d_in
+                self._sums = {k: v.clone().cpu() for k, v in other._sums.items()}
+            else:
+                for k, v in other._sums.items():
+                    self._sums[k] = self._sums[k].cpu() + v.cpu()
+            self.n_rows += other.n_rows
+            self.fire_counts += other.fire_counts.cpu()
+            self.active_total += other.active_total
+        return self
+
     def density(self) -> torch.Tensor:
         """Fraction of rows in which each latent fired, (d_sae,) float64."""
         return self.fire_counts / max(self.n_rows, 1)

@@ -15,34 +15,58 @@ from .rundir import RUN_KIND, open_run, trim_logs
 def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, overwrite: bool = False,
               resume: bool = False, init_from: str | Path | None = None,
               progress: ProgressFactory = no_progress) -> dict:
-    """Train the SAE(s) of `cfg` on a store; returns a summary with the final validation metrics."""
+    """Train the SAE(s) of `cfg` on a store; returns a summary with the final validation metrics.
+
+    On several ranks (torchrun): data-parallel training of the same SAEs on the same global batches, each rank
+    reading its share of every batch (see run_training); rank 0 owns the run folder (checkpoints, logs, the saved
+    SAEs), the others read its checkpoint when resuming, at this world size or another."""
+    from .. import distributed
     from ..runtime import resolve_device
     from ..store import ActivationStore
     from ..store.verify import check_files
     from .data import pick_hookpoint, split_rows
+    from .rundir import RunDir
     from .trainer import member_specs
 
-    store = ActivationStore.open(store_path)
-    hookpoint = pick_hookpoint(store, cfg.hookpoint)
-    d_in = store.widths[hookpoint]
-    member_specs(cfg, d_in)  # an impossible shape (k wider than the SAE, ...) fails before anything is written
-    start_sae = _check_init_from(init_from, cfg, d_in) if init_from else None
-    check_files(store, [hookpoint])  # a truncated or missing shard fails here, naming it
+    d = distributed.current()
+
+    def setup():
+        if d.active and cfg.architecture == "dictionary_learning":
+            raise distributed.refusal("sae train with architecture dictionary_learning")
+        if d.active and cfg.batch_size % d.world:
+            raise ConfigError(f"a batch of {cfg.batch_size} rows does not split evenly over {d.world} processes",
+                              f"choose --batch-size as a multiple of {d.world}")
+        store = ActivationStore.open(store_path)
+        hookpoint = pick_hookpoint(store, cfg.hookpoint)
+        d_in = store.widths[hookpoint]
+        member_specs(cfg, d_in)  # an impossible shape (k wider than the SAE, ...) fails before anything is written
+        start_sae = _check_init_from(init_from, cfg, d_in) if init_from else None
+        check_files(store, [hookpoint])  # a truncated or missing shard fails here, naming it
+        record = {"store": str(Path(store_path).resolve()), "hookpoint": hookpoint, **cfg.model_dump(mode="json")}
+        split = split_rows(store, cfg.where, cfg.val_fraction, cfg.split_column, cfg.seed)
+        steps_per_epoch = split.train.size // cfg.batch_size
+        if steps_per_epoch == 0:
+            raise InputError(f"{split.train.size} training rows are fewer than one batch ({cfg.batch_size})",
+                             "lower --batch-size or extract more audio")
+        return store, hookpoint, start_sae, record, split, steps_per_epoch, resolve_device(cfg.device)
+
+    store, hookpoint, start_sae, record, split, steps_per_epoch, device = distributed.agreed(setup)
     target = Path(out)
-    record = {"store": str(Path(store_path).resolve()), "hookpoint": hookpoint, **cfg.model_dump(mode="json")}
-    split = split_rows(store, cfg.where, cfg.val_fraction, cfg.split_column, cfg.seed)
-    steps_per_epoch = split.train.size // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise InputError(f"{split.train.size} training rows are fewer than one batch ({cfg.batch_size})",
-                         "lower --batch-size or extract more audio")
-    device = resolve_device(cfg.device)
-    run = open_run(target, record, overwrite, resume)  # only once config and data are known to be usable
+    distributed.agreed(distributed.check_same, "configs or stores",
+                       {"record": record, "rows": store.n_rows, "created": store.manifest.get("created")},
+                       "launch every rank with the same command line on the same store (a shared filesystem)")
+    # only once config and data are known to be usable; rank 0 owns the folder
+    run = distributed.agreed(lambda: open_run(target, record, overwrite, resume) if d.main else None)
+    if d.active:
+        where = distributed.broadcast((str(run.path), str(run.target), run.resumed) if d.main else None)
+        run = run or RunDir(Path(where[0]), Path(where[1]), where[2])
     try:
         res = _train(run, store, store_path, hookpoint, split, cfg, start_sae, device, steps_per_epoch, progress)
     except BaseException:
         run.release()  # the run stays resumable: the same command continues it
         raise
-    run.finish()
+    if d.main:
+        run.finish()
     return {**res, "run": str(target)}
 
 
@@ -51,28 +75,36 @@ def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, s
     """Train in `run.path` (resuming from its checkpoint), evaluate, save the SAEs and mark the run complete."""
     import torch
 
+    from .. import distributed
     from ..runtime import seed_everything
     from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
     from .data import check_finite, init_sample
     from .io import save_sae
     from .report import write_report
-    from .trainer import build_members, calibrate, evaluate_members, run_training
+    from .trainer import build_members, calibrate, evaluate_members, run_training, wrap_ddp
 
+    d = distributed.current()
     out, d_in = run.path, store.widths[hookpoint]
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
     if cfg.architecture == "dictionary_learning":
         return _train_dictionary(store, store_path, hookpoint, split, cfg, run, total, progress)
     seed_everything(cfg.seed)
-    sample_rows, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed)
-    sample = torch.from_numpy(sample)
+    # each rank reads its block of the initialisation rows; together they are the one-process sample
+    sample_rows, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed,
+                                      share=(d.rank, d.world) if d.active else None)
+    sample = distributed.gather_tensor(torch.from_numpy(sample))
     check_finite(sample, sample_rows, store)
     members = build_members(cfg, d_in, sample, device, start_sae)
     start = load_checkpoint(out, members, device)["step"] if run.resumed and has_checkpoint(out) else 0
-    trim_logs(out, start)  # rows logged after the checkpoint are written again, once
-    tb = _tensorboard(out) if cfg.tensorboard else None
+    if d.active:
+        wrap_ddp(members, device)
+    if d.main:
+        trim_logs(out, start)  # rows logged after the checkpoint are written again, once
+    tb = _tensorboard(out) if cfg.tensorboard and d.main else None
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(out, step, members, {"total": total})
+        if d.main:
+            save_checkpoint(out, step, members, {"total": total})
 
     stats = run_training(members, store, hookpoint, split, cfg, out, device, start, total, steps_per_epoch,
                          progress, checkpoint, tb)
@@ -80,6 +112,8 @@ def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, s
     checkpoint(total)
     eval_rows = split.val if split.val.size else split.train
     final = evaluate_members(members, store, hookpoint, eval_rows, device, progress=progress)
+    if not d.main:  # rank 0 saves the SAEs (every rank holds the same ones)
+        return {"hookpoint": hookpoint, "steps": total, "resumed_from": start, "rows_per_s": stats["rows_per_s"]}
     saved = {}
     single = len(members) == 1  # one SAE is saved in the run folder itself; a sweep's in one folder per SAE
     for m in members:

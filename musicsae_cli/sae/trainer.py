@@ -27,6 +27,7 @@ class Member:
     sae: object
     optimizer: object
     tracker: object
+    ddp: object = None  # on several ranks: the SAE's training loss wrapped in DistributedDataParallel
 
 
 def lr_at(cfg: SAETrainConfig, step: int, total: int) -> float:
@@ -86,51 +87,104 @@ def build_members(cfg: SAETrainConfig, d_in: int, sample, device, init_from=None
     return members
 
 
+def wrap_ddp(members: list[Member], device) -> None:
+    """On several ranks: wrap each member's training loss in DistributedDataParallel, which starts every rank
+    from rank 0's parameters and buffers and averages the gradients over the ranks in backward()."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    class Objective(torch.nn.Module):
+        def __init__(self, sae):
+            super().__init__()
+            self.sae = sae
+
+        def forward(self, x, coef, dead, auxk_coef, auxk_k):
+            out = self.sae.training_loss(x, coef, dead_mask=dead, auxk_coef=auxk_coef, auxk_k=auxk_k)
+            return out.loss, out.fired, out.l0, out.terms
+
+    for m in members:
+        m.ddp = DistributedDataParallel(Objective(m.sae), device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def train_step(m: Member, x, step: int, total: int) -> dict:
-    """One optimiser step of one member on batch x; returns its detached log terms."""
+    """One optimiser step of one member on batch x (this rank's share of the batch on several ranks); returns
+    its detached log terms (tensors: read them only when logging)."""
     import torch
 
+    from .. import distributed
+
     cfg = m.cfg
+    lr = lr_at(cfg, step, total)
     for group in m.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, step, total)
+        group["lr"] = lr
     dead = m.tracker.dead_mask().to(x.device) if cfg.architecture in ("topk", "batchtopk") else None
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
-        out = m.sae.training_loss(x, sparsity_at(cfg, step), dead_mask=dead, auxk_coef=cfg.auxk_coefficient,
-                                  auxk_k=cfg.auxk_k)
-    if not torch.isfinite(out.loss):
-        raise MusicSAEError(f"training diverged at step {step} ({m.name}): the loss is {float(out.loss)}",
+        if m.ddp is not None:
+            loss, fired, l0, terms = m.ddp(x, sparsity_at(cfg, step), dead, cfg.auxk_coefficient, cfg.auxk_k)
+        else:
+            out = m.sae.training_loss(x, sparsity_at(cfg, step), dead_mask=dead, auxk_coef=cfg.auxk_coefficient,
+                                      auxk_k=cfg.auxk_k)
+            loss, fired, l0, terms = out.loss, out.fired, out.l0, out.terms
+    if not torch.isfinite(loss):
+        raise MusicSAEError(f"training diverged at step {step} ({m.name}): the loss is {float(loss)}",
                             "lower the learning rate (--set lr=...) or keep gradient clipping on")
-    out.loss.backward()
+    loss.backward()  # on several ranks, DDP averages the gradients here
     m.sae.before_optimizer_step()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(m.sae.parameters(), cfg.grad_clip)
     m.optimizer.step()
     m.optimizer.zero_grad(set_to_none=True)
     m.sae.after_optimizer_step()
-    m.tracker.update(out.fired, x.shape[0])
+    world = distributed.current().world
+    if world > 1:  # a latent fired in the batch if it fired on any rank
+        fired = distributed.reduce_(fired.to(torch.int32), "max").bool()
+    m.tracker.update(fired, x.shape[0] * world)
     if cfg.resample_dead and cfg.architecture == "relu" and (step + 1) % cfg.resample_every == 0:
         dead_idx = torch.nonzero(m.tracker.dead_mask()).flatten()
-        if dead_idx.numel():
-            m.sae.resample_dead(dead_idx.to(x.device), x, m.optimizer)
-    terms = {k: float(v) for k, v in out.terms.items()}
-    return {"loss": float(out.loss.detach()), **terms, "l0": float(out.l0), "lr": lr_at(cfg, step, total),
-            "dead_fraction": float(m.tracker.dead_mask().float().mean())}
+        if dead_idx.numel():  # every rank resamples from the whole batch, so they stay equal
+            m.sae.resample_dead(dead_idx.to(x.device), distributed.gather_tensor(x), m.optimizer)
+    return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "l0": l0.detach(), "lr": lr,
+            "dead_fraction": m.tracker.dead_mask().float().mean()}
+
+
+def log_values(terms: dict) -> dict:
+    """The logged numbers of train_step's terms, averaged over the ranks (every rank calls it together)."""
+    import torch
+
+    from .. import distributed
+
+    names = [k for k, v in terms.items() if isinstance(v, torch.Tensor)]
+    if not names:
+        return dict(terms)
+    stacked = torch.stack([terms[k].float().reshape(()) for k in names])
+    values = distributed.reduce_(stacked, "mean").tolist()
+    return {**{k: v for k, v in terms.items() if k not in names}, **dict(zip(names, values, strict=True))}
 
 
 def evaluate_members(members: list[Member], store, hookpoint: str, rows: np.ndarray, device,
                      batch_size: int = 4096, progress: ProgressFactory = no_progress) -> dict[str, dict]:
-    """Reconstruction metrics of every member on `rows` (float64 accumulation)."""
+    """Reconstruction metrics of every member on `rows` (float64 accumulation); on several ranks each reads a
+    block of the rows and the accumulators are summed over the ranks."""
+    import functools
+
     import torch
 
+    from .. import distributed
     from .metrics import ReconstructionMetrics
 
+    d = distributed.current()
+    mine = rows[np.asarray(distributed.block(rows.size, d), dtype=np.int64)] if d.active else rows
     acc = {m.name: ReconstructionMetrics(m.sae.spec.d_sae) for m in members}
-    with torch.no_grad(), progress("Final evaluation", -(-rows.size // batch_size)) as bar:
-        for start in range(0, rows.size, batch_size):
-            x = torch.from_numpy(store.read_rows(hookpoint, rows[start:start + batch_size])).to(device)
+    with torch.no_grad(), progress("Final evaluation", -(-mine.size // batch_size)) as bar:
+        for start in range(0, mine.size, batch_size):
+            x = torch.from_numpy(store.read_rows(hookpoint, mine[start:start + batch_size])).to(device)
             for m in members:
                 update_metrics(acc[m.name], m.sae, x)
             bar.advance(1)
+    if d.active:
+        shares = distributed.gather({name: ReconstructionMetrics(a.d_sae).merge(a) for name, a in acc.items()})
+        acc = {name: functools.reduce(lambda a, b: a.merge(b), [s[name] for s in shares],
+                                      ReconstructionMetrics(acc[name].d_sae)) for name in acc}
     return {name: a.compute() for name, a in acc.items()}
 
 
@@ -177,8 +231,10 @@ def run_training(members: list[Member], store, hookpoint: str, split, cfg: SAETr
     """The training loop from `start_step` to `total`; logs, evaluates and checkpoints as configured."""
     import torch
 
+    from .. import distributed
     from .data import check_finite
 
+    d = distributed.current()  # on several ranks, each trains on its share of every batch; rank 0 writes
     train_log, eval_log = JsonlLog(out / "train_log.jsonl"), JsonlLog(out / "eval_log.jsonl")
     eval_rows = _even_sample(split.val if split.val.size else split.train, cfg.eval_rows)
     step, started, seen = start_step, time.perf_counter(), 0
@@ -187,24 +243,27 @@ def run_training(members: list[Member], store, hookpoint: str, split, cfg: SAETr
             epoch, first = divmod(step, steps_per_epoch)
             stream = store.stream([hookpoint], cfg.batch_size, rows=split.train, shuffle=True, seed=cfg.seed,
                                   epoch=epoch, buffer_rows=cfg.buffer_rows, block_rows=cfg.block_rows,
-                                  start_batch=first, drop_last=True)
+                                  start_batch=first, drop_last=True, part=(d.rank, d.world) if d.active else None)
             for batch in stream:
                 x = torch.from_numpy(batch.acts[hookpoint]).to(device, non_blocking=True)
                 check_finite(x, batch.rows, store)
                 for m in members:
                     terms = train_step(m, x, step, total)
                     if step % cfg.log_every == 0 or step == total - 1:
-                        row = {"step": step, "tokens": (step + 1) * cfg.batch_size, "member": m.name, **terms}
-                        train_log.write(row)
+                        terms = log_values(terms)
+                        if d.main:
+                            train_log.write({"step": step, "tokens": (step + 1) * cfg.batch_size, "member": m.name,
+                                             **terms})
                         if tb is not None:
                             for k, v in terms.items():
                                 tb.add_scalar(f"{m.name}/{k}", v, step)
                 step += 1
-                seen += x.shape[0]
+                seen += x.shape[0] * d.world
                 bar.advance()
                 if step % cfg.eval_every == 0 and step < total:
                     for name, metrics in evaluate_members(members, store, hookpoint, eval_rows, device).items():
-                        eval_log.write({"step": step, "member": name, **_scalars(metrics)})
+                        if d.main:
+                            eval_log.write({"step": step, "member": name, **_scalars(metrics)})
                 if step % cfg.checkpoint_every == 0 and step < total and on_checkpoint is not None:
                     on_checkpoint(step)
                 if step >= total:

@@ -244,16 +244,17 @@ class ActivationStore:
     def stream(self, hookpoints: str | Sequence[str], batch_size: int, *, rows: np.ndarray | None = None,
                shuffle: bool = True, seed: int = 0, epoch: int = 0, buffer_rows: int = 65536,
                block_rows: int = 2048, start_batch: int = 0, drop_last: bool = False, raw: bool = False,
-               prefetch: bool = True, sparse: bool = False) -> Iterator[Batch]:
+               prefetch: bool = True, sparse: bool = False, part: tuple[int, int] | None = None) -> Iterator[Batch]:
         """Batches of the selected rows, each once per epoch, in a resumable block-then-buffer shuffle.
 
         Same seed and epoch give the same batches; `start_batch` resumes there exactly. Memory stays
         near buffer_rows rows (twice that with `prefetch`), whatever the store size. See stream.py.
-        Sparse hookpoints are buffered as CSR and densified per batch, or given as CSR with `sparse`.
+        Sparse hookpoints are buffered as CSR and densified per batch, or given as CSR with `sparse`. With
+        `part` = (rank, world), only that rank's share of each batch (see stream.py).
         """
         return iter_batches(self, hookpoints, batch_size, rows=rows, shuffle=shuffle, seed=seed, epoch=epoch,
                             buffer_rows=buffer_rows, block_rows=block_rows, start_batch=start_batch,
-                            drop_last=drop_last, raw=raw, prefetch=prefetch, sparse=sparse)
+                            drop_last=drop_last, raw=raw, prefetch=prefetch, sparse=sparse, part=part)
 
     def pool(self, hookpoints: str | Sequence[str], how: str = "mean", rows: np.ndarray | None = None,
              progress: ProgressFactory = no_progress) -> tuple[pa.Table, dict[str, np.ndarray]]:

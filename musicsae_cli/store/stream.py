@@ -97,10 +97,14 @@ def epoch_order(n: int, **plan_options) -> np.ndarray:
 def iter_batches(store, hookpoints: str | Sequence[str], batch_size: int, *, rows: np.ndarray | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, buffer_rows: int = 65536,
                  block_rows: int = 2048, start_batch: int = 0, drop_last: bool = False, raw: bool = False,
-                 prefetch: bool = True, sparse: bool = False) -> Iterator[Batch]:
+                 prefetch: bool = True, sparse: bool = False, part: tuple[int, int] | None = None
+                 ) -> Iterator[Batch]:
     """Batches over the selected `rows` (default: all), each selected row exactly once per epoch.
 
-    With `sparse`, CSR hookpoints come as CSR batches; otherwise every hookpoint comes dense.
+    With `sparse`, CSR hookpoints come as CSR batches; otherwise every hookpoint comes dense. With `part` =
+    (rank, world), only that rank's share of every batch is read and yielded: batch positions [batch_size * rank
+    // world, batch_size * (rank + 1) // world), so the ranks' shares, in rank order, are the batch (with
+    `drop_last`, every rank gets the same number of batches).
     """
     names = [hookpoints] if isinstance(hookpoints, str) else list(hookpoints)
     if not names:
@@ -112,9 +116,15 @@ def iter_batches(store, hookpoints: str | Sequence[str], batch_size: int, *, row
     selected = check_rows(rows, store.n_rows)
     n = store.n_rows if selected is None else selected.size
     plan = plan_epoch(n, shuffle, seed, epoch, buffer_rows, block_rows)
+    share = (0, int(batch_size))
+    if part is not None:
+        rank, world = (int(v) for v in part)
+        if not (0 <= rank < world <= batch_size):
+            raise InputError(f"part {part} of batches of {batch_size}: need 0 <= rank < world <= batch_size")
+        share = (batch_size * rank // world, batch_size * (rank + 1) // world)
     # Validation above runs at call time; reading starts on the first next().
     return _batches(store, names, int(batch_size), plan, selected, int(start_batch), drop_last, raw, prefetch,
-                    bool(sparse))
+                    bool(sparse), share)
 
 
 def check_rows(rows: np.ndarray | None, n_rows: int) -> np.ndarray | None:
@@ -132,7 +142,8 @@ def check_rows(rows: np.ndarray | None, n_rows: int) -> np.ndarray | None:
 
 
 def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected: np.ndarray | None,
-             start_batch: int, drop_last: bool, raw: bool, prefetch: bool, sparse: bool) -> Iterator[Batch]:
+             start_batch: int, drop_last: bool, raw: bool, prefetch: bool, sparse: bool,
+             share: tuple[int, int]) -> Iterator[Batch]:
     n_batches = plan.n // batch_size if drop_last else -(-plan.n // batch_size)
     if start_batch >= n_batches:
         return
@@ -145,6 +156,9 @@ def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected
         # Only the part of buffer k inside [skip, end) is read, so resuming reads nothing it skips.
         lo, hi = max(skip, starts[k]) - starts[k], min(end, starts[k + 1]) - starts[k]
         pos = plan.buffer_positions(k)[lo:hi]
+        if share != (0, batch_size):  # this rank's positions of every batch only
+            offset = (starts[k] + lo + np.arange(pos.size)) % batch_size
+            pos = pos[(offset >= share[0]) & (offset < share[1])]
         wanted = pos if selected is None else selected[pos]  # (m,) global rows in stream order
         order = np.argsort(wanted, kind="stable")
         where = np.empty_like(order)
@@ -172,7 +186,7 @@ def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected
         done.set_result(load(k))
         return done
 
-    index, fill = start_batch, 0
+    index, fill, size = start_batch, 0, share[1] - share[0]  # rows per (full) batch of this share
     parts_rows: list[np.ndarray] = []
     parts_acts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     with ThreadPoolExecutor(1, thread_name_prefix="store-prefetch") if prefetch else nullcontext() as pool:
@@ -183,14 +197,14 @@ def _batches(store, names: list[str], batch_size: int, plan: EpochPlan, selected
                 future = submit(pool, k + 1)
             i = 0
             while i < wanted.size:
-                take = min(batch_size - fill, wanted.size - i)
+                take = min(size - fill, wanted.size - i)
                 idx = where[i:i + take]
                 parts_rows.append(wanted[i:i + take])
                 for name in names:
                     parts_acts[name].append(piece_of(bufs[name], idx))
                 fill += take
                 i += take
-                if fill == batch_size:
+                if fill == size:
                     yield _batch(index, parts_rows, parts_acts)
                     index, fill = index + 1, 0
             del wanted, where, bufs  # let the buffer go before the next one is taken
