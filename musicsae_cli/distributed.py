@@ -228,9 +228,10 @@ def agree(error: MusicSAEError | None) -> None:
 
 
 def let_rank_0_speak(seconds: float = 5.0) -> None:
-    """A rank other than 0 that stops with an error every rank raised waits (at most `seconds`) before exiting:
-    torchrun stops every process as soon as one exits, which must not be before rank 0 has printed the error (rank
-    0 exits at once after it, and the launcher then stops this one)."""
+    """A rank other than 0 that stops with an error waits (`seconds`) before it says anything or exits: torchrun
+    stops every process as soon as one exits, which must not be before rank 0 has printed the error when it hit it
+    too (rank 0 exits at once after it, and the launcher then stops this one, silently); an error of this rank
+    alone is said after the wait."""
     import time
 
     time.sleep(seconds)

@@ -52,7 +52,10 @@ def cli_command(fn: Callable, label: str | None = None) -> Callable:
                 distributed.let_rank_0_speak()
                 raise typer.Exit(exc.exit_code) from None
             rank = distributed.launched()
-            message = f"rank {rank.rank}: {exc.message}" if rank.active and not rank.main else exc.message
+            message = exc.message
+            if rank.active and not rank.main:  # said only if rank 0 has not failed too (it is stopped then)
+                distributed.let_rank_0_speak()
+                message = f"rank {rank.rank}: {message}"
             raise fail(message, exc.hint, exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", "rerun the same command to resume where supported", 130) from None

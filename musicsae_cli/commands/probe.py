@@ -13,6 +13,7 @@ from ._common import (
     DryRunOpt,
     HookpointsOpt,
     JsonOpt,
+    NprocOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
@@ -21,6 +22,7 @@ from ._common import (
     WhereOpt,
     command,
     config_option,
+    distributed_start,
     resolve,
     split_csv,
 )
@@ -67,6 +69,7 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for the split and the shuffled-label control.")] = None,
     folds: Annotated[int | None, typer.Option(help="k-fold cross-validation by group.")] = None,
     overwrite: OverwriteOpt = False,
+    nproc: NprocOpt = 1,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -79,9 +82,12 @@ def train(
     flags = {"label": label, "hookpoints": split_csv(hookpoint), "pooling": pooling, "task": task, "where": where,
              "seed": seed, "folds": folds}
     cfg = resolve(ProbeConfig, "probe", config, set_, flags, dry_run, o)
+    distributed_start(nproc, cfg.device)
     from ..probes.train import train_probes
 
     res = train_probes(store, out, cfg, overwrite=overwrite, progress=o.progress)
+    if res is None:
+        return  # a rank other than 0 of a distributed run: rank 0 reports
     res.pop("probes", None)
     res["phase_elapsed_s"] = res.pop("timing_s", None)
     s = res["split"]

@@ -120,12 +120,14 @@ def encode(
     device: DeviceOpt = None,
     allow_other_model: AllowOtherModelOpt = False,
     overwrite: OverwriteOpt = False,
+    nproc: NprocOpt = 1,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Encode a store into a latent store (sparse: indices + values per row, same metadata)."""
     o = Output(json_out, quiet, verbose)
+    distributed_start(nproc, device)
     from ..models.identity import check_same_model
     from ..runtime import resolve_device
     from ..sae.encode import encode_store

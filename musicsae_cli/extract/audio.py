@@ -12,9 +12,9 @@ from ..audio.io import audio_info, load_audio, skip_unusable
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
-from .common import out_of_memory_hint, store_config, to_store
+from ..store.ranks import StoreRun
+from .common import open_store, out_of_memory_hint, store_arguments, store_config, to_store
 from .config import ExtractConfig
-from .ranks import StoreRun
 from .windows import plan_windows, window_id
 
 
@@ -45,8 +45,9 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
                          f"columns: {', '.join(manifest.columns)}")
     adapter.require("audio", "extraction from audio")
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
-    store = StoreRun(out, adapter, hookpoints, cfg, store_config(cfg, "audio", str(source)), overwrite,
-                     [r["item_id"] for r in manifest.rows])
+    record = store_config(cfg, "audio", str(source))
+    store = StoreRun(lambda: open_store(out, adapter, hookpoints, cfg, record, overwrite),
+                     store_arguments(adapter, hookpoints, cfg, record), record, [r["item_id"] for r in manifest.rows])
     writer, rows = store.writer, store.mine(manifest.rows)
     sr, hop = adapter.sample_rate, adapter.hop_length
     skipped: list[tuple[str, str]] = []

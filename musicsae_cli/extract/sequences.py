@@ -16,9 +16,9 @@ from pathlib import Path
 from ..audio.io import skip_unusable
 from ..errors import InputError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
-from .common import out_of_memory_hint, store_config, to_store
+from ..store.ranks import StoreRun
+from .common import open_store, out_of_memory_hint, store_arguments, store_config, to_store
 from .config import ExtractConfig
-from .ranks import StoreRun
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
@@ -123,8 +123,9 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
     adapter.check_prompt(cfg.text if not cfg.text_column else next((str(r[cfg.text_column]) for r in rows
                                                                     if r.get(cfg.text_column)), None))
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
-    store = StoreRun(out, adapter, hookpoints, cfg, store_config(cfg, "sequences", str(source)), overwrite,
-                     [r["item_id"] for r in rows])
+    record = store_config(cfg, "sequences", str(source))
+    store = StoreRun(lambda: open_store(out, adapter, hookpoints, cfg, record, overwrite),
+                     store_arguments(adapter, hookpoints, cfg, record), record, [r["item_id"] for r in rows])
     writer, rows = store.writer, store.mine(rows)
     skipped: list[tuple[str, str]] = []
     stats = {"items": 0, "rows": 0}

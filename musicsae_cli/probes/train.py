@@ -9,6 +9,10 @@ probe trained on shuffled training labels. A store with several generation strea
 the training groups). With `folds: k` the metrics are the mean and std over k group folds and the saved
 probes are refitted on all labelled groups (the usual cross-validate-then-refit), so their own held-out
 score is the cross-validated one.
+
+On several ranks (torchrun), the hookpoints are dealt out round-robin: each rank reads and fits its own (the
+splits depend on the labels and groups only, so every rank splits alike) and rank 0 gathers the probes and their
+metrics in hookpoint order and writes the folder.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ log = logging.getLogger("musicsae")
 
 def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, overwrite: bool = False,
                  progress: ProgressFactory = no_progress) -> dict:
-    """Train one probe per hookpoint of `cfg` on a store; returns the summary (per-layer metrics included)."""
+    """Train one probe per hookpoint of `cfg` on a store; returns the summary (per-layer metrics included); on
+    ranks other than 0 of a distributed run, None (rank 0 writes and reports)."""
+    from .. import distributed
     from ..store import ActivationStore
     from ..store.filters import choose_stream
     from .data import check_label_column, load_samples, pick_hookpoints
@@ -40,13 +46,22 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
     from .splits import holdout_split, kfold_split, split_warnings
 
     start = time.perf_counter()
-    store = ActivationStore.open(store_path)
-    label = check_label_column(store, cfg.label)
-    hookpoints = pick_hookpoints(store, cfg.hookpoints)
-    out = check_output(out, overwrite, "probes folder")
-    if out.exists():
-        check_replaceable(out)  # fail before reading the store, not after training
-    streams = choose_stream(store, cfg.where, labels=[label])
+    d = distributed.current()
+
+    def setup():
+        store = ActivationStore.open(store_path)
+        label = check_label_column(store, cfg.label)
+        hookpoints = pick_hookpoints(store, cfg.hookpoints)
+        checked = check_output(out, overwrite, "probes folder")
+        if checked.exists():
+            check_replaceable(checked)  # fail before reading the store, not after training
+        return store, label, hookpoints, checked, choose_stream(store, cfg.where, labels=[label])
+
+    store, label, all_hookpoints, out, streams = distributed.agreed(setup)
+    hookpoints = all_hookpoints[d.rank::d.world] if d.active else all_hookpoints  # this rank's
+    if not hookpoints:  # more ranks than hookpoints: this one has nothing to fit
+        distributed.gather(None)
+        return None
     data = load_samples(store, hookpoints, label, cfg.task, cfg.pooling, streams.where, cfg.split_column,
                         cfg.max_rows, cfg.seed, progress)
     read_s = time.perf_counter() - start
@@ -69,6 +84,13 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
             fitted, target, _, _ = _fit_and_predict(data.x, y, np.ones(y.size, bool), None, cfg, classes, -1)
             tracker.advance(1)
     fit_s = time.perf_counter() - start - read_s
+    if d.active:  # every rank's probes and metrics, in the order of the hookpoints
+        shares = distributed.gather((hookpoints, tables, fitted.weight[0], fitted.bias[0], fitted.mean, fitted.std,
+                                     fitted.iterations, data.bytes_read))
+        if not d.main:
+            return None
+        hookpoints, tables, fitted, bytes_read = _merge_ranks(all_hookpoints, [s for s in shares if s is not None])
+        data.bytes_read = bytes_read
     table = aggregate(tables)
     best = best_layer(cfg.task, table)
     if best.get("undefined"):
@@ -134,6 +156,21 @@ def encode_targets(task: str, labels: np.ndarray, label: str) -> tuple[list[str]
     if rare:
         log.warning("label '%s': class(es) with fewer than 2 samples: %s", label, ", ".join(rare))
     return classes, y
+
+
+def _merge_ranks(hookpoints: list[str], shares: list[tuple]):
+    """(hookpoints, per-fold tables, fitted probes, bytes read) of every rank's share, in hookpoint order."""
+    from types import SimpleNamespace
+
+    where = {hp: (r, j) for r, share in enumerate(shares) for j, hp in enumerate(share[0])}
+    pick = [where[hp] for hp in hookpoints]
+    tables = [[{**shares[r][1][f][j], "layer": h} for h, (r, j) in enumerate(pick)] for f in range(len(shares[0][1]))]
+    fitted = SimpleNamespace(weight=[np.stack([shares[r][2][j] for r, j in pick])],
+                             bias=[np.stack([shares[r][3][j] for r, j in pick])],
+                             mean=np.stack([shares[r][4][j] for r, j in pick]),
+                             std=np.stack([shares[r][5][j] for r, j in pick]),
+                             iterations=max(share[6] for share in shares))
+    return hookpoints, tables, fitted, sum(share[7] for share in shares)
 
 
 def _counts(task: str, classes: list[str], y: np.ndarray) -> dict | None:

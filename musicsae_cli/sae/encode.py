@@ -18,6 +18,7 @@ from ..store import CSR, ActivationStore, StoreWriter
 from ..store.csr import vstack
 from ..store.pool import item_chunks
 from ..store.prepare import resume_or_refuse
+from ..store.ranks import StoreRun
 from ..store.schema import BASE_COLUMNS
 from ..store.writer import DEFAULT_SHARD_BYTES
 from .data import pick_hookpoint
@@ -65,12 +66,21 @@ def encode_store(sae, store_path: str | Path, out: str | Path, hookpoint: str | 
               "dtype": dtype, "sae": dict(sae_info or {}), "batch_size": int(batch_size), "device": str(device),
               "shard_bytes": int(shard_bytes)}
     encoder = _Encoder(sae, device, int(batch_size))  # before the writer takes its lock
-    writer = _open_writer(Path(out), source, latent, d_sae, dtype, record, overwrite)
-    resumed = writer.n_items
-    n_encoded = 0
-    with writer, progress("Encoding", int(rows.size)) as tracker:
+    # on several ranks each encodes a contiguous block of the source's items into its part (see store.ranks)
+    store = StoreRun(lambda: _open_writer(Path(out), source, latent, d_sae, dtype, record, overwrite),
+                     _store_arguments(source, latent, d_sae, dtype, record),
+                     {k: v for k, v in record.items() if k not in _RUNTIME_ONLY},
+                     [str(source.path), str(source.n_rows), str(source.n_items)])
+    resumed = len(store.done)
+    items = [item for shard in source.shards for item in shard.items]
+    mine = frozenset(store.mine(items)) if store.d.active else None
+    stats = {"rows": 0}
+    with store, progress("Encoding", int(rows.size) if mine is None else _rows_of(source, rows, mine)) as tracker:
         for shard in range(source.n_shards):
-            n_encoded += _encode_shard(source, shard, rows, hookpoint, latent, encoder, writer, tracker)
+            stats["rows"] += _encode_shard(source, shard, rows, hookpoint, latent, encoder, store.writer,
+                                           store.done, mine, tracker)
+        stats, _, _, _ = store.finish(stats, [], lambda skipped: InputError("no rows were encoded"))
+    n_encoded = stats["rows"]
     summary = latent_summary(ActivationStore.open(out), latent)
     return {"out": str(out), "source_store": str(source.path), "hookpoint": hookpoint, "latent_hookpoint": latent,
             "d_sae": d_sae, "dtype": dtype, "rows_encoded": n_encoded, "items_resumed": resumed, **summary,
@@ -132,9 +142,16 @@ class _Encoder:
                    (n, self.d_sae))
 
 
+def _rows_of(source: ActivationStore, rows: np.ndarray, items: frozenset) -> int:
+    """How many of the selected `rows` belong to `items`."""
+    owner = np.concatenate([np.repeat([i in items for i in s.items], s.item_rows) for s in source.shards])
+    return int(owner[rows].sum())
+
+
 def _encode_shard(source: ActivationStore, shard: int, rows: np.ndarray, hookpoint: str, latent: str,
-                  encode: _Encoder, writer: StoreWriter, tracker) -> int:
-    """Encode the selected, not yet committed items of one shard; returns the rows encoded."""
+                  encode: _Encoder, writer: StoreWriter, done_items, mine: frozenset | None, tracker) -> int:
+    """Encode the selected, not yet committed items of one shard (of them, those in `mine` when given); returns
+    the rows encoded."""
     info, first_row = source.shards[shard], int(source.offsets[shard])
     lo, hi = np.searchsorted(rows, source.offsets[shard:shard + 2])
     local = rows[lo:hi] - first_row  # (m,) selected shard-local rows
@@ -143,7 +160,15 @@ def _encode_shard(source: ActivationStore, shard: int, rows: np.ndarray, hookpoi
     codes = np.repeat(np.arange(len(info.items)), info.item_rows)[local]  # (m,) item number of each row
     starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1])  # first row of each item's run
     counts = np.diff(np.append(starts, local.size))
-    todo = np.array([info.items[c] not in writer.done_items for c in codes[starts].tolist()], dtype=bool)
+    if mine is not None:  # another rank's items are not this one's to encode, nor to count
+        keep = np.array([info.items[c] in mine for c in codes[starts].tolist()], dtype=bool)
+        if not keep.any():
+            return 0
+        local = local[np.repeat(keep, counts)]
+        codes = codes[np.repeat(keep, counts)]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1])
+        counts = np.diff(np.append(starts, local.size))
+    todo = np.array([info.items[c] not in done_items for c in codes[starts].tolist()], dtype=bool)
     tracker.advance(int(counts[~todo].sum()))  # committed by an earlier run
     if not todo.any():
         return 0
@@ -205,6 +230,11 @@ def _open_writer(out: Path, source: ActivationStore, latent: str, d_sae: int, dt
                  overwrite: bool) -> StoreWriter:
     """A writer for `out`: new, replacing a store (`overwrite`), or resuming an interrupted run of the same job."""
     resume = resume_or_refuse(out, record, _RUNTIME_ONLY, "latent store", overwrite)
-    return StoreWriter.create(out, {latent: d_sae}, dtype, model=source.model, frame_rate=source.frame_rate,
-                              position_convention=source.position_convention, config=record,
-                              overwrite=overwrite, resume=resume, sparse=[latent], shard_bytes=record["shard_bytes"])
+    return StoreWriter.create(out, **_store_arguments(source, latent, d_sae, dtype, record), overwrite=overwrite,
+                              resume=resume)
+
+
+def _store_arguments(source: ActivationStore, latent: str, d_sae: int, dtype: str, record: dict) -> dict:
+    return {"hookpoints": {latent: d_sae}, "dtype": dtype, "model": source.model, "frame_rate": source.frame_rate,
+            "position_convention": source.position_convention, "config": record, "sparse": [latent],
+            "shard_bytes": record["shard_bytes"]}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from musicsae_cli.store import StoreWriter
+from musicsae_cli.store import ActivationStore, StoreWriter
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +29,12 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("sae-ranks") / "store"
     rng = np.random.default_rng(0)
     atoms = rng.standard_normal((48, 32)).astype(np.float32)
-    with StoreWriter.create(path, {"h": 32}, "float32") as w:
+    with StoreWriter.create(path, {"h": 32, "g": 32}, "float32", shard_rows=640) as w:
         for i in range(40):
             codes = rng.random((64, 48)) * (rng.random((64, 48)) < 0.06)
-            w.add_item(f"i{i:02d}", {"h": (codes @ atoms).astype(np.float32)}, item_meta={"group": f"g{i % 8}"})
+            label = "up" if i % 2 else "down"
+            h = (codes @ atoms).astype(np.float32) + (0.5 if label == "up" else -0.5)
+            w.add_item(f"i{i:02d}", {"h": h, "g": np.tanh(h)}, item_meta={"group": f"g{i % 8}", "label": label})
     return path
 
 
@@ -116,3 +118,32 @@ def test_a_batch_that_does_not_split_is_refused_by_rank_0(store, tmp_path):
     assert res.returncode == 2 and not out.exists()
     assert res.stderr.strip().splitlines() == ["error: a batch of 63 rows does not split evenly over 2 processes "
                                                "(hint: choose --batch-size as a multiple of 2)"]
+
+
+def test_encode_and_probes_on_two_ranks(store, tmp_path):
+    """`sae encode --nproc 2`: each rank encodes a block of the items; the latent store equals the one-process one.
+    `probe train --nproc 2`: the hookpoints are dealt out; the same probes' metrics come back in hookpoint order."""
+    sae = tmp_path / "sae"
+    assert musicsae("sae", "train", str(store), "-o", str(sae), *COMMON, "--architecture", "topk", "--k", "4"
+                    ).returncode == 0
+    for n in ("1", "2"):
+        res = musicsae("sae", "encode", str(store), "--sae", str(sae), "-o", str(tmp_path / f"latents{n}"),
+                       "--device", "cpu", "--nproc", n, "-q")
+        assert res.returncode == 0, res.stderr
+    one, two = ActivationStore.open(tmp_path / "latents1"), ActivationStore.open(tmp_path / "latents2")
+    assert one.metadata().to_pylist() == two.metadata().to_pylist() and two.n_shards > 1
+    rows = np.arange(one.n_rows)
+    np.testing.assert_array_equal(one.read_rows("h.sae", rows), two.read_rows("h.sae", rows))
+    assert not (tmp_path / "latents2" / "parts").exists()
+    for n in ("1", "2"):
+        res = musicsae("probe", "train", str(store), "-o", str(tmp_path / f"probes{n}"), "-l", "label", "--nproc", n,
+                       "--json")
+        assert res.returncode == 0, res.stderr
+    m1 = json.loads((tmp_path / "probes1" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "probes2" / "metrics.json").read_text())
+    layers1 = m1["layers"] if isinstance(m1, dict) else m1
+    layers2 = m2["layers"] if isinstance(m2, dict) else m2
+    assert [r["hookpoint"] for r in layers1] == [r["hookpoint"] for r in layers2] == ["h", "g"]
+    for r1, r2 in zip(layers1, layers2, strict=True):
+        assert r1["balanced_accuracy"] == pytest.approx(r2["balanced_accuracy"], abs=0.05)
+        assert r1["balanced_accuracy"] > 0.9

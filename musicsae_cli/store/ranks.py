@@ -1,15 +1,16 @@
-"""The store of an extraction run, in one process or on several ranks (torchrun).
+"""A store written item by item in one process or on several ranks (torchrun): extraction, SAE encoding.
 
 One process: the store's own writer (new, resumed, or replacing a store with --overwrite).
 
 Several ranks: rank 0 opens the store exactly as one process does (creating it, resuming it, or staging its
 replacement) and first moves in the parts an interrupted distributed run left. Every rank then takes a contiguous
-block of the source's items (rank-major, by the source's order), skips those the store holds, and writes its items
-into its own part, `<store>/parts/rank-NNNNN` (a store of its own, committed shard by shard; no rank waits on
-another). At the end rank 0 moves the parts' shards into the store in rank order (one atomic rename per shard) and
-marks it complete. An uninterrupted run therefore holds its rows in the same order as a one-process run; a resumed
-one holds what was committed before, then what the resumed run added. A killed rank or node leaves committed
-shards in the store and in the parts; the same command, at any world size, moves them in and does the rest.
+block of the source (its items, or its shards), in the source's order, skips the items the store holds, and
+writes its items into its own part, `<store>/parts/rank-NNNNN` (a store of its own, committed shard by shard;
+no rank waits on another). At the end rank 0 moves the parts' shards into the store in rank order (one atomic
+rename per shard) and marks it complete. An uninterrupted run therefore holds its rows in the same order as a
+one-process run; a resumed one holds what was committed before, then what the resumed run added. A killed rank
+or node leaves committed shards in the store and in the parts; the same command, at any world size, moves them
+in and does the rest.
 """
 
 from __future__ import annotations
@@ -17,45 +18,43 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import distributed
-from ..store import StoreWriter
-from .common import open_store, store_arguments
+from .writer import StoreWriter
 
 PARTS_DIR = "parts"
 
 
 class StoreRun:
-    """Where an extraction loop writes (`writer`), what the store holds already (`done`) and which of the
-    source's items are this rank's (`mine`); `finish` completes the store. Use as a context manager around the
-    loop: an exception leaves everything committed resumable."""
+    """Where a loop writes (`writer`), what the store holds already (`done`) and which of the source's items are
+    this rank's (`mine`); `finish` completes the store. `open_main()` opens the store as one process does;
+    `part_arguments` are StoreWriter.create's arguments for a rank's part (the store's hookpoints, dtype, model,
+    ...). Use as a context manager around the loop: an exception leaves everything committed resumable."""
 
-    def __init__(self, out, adapter, hookpoints: list[str], cfg, record: dict, overwrite: bool,
-                 item_ids: list[str]):
+    def __init__(self, open_main, part_arguments: dict, record: dict, inputs: list[str]):
         self.d = distributed.current()
         self.main: StoreWriter | None = None
         if not self.d.active:
             self.d = distributed.SINGLE
-            self.main = self.writer = self._open_main(out, adapter, hookpoints, cfg, record, overwrite)
+            self.main = self.writer = self._open_main(open_main)
             self.done = self.main.done_items
             return
-        distributed.agreed(distributed.check_same, "configs or inputs", {"record": record, "items": item_ids},
+        distributed.agreed(distributed.check_same, "configs or inputs", {"record": record, "inputs": inputs},
                            "launch every rank with the same command line on the same files (a shared filesystem)")
-        self.main = distributed.agreed(self._open_main, out, adapter, hookpoints, cfg, record, overwrite)
+        self.main = distributed.agreed(self._open_main, open_main)
         try:
             path, done = distributed.broadcast((str(self.main.path), sorted(self.main.done_items))
                                                if self.d.main else None)
             self.done = frozenset(done)
             part = Path(path) / PARTS_DIR / f"rank-{self.d.rank:05d}"
-            self.writer = distributed.agreed(StoreWriter.create, part, **store_arguments(adapter, hookpoints, cfg,
-                                                                                         record))
+            self.writer = distributed.agreed(StoreWriter.create, part, **part_arguments)
         except BaseException:
             if self.main is not None:
                 self.main.abandon()
             raise
 
-    def _open_main(self, out, adapter, hookpoints, cfg, record, overwrite) -> StoreWriter | None:
+    def _open_main(self, open_main) -> StoreWriter | None:
         if not self.d.main:
             return None
-        main = open_store(out, adapter, hookpoints, cfg, record, overwrite)
+        main = open_main()
         try:
             absorb_parts(main)  # what an interrupted distributed run committed
         except BaseException:
@@ -63,9 +62,9 @@ class StoreRun:
             raise
         return main
 
-    def mine(self, rows: list) -> list:
-        """This rank's contiguous block of the source's items (all of them in one process)."""
-        return [rows[i] for i in distributed.block(len(rows), self.d)] if self.d.active else rows
+    def mine(self, things: list) -> list:
+        """This rank's contiguous block of the source's items or shards (all of them in one process)."""
+        return [things[i] for i in distributed.block(len(things), self.d)] if self.d.active else list(things)
 
     def finish(self, stats: dict, skipped: list, nothing) -> tuple[dict, list, int, int]:
         """Complete the store: (stats summed over ranks, every rank's skipped files, items, rows of the store).
