@@ -193,6 +193,7 @@ bench: venv
 	$(BIN)/python bench/steer_bench.py
 	$(BIN)/python bench/separation_bench.py
 	$(BIN)/python bench/data_bench.py
+	$(BIN)/python bench/dist_bench.py
 
 # Where CUDA exists: extraction, generation with capture and steering, SAE and probe at musicgen-small size in bf16
 # and fp32 against the bare model (under 8 minutes); without CUDA it says so and exits 0.

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,18 @@ def quiet_rank(d: Dist) -> None:
     """Ranks other than 0 print nothing on stdout (their results are rank 0's to report)."""
     if not d.main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+
+
+@contextmanager
+def alone():
+    """Run the body as one process would, inside a distributed run (no collectives): for work a rank does on
+    its own, such as training the SAEs of its own hookpoints."""
+    saved = _state["dist"]
+    _state["dist"] = SINGLE
+    try:
+        yield
+    finally:
+        _state["dist"] = saved
 
 
 # ---- collectives on Python objects (small: configs, errors, statistics) ----
@@ -312,6 +325,6 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["Dist", "SINGLE", "SUPPORTED", "agree", "agreed", "backend_for", "barrier", "block", "broadcast",
+__all__ = ["Dist", "SINGLE", "SUPPORTED", "agree", "agreed", "alone", "backend_for", "barrier", "block", "broadcast",
            "check_same", "check_supported", "current", "gather", "gather_tensor", "join", "launched", "leave",
            "let_rank_0_speak", "reduce_", "refusal", "relaunch", "silent", "strip_nproc"]

@@ -26,6 +26,7 @@ from ._common import (
     config_option,
     distributed_start,
     resolve,
+    split_csv,
 )
 
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
@@ -59,6 +60,10 @@ def train(
     init_from: Annotated[Path | None, typer.Option(help="Start from this SAE's weights.")] = None,
     overwrite: OverwriteOpt = False,
     nproc: NprocOpt = 1,
+    distribute_hookpoints: Annotated[bool, typer.Option(
+        "--distribute-hookpoints", help="One run per hookpoint matching --hookpoint (names or globs, comma "
+        "separated; default all) in OUT/HOOKPOINT; under torchrun each process trains its own hookpoints.")]
+    = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -86,13 +91,33 @@ def train(
     if out is None:
         raise UsageError("missing option '-o' / '--out'", "name the run folder, e.g. -o runs/topk (or continue a "
                                                          "run with `sae train RUN --resume`)")
-    flags = {"hookpoint": hookpoint, "where": where, "architecture": architecture, "k": k,
+    flags = {"hookpoint": None if distribute_hookpoints else hookpoint, "where": where,
+             "architecture": architecture, "k": k,
              "expansion_factor": expansion_factor, "max_steps": steps, "batch_size": batch_size,
              "device": device, "seed": seed}
     cfg = resolve(SAETrainConfig, "sae", config, set_, flags, dry_run, o, base=base)
     distributed_start(nproc, cfg.device)
     from ..distributed import current
-    from ..sae.train import train_sae
+    from ..sae.train import train_hookpoints, train_sae
+
+    if distribute_hookpoints:
+        if resume:
+            raise UsageError("--resume with --distribute-hookpoints", "rerun the same command: finished runs are "
+                                                                      "kept and interrupted ones resume")
+        many = train_hookpoints(store, out, cfg, split_csv(hookpoint) or [], overwrite=overwrite,
+                                progress=o.progress)
+        if many is None:
+            return  # rank 0 reports
+        lines = [str(out), f"{len(many['hookpoints'])} hookpoint(s) on {many['processes']} process(es):"]
+        for hp, r in many["runs"].items():
+            if r.get("kept"):
+                lines.append(f"  {hp}: kept (already complete) -> {r['run']}")
+                continue
+            for name, m in r["members"].items():
+                lines.append(f"  {hp} {name}: explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, "
+                             f"dead {m['dead_fraction']:.3f} -> {m['path']}")
+        o.result(many, lines, out=out)
+        return
 
     res = train_sae(store, out, cfg, overwrite=overwrite, resume=resume, init_from=init_from, progress=o.progress)
     if not current().main:

@@ -56,6 +56,12 @@ class RunDir:
             self.lock = None
 
 
+def run_status(out: Path) -> str | None:
+    """The status of the training run in `out` ("complete", "training"), or None where there is none."""
+    manifest = _run_manifest(out)
+    return None if manifest is None else manifest.get("status")
+
+
 def overwrite_stage(out: Path) -> Path:
     """The hidden sibling a replacement run is trained in (fixed, so an interrupted one is found again)."""
     return out.parent / f".{out.name}.overwrite"

@@ -70,6 +70,39 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
     return {**res, "run": str(target)}
 
 
+def train_hookpoints(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, patterns: list[str],
+                     overwrite: bool = False, progress: ProgressFactory = no_progress) -> dict:
+    """One training run per hookpoint matching `patterns`, in `out/<hookpoint>`; on several ranks the hookpoints
+    are dealt out round-robin and each rank trains its own, alone (as sparsify's --distribute_modules). A run
+    that is complete is kept (unless `overwrite`), an interrupted one resumes. Returns every run's summary (on
+    rank 0; None on the others)."""
+    from .. import distributed
+    from ..probes.data import pick_hookpoints
+    from ..store import ActivationStore
+    from .rundir import run_status
+
+    d = distributed.current()
+    hookpoints = distributed.agreed(lambda: pick_hookpoints(ActivationStore.open(store_path), patterns))
+    distributed.agreed(distributed.check_same, "configs or stores", {"cfg": cfg.model_dump(mode="json"),
+                                                                    "hookpoints": hookpoints},
+                       "launch every rank with the same command line on the same store")
+    mine = hookpoints[d.rank::d.world] if d.active else hookpoints
+    results = {}
+    with distributed.alone():
+        for hp in mine:
+            run = Path(out) / hp
+            if not overwrite and run_status(run) == "complete":
+                results[hp] = {"run": str(run), "kept": True}
+                continue
+            results[hp] = train_sae(store_path, run, cfg.model_copy(update={"hookpoint": hp}),
+                                    overwrite=overwrite, progress=progress)
+    shares = distributed.gather(results)
+    if not d.main:
+        return None
+    merged = {hp: share[hp] for share in shares for hp in share}
+    return {"runs": {hp: merged[hp] for hp in hookpoints}, "hookpoints": hookpoints, "processes": d.world}
+
+
 def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, start_sae, device,
            steps_per_epoch: int, progress) -> dict:
     """Train in `run.path` (resuming from its checkpoint), evaluate, save the SAEs and mark the run complete."""

@@ -147,3 +147,23 @@ def test_encode_and_probes_on_two_ranks(store, tmp_path):
     for r1, r2 in zip(layers1, layers2, strict=True):
         assert r1["balanced_accuracy"] == pytest.approx(r2["balanced_accuracy"], abs=0.05)
         assert r1["balanced_accuracy"] > 0.9
+
+
+def test_distribute_hookpoints_trains_each_hookpoint_on_its_own_rank(store, tmp_path):
+    """--distribute-hookpoints: rank 0 trains h, rank 1 trains g, each alone; each run equals the one-process run
+    of that hookpoint; rerunning keeps the finished runs."""
+    out = tmp_path / "per-hookpoint"
+    args = ["sae", "train", str(store), "-o", str(out), "--architecture", "topk", "--k", "4", "--steps", "20",
+            "--batch-size", "64", "--device", "cpu", "--distribute-hookpoints"]
+    res = musicsae(*args, "--nproc", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["hookpoints"] == ["h", "g"] and summary["processes"] == 2
+    for hp in ("h", "g"):
+        single = tmp_path / f"single-{hp}"
+        assert musicsae("sae", "train", str(store), "-o", str(single), "--hookpoint", hp, "--architecture", "topk",
+                        "--k", "4", "--steps", "20", "--batch-size", "64", "--device", "cpu", "-q").returncode == 0
+        assert_same(weights(single), weights(out / hp))
+    again = musicsae(*args, "--hookpoint", "g", "--json")  # one process, one hookpoint: kept, not retrained
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["runs"]["g"]["kept"] is True
