@@ -179,8 +179,19 @@ def broadcast(obj):
     return box[0]
 
 
+def _comm_device(t):
+    """Where the backend can move `t`: nccl moves CUDA tensors only (this rank's GPU), gloo any."""
+    import torch
+    import torch.distributed as td
+
+    if td.get_backend() == "nccl" and not t.is_cuda:
+        return torch.device("cuda", torch.cuda.current_device())
+    return t.device
+
+
 def gather_tensor(t):
-    """Every rank's tensor (equal shapes but for dim 0), concatenated in rank order along dim 0, on every rank."""
+    """Every rank's tensor (equal shapes but for dim 0), concatenated in rank order along dim 0, on every rank
+    (on `t`'s device)."""
     import torch
     import torch.distributed as td
 
@@ -188,25 +199,25 @@ def gather_tensor(t):
     if not d.active:
         return t
     sizes = gather(int(t.shape[0]))
-    top = max(sizes)
-    padded = torch.zeros((top, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=_comm_device(t))
     padded[: t.shape[0]] = t
     out = [torch.empty_like(padded) for _ in sizes]
     td.all_gather(out, padded)
-    return torch.cat([o[:n] for o, n in zip(out, sizes, strict=True)])
+    return torch.cat([o[:n] for o, n in zip(out, sizes, strict=True)]).to(t.device)
 
 
 def reduce_(t, op: str = "sum"):
-    """All-reduce tensor `t` in place over the ranks (op sum, mean or max); returns it."""
+    """All-reduce tensor `t` over the ranks (op sum, mean or max); returns the result (on `t`'s device)."""
     import torch.distributed as td
 
     d = current()
     if not d.active:
         return t
-    td.all_reduce(t, op=td.ReduceOp.MAX if op == "max" else td.ReduceOp.SUM)
+    moved = t.to(_comm_device(t))
+    td.all_reduce(moved, op=td.ReduceOp.MAX if op == "max" else td.ReduceOp.SUM)
     if op == "mean":
-        t /= d.world
-    return t
+        moved = moved / d.world
+    return moved.to(t.device)
 
 
 def barrier() -> None:

@@ -156,7 +156,7 @@ def log_values(terms: dict) -> dict:
     names = [k for k, v in terms.items() if isinstance(v, torch.Tensor)]
     if not names:
         return dict(terms)
-    stacked = torch.stack([terms[k].float().reshape(()) for k in names])
+    stacked = torch.stack([terms[k].float().reshape(()).cpu() for k in names])  # terms live on the device and CPU
     values = distributed.reduce_(stacked, "mean").tolist()
     return {**{k: v for k, v in terms.items() if k not in names}, **dict(zip(names, values, strict=True))}
 
