@@ -20,6 +20,8 @@ these phases run, each after an untimed warm-up, CUDA synchronised around every 
                step and a plain dense-torch TopK step on in-memory batches (bench/sae_bench.py), as a fraction
                of the matmul peak; then the `sae encode` service vs a bare in-memory matmul + topk encode
   probe        the `probe train` service on every layer of that store, with a planted label (low/high register)
+  dist         with 2 or more GPUs only: `sae train` on that store in one process and on every GPU (torchrun,
+               nccl, DDP) on the same global batches; rows/s of both and the largest weight difference
 A failing phase prints `FAILED <phase>: <error>` and its traceback to stderr and the next phase runs; phases that
 need it are skipped, as are phases that would start after --budget-s. Exit code 1 when any phase failed.
 """
@@ -452,13 +454,42 @@ def phase_probe(ck: Check, dt: str, fig: dict) -> str:
             f"{best['metric']} {best['value']:.2f} (chance 0.50)")
 
 
+def phase_dist(ck: Check, dt: str, fig: dict) -> str:
+    """With 2 or more GPUs: `sae train` on the extract store in one process and on every GPU (torchrun, nccl, DDP),
+    on the same global batches: rows/s of each and the largest weight difference."""
+    import subprocess
+
+    import torch
+    from safetensors.numpy import load_file
+
+    store = ck.need(f"store {dt}", f"extract[{dt}]")
+    n = torch.cuda.device_count()
+    rates, weights = {}, {}
+    for procs in (1, n):
+        run = ck.scratch / f"dist-sae-{procs}"
+        res = subprocess.run([sys.executable, "-m", "musicsae_cli", "sae", "train", str(store), "-o", str(run),
+                              "--hookpoint", "layers.0", "--architecture", "topk", "--k", "32", "--steps", "60",
+                              "--batch-size", str(1024 * n), "--device", "cuda", "--nproc", str(procs), "--json"],
+                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        if res.returncode != 0:
+            raise RuntimeError(f"sae train --nproc {procs}: {res.stderr.strip().splitlines()[-1:]}")
+        rates[procs] = json.loads(res.stdout)["rows_per_s"]
+        weights[procs] = load_file(str(run / "sae_weights.safetensors"))
+    diff = max(float(np.abs(weights[1][k] - weights[n][k]).max()) for k in weights[1])
+    fig.update(gpus=n, rows_per_s_1=rates[1], rows_per_s_n=rates[n], speedup=rates[n] / rates[1], max_weight_diff=diff)
+    fig["headline"] = f"{n} GPUs {rates[n] / rates[1]:.2f}x one, weights within {diff:.1e}"
+    return (f"sae train on {n} GPUs (nccl, DDP): {rates[n]:,.0f} rows/s against {rates[1]:,.0f} on one "
+            f"({rates[n] / rates[1]:.2f}x); largest weight difference {diff:.1e}")
+
+
 # ---- main -------------------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     p.add_argument("--dtypes", default="bf16,fp32", help="model precisions, in order (default bf16,fp32)")
     p.add_argument("--small", action="store_true", help="tiny sizes: the same code path in seconds (for CPU)")
-    p.add_argument("--phases", default="extract,generate,sae,probe", help="subset to run (build always runs)")
+    p.add_argument("--phases", default="extract,generate,sae,probe,dist",
+                   help="subset to run (build always runs; dist needs 2 or more GPUs and is left out otherwise)")
     p.add_argument("--budget-s", type=float, default=300.0, help="start no phase after this many seconds")
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     p.add_argument("--out", type=Path, help="scratch folder, new or empty (default: a temp folder); removed")
@@ -467,7 +498,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=type(full), help=f"default {full:g}; {small:g} with --small")
     a = p.parse_args(argv)
     for option, value, valid in (("--dtypes", a.dtypes, ("bf16", "fp32")),
-                                 ("--phases", a.phases, ("extract", "generate", "sae", "probe"))):
+                                 ("--phases", a.phases, ("extract", "generate", "sae", "probe", "dist"))):
         if not value or any(v not in valid for v in value.split(",")):
             p.error(f"{option} takes a comma-separated subset of {','.join(valid)}, not {value!r}")
     for name, (full, small) in SIZES.items():
@@ -518,6 +549,8 @@ def main(argv=None) -> int:
     ck = Check(a, torch.device(a.device), scratch)
     info = header(ck)
     funcs = {"extract": phase_extract, "generate": phase_generate, "sae": phase_sae, "probe": phase_probe}
+    if ck.device.type == "cuda" and torch.cuda.device_count() >= 2:  # nccl needs a GPU per process
+        funcs["dist"] = phase_dist
     try:
         write_dataset(ck)
         ck.run("peak", lambda fig: phase_peak(ck, dtypes, fig))

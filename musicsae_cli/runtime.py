@@ -20,7 +20,7 @@ def resolve_device(name: str = "auto"):
     local = launched()  # under torchrun, each rank takes the GPU of its local rank
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local.local_rank) if local.active else torch.device("cuda")
+            return _rank_gpu(local) if local.active else torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -31,10 +31,21 @@ def resolve_device(name: str = "auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device '{name}' requested but CUDA is not available", "use --device cpu or auto")
     if device.type == "cuda" and device.index is None and local.active:
-        device = torch.device("cuda", local.local_rank)
+        device = _rank_gpu(local)
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("device 'mps' requested but MPS is not available", "use --device cpu or auto")
     return device
+
+
+def _rank_gpu(local):
+    """The GPU of a torchrun rank: cuda:LOCAL_RANK, refused when the node has fewer GPUs than processes."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if local.local_rank >= count:
+        raise UsageError(f"process {local.local_rank} of this node has no GPU of its own ({count} GPU(s))",
+                         f"launch at most {count} processes per node (--nproc {count})")
+    return torch.device("cuda", local.local_rank)
 
 
 def resolve_dtype(name: str = "fp32"):
