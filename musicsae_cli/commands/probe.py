@@ -60,8 +60,8 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Probes folder to write.")],
     config: Annotated[str | None, config_option("probe")] = None,
     set_: SetOpt = None,
-    label: Annotated[str | None, typer.Option("--label", "-l", help="Metadata column to predict (e.g. genre, "
-                                                                    "bpm).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Metadata column to predict (e.g. "
+                                                                          "genre, bpm); one per run.")] = None,
     hookpoint: HookpointsOpt = None,
     pooling: Annotated[str | None, typer.Option(help="mean, max, last (per item) or frame (per row).")] = None,
     task: Annotated[str | None, typer.Option(help="classification or regression.")] = None,
@@ -77,10 +77,14 @@ def train(
 ) -> None:
     """Train a linear probe per hookpoint for a label; split by group, with baseline and shuffled control."""
     o = Output(json_out, quiet, verbose)
+    from ..errors import UsageError
     from ..probes.config import ProbeConfig
 
-    flags = {"label": label, "hookpoints": split_csv(hookpoint), "pooling": pooling, "task": task, "where": where,
-             "seed": seed, "folds": folds}
+    if label and len(label) > 1:  # one probe set per label: a second -l must not silently replace the first
+        raise UsageError(f"probe train takes one label, got {len(label)}: {', '.join(label)}",
+                         "run probe train once per label")
+    flags = {"label": label[0] if label else None, "hookpoints": split_csv(hookpoint), "pooling": pooling,
+             "task": task, "where": where, "seed": seed, "folds": folds}
     cfg = resolve(ProbeConfig, "probe", config, set_, flags, dry_run, o)
     distributed_start(nproc, cfg.device)
     from ..probes.train import train_probes

@@ -85,6 +85,10 @@ def test_train_cli_errors_and_dry_run(tiny_store, runner, app, tmp_path):
     result = runner.invoke(app, ["probe", "train", str(tiny_store), "-o", str(tmp_path / "p"), "--label", "concpt"])
     assert result.exit_code == 2 and "did you mean 'concept'" in result.stderr
     assert not (tmp_path / "p").exists()
+    result = runner.invoke(app, ["probe", "train", str(tiny_store), "-o", str(tmp_path / "p"), "-l", "concept",
+                                 "-l", "bpm"])  # a second label must not silently replace the first
+    assert result.exit_code == 2 and "takes one label, got 2: concept, bpm" in result.stderr
+    assert not (tmp_path / "p").exists()
     result = runner.invoke(app, ["probe", "train", str(tiny_store), "-o", str(tmp_path / "p"), "-c", "regression",
                                  "--hookpoint", "layers.0,layers.2", "--dry-run", "--json"])
     cfg = _json(result)
