@@ -124,14 +124,17 @@ def join(device_type: str = "cpu") -> Dist:
     return d
 
 
-def leave() -> None:
-    """Leave the process group (at the end of a command)."""
+def leave(clean: bool = True) -> None:
+    """Leave the process group at the end of a command. After success every rank meets at a barrier first, so
+    none tears its connections down while another still talks; after an error (the others may be inside another
+    collective, or gone) the group is left to the process's exit."""
     d, _state["dist"] = _state["dist"], None
     if d is None or not d.active:
         return
     import torch.distributed as td
 
-    if td.is_initialized():
+    if clean and td.is_initialized():
+        td.barrier()
         td.destroy_process_group()
 
 

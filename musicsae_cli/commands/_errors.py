@@ -40,10 +40,14 @@ def cli_command(fn: Callable, label: str | None = None) -> Callable:
         from .. import distributed
 
         token = CURRENT.set(label)
+        clean = False
         try:
             distributed.check_supported(label)
-            return fn(*args, **kwargs)
-        except typer.Exit:
+            result = fn(*args, **kwargs)
+            clean = True
+            return result
+        except typer.Exit as exc:
+            clean = exc.exit_code == 0
             raise
         except MusicSAEError as exc:
             if _debug():
@@ -73,7 +77,7 @@ def cli_command(fn: Callable, label: str | None = None) -> Callable:
             raise fail(f"internal error in 'musicsae {label}': {raised} ({_versions()})",
                        "rerun with MUSICSAE_DEBUG=1 for the traceback and report it", 1) from None
         finally:
-            distributed.leave()
+            distributed.leave(clean)
             CURRENT.reset(token)
 
     return wrapper
