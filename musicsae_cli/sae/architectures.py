@@ -132,8 +132,9 @@ class SparseAutoencoder(torch.nn.Module):
         return x_hat_n / self.norm_scale + self.norm_mean
 
     def preacts(self, x_n: torch.Tensor) -> torch.Tensor:
-        """Dense pre-activations (B, d_sae) with autograd."""
-        return (x_n - self.b_dec) @ self.W_enc + self.b_enc
+        """Dense pre-activations (B, d_sae) with autograd: one addmm (the bias added in the matmul's epilogue,
+        not as a second pass over the (B, d_sae) result)."""
+        return torch.addmm(self.b_enc, x_n - self.b_dec, self.W_enc)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense latents (..., d_sae) with inference semantics (BatchTopK: the learned threshold, per row)."""
