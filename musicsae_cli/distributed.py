@@ -127,15 +127,24 @@ def join(device_type: str = "cpu") -> Dist:
 def leave(clean: bool = True) -> None:
     """Leave the process group at the end of a command. After success every rank meets at a barrier first, so
     none tears its connections down while another still talks; after an error (the others may be inside another
-    collective, or gone) the group is left to the process's exit."""
+    collective, or gone) it is left at once."""
     d, _state["dist"] = _state["dist"], None
     if d is None or not d.active:
         return
     import torch.distributed as td
 
-    if clean and td.is_initialized():
-        td.barrier()
+    if td.is_initialized():
+        if clean:
+            td.barrier()
         td.destroy_process_group()
+
+
+def exit_now(code: int) -> None:
+    """End a torchrun rank with `code` without tearing down C++ state at interpreter exit (the process group's
+    threads can abort a process there, turning a clean exit code into SIGABRT)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def quiet_rank(d: Dist) -> None:
@@ -340,5 +349,5 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 
 __all__ = ["Dist", "SINGLE", "SUPPORTED", "agree", "agreed", "alone", "backend_for", "barrier", "block", "broadcast",
-           "check_same", "check_supported", "current", "gather", "gather_tensor", "join", "launched", "leave",
-           "let_rank_0_speak", "reduce_", "refusal", "relaunch", "silent", "strip_nproc"]
+           "check_same", "check_supported", "current", "exit_now", "gather", "gather_tensor", "join", "launched",
+           "leave", "let_rank_0_speak", "reduce_", "refusal", "relaunch", "silent", "strip_nproc"]

@@ -61,4 +61,9 @@ def main() -> None:
         if message:  # empty when a bare group was called: its help has been shown already
             sys.stderr.write(f"error: {message} (hint: see '{where} --help')\n")
         sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    from ..distributed import exit_now, launched
+
+    if launched().active:  # a torchrun rank: its exit code must survive the process group's teardown
+        exit_now(code)
+    sys.exit(code)
