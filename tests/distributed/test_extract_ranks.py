@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from musicsae_cli.store import ActivationStore
+from tests.distributed.launch import kill_launch
 
 pytestmark = pytest.mark.slow
 
@@ -92,16 +93,8 @@ def test_a_killed_run_resumes_at_another_world_size(audio, reference, tmp_path):
             if (out / "parts" / "rank-00001" / "shards" / "00001").is_dir():
                 break
             time.sleep(0.02)
-    finally:  # the whole launch, as a lost node: the agent and both ranks (torchrun starts them in their own
-        # process groups, so each is killed by pid)
-        import psutil
-
-        for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        proc.wait()
+    finally:  # the whole launch, as a lost node: the agent and both ranks
+        kill_launch(proc)
     assert (out / "parts").is_dir(), "the run ended before it could be killed"
     assert json.loads((out / "manifest.json").read_text())["status"] == "writing"
     res = musicsae("extract", str(audio), "-o", str(out), "-m", "tiny-musicgen", "--hookpoint", "all",

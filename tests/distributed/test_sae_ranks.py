@@ -14,6 +14,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from musicsae_cli.store import ActivationStore, StoreWriter
+from tests.distributed.launch import kill_launch
 
 pytestmark = pytest.mark.slow
 
@@ -95,15 +96,8 @@ def test_a_killed_run_resumes_on_one_process(store, tmp_path):
             if state.is_file() and json.loads(state.read_text())["step"] >= 40:
                 break
             time.sleep(0.05)
-    finally:
-        import psutil
-
-        for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        proc.wait()
+    finally:  # the whole launch, as a lost node: the agent and both ranks
+        kill_launch(proc)
     assert json.loads((run / "manifest.json").read_text())["status"] != "complete", "finished before the kill"
     res = musicsae("sae", "train", str(run), "--resume", "--json")  # one process now, from rank 0's checkpoint
     assert res.returncode == 0, res.stderr
