@@ -26,6 +26,7 @@ from . import kernels
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 UNIT_NORM_ARCHS = ("topk", "batchtopk", "jumprelu")  # relu's penalty is decoder-norm-weighted instead
+SPARSE_ARCHS = ("topk", "batchtopk")  # trained by kernels.select / kernels.sparse_step
 RELU_INIT_DECODER_NORM = 0.1  # Anthropic April-2024 update: random directions with norm 0.1 (0.05-1 work)
 THRESHOLD_EMA = 0.99  # BatchTopK inference threshold: EMA of each batch's smallest kept activation
 
@@ -156,8 +157,10 @@ class SparseAutoencoder(torch.nn.Module):
         return self.log_threshold.exp() if self.spec.arch == "jumprelu" else self.threshold
 
     def _topk(self, x_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pre = self.preacts(x_n)  # (B, d_sae)
-        values, indices = pre.topk(self.spec.k, dim=1)  # (B, k), largest first
+        if torch.is_grad_enabled() and self.W_enc.requires_grad:  # a caller differentiating through encode
+            values, indices = self.preacts(x_n).topk(self.spec.k, dim=1)  # (B, k), largest first
+        else:  # in row blocks, never the whole (B, d_sae) pre-activation matrix
+            values, indices = kernels.encode_topk(x_n - self.b_dec, self.W_enc, self.b_enc, self.spec.k)
         return torch.relu(values).float(), indices
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -196,31 +199,26 @@ class SparseAutoencoder(torch.nn.Module):
 
     def _sparse_loss(self, x_n, dead_mask, auxk_coef, auxk_k) -> TrainStep:
         spec = self.spec
-        pre = kernels.encoder_preacts(x_n - self.b_dec.detach(), self.W_enc.detach(), self.b_enc.detach())
-        if spec.arch == "topk":
-            sel = kernels.topk_selection(pre, spec.k)
-        else:
-            sel = kernels.batch_topk_selection(pre, spec.k)
-        values = torch.relu(kernels.selected_preacts(x_n, self.b_dec, self.W_enc, self.b_enc, pre, sel))  # (nnz,)
-        x_hat_n = kernels.sparse_decode(values, sel, self.W_dec) + self.b_dec  # (B, d_in)
+        n_dead = int(dead_mask.sum()) if dead_mask is not None and auxk_coef else 0
+        dead = torch.nonzero(dead_mask.to(x_n.device)).flatten() if n_dead else None
+        k_aux = min(auxk_k or spec.d_in // 2, n_dead)
+        main, aux = kernels.select(x_n - self.b_dec.detach(), self.W_enc.detach(), self.b_enc.detach(), spec.k,
+                                   batch=spec.arch == "batchtopk", dead=dead, k_aux=k_aux)
+        decoded, e_hat = kernels.sparse_step(x_n, self.b_dec, self.W_enc, self.b_enc, self.W_dec, main, aux, dead)
+        x_hat_n = decoded + self.b_dec  # (B, d_in)
         err = x_n - x_hat_n  # (B, d_in)
         mse_row = err.pow(2).sum(1).mean()
         loss = mse_row / spec.d_in
-        active = values.detach() > 0  # (nnz,)
+        active = main.pre > 0  # (nnz,)
         fired = torch.zeros(spec.d_sae, dtype=torch.bool, device=x_n.device)
-        fired[sel.cols[active]] = True
+        fired[main.sel.cols[active]] = True
         if spec.arch == "batchtopk" and active.any():
-            self._update_threshold(values.detach()[active].min())
+            self._update_threshold(main.pre[active].min())
         terms = {"mse": mse_row.detach() / spec.d_in, "mse_row": mse_row.detach(),
                  "auxk": torch.zeros((), device=x_n.device)}
-        n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
-        if n_dead and auxk_coef:
-            dead = torch.nonzero(dead_mask.to(x_n.device)).flatten()
-            aux_sel = kernels.masked_topk_selection(pre, dead, min(auxk_k or spec.d_in // 2, n_dead))
-            aux_values = torch.relu(kernels.selected_preacts(x_n, self.b_dec, self.W_enc, self.b_enc, pre, aux_sel))
-            residual = err.detach()  # target: what the live latents missed; b_dec is already in x_hat_n
-            residual_hat = kernels.sparse_decode(aux_values, aux_sel, self.W_dec)  # no b_dec: not added twice
-            auxk = (residual - residual_hat).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+        if aux is not None:  # e_hat: the top k_aux dead latents' decoding (no b_dec: it is in x_hat_n already)
+            residual = err.detach()  # target: what the live latents missed
+            auxk = (residual - e_hat).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
             loss = loss + auxk_coef * auxk
             terms["auxk"] = auxk.detach()
         l0 = active.sum() / x_n.shape[0]
@@ -236,8 +234,7 @@ class SparseAutoencoder(torch.nn.Module):
         mins = []
         for x in [batches] if isinstance(batches, torch.Tensor) else batches:
             pre = self.preacts(self.normalise(x.to(self.W_enc.device))).float()  # (B, d_sae)
-            sel = kernels.batch_topk_selection(pre, self.spec.k)
-            kept = pre[sel.rows, sel.cols]
+            kept = kernels.batch_topk_selection(pre, self.spec.k).pre
             if bool((kept > 0).any()):
                 mins.append(kept[kept > 0].min())
         if mins:
