@@ -68,11 +68,12 @@ def _sync(device: torch.device) -> None:
 # REUSABLE: time full training steps of any SAE over any iterable of (B, d_in) batches (in memory or a store).
 # ------------------------------------------------------------------------------------------------------------
 def train_step_rate(sae, batches: Iterable[torch.Tensor], steps: int, warmup: int = 1,
-                    autocast_dtype: torch.dtype | None = None, optimizer=None, device=None) -> dict:
+                    autocast_dtype: torch.dtype | None = None, optimizer=None, device=None,
+                    dead_mask: torch.Tensor | None = None) -> dict:
     """Samples/s of full training steps (fetch batch + forward + backward + Adam + decoder hooks).
 
     `batches` yields (B, d_in) tensors (moved to `device`, default the SAE's); it must yield warmup + steps
-    batches. The batch fetch is inside the timed region, so a store-backed iterator measures loading too.
+    batches. `dead_mask` (d_sae,) marks latents dead on every step (the AuxK regime). The batch fetch is inside the timed region, so a store-backed iterator measures loading too.
     Returns {"samples_per_s" (median step), "best_samples_per_s", "step_s" (median), "best_step_s", "steps"}.
     """
     device = torch.device(device) if device is not None else sae.W_enc.device
@@ -85,7 +86,7 @@ def train_step_rate(sae, batches: Iterable[torch.Tensor], steps: int, warmup: in
         amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                else contextlib.nullcontext())
         with amp:
-            out = sae.training_loss(x, 0.0)
+            out = sae.training_loss(x, 0.0, dead_mask=dead_mask)
         out.loss.backward()
         sae.before_optimizer_step()
         optimizer.step()
@@ -136,6 +137,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per row (after one warmup step)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--dead-fraction", type=float, default=0.25, help="latents marked dead in the AuxK rows")
+    ap.add_argument("--encode-rows", type=int, default=32768, help="rows per encoding round (0: skip encoding)")
     args = ap.parse_args()
     device = torch.device(args.device)
     d_in, d_sae, k, batch = args.d_in, args.d_in * args.expansion, args.k, args.batch
@@ -168,10 +171,14 @@ def main() -> None:
     peak = {d: matmul_rate(4096, 4096, 4096, DTYPES[d] or torch.float32, device) for d in dtypes}
     enc = {d: matmul_rate(batch, d_in, d_sae, DTYPES[d] or torch.float32, device) for d in dtypes}
     results = {}
-    for impl, cls in (("sparse", SparseAutoencoder), ("dense", DenseTopKReference)):
+    dead = torch.zeros(d_sae, dtype=torch.bool)
+    dead[torch.randperm(d_sae, generator=gen)[:int(args.dead_fraction * d_sae)]] = True
+    for impl, cls, mask in (("sparse", SparseAutoencoder, None), ("dense", DenseTopKReference, None),
+                            (f"sparse auxk {args.dead_fraction:.0%} dead", SparseAutoencoder, dead.to(device))):
         for d in dtypes:
             sae = cls.create(spec, sample=pool[0], init_b_dec="mean").to(device)
-            results[impl, d] = train_step_rate(sae, batches(), args.steps, autocast_dtype=DTYPES[d], device=device)
+            results[impl, d] = train_step_rate(sae, batches(), args.steps, autocast_dtype=DTYPES[d], device=device,
+                                               dead_mask=mask)
             del sae
 
     # Training from an activation store: the same steps fed by the trainer's shuffled stream (fp16 on disk).
@@ -198,21 +205,87 @@ def main() -> None:
         r = results["sparse", d]
         enc_ms = 2 * batch * d_in * d_sae / enc[d] / 1e6
         print(f"# {d}: encoder matmul alone {enc_ms:.0f} ms = {enc_ms / (r['step_s'] * 1e3):.0%} of the sparse step")
+    for d in dtypes:
+        aux = results[f"sparse auxk {args.dead_fraction:.0%} dead", d]["step_s"] / results["sparse", d]["step_s"]
+        print(f"# {d}: AuxK step with {args.dead_fraction:.0%} of latents dead = {aux:.2f}x the plain step")
+    encoding = {}
+    if args.encode_rows:
+        with tempfile.TemporaryDirectory(prefix="sae-bench-encode-") as tmp:
+            encoding = encode_rates(spec, pool, args.encode_rows, dtypes, device, Path(tmp))
     rate = {key: r["samples_per_s"] for key, r in results.items()}
     summary = "; ".join(f"{d}: sparse {rate['sparse', d]:.0f}/s vs dense {rate['dense', d]:.0f}/s = "
                         f"{rate['sparse', d] / rate['dense', d]:.2f}x, from a store "
                         f"{rate['sparse from store', d]:.0f}/s "
                         f"({rate['sparse from store', d] / rate['sparse', d]:.2f}x of in-memory), encoder matmul "
-                        f"{enc[d] / peak[d]:.0%} of peak" for d in dtypes)
+                        f"{enc[d] / peak[d]:.0%} of peak, AuxK step "
+                        f"{rate['sparse', d] / rate[f'sparse auxk {args.dead_fraction:.0%} dead', d]:.2f}x the plain"
+                        + (f", encode {encoding[d]['encode'] / encoding[d]['reference']:.2f}x and sae encode "
+                           f"{encoding[d]['sae encode'] / encoding[d]['reference']:.2f}x the addmm+topk reference"
+                           if d in encoding else "") for d in dtypes)
     print(f"SUMMARY TopK k={k} d_sae={d_sae} batch={batch} ({device.type}): {summary}")
 
 
-def _write_store(path: Path, pool: list[torch.Tensor], rows: int):
-    """An fp16 activation store of `rows` rows cycled from the in-memory pool, in 512-row items."""
+def encode_rates(spec: SAESpec, pool: list[torch.Tensor], rows: int, dtypes: list[str], device: torch.device,
+                 tmp: Path, rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Rows/s of TopK encoding, per dtype, in interleaved rounds over the same `rows` rows:
+      reference   the plain computation on fp32 rows in memory: addmm(b_enc, x_n - b_dec, W_enc), topk, relu
+      encode      musicsae's SparseAutoencoder.encode_sparse on the same rows (row blocks, fused centring)
+      sae encode  the `sae encode` service end to end: read an fp32 store, encode, write the CSR latent store
+    """
+    from musicsae_cli.sae.encode import encode_store
+    from timing import interleaved
+
+    sae = SparseAutoencoder.create(spec, sample=pool[0], init_b_dec="mean").to(device).requires_grad_(False)
+    store = _write_store(tmp / "store", pool, rows, dtype="float32")
+    data = torch.from_numpy(store.read_rows("x", np.arange(rows)))  # (rows, d_in) fp32, as the store holds them
+    batch = pool[0].shape[0]
+    out = {}
+    for d in dtypes:
+        dtype = DTYPES[d]
+        amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+        runs = iter(range(10**6))
+
+        def reference(dtype=dtype):
+            with torch.inference_mode():
+                for s in range(0, rows, batch):
+                    x_c = sae.normalise(data[s:s + batch].to(device)) - sae.b_dec
+                    w, b = sae.W_enc, sae.b_enc
+                    if dtype is not None:
+                        x_c, w, b = x_c.to(dtype), w.to(dtype), b.to(dtype)
+                    values, indices = torch.addmm(b, x_c, w).topk(spec.k, dim=1)
+                    torch.relu(values).float().cpu(), indices.cpu()
+
+        def encode(amp=amp):
+            with torch.inference_mode(), amp():
+                for s in range(0, rows, batch):
+                    values, indices = sae.encode_sparse(data[s:s + batch].to(device))
+                    values.cpu(), indices.cpu()
+
+        def service(d=d, runs=runs):
+            encode_store(sae, store.path, tmp / f"latents-{d}-{next(runs)}", batch_size=batch, device=str(device),
+                         precision=d)
+
+        with torch.inference_mode():  # the two in-memory paths pick the same latents
+            x = data[:batch].to(device)
+            with amp():
+                ours = sae.encode_sparse(x)
+            x_c = sae.normalise(x) - sae.b_dec
+            ref = torch.addmm(*(t.to(dtype or torch.float32) for t in (sae.b_enc, x_c, sae.W_enc))).topk(spec.k)
+            agree = float((torch.sort(ours[1], 1).values == torch.sort(ref.indices, 1).values).float().mean())
+        _, median = interleaved({"reference": reference, "encode": encode, "sae encode": service}, rounds)
+        out[d] = {name: rows / t for name, t in median.items()}
+        print(f"\n# encoding {rows} rows, {d}: index agreement with the reference {agree:.4f}")
+        for name, r in out[d].items():
+            print(f"{name:<28}{r:>16.0f} rows/s{r / out[d]['reference']:>9.2f}x")
+    return out
+
+
+def _write_store(path: Path, pool: list[torch.Tensor], rows: int, dtype: str = "float16"):
+    """An activation store (fp16 by default) of `rows` rows cycled from the in-memory pool, in 512-row items."""
     from musicsae_cli.store import ActivationStore, StoreWriter
 
     data = torch.cat(pool).numpy()
-    with StoreWriter.create(path, {"x": data.shape[1]}, "float16") as writer:
+    with StoreWriter.create(path, {"x": data.shape[1]}, dtype) as writer:
         for i, start in enumerate(range(0, rows, 512)):
             idx = np.arange(start, min(start + 512, rows)) % data.shape[0]
             writer.add_item(f"item{i}", {"x": data[idx]})

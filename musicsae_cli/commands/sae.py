@@ -133,7 +133,8 @@ def train(
 
 @command(app, "encode", examples=[
     "musicsae sae encode store/ --sae runs/topk -o latents/",
-    "musicsae sae encode store/ --sae runs/sweep --member k32 -o latents-k32/ --where stream=cond"])
+    "musicsae sae encode store/ --sae runs/sweep --member k32 -o latents-k32/ --where stream=cond",
+    "musicsae sae encode store/ --sae runs/topk -o latents-bf16/ --precision bf16 --device cuda"])
 def encode(
     store: StoreArg,
     sae: Annotated[Path, typer.Option("--sae", help="SAE folder or training run.")],
@@ -142,6 +143,8 @@ def encode(
     hookpoint: HookpointOpt = None,
     where: WhereOpt = None,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 4096,
+    precision: Annotated[str, typer.Option(help="Encoder matmul precision: fp32, or bf16 (bf16 autocast over fp32 "
+                                                "weights: faster where the device has bf16 units).")] = "fp32",
     device: DeviceOpt = None,
     allow_other_model: AllowOtherModelOpt = False,
     overwrite: OverwriteOpt = False,
@@ -166,7 +169,7 @@ def encode(
                      against="the store's model")
     hp = hookpoint or cfg.get("hook_name") or None
     res = encode_store(model, store, out, hookpoint=hp, where=where, batch_size=batch_size, overwrite=overwrite,
-                       device=str(resolve_device(device or "auto")), progress=o.progress,
+                       device=str(resolve_device(device or "auto")), progress=o.progress, precision=precision,
                        sae_info={"path": str(path), "architecture": model.spec.arch, "d_sae": model.spec.d_sae})
     res.pop("seconds", None)
     o.result(res, [str(out), ", ".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, dict | list))],

@@ -93,6 +93,7 @@ class SparseAutoencoder(torch.nn.Module):
             self.register_buffer("threshold", torch.full((d_sae,), -1.0))  # < 0: not estimated yet (plain ReLU)
         self.register_buffer("norm_mean", torch.zeros(d_in))
         self.register_buffer("norm_scale", torch.ones(()))
+        self.workspace: dict = {}  # the encoder's reused block buffer (kernels.encoder_blocks); never saved
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -156,18 +157,24 @@ class SparseAutoencoder(torch.nn.Module):
         """The JumpReLU threshold (d_sae,): exp(log_threshold) for jumprelu, the estimated one for batchtopk."""
         return self.log_threshold.exp() if self.spec.arch == "jumprelu" else self.threshold
 
-    def _topk(self, x_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _topk(self, x_n: torch.Tensor, x_c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(relu(values), indices), each (B, k), of the k largest pre-activations; x_c = x_n - b_dec if given."""
         if torch.is_grad_enabled() and self.W_enc.requires_grad:  # a caller differentiating through encode
             values, indices = self.preacts(x_n).topk(self.spec.k, dim=1)  # (B, k), largest first
         else:  # in row blocks, never the whole (B, d_sae) pre-activation matrix
-            values, indices = kernels.encode_topk(x_n - self.b_dec, self.W_enc, self.b_enc, self.spec.k)
+            values, indices = kernels.encode_topk(x_n - self.b_dec if x_c is None else x_c, self.W_enc, self.b_enc,
+                                                  self.spec.k, self.workspace)
         return torch.relu(values).float(), indices
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """TopK only: (values (B, k), indices (B, k)), largest first (values may be 0); None for other archs."""
         if self.spec.arch != "topk":
             return None
-        return self._topk(self.normalise(x))
+        if torch.is_grad_enabled() and self.W_enc.requires_grad:
+            return self._topk(self.normalise(x))
+        x = x.reshape(-1, self.spec.d_in).to(self.W_enc.dtype)
+        shift = -(self.norm_mean * self.norm_scale + self.b_dec)  # (d_in,)
+        return self._topk(None, torch.addcmul(shift, x, self.norm_scale))  # x_n - b_dec in one pass over x
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """Latents (..., d_sae) -> reconstruction (..., d_in) in the input space."""
@@ -203,7 +210,8 @@ class SparseAutoencoder(torch.nn.Module):
         dead = torch.nonzero(dead_mask.to(x_n.device)).flatten() if n_dead else None
         k_aux = min(auxk_k or spec.d_in // 2, n_dead)
         main, aux = kernels.select(x_n - self.b_dec.detach(), self.W_enc.detach(), self.b_enc.detach(), spec.k,
-                                   batch=spec.arch == "batchtopk", dead=dead, k_aux=k_aux)
+                                   batch=spec.arch == "batchtopk", dead=dead, k_aux=k_aux,
+                                   workspace=self.workspace)
         decoded, e_hat = kernels.sparse_step(x_n, self.b_dec, self.W_enc, self.b_enc, self.W_dec, main, aux, dead)
         x_hat_n = decoded + self.b_dec  # (B, d_in)
         err = x_n - x_hat_n  # (B, d_in)

@@ -25,6 +25,7 @@ from .data import pick_hookpoint
 
 LATENT_SUFFIX = ".sae"
 LATENT_DTYPES = ("float32", "float16")
+PRECISIONS = ("fp32", "bf16")
 # Settings that do not change what the latent store holds; a rerun may change them and still resume.
 _RUNTIME_ONLY = ("batch_size", "device", "shard_bytes")
 _SHOWN_BAD_ROWS = 5
@@ -34,17 +35,20 @@ _COUNT_CHUNK = 2**24  # stored indices counted at once when summarising
 def encode_store(sae, store_path: str | Path, out: str | Path, hookpoint: str | None = None,
                  where: list[str] | None = None, batch_size: int = 4096, overwrite: bool = False,
                  device: str = "cpu", progress: ProgressFactory = no_progress, sae_info: dict | None = None,
-                 dtype: str = "float32", shard_bytes: int = DEFAULT_SHARD_BYTES) -> dict:
+                 dtype: str = "float32", shard_bytes: int = DEFAULT_SHARD_BYTES, precision: str = "fp32") -> dict:
     """Write the SAE latents of the rows of `store_path` matching `where` into a latent store at `out`.
 
     `sae` needs `spec.d_in`, `spec.d_sae`, `encode(x) -> (B, d_sae)` and may offer `encode_sparse(x) ->
     (values, indices)` (each (B, k)) or None; it is moved to `device`. `dtype` is the latent store's value
-    dtype (float32 or float16); `shard_bytes` caps a shard's size. An interrupted run resumes when rerun
+    dtype (float32 or float16); `shard_bytes` caps a shard's size; `precision` "bf16" runs the encoder under
+    bf16 autocast (fp32 weights; the selection carries the bf16 matmul's rounding). An interrupted run resumes when rerun
     with the same settings; a complete output is refused unless `overwrite`. Returns a summary.
     """
     t0 = time.perf_counter()
     if dtype not in LATENT_DTYPES:
         raise InputError(f"unsupported latent store dtype {dtype!r}", f"use one of: {', '.join(LATENT_DTYPES)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", f"use one of: {', '.join(PRECISIONS)}")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     source = ActivationStore.open(store_path)
@@ -65,7 +69,9 @@ def encode_store(sae, store_path: str | Path, out: str | Path, hookpoint: str | 
               "latent_hookpoint": latent, "where": where, "d_in": d_in, "d_sae": d_sae,
               "dtype": dtype, "sae": dict(sae_info or {}), "batch_size": int(batch_size), "device": str(device),
               "shard_bytes": int(shard_bytes)}
-    encoder = _Encoder(sae, device, int(batch_size))  # before the writer takes its lock
+    if precision != "fp32":  # recorded only when not the default, so runs from before the option still resume
+        record["precision"] = precision
+    encoder = _Encoder(sae, device, int(batch_size), precision)  # before the writer takes its lock
     # on several ranks each encodes a contiguous block of the source's items into its part (see store.ranks)
     store = StoreRun(lambda: _open_writer(Path(out), source, latent, d_sae, dtype, record, overwrite),
                      _store_arguments(source, latent, d_sae, dtype, record),
@@ -103,11 +109,12 @@ def latent_summary(store: ActivationStore, hookpoint: str) -> dict:
 class _Encoder:
     """Runs the SAE on float32 row blocks and returns CSR latents, never a dense (B, d_sae) when it can."""
 
-    def __init__(self, sae, device: str, batch_size: int):
+    def __init__(self, sae, device: str, batch_size: int, precision: str = "fp32"):
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
+        self.bf16 = precision == "bf16"
         self.sae = sae.to(self.device)
         self.d_sae = int(sae.spec.d_sae)
         self.batch_size = batch_size
@@ -115,7 +122,8 @@ class _Encoder:
     def __call__(self, x: np.ndarray) -> CSR:
         """(m, d_in) float32 -> CSR (m, d_sae) float32 of the non-zero latents."""
         parts = []
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), self.torch.autocast(self.device.type, dtype=self.torch.bfloat16,
+                                                              enabled=self.bf16):
             for start in range(0, x.shape[0], self.batch_size):
                 xb = self.torch.from_numpy(x[start:start + self.batch_size]).to(self.device)  # (B, d_in)
                 parts.append(self._batch(xb))

@@ -147,26 +147,34 @@ def row_blocks(n_rows: int, width: int, itemsize: int, device: torch.device) -> 
     return [(r0, min(r0 + step, n_rows)) for r0 in range(0, n_rows, step)]
 
 
-def encoder_blocks(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor) -> Iterator[tuple[int, int,
-                                                                                                  torch.Tensor]]:
+def encoder_blocks(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
+                   workspace: dict | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """(r0, r1, pre) for row blocks of the pre-activations x_c @ W_enc + b_enc, without autograd, in the
-    autocast dtype when autocast is on. `pre` is a reused buffer: use it before asking for the next block."""
+    autocast dtype when autocast is on. `pre` is a reused buffer: use it before asking for the next block.
+    On the CPU a `workspace` dict kept by the caller keeps that buffer from call to call: fresh pages of a new
+    64 MB allocation cost a few percent of an encoder matmul each time."""
     dtype = autocast_dtype(x_c.device.type) or W_enc.dtype
     with torch.no_grad(), torch.autocast(x_c.device.type, enabled=False):
         x_c, W, b = x_c.to(dtype), W_enc.to(dtype), b_enc.to(dtype)
+        blocks = row_blocks(x_c.shape[0], W.shape[1], W.element_size(), x_c.device)
         buf = None
-        for r0, r1 in row_blocks(x_c.shape[0], W.shape[1], W.element_size(), x_c.device):
+        if workspace is not None and x_c.device.type == "cpu" and blocks:
+            rows = blocks[0][1] - blocks[0][0]
+            buf = workspace.get("pre")
+            if buf is None or buf.dtype != dtype or buf.shape[1] != W.shape[1] or buf.shape[0] < rows:
+                buf = workspace["pre"] = torch.empty(rows, W.shape[1], dtype=dtype)
+        for r0, r1 in blocks:
             buf = torch.addmm(b, x_c[r0:r1], W, out=None if buf is None else buf[:r1 - r0])  # (rows, d_sae)
             yield r0, r1, buf
 
 
-def encode_topk(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_topk(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int,
+                workspace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's k largest pre-activations, largest first: (values (B, k) in the matmul's dtype, indices (B, k)).
     Inference: no autograd; the (B, d_sae) pre-activations never exist at once."""
     n = x_c.shape[0]
     values = indices = None
-    for r0, r1, pre in encoder_blocks(x_c, W_enc, b_enc):
+    for r0, r1, pre in encoder_blocks(x_c, W_enc, b_enc, workspace):
         if values is None:
             values = torch.empty(n, k, dtype=pre.dtype, device=pre.device)
             indices = torch.empty(n, k, dtype=torch.int64, device=pre.device)
@@ -177,7 +185,8 @@ def encode_topk(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
 
 
 def select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, batch: bool = False,
-           dead: torch.Tensor | None = None, k_aux: int = 0, candidates: int = 4) -> tuple[Kept, Kept | None]:
+           dead: torch.Tensor | None = None, k_aux: int = 0, candidates: int = 4,
+           workspace: dict | None = None) -> tuple[Kept, Kept | None]:
     """The kept entries of a training batch: (main, aux).
 
     main: each row's top k pre-activations (TopK), or with `batch` the k * B largest of the whole batch
@@ -190,7 +199,7 @@ def select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, 
     width = min(d_sae, candidates * k) if batch else k
     use_aux = dead is not None and k_aux > 0
     top_v = top_i = aux_v = aux_i = None
-    for r0, r1, pre in encoder_blocks(x_c, W_enc, b_enc):
+    for r0, r1, pre in encoder_blocks(x_c, W_enc, b_enc, workspace):
         if top_v is None:
             top_v = torch.empty(n, width, dtype=pre.dtype, device=pre.device)
             top_i = torch.empty(n, width, dtype=torch.int64, device=pre.device)

@@ -205,4 +205,33 @@ def test_bad_arguments_leave_nothing(tmp_path, source):
         encode_store(ReluSAE(), source, tmp_path / "x", where="genre=blues")
     with pytest.raises(InputError, match="unsupported latent store dtype 'bfloat16'"):
         encode_store(ReluSAE(), source, tmp_path / "x", dtype="bfloat16")
+    with pytest.raises(InputError, match="unknown precision 'fp8'"):
+        encode_store(ReluSAE(), source, tmp_path / "x", precision="fp8")
     assert not (tmp_path / "x").exists() and ActivationStore.open(source).n_items == 9
+
+
+def test_bf16_precision_encodes_a_real_sae_close_to_fp32(tmp_path, source):
+    """A real TopK SAE through its row-block encoder: fp32 equals a numpy recomputation; bf16 autocast keeps
+    nearly the same latents with bf16-sized value errors, and says so in the store's record."""
+    from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder
+
+    src = ActivationStore.open(source)
+    x = src.read_rows("layers.2", np.arange(src.n_rows))
+    sae = SparseAutoencoder.create(SAESpec("topk", D_IN, D_SAE, k=K), sample=torch.from_numpy(x))
+    encode_store(sae, source, tmp_path / "fp32", batch_size=16)
+    encode_store(sae, source, tmp_path / "bf16", batch_size=16, precision="bf16")
+    x_c = (x.astype(np.float64) - sae.norm_mean.numpy()) * float(sae.norm_scale) - sae.b_dec.detach().numpy()
+    pre = x_c @ sae.W_enc.detach().numpy().astype(np.float64) + sae.b_enc.detach().numpy()
+    keep = np.argsort(-pre, axis=1)[:, :K]
+    want = np.zeros_like(pre)
+    np.put_along_axis(want, keep, np.maximum(np.take_along_axis(pre, keep, axis=1), 0), axis=1)
+    rows = np.arange(src.n_rows)
+    fp32 = ActivationStore.open(tmp_path / "fp32").read_rows("layers.2.sae", rows)
+    np.testing.assert_allclose(fp32, want, rtol=1e-4, atol=1e-4)
+    bf16_store = ActivationStore.open(tmp_path / "bf16")
+    bf16 = bf16_store.read_rows("layers.2.sae", rows)
+    same = ((bf16 != 0) == (fp32 != 0)).all(axis=1)
+    assert same.mean() > 0.8
+    np.testing.assert_allclose(bf16[same], fp32[same], rtol=3e-2, atol=3e-2)
+    assert bf16_store.manifest["config"]["precision"] == "bf16"
+    assert "precision" not in ActivationStore.open(tmp_path / "fp32").manifest["config"]
