@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import platform
 import statistics
 import sys
@@ -73,7 +74,8 @@ def train_step_rate(sae, batches: Iterable[torch.Tensor], steps: int, warmup: in
     """Samples/s of full training steps (fetch batch + forward + backward + Adam + decoder hooks).
 
     `batches` yields (B, d_in) tensors (moved to `device`, default the SAE's); it must yield warmup + steps
-    batches. `dead_mask` (d_sae,) marks latents dead on every step (the AuxK regime). The batch fetch is inside the timed region, so a store-backed iterator measures loading too.
+    batches. `dead_mask` (d_sae,) marks latents dead on every step (the AuxK regime). The batch fetch is inside
+    the timed region, so a store-backed iterator measures loading too.
     Returns {"samples_per_s" (median step), "best_samples_per_s", "step_s" (median), "best_step_s", "steps"}.
     """
     device = torch.device(device) if device is not None else sae.W_enc.device
@@ -232,8 +234,9 @@ def encode_rates(spec: SAESpec, pool: list[torch.Tensor], rows: int, dtypes: lis
       encode      musicsae's SparseAutoencoder.encode_sparse on the same rows (row blocks, fused centring)
       sae encode  the `sae encode` service end to end: read an fp32 store, encode, write the CSR latent store
     """
-    from musicsae_cli.sae.encode import encode_store
     from timing import interleaved
+
+    from musicsae_cli.sae.encode import encode_store
 
     sae = SparseAutoencoder.create(spec, sample=pool[0], init_b_dec="mean").to(device).requires_grad_(False)
     store = _write_store(tmp / "store", pool, rows, dtype="float32")
@@ -242,7 +245,7 @@ def encode_rates(spec: SAESpec, pool: list[torch.Tensor], rows: int, dtypes: lis
     out = {}
     for d in dtypes:
         dtype = DTYPES[d]
-        amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+        amp = functools.partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
         runs = iter(range(10**6))
 
         def reference(dtype=dtype):

@@ -83,7 +83,15 @@ class SparseAutoencoder(torch.nn.Module):
         super().__init__()
         self.spec = spec
         d_in, d_sae = spec.d_in, spec.d_sae
-        self.W_enc = torch.nn.Parameter(torch.zeros(d_in, d_sae))
+        if spec.arch in SPARSE_ARCHS:
+            # Stored (d_sae, d_in), the layout its gradient comes out in (kernels.py), so autograd adopts the
+            # gradient instead of transposing d_sae x d_in floats every step and fused Adam sees a contiguous
+            # tensor. `W_enc` is its (d_in, d_sae) view, and state dicts hold W_enc as for every architecture.
+            self.W_encT = torch.nn.Parameter(torch.zeros(d_sae, d_in))
+            self._register_state_dict_hook(_save_W_enc)
+            self._register_load_state_dict_pre_hook(_load_W_enc)
+        else:
+            self.W_enc = torch.nn.Parameter(torch.zeros(d_in, d_sae))
         self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
         self.W_dec = torch.nn.Parameter(torch.zeros(d_sae, d_in))
         self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
@@ -94,6 +102,11 @@ class SparseAutoencoder(torch.nn.Module):
         self.register_buffer("norm_mean", torch.zeros(d_in))
         self.register_buffer("norm_scale", torch.ones(()))
         self.workspace: dict = {}  # the encoder's reused block buffer (kernels.encoder_blocks); never saved
+
+    def __getattr__(self, name: str):
+        if name == "W_enc" and "W_encT" in self._parameters:
+            return self._parameters["W_encT"].t()  # (d_in, d_sae) view of the stored (d_sae, d_in) parameter
+        return super().__getattr__(name)
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -281,7 +294,8 @@ class SparseAutoencoder(torch.nn.Module):
         if self.spec.arch not in UNIT_NORM_ARCHS or grad is None:
             return
         w = self.W_dec
-        parallel = (grad * w).sum(1) / torch.linalg.vector_norm(w, dim=1).square().clamp_min(1e-12)  # (d_sae,)
+        dots = torch.bmm(grad.unsqueeze(1), w.unsqueeze(2)).view(-1)  # (d_sae,) row dot products, no temporary
+        parallel = dots / torch.linalg.vector_norm(w, dim=1).square().clamp_min(1e-12)  # (d_sae,)
         grad.addcmul_(parallel[:, None], w, value=-1.0)
 
     @torch.no_grad()
@@ -324,8 +338,10 @@ class SparseAutoencoder(torch.nn.Module):
         if self.spec.arch == "jumprelu":
             self.log_threshold[dead_idx] = math.log(self.spec.jumprelu_init_threshold)
         if optimizer is not None:
-            for param, where in ((self.W_dec, (dead_idx,)), (self.W_enc, (slice(None), dead_idx)),
-                                 (self.b_enc, (dead_idx,)), (getattr(self, "log_threshold", None), (dead_idx,))):
+            encoder = ((self.W_encT, (dead_idx,)) if "W_encT" in self._parameters
+                       else (self.W_enc, (slice(None), dead_idx)))
+            for param, where in ((self.W_dec, (dead_idx,)), encoder, (self.b_enc, (dead_idx,)),
+                                 (getattr(self, "log_threshold", None), (dead_idx,))):
                 state = optimizer.state.get(param, {}) if param is not None else {}
                 for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                     if key in state:
@@ -340,6 +356,21 @@ class SparseAutoencoder(torch.nn.Module):
         self.b_dec.copy_(self.b_dec / s + m)  # encoder input x - b_dec' = (x - m) - b_dec / s
         self.norm_mean.zero_()
         self.norm_scale.fill_(1.0)
+
+
+def _save_W_enc(module, state_dict, prefix, local_metadata) -> None:
+    """State dicts of the sparse architectures hold W_enc (d_in, d_sae), in place of the stored W_encT."""
+    items = list(state_dict.items())
+    state_dict.clear()
+    for key, value in items:
+        if key == prefix + "W_encT":
+            key, value = prefix + "W_enc", value.t()
+        state_dict[key] = value
+
+
+def _load_W_enc(state_dict, prefix, *args) -> None:
+    if prefix + "W_enc" in state_dict and prefix + "W_encT" not in state_dict:
+        state_dict[prefix + "W_encT"] = state_dict.pop(prefix + "W_enc").t()
 
 
 def geometric_median(points: torch.Tensor, iters: int = 50, tol: float = 1e-6) -> torch.Tensor:

@@ -98,6 +98,11 @@ def load_checkpoint(out: Path, members: list, device) -> dict:
             if key.startswith(prefix):
                 idx, name = key[len(prefix):].split("/", 1)
                 state.setdefault(int(idx), {})[name] = value
+        params = [p for group in m.optimizer.param_groups for p in group["params"]]
+        for idx, moments in state.items():  # checkpoints from before the TopK encoder was stored (d_sae, d_in)
+            for name, value in moments.items():
+                if idx < len(params) and value.dim() == 2 and value.shape == params[idx].shape[::-1] != value.shape:
+                    moments[name] = value.t().contiguous()
         info = meta["members"][m.name]
         m.optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
         m.tracker.load_state_dict({**info["tracker"], "since_fired": tensors[f"{m.name}/tracker/since_fired"]})

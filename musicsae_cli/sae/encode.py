@@ -41,8 +41,8 @@ def encode_store(sae, store_path: str | Path, out: str | Path, hookpoint: str | 
     `sae` needs `spec.d_in`, `spec.d_sae`, `encode(x) -> (B, d_sae)` and may offer `encode_sparse(x) ->
     (values, indices)` (each (B, k)) or None; it is moved to `device`. `dtype` is the latent store's value
     dtype (float32 or float16); `shard_bytes` caps a shard's size; `precision` "bf16" runs the encoder under
-    bf16 autocast (fp32 weights; the selection carries the bf16 matmul's rounding). An interrupted run resumes when rerun
-    with the same settings; a complete output is refused unless `overwrite`. Returns a summary.
+    bf16 autocast (fp32 weights; the selection carries the bf16 matmul's rounding). An interrupted run resumes
+    when rerun with the same settings; a complete output is refused unless `overwrite`. Returns a summary.
     """
     t0 = time.perf_counter()
     if dtype not in LATENT_DTYPES:

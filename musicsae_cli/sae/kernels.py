@@ -24,8 +24,8 @@ the rows of the dead latents only. On the CPU these gathers are bound by cache b
 in column tiles of the table that stay in L2 (`bag_sums`), and the AuxK sampled matmul, dense enough, is a
 blocked dense matmul against the dead latents' decoder rows.
 
-W_enc of the sparse architectures is stored column-major ((d_sae, d_in) memory, (d_in, d_sae) shape), the
-layout its gradient comes out in, so autograd adopts the gradient instead of transposing 64 MB every step.
+W_enc of the sparse architectures is stored as W_encT (d_sae, d_in), the layout its gradient comes out in, so
+autograd adopts the gradient instead of transposing d_sae x d_in floats every step (W_enc is the view).
 Weights stay fp32 (master weights, no GradScaler needed with bf16): under bf16 autocast the encoder matmul and
 the selection run in bf16 (the kept values carry its rounding, as with any autocast matmul); the decode and every
 backward product run in fp32 from fp32 weights, so gradients are fp32.
@@ -208,7 +208,8 @@ def select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, 
                 aux_i = torch.empty(n, k_aux, dtype=torch.int64, device=pre.device)
         torch.topk(pre, width, dim=1, sorted=False, out=(top_v[r0:r1], top_i[r0:r1]))
         if use_aux:
-            torch.topk(pre[:, dead], k_aux, dim=1, sorted=False, out=(aux_v[r0:r1], aux_i[r0:r1]))
+            dead_pre = torch.gather(pre, 1, dead.expand(r1 - r0, -1))  # (rows, n_dead); 3x faster than pre[:, dead]
+            torch.topk(dead_pre, k_aux, dim=1, sorted=False, out=(aux_v[r0:r1], aux_i[r0:r1]))
     if batch:
         main = _batch_top(top_v, top_i, k, d_sae, lambda: torch.cat([p.clone() for _, _, p in
                                                                      encoder_blocks(x_c, W_enc, b_enc)]))
@@ -284,10 +285,11 @@ class _SparseStep(torch.autograd.Function):
         x_c, W_enc, W_dec, values, D = ctx.saved_tensors
         main, aux, dead = ctx.main, ctx.aux, ctx.dead
         d_sae, d_in = W_dec.shape
-        d_W_dec = torch.zeros(d_sae, d_in, device=W_dec.device) if g_out is None else None
-        d_W_encT = torch.zeros(d_sae, d_in, device=W_dec.device)  # dW_enc, (d_sae, d_in)-major
         d_b_enc = torch.zeros(d_sae, device=W_dec.device)
-        if g_out is not None:
+        if g_out is None:
+            d_W_dec = torch.zeros(d_sae, d_in, device=W_dec.device)
+            d_W_encT = torch.zeros(d_sae, d_in, device=W_dec.device)  # dW_enc, (d_sae, d_in)-major
+        else:
             g_out = g_out.float().contiguous()
             grad = sampled_dots(main.sel, g_out, W_dec) * (main.pre > 0)  # (nnz,) d loss / d kept pre-activation
             d_W_dec = main.sel.latent_sums(values, g_out)  # F^T g

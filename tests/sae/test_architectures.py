@@ -216,7 +216,7 @@ def test_auxk_uses_only_dead_latents_and_adds_b_dec_once():
     with_aux, g1 = grads(1.0)
     _, g0 = grads(0.0)
     diff_dec = (g1["W_dec"] - g0["W_dec"]).abs().sum(1)  # (d_sae,)
-    diff_enc = (g1["W_enc"] - g0["W_enc"]).abs().sum(0)
+    diff_enc = (g1["W_encT"] - g0["W_encT"]).abs().sum(1)  # the TopK encoder is stored (d_sae, d_in)
     assert diff_dec[dead].sum() > 0 and diff_enc[dead].sum() > 0
     assert diff_dec[~dead].max() == 0 and diff_enc[~dead].max() == 0
     # independent recomputation: e = x_n - x_hat_n (b_dec once), e_hat = sum of top-aux dead relu(pre) W_dec rows
