@@ -101,7 +101,8 @@ def load_checkpoint(out: Path, members: list, device) -> dict:
         params = [p for group in m.optimizer.param_groups for p in group["params"]]
         for idx, moments in state.items():  # checkpoints from before the TopK encoder was stored (d_sae, d_in)
             for name, value in moments.items():
-                if idx < len(params) and value.dim() == 2 and value.shape == params[idx].shape[::-1] != value.shape:
+                shape = tuple(params[idx].shape) if idx < len(params) else None
+                if value.dim() == 2 and shape is not None and tuple(value.shape) == shape[::-1] != shape:
                     moments[name] = value.t().contiguous()
         info = meta["members"][m.name]
         m.optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})

@@ -248,3 +248,29 @@ def test_a_checkpoint_without_room_fails_before_writing_and_the_run_resumes(spar
     assert not (run / ".checkpoint.tmp").exists()
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", real)
     assert train_sae(sparse_store[0], run, cfg())["resumed_from"] == 25
+
+
+def test_checkpoint_round_trip_and_an_older_layout_of_the_encoder_moments(tmp_path):
+    """Weights and Adam moments come back exactly; moments saved when the TopK encoder was stored (d_in, d_sae)
+    are transposed onto today's (d_sae, d_in) W_encT."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from musicsae_cli.sae.checkpoint import load_checkpoint, save_checkpoint
+
+    sample = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
+    config = cfg(expansion_factor=4, k=2)
+    members = trainer.build_members(config, 8, sample, torch.device("cpu"))
+    trainer.train_step(members[0], sample[:64], 0, 10)
+    save_checkpoint(tmp_path, 1, members, {})
+    moments = members[0].optimizer.state[members[0].sae.W_encT]["exp_avg"].clone()  # (32, 8)
+    path = tmp_path / "checkpoint" / "state.safetensors"
+    tensors = load_file(str(path))
+    key = "sae/adam/0/exp_avg"
+    assert torch.equal(tensors[key], moments) and tensors["sae/model/W_enc"].shape == (8, 32)
+    tensors[key] = tensors[key].t().contiguous()  # the older layout: (d_in, d_sae)
+    save_file(tensors, str(path))
+    fresh = trainer.build_members(config, 8, sample, torch.device("cpu"))
+    load_checkpoint(tmp_path, fresh, "cpu")
+    assert torch.equal(fresh[0].optimizer.state[fresh[0].sae.W_encT]["exp_avg"], moments)
+    assert torch.equal(fresh[0].sae.W_enc, members[0].sae.W_enc)
