@@ -41,7 +41,8 @@ endef
 VERSIONS := import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "transformers", \
 	"numpy", "typer", "scikit-learn", "pyarrow", "demucs", "safetensors", "librosa", "umap-learn")))
 
-.PHONY: venv test test-fast test-latest test-oldest lock demo demo-real lint completions bench gpu-check browser clean
+.PHONY: venv test test-fast test-latest test-oldest lock demo demo-real lint completions bench bench-peers gpu-check \
+	browser clean
 
 venv: $(STAMP)
 
@@ -194,6 +195,27 @@ bench: venv
 	$(BIN)/python bench/separation_bench.py
 	$(BIN)/python bench/data_bench.py
 	$(BIN)/python bench/dist_bench.py
+
+# musicsae's TopK SAE training step and encoding against SAELens's (dense and sparse activations) and a dense
+# PyTorch reference, after checking that all of them compute the same losses and gradients (bench/peers_bench.py).
+# SAELens lives only in this separate environment, pinned with everything else there by bench/peers.lock; it is
+# never a dependency of musicsae (not in pyproject.toml, not in requirements.lock). PEERS_ARGS go to the script,
+# e.g. make bench-peers PEERS_ARGS="--rounds 3".
+PEERS_VENV ?= .venv-peers
+PEERS_LOCK ?= bench/peers.lock
+PEERS_ARGS ?=
+PEERS_STAMP := $(PEERS_VENV)/.musicsae-peers-installed
+
+$(PEERS_STAMP): pyproject.toml $(PEERS_LOCK)
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/$(PIP) -c $(PEERS_LOCK) --upgrade pip
+	$(PEERS_VENV)/bin/$(PIP) -c $(PEERS_LOCK) "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	echo "$(TORCH_SPEC)" > $(PEERS_VENV)/torch-pin.txt
+	$(PEERS_VENV)/bin/$(PIP) -c $(PEERS_VENV)/torch-pin.txt -c $(PEERS_LOCK) -e . sae-lens
+	touch $@
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python bench/peers_bench.py $(PEERS_ARGS)
 
 # Where CUDA exists: extraction, generation with capture and steering, SAE and probe at musicgen-small size in bf16
 # and fp32 against the bare model (under 8 minutes); without CUDA it says so and exits 0.

@@ -185,10 +185,9 @@ def _encode_shard(source: ActivationStore, shard: int, rows: np.ndarray, hookpoi
     starts, counts = np.cumsum(counts[todo]) - counts[todo], counts[todo]
     meta = source.shard_metadata(shard).take(local)  # (m, columns) row metadata of those rows
     done = 0
-    for g0, g1 in item_chunks(counts, encode.batch_size):
-        r0 = int(starts[g0])
-        r1 = int(starts[g1]) if g1 < starts.size else local.size
-        x = source.read_rows(hookpoint, local[r0:r1] + first_row)  # (r1 - r0, d_in) float32
+    chunks = [(g0, g1, int(starts[g0]), int(starts[g1]) if g1 < starts.size else local.size)
+              for g0, g1 in item_chunks(counts, encode.batch_size)]
+    for (g0, g1, r0, r1), x in zip(chunks, _prefetched(source, hookpoint, local + first_row, chunks), strict=True):
         _check_finite(x, local[r0:r1] + first_row, meta.slice(r0, r1 - r0), hookpoint, source.path)
         latents = encode(x)
         if not np.isfinite(latents.data).all():
@@ -201,6 +200,20 @@ def _encode_shard(source: ActivationStore, shard: int, rows: np.ndarray, hookpoi
         tracker.advance(r1 - r0)
         done += r1 - r0
     return done
+
+
+def _prefetched(source: ActivationStore, hookpoint: str, rows: np.ndarray, chunks: list):
+    """The (r1 - r0, d_in) float32 rows of each chunk, the next one read in a thread while this one encodes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for i in range(len(chunks)):
+            pending = pending or pool.submit(source.read_rows, hookpoint, rows[chunks[i][2]:chunks[i][3]])
+            x = pending.result()
+            pending = (pool.submit(source.read_rows, hookpoint, rows[chunks[i + 1][2]:chunks[i + 1][3]])
+                       if i + 1 < len(chunks) else None)
+            yield x
 
 
 def _add_item(writer: StoreWriter, source: ActivationStore, latent: str, latents: CSR, meta) -> None:
