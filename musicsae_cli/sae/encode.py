@@ -187,7 +187,8 @@ def _encode_shard(source: ActivationStore, shard: int, rows: np.ndarray, hookpoi
     done = 0
     chunks = [(g0, g1, int(starts[g0]), int(starts[g1]) if g1 < starts.size else local.size)
               for g0, g1 in item_chunks(counts, encode.batch_size)]
-    for (g0, g1, r0, r1), x in zip(chunks, _prefetched(source, hookpoint, local + first_row, chunks), strict=True):
+    parts = [local[r0:r1] + first_row for _, _, r0, r1 in chunks]
+    for (g0, g1, r0, r1), x in zip(chunks, _prefetched(source, hookpoint, parts), strict=True):
         _check_finite(x, local[r0:r1] + first_row, meta.slice(r0, r1 - r0), hookpoint, source.path)
         latents = encode(x)
         if not np.isfinite(latents.data).all():
@@ -202,18 +203,18 @@ def _encode_shard(source: ActivationStore, shard: int, rows: np.ndarray, hookpoi
     return done
 
 
-def _prefetched(source: ActivationStore, hookpoint: str, rows: np.ndarray, chunks: list):
-    """The (r1 - r0, d_in) float32 rows of each chunk, the next one read in a thread while this one encodes."""
+def _prefetched(source: ActivationStore, hookpoint: str, parts: list[np.ndarray]):
+    """The (n, d_in) float32 rows of each of `parts` (store row numbers), the next part read in a thread while
+    this one encodes."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
-        pending = None
-        for i in range(len(chunks)):
-            pending = pending or pool.submit(source.read_rows, hookpoint, rows[chunks[i][2]:chunks[i][3]])
-            x = pending.result()
-            pending = (pool.submit(source.read_rows, hookpoint, rows[chunks[i + 1][2]:chunks[i + 1][3]])
-                       if i + 1 < len(chunks) else None)
-            yield x
+        reads = [pool.submit(source.read_rows, hookpoint, rows) for rows in parts[:1]]
+        for i in range(len(parts)):
+            if i + 1 < len(parts):  # the next part's read starts before this one is handed over
+                reads.append(pool.submit(source.read_rows, hookpoint, parts[i + 1]))
+            yield reads[i].result()
+            reads[i] = None
 
 
 def _add_item(writer: StoreWriter, source: ActivationStore, latent: str, latents: CSR, meta) -> None:
