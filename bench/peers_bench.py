@@ -66,7 +66,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bench.sae_bench import DenseTopKReference, cpu_name, make_optimizer  # noqa: E402
+from bench.sae_bench import DenseTopKReference, _sync, cpu_name, make_optimizer  # noqa: E402
 from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder, TrainStep  # noqa: E402
 from musicsae_cli.sae.metrics import DeadLatentTracker  # noqa: E402
 
@@ -142,11 +142,6 @@ def load(module: torch.nn.Module, init: dict[str, torch.Tensor]) -> None:
 
 def amp(device: torch.device, dtype: str):
     return torch.autocast(device.type, dtype=DTYPES[dtype]) if DTYPES[dtype] else contextlib.nullcontext()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import platform
 import statistics
 import sys
@@ -33,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder, TrainStep  # noqa: E402
+from musicsae_cli.sae.trainer import adam  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -53,11 +55,8 @@ class DenseTopKReference(SparseAutoencoder):
 
 
 def make_optimizer(sae) -> torch.optim.Optimizer:
-    """Adam, fused where this torch supports it for the device (the same for every row)."""
-    try:
-        return torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(sae.parameters(), lr=1e-4)
+    """Adam as musicsae's trainer makes it (fused where torch has the kernel), the same for every row."""
+    return adam(sae.parameters(), 1e-4, (0.9, 0.999))
 
 
 def _sync(device: torch.device) -> None:
@@ -246,7 +245,7 @@ def encode_rates(spec: SAESpec, pool: list[torch.Tensor], rows: int, dtypes: lis
     for d in dtypes:
         dtype = DTYPES[d]
         amp = functools.partial(torch.autocast, device.type, dtype=dtype) if dtype else contextlib.nullcontext
-        runs = iter(range(10**6))
+        runs = itertools.count()
 
         def reference(dtype=dtype):
             with torch.inference_mode():

@@ -220,8 +220,7 @@ def select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int, 
     if use_aux:
         positive = aux_v > 0  # (B, k_aux)
         counts = positive.sum(1)
-        crow = torch.zeros(n + 1, dtype=torch.int64, device=x_c.device)
-        crow[1:] = counts.cumsum(0)
+        crow = _row_offsets(counts)
         rows = torch.arange(n, device=x_c.device).repeat_interleave(counts)
         aux = Kept(Selection(crow, aux_i[positive], rows, dead.numel()), aux_v[positive].float())
     return main, aux
@@ -241,9 +240,15 @@ def _batch_top(cand_v: torch.Tensor, cand_i: torch.Tensor, k: int, d_sae: int, f
         cols = cand_i.reshape(-1)[flat]
     order = torch.argsort(rows * d_sae + cols)  # row-major order
     rows, cols = rows[order], cols[order]
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
-    crow[1:] = torch.bincount(rows, minlength=n).cumsum(0)
+    crow = _row_offsets(torch.bincount(rows, minlength=n))
     return Kept(Selection(crow, cols, rows, d_sae), top[order].float())
+
+
+def _row_offsets(counts: torch.Tensor) -> torch.Tensor:
+    """CSR row offsets (B + 1,) of per-row entry counts (B,)."""
+    crow = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
+    crow[1:] = counts.cumsum(0)
+    return crow
 
 
 def batch_topk_selection(pre: torch.Tensor, k: int, candidates: int = 4) -> Kept:
