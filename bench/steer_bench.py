@@ -15,6 +15,12 @@ Variants, all with the same prompt and sampling seed, run in interleaved rounds 
                pre-activation is computed)
   sae-topk     the same with a TopK SAE (k 32): the full encoder matmul, since top-k membership needs every latent
 Overhead = median / median(plain) - 1. The goal is <= 5 % per variant.
+
+Then one small `steer sweep` on the same model (strengths 0 and 4, one seed, one random control, a random probe
+scoring at the middle layer, a probe judge at the last layer and a data judge fitted on 6 synthesised concept
+clips), with its wall time split into generation, re-extraction, scoring, audio embeddings of the clips, the data
+judge's fit (reading, embedding and fitting its audio, once) and evaluation (bootstrap statistics and plots);
+--no-sweep skips it.
 """
 
 from __future__ import annotations
@@ -68,6 +74,40 @@ def make_variants(adapter, d: int, layers: list[str], sae_layer: str, d_sae: int
     return variants
 
 
+def sweep_split(adapter, texts: list[str], seconds: float, guidance: float, layer: str, judge: str) -> dict:
+    """Run a small steer sweep on `adapter` in a temporary folder; its result (with `timing`)."""
+    import tempfile
+
+    import numpy as np
+
+    from musicsae_cli.audio.concepts import make_concept_dataset
+    from musicsae_cli.audio.synth import SynthConfig
+    from musicsae_cli.probes import ProbeSet
+    from musicsae_cli.steering.config import SteerSweepConfig
+    from musicsae_cli.steering.sweep import steer_sweep
+
+    rng = np.random.default_rng(0)
+    d = adapter.hookpoint_widths[layer]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "direction.npz", **{layer: rng.standard_normal(d).astype(np.float32)})
+        probe = ProbeSet(task="classification", label="concept", classes=["notes", "tempos"],
+                         hookpoints=[layer, judge], pooling="mean", model=adapter.describe(),
+                         weight=rng.standard_normal((2, 2, d)) / np.sqrt(d), bias=np.zeros((2, 2)),
+                         mean=np.zeros((2, d)), std=np.ones((2, d)))
+        (tmp / "probe").mkdir()
+        probe.save(tmp / "probe")
+        make_concept_dataset(tmp / "concepts", SynthConfig(concepts=["notes", "tempos"], timbres=["sine"],
+                                                           max_per_concept=3, duration_s=1.5))
+        cfg = SteerSweepConfig(model=adapter.model_id, prompts=texts, duration_s=seconds, batch_size=len(texts),
+                               generation={"guidance_scale": guidance, "top_k": 250}, layers=layer,
+                               direction={"file": str(tmp / "direction.npz")}, score_probe=str(tmp / "probe"),
+                               score_target="notes", score_hookpoint=layer, strengths=[0, 4], seeds=[0],
+                               random_controls=1, judge_probe=str(tmp / "probe"), judge_hookpoint=judge,
+                               judge_data=str(tmp / "concepts"), resamples=2000, frechet_resamples=200)
+        return steer_sweep(cfg, tmp / "sweep", adapter=adapter)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -78,6 +118,7 @@ def main() -> None:
     p.add_argument("--d-sae", type=int, default=16384, help="SAE width (default 16384)")
     p.add_argument("--variants", help="comma-separated subset to run (plain is always included)")
     p.add_argument("--small", action="store_true", help="tiny dimensions: checks the script in seconds")
+    p.add_argument("--no-sweep", action="store_true", help="skip the steer sweep timing split")
     a = p.parse_args()
     import torch
 
@@ -127,6 +168,21 @@ def main() -> None:
         print(f"{name:<12} {med:9.3f} {min(ts):8.3f} {1000 * med / steps:8.2f} {over:>9}")
     worst = max(statistics.median(ts) / base - 1 for n, ts in times.items() if n != "plain")
     print(f"worst overhead {100 * worst:+.1f}% (goal <= 5 %)")
+    if a.no_sweep:
+        return
+    res = sweep_split(adapter, texts, a.seconds, a.guidance, f"layers.{n_layers // 2}", f"layers.{n_layers - 1}")
+    timing = res["timing"]
+    print(f"steer sweep: {res['clips']} clips ({a.seconds:g} s each; strengths 0, 4; 1 seed; 1 random control; "
+          f"probe judge at layers.{n_layers - 1}; data judge on 6 concept clips), total {timing['total_s']:.2f} s")
+    print(f"{'phase':<13} {'s':>8} {'share':>7}")
+    phases = ("generation", "reextraction", "scoring", "embedding", "judge_fit", "evaluation")
+    for phase in phases:
+        print(f"{phase:<13} {timing[f'{phase}_s']:8.3f} {100 * timing[f'{phase}_s'] / timing['total_s']:6.1f}%")
+    rest = timing["total_s"] - sum(timing[f"{k}_s"] for k in phases)
+    print(f"{'other':<13} {rest:8.3f} {100 * rest / timing['total_s']:6.1f}%  (loading the probes, the pitch tracker, "
+          "directions, writing)")
+    print(f"generation per clip {timing['generation_s'] / (res['clips'] / len(texts)):.3f} s per batch of "
+          f"{len(texts)} vs the plain variant above {base:.3f} s")
 
 
 if __name__ == "__main__":

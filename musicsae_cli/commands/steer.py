@@ -145,7 +145,19 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
           seeds: Annotated[str | None, Opt("--seeds", help="Sampling seeds, e.g. 0,1,2.")] = None,
           controls: Annotated[int | None, Opt("--controls", help="Random control directions.")] = None,
           score_probe: Annotated[str | None, Opt(help="Probes that score the clips (default --probe).")] = None,
-          score_f0: Annotated[bool, Opt("--score-f0", help="Also score pitch with CREPE (f0 shift in cents).")] = False,
+          score_f0: Annotated[bool, Opt("--score-f0", help="Also score pitch with CREPE (f0 shift in cents; with a "
+                                                          "pitch-class target, the share of frames at it).")] = False,
+          judge_probe: Annotated[str | None, Opt(help="Probes folder of an independent judge at a layer that is not "
+                                                      "steered.")] = None,
+          judge_hookpoint: Annotated[str | None, Opt(help="Hookpoint of --judge-probe (default: its probed "
+                                                          "hookpoint farthest from the steered layers).")] = None,
+          judge_data: Annotated[str | None, Opt(help="Labelled concept audio (dataset folder or manifest): a "
+                                                     "classifier on the model's audio embeddings judges the clips.")]
+          = None,
+          judge_label: Annotated[str | None, Opt(help="Label column of --judge-data (default: the probe's "
+                                                      "label).")] = None,
+          resamples: Annotated[int | None, Opt("--resamples", help="Bootstrap resamples for CIs and "
+                                                                   "p-values.")] = None,
           device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False, overwrite: OverwriteOpt = False,
           dry_run: DryRunOpt = False,
           json_out: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
@@ -157,13 +169,21 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
                    contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
                    trust)
     flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe,
-              "score_f0": score_f0 or None}
+              "score_f0": score_f0 or None, "judge_probe": judge_probe, "judge_hookpoint": judge_hookpoint,
+              "judge_data": judge_data, "judge_label": judge_label, "resamples": resamples}
     cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.sweep import steer_sweep
 
     res = steer_sweep(cfg, out, overwrite=overwrite, progress=o.progress)
     saturated = [f"saturated: {res['saturation']['reason']}"] if res["saturated"] else []
-    o.result(res, [str(out), *saturated, f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
+    timing = res["timing"]
+    split = ", ".join(f"{k} {timing[f'{k}_s']:.1f} s" for k in ("generation", "reextraction", "scoring", "embedding"))
+    data = res["judges"]["data"]
+    fit = [] if data is None or data["cv_accuracy"] is None else [
+        f"data judge: cross-validated accuracy {data['cv_accuracy']:.2f} ({data['cv_folds']} folds, chance "
+        f"{data['chance']:.2f})"]
+    o.result(res, [str(out), *saturated, *fit, res["judge_summary"], f"time: {split}",
+                   f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
                    *res["summary"].splitlines()], out=out)
 
 

@@ -124,7 +124,8 @@ register(Family("yue", "causal LMs over audio-codec tokens (YuE; any LLaMA-like 
                 examples=("m-a-p/YuE-s1-7B-anneal-en-cot", "tiny-yue")))
 register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids facebook/musicgen-*, a save_pretrained "
                 "folder, or tiny-musicgen (built in, random weights)",
-                "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene"), lambda name: True,
+                "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene", "audio_embeddings",
+                                  "text_adherence"), lambda name: True,
                 settings="musicgen_settings:Sampling", save_tiny="tiny:save_tiny_musicgen",
                 examples=("facebook/musicgen-small", "tiny-musicgen")))
 

@@ -19,6 +19,8 @@ CAPABILITIES = {
     "intervene": "interventions at hookpoints",
     "outputs": "audio -> the model's own outputs",
     "sequences": "sequence files (codes, events) -> activations",
+    "audio_embeddings": "audio -> the model's own audio embeddings (for distribution distances)",
+    "text_adherence": "text adherence of generated tokens to their prompts",
 }
 
 
@@ -239,6 +241,18 @@ class ModelAdapter(ABC):
         """Generate audio for each prompt (None = unconditional), capturing the hookpoints at every generated
         frame; `prompt_audio` (mono, at `sample_rate`) is continued; `settings` are the family's own."""
         self.require("generate", "generation")
+        raise NotImplementedError
+
+    def audio_embeddings(self, audio: list[np.ndarray]) -> list[np.ndarray]:
+        """Per mono item at `sample_rate`, the model's own audio representation as (frames, d) float32, for
+        distribution distances between sets of clips (capability `audio_embeddings`)."""
+        self.require("audio_embeddings", "audio embeddings")
+        raise NotImplementedError
+
+    def text_log_likelihood(self, tokens: list, texts: list[str | None]) -> np.ndarray:
+        """(B,) text adherence of each item's generated tokens: the mean per token of log p(tokens | text) -
+        log p(tokens | no text), by teacher forcing (capability `text_adherence`); NaN for an item without text."""
+        self.require("text_adherence", "text adherence")
         raise NotImplementedError
 
     def describe(self) -> dict:

@@ -55,7 +55,8 @@ class MusicGenAdapter(ModelAdapter):
 
     family = "musicgen"
     position_convention = POSITION_CONVENTION
-    capabilities = frozenset({"audio", "tokens", "loss", "generate", "intervene"})
+    capabilities = frozenset({"audio", "tokens", "loss", "generate", "intervene", "audio_embeddings",
+                              "text_adherence"})
     settings_model = Sampling
 
     def __init__(self, model, processor, model_id: str, revision: str | None = None):
@@ -305,6 +306,43 @@ class MusicGenAdapter(ModelAdapter):
         return generate_with_capture(self, texts, duration_s, hookpoints, seed=seed, streams=streams,
                                      prompt_codes=prompt_codes, **options)
 
+
+    # ---- evaluation of generated clips ----
+    def audio_embeddings(self, audio: list[np.ndarray]) -> list[np.ndarray]:
+        """EnCodec's encoder output before quantisation, (frames, d) float32 per mono item at `sample_rate`: the
+        representation FAD's "encodec-emb" uses. Each item is encoded on its own (see `encode`)."""
+        import torch
+
+        encoder = self.model.audio_encoder
+        out = []
+        with torch.inference_mode():
+            for a in audio:
+                x = torch.from_numpy(np.asarray(a, dtype=np.float32))[None, None].to(self.device, encoder.dtype)
+                if encoder.config.normalize:  # as EnCodec's own encode does before its encoder
+                    x = x / (x.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-8)
+                emb = encoder.encoder(x)  # (1, d, frames)
+                out.append(emb[0].T.float().cpu().numpy())  # (frames, d)
+        return out
+
+    def text_log_likelihood(self, tokens: list, texts: list[str | None]) -> np.ndarray:
+        """(B,) per clip: mean over its codes of log p(code | text) - log p(code | no text), by teacher forcing
+        with and without the text (the pointwise mutual information of the codes with their prompt, in nats per
+        code); NaN for a clip without text."""
+        import torch
+
+        codes = [t if isinstance(t, torch.Tensor) else torch.from_numpy(np.asarray(t)) for t in tokens]
+        out = np.full(len(codes), np.nan)
+        keep = [i for i, t in enumerate(texts) if t]
+        if not keep:
+            return out
+        picked = [codes[i] for i in keep]
+        per_clip = []
+        for conditioning in ([texts[i] for i in keep], [None] * len(keep)):
+            log_probs, targets, mask = self.next_token_log_probs(picked, conditioning)  # (B, K, S, V), (B, K, S)
+            lp = log_probs.gather(-1, targets[..., None])[..., 0] * mask  # (B, K, S)
+            per_clip.append((lp.sum(dim=(1, 2)) / mask.sum(dim=(1, 2))).double().cpu().numpy())  # (B,)
+        out[keep] = per_clip[0] - per_clip[1]
+        return out
 
 def load(name: str, revision: str | None = None, device: str = "auto", dtype: str = "fp32",
          seed: int = 0, **options) -> MusicGenAdapter:

@@ -249,6 +249,29 @@ class SteerSweepConfig(SteeringConfig, GenerationSettings):
                            "the same prompt or item and seed.")
     f0_model: str = Field("crepe-tiny", description="The pitch tracker of score_f0 (crepe-tiny or crepe-full: "
                           "CREPE's real weights).")
+    f0_target: str | None = Field(None, description="Pitch class the f0 target score counts (score_f0): the share "
+                                  "of confident frames at that pitch class. Default: the target class when it names "
+                                  "a pitch class (A, C#, Db...).")
+    judge_probe: str | None = Field(None, description="Probes folder of an independent judge: scored like the "
+                                    "scoring probe at a hookpoint that is not steered.")
+    judge_hookpoint: str | None = Field(None, description="Hookpoint of judge_probe (must not be steered; default: "
+                                        "its probed hookpoint farthest from the steered layers).")
+    judge_data: str | None = Field(None, description="Labelled concept audio (a dataset folder or manifest): a "
+                                   "logistic regression on the model's mean-pooled audio embeddings of it judges "
+                                   "each clip's target probability, never reading a layer of the network.")
+    judge_label: str | None = Field(None, description="Label column of judge_data (default: the scoring probe's "
+                                    "label).")
+    judge_target: str | None = Field(None, description="Class the judges score (default: the scored target).")
+    frechet: bool = Field(True, description="Quality drift: the Frechet distance between the audio embeddings of "
+                          "steered and unsteered clips (models with audio embeddings).")
+    text_adherence: bool = Field(True, description="Text adherence of each clip to its prompt, where the model "
+                                 "offers it (mean log-likelihood ratio of the generated tokens with and without "
+                                 "the text).")
+    resamples: int = Field(2000, ge=10, description="Bootstrap resamples of the (seed, prompt) units for the CIs "
+                           "and p-values.")
+    frechet_resamples: int = Field(200, ge=10, description="Bootstrap resamples of the Frechet distances (each "
+                                   "one a matrix square root per condition and strength).")
+    bootstrap_seed: int = Field(0, ge=0, description="Seed of the bootstrap resamples and the judge's folds.")
 
     @field_validator("strengths", mode="before")
     @classmethod

@@ -32,9 +32,9 @@ class PitchScorer:
             raise UsageError(f"model '{model}' does not read its outputs as pitch (it gives "
                              f"{', '.join(probe) or 'nothing'})", "set f0_model to crepe-tiny or crepe-full")
 
-    def median_f0(self, audio: np.ndarray, sample_rate: int, skip_s: float = 0.0) -> float:
-        """The median f0 (Hz) of the frames the tracker is confident about (all frames when none is), of the mono
-        mix of `audio` ((channels, samples) or (samples,)) after its first `skip_s` seconds; NaN for no frames."""
+    def frames(self, audio: np.ndarray, sample_rate: int, skip_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(f0 in Hz (T,), confidence (T,)) of the tracker's frames of the mono mix of `audio` ((channels,
+        samples) or (samples,)) after its first `skip_s` seconds; empty arrays for no audio."""
         from ..audio.io import resample
 
         x = np.asarray(audio, dtype=np.float32)
@@ -43,17 +43,26 @@ class PitchScorer:
         if sample_rate != self.adapter.sample_rate:
             x = resample(x, sample_rate, self.adapter.sample_rate)
         if x.size == 0:
-            return float("nan")
+            return np.zeros(0), np.zeros(0)
         read = self.adapter.read_outputs(self.adapter.outputs(x))
-        f0, confidence = np.asarray(read["f0_hz"], np.float64), np.asarray(read["confidence"], np.float64)
-        sure = f0[confidence >= CONFIDENT]
-        chosen = sure if sure.size else f0
-        return float(np.median(chosen)) if chosen.size else float("nan")
+        return np.asarray(read["f0_hz"], np.float64), np.asarray(read["confidence"], np.float64)
+
+    def median_f0(self, audio: np.ndarray, sample_rate: int, skip_s: float = 0.0) -> float:
+        """The median f0 (Hz) of the frames the tracker is confident about (all frames when none is), of the mono
+        mix of `audio` ((channels, samples) or (samples,)) after its first `skip_s` seconds; NaN for no frames."""
+        return median_f0(*self.frames(audio, sample_rate, skip_s))
 
     def record(self) -> dict:
         return {"model": self.model, "fingerprint": getattr(self.adapter, "fingerprint", None),
                 "confident": CONFIDENT, "f0": "median over frames with confidence >= confident (else all frames)",
                 "cents": "1200 log2(f0 / f0 of the unsteered clip of the same prompt or item and seed)"}
+
+
+def median_f0(f0: np.ndarray, confidence: np.ndarray) -> float:
+    """The median f0 of the frames with confidence >= CONFIDENT (all frames when none is); NaN for no frames."""
+    sure = f0[confidence >= CONFIDENT]
+    chosen = sure if sure.size else f0
+    return float(np.median(chosen)) if chosen.size else float("nan")
 
 
 def _f0_stat(rows: list[dict]) -> dict:

@@ -49,19 +49,29 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 def score_clips(adapter, probe, hookpoint: str, res, rescore_from: str = "audio") -> ClipScores:
     """Class log-probabilities of each generated clip, re-extracted without conditioning and pooled like the
     probe (frame probes: frame probabilities averaged); the frames of an audio prompt are left out."""
+    return score_acts(probe, hookpoint, reextract(adapter, [hookpoint], res, rescore_from), res.prompt_frames)
+
+
+def reextract(adapter, hookpoints: list[str], res, rescore_from: str = "audio") -> list[dict]:
+    """Per generated clip, hookpoint -> (T, d) activations, re-extracted without conditioning from its audio (as
+    extraction does) or its tokens, in one pass for all `hookpoints`."""
     if rescore_from == "audio" and (res.audio is None or not adapter.can("audio")):
         rescore_from = "codes"  # a model without a codec, or one that reads its codes only: its codes are what it made
     if rescore_from == "audio":  # what extraction does: the generated audio read back by the model
-        acts = adapter.audio_activations([a.mean(axis=0) for a in res.audio], [hookpoint])
-    else:
-        adapter.require("tokens", "rescoring from the generated tokens (rescore_from: codes)")
-        lengths = res.lengths or [None] * len(res.tokens)  # rows that end apart: their padding is not read
-        acts = adapter.token_activations([t if n is None else t[:n] for t, n in zip(res.tokens, lengths,
-                                                                                  strict=True)], [hookpoint])
+        return adapter.audio_activations([a.mean(axis=0) for a in res.audio], hookpoints)
+    adapter.require("tokens", "rescoring from the generated tokens (rescore_from: codes)")
+    lengths = res.lengths or [None] * len(res.tokens)  # rows that end apart: their padding is not read
+    return adapter.token_activations([t if n is None else t[:n] for t, n in zip(res.tokens, lengths, strict=True)],
+                                     hookpoints)
+
+
+def score_acts(probe, hookpoint: str, acts: list[dict], prompt_frames: int = 0) -> ClipScores:
+    """Class log-probabilities of re-extracted clips (`reextract`) by `probe` at `hookpoint`, pooled like the probe;
+    the first `prompt_frames` frames (an audio prompt) are left out."""
     h = probe.index(hookpoint)
     log_probs, rms = [], []
     for item in acts:
-        x = item[hookpoint][res.prompt_frames:].float().cpu().numpy()  # (T, d), generated frames only
+        x = item[hookpoint][prompt_frames:].float().cpu().numpy()  # (T, d), generated frames only
         if x.shape[0] == 0:
             raise InputError("no generated frames to score", "generate more than the audio prompt")
         if probe.pooling in POOLS:

@@ -8,8 +8,13 @@ the probe's hookpoint, pooled like the probe, and scored by the probability of t
 distribution), the sweep says so: a warning, `saturated` and its reason in the result and manifest, and the plot
 shows the log-odds instead of a flat line.
 
-Output folder: sweep.csv (one row per clip), dose_response.png, manifest.json (config, stats, summary line,
-saturation), config.yaml, and clips/ with save_audio.
+Independent judges (judges.py) and the evaluation (evaluation.py: per-strength means with bootstrap CIs, slopes
+against strength, the direction against the random directions, the Frechet distance of the audio embeddings to the
+unsteered clips, text adherence) score the same clips.
+
+Output folder: sweep.csv (one row per clip), dose_response.png, evaluation.csv, slopes.csv, evaluation.png,
+manifest.json (config, stats, summary lines, saturation, judges, evaluation, timing), config.yaml, and clips/ with
+save_audio.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from .config import LATENT_MODES, SteerSweepConfig
 from .directions import Direction, check_same_model, load_direction, set_latents
 from .edits import build_steering, steer_layers
 from .generate import audio_prompt, environment, load_model, resolve_prompts, sampling_options
-from .pitch import PitchScorer, cents, summarize_f0
-from .report import plot_dose_response, saturation, score_clips, summarize
+from .pitch import summarize_f0
+from .report import plot_dose_response, saturation, summarize
 
 KIND = "steer_sweep"
 FORMAT_VERSION = 1
@@ -116,6 +121,10 @@ class _Units:
             n = len(self.names)
             self.batches = [list(range(b, min(b + cfg.batch_size, n))) for b in range(0, n, cfg.batch_size)]
 
+    def texts(self, batch: list[int]) -> list:
+        """The text prompts of `batch` (None for each item re-synthesised)."""
+        return [None if self.resynthesis else self.names[i] for i in batch]
+
     def run(self, batch: list[int], seed: int, edits: dict):
         if self.resynthesis:
             from .resynth import load_item, resynthesise
@@ -139,58 +148,46 @@ class _Units:
 
 def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
                 progress: ProgressFactory = no_progress, adapter=None) -> dict:
-    """Run the sweep; write sweep.csv, dose_response.png and the manifest; return the summary."""
+    """Run the sweep; write sweep.csv, dose_response.png, the evaluation and the manifest; return the summary."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_json
     from ..audio.io import write_wav
+    from .evaluation import evaluate_sweep
+    from .scoring import SweepScorer
 
+    started = time.perf_counter()
     adapter = adapter or load_model(cfg, "a steering sweep", needs=("intervene",))
     units = _Units(cfg, adapter)
-    probe, target, target_index = load_scoring_probe(cfg, adapter)
-    pitch = PitchScorer(cfg.f0_model, cfg.device) if cfg.score_f0 else None
+    probe, target, _ = load_scoring_probe(cfg, adapter)
     direction = load_direction(cfg.direction, adapter, cfg.allow_other_model)
     layers = steer_layers(cfg, adapter, direction)
     build_steering(cfg, adapter, direction)  # strength/layer mistakes fail before any generation
     hp = score_hookpoint(cfg, probe, layers)
     controls = random_controls(direction, cfg, layers)
+    scorer = SweepScorer(cfg, adapter, probe, target, hp, layers, units.resynthesis, progress)
     conditions = [("none", None, 0.0)]
     for s in sorted({float(x) for x in cfg.strengths if x != 0}):
         conditions += [("direction", None, s)] + [("random", i, s) for i in range(len(controls))]
-    rows, started = [], time.perf_counter()
+    rows = []
     total = len(cfg.seeds) * len(units.batches) * len(conditions)
     with staged_directory(out, overwrite) as stage, progress("Sweeping", total) as bar:
         for seed in cfg.seeds:
             for batch in units.batches:
-                plain_f0: dict[int, float] = {}
                 for kind, index, strength in conditions:
                     d = controls[index] if kind == "random" else direction
                     edits = build_steering(cfg, adapter, d, scale=strength).edits if kind != "none" else {}
-                    res = units.run(batch, seed, edits)
-                    scores = score_clips(adapter, probe, hp, res, cfg.rescore_from)
-                    probs, logits = scores.probs, scores.log_odds(target_index)  # (B, C), (B,)
+                    with scorer.timed("generation"):
+                        res = units.run(batch, seed, edits)
+                    scores = scorer.score(res, units.texts(batch), [(seed, i) for i in batch], kind, index, strength)
                     for j, i in enumerate(batch):
                         clip = f"s{seed}-{units.tag(i)}-{kind}{'' if index is None else index}-a{strength:g}"
                         if cfg.save_audio and res.audio is not None:
                             write_wav(stage / "clips" / f"{clip}.wav", res.audio[j], adapter.sample_rate)
-                        row = {"clip": clip, "strength": strength, "seed": seed, **units.columns(i),
-                               "control": kind, "control_index": "" if index is None else index,
-                               "target_prob": float(probs[j, target_index]),
-                               "target_logit": float(logits[j]), "input_rms": float(scores.input_rms[j]),
-                               **{f"p_{c}": float(probs[j, k]) for k, c in enumerate(probe.classes)}}
-                        if pitch is not None and res.audio is None:
-                            raise UsageError("score_f0 reads the generated audio, and model "
-                                             f"'{adapter.model_id}' generates codes without audio",
-                                             "drop --score-f0")
-                        if pitch is not None:
-                            f0 = pitch.median_f0(res.audio[j], adapter.sample_rate, res.prompt_frames /
-                                                 adapter.frame_rate)
-                            if kind == "none":
-                                plain_f0[i] = f0
-                            row |= {"f0_hz": f0, "f0_cents": cents(f0, plain_f0.get(i, float("nan")))}
-                        rows.append(row)
+                        rows.append({"clip": clip, "strength": strength, "seed": seed, **units.columns(i),
+                                     "control": kind, "control_index": "" if index is None else index, **scores[j]})
                     bar.advance()
         write_csv_rows(stage / "sweep.csv", rows)
         stats, line = summarize(rows, cfg.strengths)
-        f0_stats, f0_line = summarize_f0(rows, cfg.strengths) if pitch is not None else (None, None)
+        f0_stats, f0_line = summarize_f0(rows, cfg.strengths) if scorer.pitch is not None else (None, None)
         if f0_line:
             line = f"{line}\n{f0_line}"
         sat = saturation(rows, target)
@@ -201,6 +198,12 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
         title = f"{probe.label}={target} at {hp}; steering {', '.join(layers)} ({cfg.mode})"
         plot_dose_response(stage / "dose_response.png", stats, title, chance=1.0 / len(probe.classes),
                            logit=sat["saturated"])
+        t_eval = time.perf_counter()
+        evaluation, judge_line = evaluate_sweep(stage, rows, scorer, cfg, len(controls),
+                                                f"{probe.label}={target}; steering {', '.join(layers)} ({cfg.mode})")
+        timing = {f"{k}_s": round(v, 3) for k, v in scorer.timing.items()}
+        timing |= {"evaluation_s": round(time.perf_counter() - t_eval, 3),
+                   "total_s": round(time.perf_counter() - started, 3)}
         resolved = cfg if units.resynthesis else cfg.model_copy(
             update={"prompts": [p for p in units.names if p is not None], "prompts_file": None})
         written = {"prompts": units.names} if not units.resynthesis else {"items": units.names}
@@ -212,15 +215,17 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
             score={"probe": str(cfg.score_probe or cfg.direction.probe), "label": probe.label, "target": target,
                    "hookpoint": hp, "pooling": probe.pooling, "rescore_from": cfg.rescore_from,
                    "conditioning": "none (unconditional teacher forcing)",
-                   "f0": pitch.record() if pitch is not None else None},
+                   "f0": scorer.pitch.record() if scorer.pitch is not None else None},
             f0_stats=f0_stats,
             steering={"layers": layers, "mode": cfg.mode, "per_layer_strength": cfg.strength,
                       "strengths": sorted({0.0, *map(float, cfg.strengths)}), "schedule": cfg.schedule.model_dump(),
                       "stream": cfg.stream, "direction": direction.source,
                       "controls": [c.source for c in controls]},
-            stats=stats, summary=line, saturated=sat["saturated"], saturation=sat,
-            files=["sweep.csv", "dose_response.png"]))
+            stats=stats, summary=line, saturated=sat["saturated"], saturation=sat, judges=scorer.record(),
+            evaluation=evaluation, timing=timing,
+            files=["sweep.csv", "dose_response.png", *evaluation["files"]]))
         write_config(stage, resolved.model_dump(mode="json"))
     return {"out": str(out), "clips": len(rows), "summary": line, "f0_stats": f0_stats, "saturated": sat["saturated"],
             "saturation": sat, "score_hookpoint": hp, "target": target, "layers": layers, "stats": stats,
-            "elapsed_s": round(time.perf_counter() - started, 3)}
+            "judge_summary": judge_line, "primary_score": evaluation["primary"], "slopes": evaluation["slopes"],
+            "judges": scorer.record(), "timing": timing, "elapsed_s": round(time.perf_counter() - started, 3)}
