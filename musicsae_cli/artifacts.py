@@ -168,6 +168,19 @@ def staged_directory(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     swap_into_place(stage, out)
 
 
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Put the finished folder `tmp` at `final` (a sibling of it), the old `final` kept aside until the new one is in
+    place, so a crash leaves one complete copy (a checkpoint, say) under one of the two names."""
+    if final.exists():
+        old = final.parent / f".{final.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+
+
 def swap_into_place(stage: Path, out: Path, lock_name: str | None = None, what: str = "output") -> None:
     """Move the finished `stage` to `out`; an old `out` is moved aside first and removed only afterwards.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,8 @@ CHECKPOINT_DIR = "checkpoint"
 def save_checkpoint(out: Path, step: int, members: list, extra: dict) -> None:
     """Write every member's model, optimiser and dead-latent state, then swap the folder in atomically."""
     from safetensors.torch import save_file
+
+    from ..artifacts import replace_folder
 
     tensors, meta = {}, {"step": step, **extra, "members": {}}
     for m in members:
@@ -31,15 +32,7 @@ def save_checkpoint(out: Path, step: int, members: list, extra: dict) -> None:
     tmp.mkdir()
     save_file(tensors, str(tmp / "state.safetensors"))
     (tmp / "state.json").write_text(json.dumps(meta, indent=2, default=float))
-    final = out / CHECKPOINT_DIR
-    if final.exists():
-        old = out / f".{CHECKPOINT_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
+    replace_folder(tmp, out / CHECKPOINT_DIR)
 
 
 def _check_free_space(out: Path, step: int, tensor_bytes: int) -> None:
