@@ -83,6 +83,7 @@ def test_every_shipped_preset_validates(monkeypatch):
     from musicsae_cli.audio.split import SplitConfig
     from musicsae_cli.audio.synth import SynthConfig
     from musicsae_cli.extract.config import ExtractConfig
+    from musicsae_cli.models.tiny_train import TrainTinyConfig
     from musicsae_cli.probes.config import ProbeConfig
     from musicsae_cli.sae.config import SAETrainConfig
     from musicsae_cli.steering.config import SteerGenerateConfig, SteerSweepConfig
@@ -93,7 +94,7 @@ def test_every_shipped_preset_validates(monkeypatch):
               ("steer", "sweep"): SteerSweepConfig, ("steer", ""): SteerGenerateConfig,
               ("analyze", "sensitivity"): SensitivityConfig, ("analyze", "compare"): CompareConfig,
               ("analyze", "features"): FeaturesConfig, ("analyze", "separation"): SeparationConfig,
-              ("data", "split"): SplitConfig, ("data", "chunk"): ChunkConfig}
+              ("data", "split"): SplitConfig, ("data", "chunk"): ChunkConfig, ("model", "train-tiny"): TrainTinyConfig}
     presets = sorted(configs_dir().glob("*/*.yaml"))
     assert presets, "no presets found"
     for path in presets:

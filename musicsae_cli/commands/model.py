@@ -10,20 +10,25 @@ import typer
 from ._command import MusicsaeGroup
 from ._common import (
     EXAMPLES,
+    DryRunOpt,
     FamilyOpt,
     JsonOpt,
     Output,
     OverwriteOpt,
     QuietOpt,
+    SetOpt,
     TrustCodeOpt,
     VerboseOpt,
     command,
+    config_option,
     legacy_output,
+    resolve,
     trust_code,
 )
 
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
-                  help="Models: the registered families, a model's hookpoints, tiny random models for trials.")
+                  help="Models: the registered families, a model's hookpoints, tiny models for trials "
+                       "(random or trained).")
 LegacyOut = Annotated[Path | None, typer.Argument(hidden=True, help="Deprecated: use -o.")]
 
 
@@ -125,3 +130,45 @@ def hookpoints(
                            options=parse_set(option) if option else None)
     widths = adapter.hookpoint_widths
     o.result({"model": adapter.describe(), "hookpoints": widths}, [f"{h}\t{w}" for h, w in widths.items()])
+
+
+@command(app, "train-tiny", config="musicsae_cli.models.tiny_train:TrainTinyConfig", group="model",
+         keys={"steps": "decoder.steps", "codec_steps": "codec.steps", "out_arg": "out"}, examples=[
+             "musicsae model train-tiny my-tiny/ && musicsae model hookpoints my-tiny/",
+             "musicsae model train-tiny my-tiny/ -c fast --seed 1",
+             "musicsae data synth -o concepts/ -c small && musicsae model train-tiny my-tiny/ --data concepts/"])
+def train_tiny(
+    out_arg: Annotated[Path | None, typer.Argument(metavar="OUT", help="Folder to write (or -o); an interrupted "
+                                                                       "run into it resumes.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to write (the same as OUT).")] = None,
+    config: Annotated[str | None, config_option("model")] = None,
+    set_: SetOpt = None,
+    data: Annotated[Path | None, typer.Option(help="A `data synth` folder to train on (default: synthesise "
+                                                   "the concept audio of the config).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the weights, batches and condition dropout.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Decoder (and text encoder) training steps.")] = None,
+    codec_steps: Annotated[int | None, typer.Option(help="Codec training steps.")] = None,
+    overwrite: OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train a tiny text-to-music model (audio codec, text encoder, decoder) on concept audio, with prompts naming
+    the concept; saved like a hub checkpoint."""
+    o = Output(json_out, quiet, verbose)
+    from ..errors import UsageError
+    from ..models.tiny_train import TrainTinyConfig
+
+    if out is not None and out_arg is not None and out != out_arg:
+        raise UsageError(f"two outputs: {out_arg} and -o {out}", "pass the output once")
+    target = out if out is not None else out_arg
+    flags = {"data": None if data is None else str(data), "seed": seed, "decoder.steps": steps,
+             "codec.steps": codec_steps}
+    cfg = resolve(TrainTinyConfig, "model", config, set_, flags, dry_run, o)
+    if target is None:
+        raise UsageError("missing OUT", "name the folder to write, e.g. `musicsae model train-tiny my-tiny/`")
+    from ..models.tiny_train import train_tiny as train
+
+    res = train(target, cfg, overwrite=overwrite, progress=o.progress)
+    o.result(res.model_dump(), res.lines(), out=res.path)

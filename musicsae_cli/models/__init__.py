@@ -123,7 +123,7 @@ register(Family("yue", "causal LMs over audio-codec tokens (YuE; any LLaMA-like 
                 settings="yue_settings:TokenSampling", save_tiny="tiny_yue:save_tiny_yue_with_codec",
                 examples=("m-a-p/YuE-s1-7B-anneal-en-cot", "tiny-yue")))
 register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids facebook/musicgen-*, a save_pretrained "
-                "folder, or tiny-musicgen (built in, random weights)",
+                "folder (e.g. one written by `model train-tiny`), or tiny-musicgen (built in, random weights)",
                 "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene", "audio_embeddings",
                                   "text_adherence"), lambda name: True,
                 settings="musicgen_settings:Sampling", save_tiny="tiny:save_tiny_musicgen",

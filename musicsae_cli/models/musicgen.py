@@ -306,7 +306,6 @@ class MusicGenAdapter(ModelAdapter):
         return generate_with_capture(self, texts, duration_s, hookpoints, seed=seed, streams=streams,
                                      prompt_codes=prompt_codes, **options)
 
-
     # ---- evaluation of generated clips ----
     def audio_embeddings(self, audio: list[np.ndarray]) -> list[np.ndarray]:
         """EnCodec's encoder output before quantisation, (frames, d) float32 per mono item at `sample_rate`: the
@@ -343,6 +342,7 @@ class MusicGenAdapter(ModelAdapter):
             per_clip.append((lp.sum(dim=(1, 2)) / mask.sum(dim=(1, 2))).double().cpu().numpy())  # (B,)
         out[keep] = per_clip[0] - per_clip[1]
         return out
+
 
 def load(name: str, revision: str | None = None, device: str = "auto", dtype: str = "fp32",
          seed: int = 0, **options) -> MusicGenAdapter:
