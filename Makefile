@@ -95,9 +95,9 @@ lock:
 lint: venv
 	$(BIN)/ruff check musicsae_cli tests bench
 
-# The main job on the built-in defaults: synthesise a concept dataset and index it, write the tiny MusicGen
-# and load it back through from_pretrained to extract every layer from the dataset, capture activations while
-# generating from two prompts, then train a TopK SAE on one layer, encode the store into latents and evaluate
+# The main job on the built-in defaults: synthesise a concept dataset and index it, write the random tiny MusicGen,
+# then with the built-in trained one (tiny-musicgen-trained) extract every layer from the dataset, capture
+# activations while generating from two prompts, then train a TopK SAE on one layer, encode the store into latents and evaluate
 # the SAE (reconstruction, and spliced into the model); probe every layer for the synthesised concepts, steer
 # generation with a probe direction and with an SAE latent, run a small dose-response sweep, measure how each
 # layer responds to pitch, tempo and gain changes of the input, score how well the SAE latents separate the
@@ -111,24 +111,25 @@ demo: venv
 	test -f $(DEMO_OUT)/.concepts-index.csv.musicsae.json || rm -f $(DEMO_OUT)/concepts-index.csv
 	$(BIN)/musicsae data index $(DEMO_OUT)/concepts/manifest.csv --out $(DEMO_OUT)/concepts-index.csv --overwrite
 	$(BIN)/musicsae model save-tiny -o $(DEMO_OUT)/tiny-musicgen --overwrite
-	$(BIN)/musicsae extract $(DEMO_OUT)/concepts -c tiny --model $(DEMO_OUT)/tiny-musicgen \
+	$(BIN)/musicsae extract $(DEMO_OUT)/concepts -c tiny --model tiny-musicgen-trained \
 		-o $(DEMO_OUT)/store --overwrite
 	$(BIN)/musicsae info $(DEMO_OUT)/store
-	$(BIN)/musicsae extract -c tiny --model $(DEMO_OUT)/tiny-musicgen --prompt "calm jazz piano" \
+	$(BIN)/musicsae extract -c tiny --model tiny-musicgen-trained --prompt "calm jazz piano" \
 		--prompt "fast rock drums" --duration-s 4 -o $(DEMO_OUT)/generated --overwrite
 	$(BIN)/musicsae sae train $(DEMO_OUT)/store -c tiny --hookpoint layers.2 -o $(DEMO_OUT)/sae --overwrite
 	$(BIN)/musicsae sae encode $(DEMO_OUT)/store --sae $(DEMO_OUT)/sae -o $(DEMO_OUT)/latents --overwrite
 	$(BIN)/musicsae sae evaluate $(DEMO_OUT)/sae $(DEMO_OUT)/store --downstream --max-items 8 \
 		-o $(DEMO_OUT)/sae-eval --overwrite
 	$(BIN)/musicsae probe train $(DEMO_OUT)/store -o $(DEMO_OUT)/probes -l concept --overwrite
-	$(BIN)/musicsae steer generate -c tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
+	$(BIN)/musicsae steer generate -c tiny --model tiny-musicgen-trained --probe $(DEMO_OUT)/probes \
 		--target notes -o $(DEMO_OUT)/steered-probe --overwrite
-	$(BIN)/musicsae steer generate -c sae-latent --set device=cpu --model $(DEMO_OUT)/tiny-musicgen \
+	$(BIN)/musicsae steer generate -c sae-latent --set device=cpu --model tiny-musicgen-trained \
 		--prompt "calm jazz piano" --duration-s 2 --sae $(DEMO_OUT)/sae --latent 3 --store $(DEMO_OUT)/store \
 		-o $(DEMO_OUT)/steered-sae --overwrite
-	$(BIN)/musicsae steer sweep -c tiny --model $(DEMO_OUT)/tiny-musicgen --probe $(DEMO_OUT)/probes \
-		--target notes -o $(DEMO_OUT)/sweep --overwrite
-	$(BIN)/musicsae analyze sensitivity $(DEMO_OUT)/concepts -c tiny --model $(DEMO_OUT)/tiny-musicgen \
+	$(BIN)/musicsae steer sweep -c sweep-trained --probe $(DEMO_OUT)/probes --target notes \
+		--judge-probe $(DEMO_OUT)/probes --judge-hookpoint layers.0 --judge-data $(DEMO_OUT)/concepts \
+		-o $(DEMO_OUT)/sweep --overwrite
+	$(BIN)/musicsae analyze sensitivity $(DEMO_OUT)/concepts -c tiny --model tiny-musicgen-trained \
 		-o $(DEMO_OUT)/sensitivity --overwrite
 	$(BIN)/musicsae analyze separation $(DEMO_OUT)/latents -c tiny -l concept -l timbre \
 		-o $(DEMO_OUT)/separation --overwrite
@@ -141,7 +142,7 @@ demo: venv
 	$(BIN)/musicsae data split $(DEMO_OUT)/mixes -c tiny --repo $(DEMO_OUT)/demucs-models --two-stems vocals \
 		-o $(DEMO_OUT)/stems --overwrite
 	$(BIN)/musicsae data chunk $(DEMO_OUT)/stems -c 5s --window-s 0.5 -o $(DEMO_OUT)/stem-chunks --overwrite
-	$(BIN)/musicsae extract $(DEMO_OUT)/stem-chunks -c tiny --model $(DEMO_OUT)/tiny-musicgen \
+	$(BIN)/musicsae extract $(DEMO_OUT)/stem-chunks -c tiny --model tiny-musicgen-trained \
 		-o $(DEMO_OUT)/stem-store --overwrite
 	$(BIN)/musicsae info $(DEMO_OUT)/stem-store
 	@echo "feature dashboard: open $(DEMO_OUT)/dashboard/index.html in a browser"

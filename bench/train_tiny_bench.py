@@ -55,13 +55,14 @@ def main() -> None:
         res = train_tiny(Path(tmp) / "tiny", cfg, progress=line_progress(interval_s=30))
         wall = time.perf_counter() - t0
     s = res.seconds
-    print(f"settings: {'fast preset' if args.fast else 'defaults'}; codec {cfg.codec.steps} steps, decoder "
+    print(f"settings: {'fast preset' if args.fast else 'defaults'}; codec {cfg.codec.steps} + "
+          f"{cfg.codec.finetune_steps} steps, decoder "
           f"{cfg.decoder.steps} steps x {cfg.decoder.batch_size} clips; {res.clips['train']} train / "
           f"{res.clips['val']} val clips of {res.clips['frames']} frames; {res.parameters:,} parameters")
     print(f"time: total {wall:.1f} s (codec {s['codec']:.1f} s, encoding {s['encoding']:.1f} s, decoder "
           f"{s['decoder']:.1f} s, the rest {wall - sum(s.values()):.1f} s: synthesis, pitch checks, saving)")
     print(f"decoder: {cfg.decoder.steps / max(s['decoder'], 1e-9):.1f} steps/s; codec: "
-          f"{cfg.codec.steps / max(s['codec'], 1e-9):.2f} steps/s")
+          f"{(cfg.codec.steps + cfg.codec.finetune_steps) / max(s['codec'], 1e-9):.2f} steps/s")
     print(f"CE (nats/code): uniform ln({round(math.exp(res.uniform_ce))}) = {res.uniform_ce:.3f}, random model "
           f"{res.random_val_ce:.3f} -> trained: val {res.val_ce:.3f}, train {res.train_ce:.3f} "
           f"(val / random = {res.val_ce / res.random_val_ce:.2f})")

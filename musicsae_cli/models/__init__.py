@@ -52,9 +52,9 @@ def _attr(ref: str):
 
 FAMILIES: dict[str, Family] = {}
 DEFAULT_MODEL = "facebook/musicgen-small"  # what runs when no model is named
-MODEL_HELP = ("A built-in name (tiny-musicgen, crepe-full, crepe-tiny, crepe-full-random, ...), a hub id, a local "
-              "model folder or file (.ts/.pt TorchScript, .pt2 torch.export), or py:package.module:factory (with "
-              "--trust-code on the command line).")
+MODEL_HELP = ("A built-in name (tiny-musicgen, tiny-musicgen-trained, crepe-full, crepe-tiny, crepe-full-random, "
+              "...), a hub id, a local model folder or file (.ts/.pt TorchScript, .pt2 torch.export), or "
+              "py:package.module:factory (with --trust-code on the command line).")
 # Model names the commands' help examples use: a hub id, its local copy, its preset, the built-in tiny model.
 EXAMPLES = {"hub": DEFAULT_MODEL, "local": "./musicgen-small", "preset": "musicgen-small", "tiny": "tiny-musicgen"}
 TRUST_CODE: ContextVar[bool] = ContextVar("musicsae_trust_code", default=False)  # set by --trust-code only
@@ -123,7 +123,8 @@ register(Family("yue", "causal LMs over audio-codec tokens (YuE; any LLaMA-like 
                 settings="yue_settings:TokenSampling", save_tiny="tiny_yue:save_tiny_yue_with_codec",
                 examples=("m-a-p/YuE-s1-7B-anneal-en-cot", "tiny-yue")))
 register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids facebook/musicgen-*, a save_pretrained "
-                "folder (e.g. one written by `model train-tiny`), or tiny-musicgen (built in, random weights)",
+                "folder (e.g. one written by `model train-tiny`), tiny-musicgen (built in, random weights) or "
+                "tiny-musicgen-trained (built in, trained on synthesised concepts)",
                 "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene", "audio_embeddings",
                                   "text_adherence"), lambda name: True,
                 settings="musicgen_settings:Sampling", save_tiny="tiny:save_tiny_musicgen",

@@ -78,15 +78,19 @@ class MusicGenAdapter(ModelAdapter):
     @classmethod
     def load(cls, name: str, revision: str | None = None, device: str = "auto", dtype: str = "fp32",
              seed: int = 0) -> MusicGenAdapter:
-        """From the built-in `tiny-musicgen`, a local save_pretrained directory, or a hub id."""
+        """From the built-in `tiny-musicgen` (random) or `tiny-musicgen-trained` (shipped weights), a local
+        save_pretrained directory, or a hub id."""
         from ..runtime import resolve_device, resolve_dtype
-        from .tiny import TINY_NAME, build_tiny_musicgen
+        from .tiny import TINY_NAME, TRAINED_NAME, build_tiny_musicgen, trained_path
 
         check_transformers()  # before any work: an unsupported release fails here, not mid-generation
         torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
         if name == TINY_NAME:
             model, processor = build_tiny_musicgen(seed)
             adapter = cls(model, processor, TINY_NAME, None)
+        elif name == TRAINED_NAME:
+            model, processor = _from_pretrained(str(trained_path()), None)
+            adapter = cls(model, processor, TRAINED_NAME, None)
         else:
             model, processor = _from_pretrained(name, revision)
             adapter = cls(model, processor, canonical_id(name), revision)  # a local folder by its resolved path

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 TINY_NAME = "tiny-musicgen"
+TRAINED_NAME = "tiny-musicgen-trained"  # shipped weights written by `model train-tiny` (see trained_path)
 SAMPLE_RATE = 32000
 UPSAMPLING = [8, 5, 4, 4]  # hop 640 at 32 kHz -> 50 frames/s, as in the real checkpoints
 WORDS = ("music", "song", "piano", "guitar", "drums", "bass", "jazz", "rock", "pop", "classical", "electronic",
@@ -116,3 +117,16 @@ def save_tiny_musicgen(directory: str | Path, seed: int = 0, overwrite: bool = F
     cfg = model.decoder.config
     return {"path": str(directory), "n_layers": int(cfg.num_hidden_layers), "hidden_size": int(cfg.hidden_size),
             "parameters": sum(p.numel() for p in model.parameters()), "seed": seed}
+
+
+def trained_path() -> Path:
+    """The folder of the built-in `tiny-musicgen-trained`: a `model train-tiny` output with the default settings,
+    shipped in the package (about 4 MB of safetensors; how to reproduce it: the REPRODUCE.md beside it)."""
+    from ..errors import InputError
+
+    path = Path(__file__).parent / "assets" / TRAINED_NAME
+    if not (path / "config.json").is_file():
+        raise InputError(f"the built-in {TRAINED_NAME} is missing from this installation ({path})",
+                         "reinstall musicsae, or train one with `musicsae model train-tiny -o DIR` and pass "
+                         "--model DIR")
+    return path

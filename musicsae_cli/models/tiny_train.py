@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..audio.config import SynthConfig
 from ..errors import ConfigError, InputError
 from ..progress import ProgressFactory, no_progress
+from .tiny import TRAINED_NAME  # the name its manifest records
 
-TRAINED_NAME = "tiny-musicgen-trained"  # the name its manifest records
 FORMAT_VERSION = 1
 log = logging.getLogger("musicsae")
 STATE = "state"  # checkpoint files: state.safetensors (tensors) and state.json (counters, settings)
@@ -52,11 +52,11 @@ class CodecSettings(BaseModel):
 
     num_codebooks: int = Field(4, ge=1, le=32, description="Residual quantizers (codebooks).")
     codebook_size: int = Field(256, ge=2, le=4096, description="Entries per codebook.")
-    steps: int = Field(600, ge=0, description="Codec training steps (0 keeps the codebook-initialised random codec).")
+    steps: int = Field(300, ge=0, description="Autoencoder steps: encoder and decoder on the continuous latent.")
+    finetune_steps: int = Field(200, ge=0, description="Then, with the codebooks fitted to the trained encoder, "
+                                "steps of the decoder alone on the quantised latents (both 0: the random codec).")
     batch_size: int = Field(8, ge=1, description="Clips per codec step.")
     lr: float = Field(2e-3, gt=0, description="Codec learning rate.")
-    refit_every: int = Field(100, ge=0, description="Refit the codebooks to the encoder every this many steps "
-                                                    "(0: never).")
 
 
 class DecoderSettings(BaseModel):
@@ -442,9 +442,8 @@ def _train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, se
     fraction within 50 cents) of held-out note clips (held-in ones when none is held out): the input itself, through
     the random codec, through the trained one."""
     import numpy as np
-    import torch
 
-    from .tiny_codec import CodecTrainer, pitch_survival, refit_codebooks
+    from .tiny_codec import CodecTrainer, pitch_survival
 
     pitched = [i for i in val_idx if rows[i].get("frequency_hz") not in (None, "")]  # held out: unseen by the codec
     notes = (pitched or [i for i in train_idx if rows[i].get("frequency_hz") not in (None, "")])[:32]
@@ -454,28 +453,26 @@ def _train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, se
         return state["survival"]
     # the random codec's figures are measured once, before training, and kept in the checkpoint
     before = state["random_codec"] if state else pitch_survival(model.audio_encoder, clips, f0)["decoded"]
-    trainer = CodecTrainer(model.audio_encoder, audio[train_idx], seed=cfg.seed,
-                           batch_size=cfg.codec.batch_size, lr=cfg.codec.lr, refit_every=cfg.codec.refit_every)
+    trainer = CodecTrainer(model.audio_encoder, audio[train_idx], seed=cfg.seed, autoencoder_steps=cfg.codec.steps,
+                           batch_size=cfg.codec.batch_size, lr=cfg.codec.lr)
+    total = cfg.codec.steps + cfg.codec.finetune_steps
     step = 0
     if state:
         trainer.load_state_dict(state["codec_trainer"])
         step = int(state["step"])
     t0 = time.perf_counter() - seconds["codec"]
-    with progress("Training codec", cfg.codec.steps) as tracker:
+    with progress("Training codec", total) as tracker:
         tracker.advance(step)
-        while step < cfg.codec.steps:
+        while step < total:
             trainer.step()
             step += 1
             seconds["codec"] = time.perf_counter() - t0
-            if step % cfg.checkpoint_every == 0 and step < cfg.codec.steps:
+            if step % cfg.checkpoint_every == 0 and step < total:
                 save_state(partial, {"config": cfg.model_dump(mode="json"), "phase": "codec", "step": step,
                                      "seconds": seconds, "model": model.state_dict(), "random_codec": before,
                                      "codec_trainer": trainer.state_dict()})
             tracker.advance(1)
-    if cfg.codec.steps:  # the codebooks fitted to the final encoder, as tiny_codec.train_codec ends
-        g = torch.Generator().manual_seed(_seed_of(cfg.seed, 1, cfg.codec.steps))
-        pick = torch.randperm(len(train_idx), generator=g)[:64]
-        refit_codebooks(model.audio_encoder, torch.as_tensor(audio[np.asarray(train_idx)[pick.numpy()]]), g)
+    trainer.finish()  # codebooks fitted to the encoder if no decoder step did it
     model.audio_encoder.eval()
     after = pitch_survival(model.audio_encoder, clips, f0)
     return {"input": after["input"], "random_codec": before, "trained_codec": after["decoded"]}

@@ -110,7 +110,7 @@ def _stopping_after(task: str, n: int):
     return factory
 
 
-@pytest.mark.parametrize("task,n", [("Training decoder", 7), ("Training codec", 3)])
+@pytest.mark.parametrize("task,n", [("Training decoder", 7), ("Training codec", 3), ("Training codec", 7)])
 def test_resumed_run_ends_with_the_same_weights(tmp_path, task, n):
     from safetensors.torch import load_file
 
