@@ -197,6 +197,7 @@ bench: venv
 	$(BIN)/python bench/data_bench.py
 	$(BIN)/python bench/dist_bench.py
 	$(BIN)/python bench/train_tiny_bench.py
+	$(BIN)/python bench/concept_bench.py
 
 # musicsae's TopK SAE training step and encoding against SAELens's (dense and sparse activations) and a dense
 # PyTorch reference, after checking that all of them compute the same losses and gradients (bench/peers_bench.py).

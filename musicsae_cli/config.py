@@ -34,7 +34,8 @@ def configs_dir() -> Path:
 # whose config accepts all of its keys.
 GROUP_COMMANDS = {"data": ("synth", "index", "split", "chunk"),
                   "analyze": ("sensitivity", "separation", "features", "compare"),
-                  "steer": ("generate", "sweep")}
+                  "steer": ("generate", "sweep"),
+                  "concept": ("learn", "evaluate")}
 
 
 def list_presets(group: str, command: str | None = None, model: type[BaseModel] | None = None) -> list[str]:

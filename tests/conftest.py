@@ -106,3 +106,48 @@ def interrupt_on_call(monkeypatch):
         return lambda: monkeypatch.setattr(obj, name, real)
 
     return install
+
+
+class Stop(Exception):
+    """Raised by stopping_after's trackers: a kill in the middle of a run."""
+
+
+def stopping_after(task: str, n: int):
+    """A progress factory that raises once `task` has advanced past `n` (a kill mid-training)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def factory(description, total=None):
+        class Tracker:
+            done = 0
+
+            def advance(self, k=1):
+                self.done += k
+                if description == task and self.done > n:
+                    raise Stop(description)
+        yield Tracker()
+
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that changes torch's thread count (to pin float rounding) must not change it for the tests after it:
+    the built-in random models' weights would differ in their last bits from those of stores made before."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if before is None:  # first imported by this test: torch's own default
+            before = _default_threads()
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _default_threads() -> int:
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

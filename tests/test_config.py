@@ -82,6 +82,7 @@ def test_every_shipped_preset_validates(monkeypatch):
     from musicsae_cli.audio.dataset import IndexConfig
     from musicsae_cli.audio.split import SplitConfig
     from musicsae_cli.audio.synth import SynthConfig
+    from musicsae_cli.concepts.config import ConceptLearnConfig
     from musicsae_cli.extract.config import ExtractConfig
     from musicsae_cli.models.tiny_train import TrainTinyConfig
     from musicsae_cli.probes.config import ProbeConfig
@@ -94,7 +95,8 @@ def test_every_shipped_preset_validates(monkeypatch):
               ("steer", "sweep"): SteerSweepConfig, ("steer", ""): SteerGenerateConfig,
               ("analyze", "sensitivity"): SensitivityConfig, ("analyze", "compare"): CompareConfig,
               ("analyze", "features"): FeaturesConfig, ("analyze", "separation"): SeparationConfig,
-              ("data", "split"): SplitConfig, ("data", "chunk"): ChunkConfig, ("model", "train-tiny"): TrainTinyConfig}
+              ("data", "split"): SplitConfig, ("data", "chunk"): ChunkConfig, ("model", "train-tiny"): TrainTinyConfig,
+              ("concept", "learn"): ConceptLearnConfig}
     presets = sorted(configs_dir().glob("*/*.yaml"))
     assert presets, "no presets found"
     for path in presets:

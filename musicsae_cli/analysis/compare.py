@@ -500,8 +500,11 @@ def _prompt_mode(out, cfg: CompareConfig, overwrite: bool, progress, adapter, st
             raise InputError(f"set {name} would have {n} generated clip; the within-set cosines need at least 2",
                              f"give set {name} at least 2 prompts, or raise extract.samples_per_prompt")
     ext = cfg.extract
-    adapter = adapter or load_adapter(ext.model, family=ext.family, revision=ext.revision, device=ext.device,
-                                      dtype=ext.dtype, seed=ext.seed, options=ext.model_options)
+    if adapter is None:
+        from ..concepts.io import with_concepts
+
+        adapter = with_concepts(load_adapter(ext.model, family=ext.family, revision=ext.revision, device=ext.device,
+                                             dtype=ext.dtype, seed=ext.seed, options=ext.model_options), ext.concepts)
     hookpoints = adapter.resolve_hookpoints(ext.hookpoints)
     if cfg.hookpoints:
         hookpoints = [hp for hp in hookpoints if any(fnmatch.fnmatchcase(hp, p) for p in cfg.hookpoints)]

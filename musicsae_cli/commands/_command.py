@@ -195,7 +195,7 @@ class MusicsaeCommand(TyperCommand):
                 param.help = f"{param.help or ''}  \\[default: {shown}]".strip()
 
 
-PIPELINE = ("data", "extract", "sae", "probe", "steer", "analyze", "info", "model")
+PIPELINE = ("data", "extract", "sae", "probe", "steer", "concept", "analyze", "info", "model")
 
 
 class MusicsaeGroup(TyperGroup):

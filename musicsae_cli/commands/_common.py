@@ -29,6 +29,8 @@ NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Processes on this
                                       "under torchrun (gloo on CPU, nccl on GPUs, one GPU per process).")]
 MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
+ConceptsOpt = Annotated[str | None, typer.Option("--concepts", help="Learned prompt concepts (a `concept learn` "
+                                                                    "folder): prompts may name them as <name>.")]
 FamilyOpt = Annotated[str | None, typer.Option(
     "--family", help="Model family; auto from the model name (`musicsae model families`).")]
 TrustCodeOpt = Annotated[bool, typer.Option(

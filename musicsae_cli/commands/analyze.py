@@ -11,6 +11,7 @@ from ._command import MusicsaeGroup
 from ._common import (
     EXAMPLES,
     AllowOtherModelOpt,
+    ConceptsOpt,
     DeviceOpt,
     DryRunOpt,
     FamilyOpt,
@@ -129,6 +130,7 @@ def compare(
     prompt_b: Annotated[list[str] | None, typer.Option("--prompt-b", help="Prompt mode: a prompt of set b "
                                                                           "(repeatable).")] = None,
     model: ModelOpt = None,
+    concepts: ConceptsOpt = None,
     device: Annotated[str | None, typer.Option(help="Prompt mode: auto, cpu, cuda, cuda:N or mps.")] = None,
     dtype: Annotated[str | None, typer.Option(help="Prompt mode: model precision fp32, fp16 or bf16.")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration-s", help="Prompt mode: seconds per generated "
@@ -165,7 +167,8 @@ def compare(
     flags = {"label": label, "a": a, "b": b, "where": where, "hookpoints": split_csv(hookpoint), "pooling": pooling,
              "n_permutations": n_permutations, "seed": seed, "prompts_a_file": prompts_a and str(prompts_a),
              "prompts_b_file": prompts_b and str(prompts_b), "prompts_a": prompt_a, "prompts_b": prompt_b,
-             "extract.model": model, "extract.device": device, "extract.dtype": dtype, "extract.duration_s": duration_s,
+             "extract.model": model, "extract.concepts": concepts, "extract.device": device,
+             "extract.dtype": dtype, "extract.duration_s": duration_s,
              "extract.samples_per_prompt": samples_per_prompt, "extract.seed": seed}
     cfg = resolve(CompareConfig, "analyze", config, set_, flags, dry_run, o)
     from ..analysis.compare import compare as run

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import analyze, data, extract, info, model, probe, sae, steer
+from . import analyze, concept, data, extract, info, model, probe, sae, steer
 from ._command import MusicsaeGroup
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ extract.extract.register(app)
 app.add_typer(sae.app, name="sae")
 app.add_typer(probe.app, name="probe")
 app.add_typer(steer.app, name="steer")
+app.add_typer(concept.app, name="concept")
 app.add_typer(analyze.app, name="analyze")
 info.info.register(app)
 app.add_typer(model.app, name="model")

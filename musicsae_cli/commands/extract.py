@@ -9,6 +9,7 @@ import typer
 
 from ._common import (
     EXAMPLES,
+    ConceptsOpt,
     DeviceOpt,
     DryRunOpt,
     FamilyOpt,
@@ -52,6 +53,7 @@ def extract(
     config: Annotated[str | None, config_option("extract")] = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
+    concepts: ConceptsOpt = None,
     family: FamilyOpt = None,
     trust: TrustCodeOpt = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision of the model.")] = None,
@@ -89,7 +91,7 @@ def extract(
     from ..extract.config import ExtractConfig
 
     trust_code(trust)
-    flags = {**generation_flags(gen), "model": model, "family": family, "revision": revision,
+    flags = {**generation_flags(gen), "model": model, "family": family, "revision": revision, "concepts": concepts,
              "hookpoints": hookpoint_spec(hookpoint), "device": device,
              "dtype": dtype, "store_dtype": store_dtype, "batch_size": batch_size, "window_s": window_s, "hop_s": hop_s,
              "text": text, "text_column": text_column, "duration_s": duration_s, "prompt_column": prompt_column,

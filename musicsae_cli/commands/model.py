@@ -147,7 +147,8 @@ def train_tiny(
                                                    "the concept audio of the config).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the weights, batches and condition dropout.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Decoder (and text encoder) training steps.")] = None,
-    codec_steps: Annotated[int | None, typer.Option(help="Codec training steps.")] = None,
+    codec_steps: Annotated[int | None, typer.Option(help="Codec autoencoder steps (before its decoder-only "
+                                                          "steps, codec.finetune_steps).")] = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,

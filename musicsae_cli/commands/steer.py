@@ -11,6 +11,7 @@ import typer
 from ._command import MusicsaeGroup
 from ._common import (
     AllowOtherModelOpt,
+    ConceptsOpt,
     DeviceOpt,
     DryRunOpt,
     FamilyOpt,
@@ -71,7 +72,7 @@ ALIASES = {"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration
 
 def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store, contrast,
            file, hookpoint, strength, mode, every, stream, device, allow_other_model, family=None, gen=None,
-           trust=False) -> dict:
+           trust=False, concepts=None) -> dict:
     trust_code(trust)
     return {**generation_flags(gen), "allow_other_model": allow_other_model or None, "model": model,
             "family": family, "prompts": prompt,
@@ -80,7 +81,7 @@ def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, 
             "direction.latent_scale": latent_scale, "direction.store": store, "direction.contrast": contrast,
             "direction.file": file, "layers": hookpoint_spec(hookpoint), "strength": strength, "mode": mode,
             "schedule.every": every,
-            "stream": stream, "device": device}
+            "stream": stream, "device": device, "concepts": concepts}
 
 
 @command(app, "generate", config="musicsae_cli.steering.config:SteerGenerateConfig", group="steer", keys=CONFIG_KEYS,
@@ -91,7 +92,8 @@ def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, 
              "-o out/latent",
              "musicsae steer generate -c tiny --store store/ --contrast concept=notes:tempos -o out/contrast"])
 def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
-             model: ModelOpt = None, family: FamilyOpt = None, trust: TrustCodeOpt = False, gen: GenOpt = None,
+             model: ModelOpt = None, concepts: ConceptsOpt = None, family: FamilyOpt = None,
+             trust: TrustCodeOpt = False, gen: GenOpt = None,
              prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
              duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
              latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
@@ -108,7 +110,7 @@ def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] 
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
                    contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
-                   trust) | {"seed": seed, "dims.bias": dim_bias, "dims.scale": dim_scale}
+                   trust, concepts) | {"seed": seed, "dims.bias": dim_bias, "dims.scale": dim_scale}
     cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, o)
     from ..steering.generate import steer_generate
 
@@ -135,7 +137,8 @@ def steering_line(res: dict) -> str:
              "--seeds 0,1,2 -o sweep/",
              "musicsae steer sweep -c tiny --probe probes/concept --target notes -o sweep-tiny/"])
 def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
-          model: ModelOpt = None, family: FamilyOpt = None, trust: TrustCodeOpt = False, gen: GenOpt = None,
+          model: ModelOpt = None, concepts: ConceptsOpt = None, family: FamilyOpt = None,
+          trust: TrustCodeOpt = False, gen: GenOpt = None,
           prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
           duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
           latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
@@ -167,7 +170,7 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
 
     flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
                    contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
-                   trust)
+                   trust, concepts)
     flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe,
               "score_f0": score_f0 or None, "judge_probe": judge_probe, "judge_hookpoint": judge_hookpoint,
               "judge_data": judge_data, "judge_label": judge_label, "resamples": resamples}

@@ -30,13 +30,15 @@ class _Job:
 def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
                   progress: ProgressFactory = no_progress, adapter=None) -> dict:
     """Run the model over every window of every item in `source` and store the requested hookpoints."""
+    from ..concepts.io import with_concepts
     from ..models import load_adapter
     from .sequences import extract_sequences, is_sequence_source
 
     if not Path(source).exists():
         load_dataset(source)  # its error for a missing source, before any model loads
-    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
-                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
+    adapter = adapter or with_concepts(load_adapter(cfg.model, family=cfg.family, revision=cfg.revision,
+                                                    device=cfg.device, dtype=cfg.dtype, seed=cfg.seed,
+                                                    options=cfg.model_options), cfg.concepts)
     if is_sequence_source(source, adapter):  # the model's own code or event files, not audio
         return extract_sequences(source, out, cfg, overwrite, progress, adapter)
     manifest = load_dataset(source)

@@ -28,6 +28,8 @@ class ExtractConfig(BaseModel):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+    concepts: str | None = Field(None, description="Learned prompt concepts (a `concept learn` folder): prompts may "
+                                                   "name them as <name>.")
     hookpoints: str = Field("all", description="Hookpoint names of the model (`musicsae model hookpoints MODEL`): "
                             "layers.N, ranges layers.A-B, layers.-1, module paths with globs (encoder.*), lists "
                             "separated by commas, or all.")

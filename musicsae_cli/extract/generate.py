@@ -51,12 +51,14 @@ def read_prompts(path: str | Path, column: str = "prompt") -> list[Prompt]:
 def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
                      progress: ProgressFactory = no_progress, adapter=None, source: str = "prompts") -> dict:
     """Generate `samples_per_prompt` clips per prompt, storing each stream's activations and the audio."""
+    from ..concepts.io import with_concepts
     from ..models import load_adapter
 
     if not prompts:
         raise InputError("no prompts given", "pass --prompt TEXT or --prompts FILE")
-    adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
-                                      dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
+    adapter = adapter or with_concepts(load_adapter(cfg.model, family=cfg.family, revision=cfg.revision,
+                                                    device=cfg.device, dtype=cfg.dtype, seed=cfg.seed,
+                                                    options=cfg.model_options), cfg.concepts)
     adapter.require("generate", "extraction while generating (--prompts)")
     texted = getattr(adapter, "text_prompts", True)
     if not texted and any(p.text for p in prompts):

@@ -56,7 +56,8 @@ MODEL_HELP = ("A built-in name (tiny-musicgen, tiny-musicgen-trained, crepe-full
               "...), a hub id, a local model folder or file (.ts/.pt TorchScript, .pt2 torch.export), or "
               "py:package.module:factory (with --trust-code on the command line).")
 # Model names the commands' help examples use: a hub id, its local copy, its preset, the built-in tiny model.
-EXAMPLES = {"hub": DEFAULT_MODEL, "local": "./musicgen-small", "preset": "musicgen-small", "tiny": "tiny-musicgen"}
+EXAMPLES = {"hub": DEFAULT_MODEL, "local": "./musicgen-small", "preset": "musicgen-small", "tiny": "tiny-musicgen",
+            "trained": "tiny-musicgen-trained"}
 TRUST_CODE: ContextVar[bool] = ContextVar("musicsae_trust_code", default=False)  # set by --trust-code only
 
 
@@ -126,7 +127,7 @@ register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids face
                 "folder (e.g. one written by `model train-tiny`), tiny-musicgen (built in, random weights) or "
                 "tiny-musicgen-trained (built in, trained on synthesised concepts)",
                 "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene", "audio_embeddings",
-                                  "text_adherence"), lambda name: True,
+                                  "text_adherence", "concepts"), lambda name: True,
                 settings="musicgen_settings:Sampling", save_tiny="tiny:save_tiny_musicgen",
                 examples=("facebook/musicgen-small", "tiny-musicgen")))
 

@@ -21,6 +21,7 @@ CAPABILITIES = {
     "sequences": "sequence files (codes, events) -> activations",
     "audio_embeddings": "audio -> the model's own audio embeddings (for distribution distances)",
     "text_adherence": "text adherence of generated tokens to their prompts",
+    "concepts": "learned prompt concepts (textual inversion): new prompt tokens trained on audio",
 }
 
 
@@ -253,6 +254,40 @@ class ModelAdapter(ABC):
         """(B,) text adherence of each item's generated tokens: the mean per token of log p(tokens | text) -
         log p(tokens | no text), by teacher forcing (capability `text_adherence`); NaN for an item without text."""
         self.require("text_adherence", "text adherence")
+        raise NotImplementedError
+
+    # ---- learned prompt concepts (capability `concepts`) ----
+    def add_concepts(self, counts: dict[str, int]) -> dict[str, list[int]]:
+        """Add prompt tokens for each concept (name -> number of tokens), so prompts may name it as `<name>`;
+        returns name -> its token ids. Every existing weight stays as it is."""
+        self.require("concepts", "learned prompt concepts")
+        raise NotImplementedError
+
+    def initial_concept_rows(self, n: int, noise: float, generator) -> Any:
+        """(n, d) starting embeddings for new tokens: the vocabulary's mean plus `noise` x its std of noise."""
+        self.require("concepts", "learned prompt concepts")
+        raise NotImplementedError
+
+    def concept_loss(self, tokens, texts: list[str], ids, rows) -> Any:
+        """The model's training loss on tokens (B, ...) given prompts `texts`, with the embeddings of token ids
+        `ids` taken from `rows` (n, d): a scalar differentiable in `rows` only."""
+        self.require("concepts", "learned prompt concepts")
+        raise NotImplementedError
+
+    def set_concept_rows(self, ids: list[int], rows) -> None:
+        """Write learned rows into the model's embeddings for use (generation, teacher forcing)."""
+        self.require("concepts", "learned prompt concepts")
+        raise NotImplementedError
+
+    def concept_neighbours(self, rows, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The k vocabulary tokens nearest each row (cosine)."""
+        self.require("concepts", "learned prompt concepts")
+        raise NotImplementedError
+
+    def tokenizer_fingerprint(self) -> str:
+        """A hash of the text tokenizer's base vocabulary (learned concepts only fit the tokenizer they were
+        learned with)."""
+        self.require("concepts", "learned prompt concepts")
         raise NotImplementedError
 
     def describe(self) -> dict:

@@ -56,7 +56,7 @@ class MusicGenAdapter(ModelAdapter):
     family = "musicgen"
     position_convention = POSITION_CONVENTION
     capabilities = frozenset({"audio", "tokens", "loss", "generate", "intervene", "audio_embeddings",
-                              "text_adherence"})
+                              "text_adherence", "concepts"})
     settings_model = Sampling
 
     def __init__(self, model, processor, model_id: str, revision: str | None = None):
@@ -70,6 +70,7 @@ class MusicGenAdapter(ModelAdapter):
         self.pad_id = int(model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None
                           else model.decoder.config.pad_token_id)
         self._guided_batch: int | None = None  # set while generating with guidance (see guided_layout)
+        self.concepts: dict[str, int] = {}  # learned prompt concepts: name -> number of tokens (see add_concepts)
         if model.decoder.config.audio_channels != 1:
             raise UsageError(f"{model_id} is a stereo MusicGen", "only mono MusicGen checkpoints are supported")
         _check_decoder_interface(model.decoder.model.decoder)
@@ -180,8 +181,7 @@ class MusicGenAdapter(ModelAdapter):
             states = torch.zeros((len(texts), 1, self.model.decoder.config.hidden_size), device=self.device,
                                  dtype=self.dtype)
             return states, torch.zeros((len(texts), 1), device=self.device, dtype=torch.long)
-        tok = self.processor(text=[t or "" for t in texts], padding=True, return_tensors="pt")
-        ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+        ids, mask = self.text_inputs(texts)
         with torch.inference_mode():
             states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
             if getattr(self.model, "enc_to_dec_proj", None) is not None:
@@ -189,6 +189,51 @@ class MusicGenAdapter(ModelAdapter):
         uncond = torch.tensor([t is None for t in texts], device=self.device)
         mask = mask.masked_fill(uncond[:, None], 0)  # an unconditional item attends to nothing, as in CFG
         return states * mask[..., None].to(states.dtype), mask
+
+    def text_inputs(self, texts: list[str | None]):
+        """(input_ids, attention_mask) of prompts (None: empty), learned `<concept>` placeholders expanded."""
+        from .musicgen_concepts import expand
+
+        tok = self.processor(text=[expand(t, self.concepts) or "" for t in texts], padding=True,
+                             return_tensors="pt")
+        return tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+
+    # ---- learned prompt concepts ----
+    def add_concepts(self, counts: dict[str, int]) -> dict[str, list[int]]:
+        from .musicgen_concepts import add_tokens
+
+        ids = add_tokens(self, counts)
+        self.concepts.update(counts)
+        return ids
+
+    def initial_concept_rows(self, n: int, noise: float, generator):
+        from .musicgen_concepts import initial_rows
+
+        return initial_rows(self, n, noise, generator)
+
+    def concept_loss(self, tokens, texts: list[str], ids, rows):
+        import torch
+
+        from .musicgen_concepts import prompt_loss
+
+        input_ids, mask = self.text_inputs(list(texts))
+        codes = tokens if isinstance(tokens, torch.Tensor) else torch.stack([torch.as_tensor(t) for t in tokens])
+        return prompt_loss(self, codes.long(), input_ids, mask, torch.as_tensor(ids), rows)
+
+    def set_concept_rows(self, ids: list[int], rows) -> None:
+        from .musicgen_concepts import set_rows
+
+        set_rows(self, ids, rows)
+
+    def concept_neighbours(self, rows, k: int = 5):
+        from .musicgen_concepts import vocabulary_neighbours
+
+        return vocabulary_neighbours(self, rows, k)
+
+    def tokenizer_fingerprint(self) -> str:
+        from .musicgen_concepts import tokenizer_fingerprint
+
+        return tokenizer_fingerprint(self.processor.tokenizer)
 
     # ---- teacher forcing ----
     def delayed_inputs(self, codes: list) -> tuple:

@@ -46,9 +46,8 @@ def generate_with_capture(adapter, texts: list[str | None], duration_s: float, h
     conditional = any(t is not None for t in texts)
     cfg = conditional and guidance_scale > 1.0
     if conditional:
-        tok = adapter.processor(text=[t or "" for t in texts], padding=True, return_tensors="pt")
-        inputs = {"input_ids": tok["input_ids"].to(adapter.device),
-                  "attention_mask": tok["attention_mask"].to(adapter.device)}
+        input_ids, attention_mask = adapter.text_inputs(texts)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     else:
         inputs = dict(model.get_unconditional_inputs(num_samples=batch))
         inputs.pop("guidance_scale", None)

@@ -28,3 +28,17 @@ def codebook_log_probs(adapter, codes: list, texts: list[str | None] | None = No
         log_probs = torch.log_softmax(logits.float(), dim=-1)
     mask = targets != pad
     return log_probs, targets.masked_fill(~mask, 0), mask  # pads point at token 0 but are masked out
+
+
+def delayed(codes, pad: int):
+    """(inputs (B*K, T+K-1), labels (B, T+K-1, K)) of codes (B, K, T) with the delay pattern and a BOS column.
+
+    Position s of the input holds codebook k of frame s-1-k; position s predicts position s+1 (pads: ignored).
+    """
+    import torch
+
+    b, k, t = codes.shape
+    seq = torch.full((b, k, t + k), pad, dtype=torch.long, device=codes.device)  # BOS + T frames + K-1 delays
+    for j in range(k):
+        seq[:, j, j + 1:j + 1 + t] = codes[:, j]
+    return seq[:, :, :-1].reshape(b * k, t + k - 1), seq[:, :, 1:].transpose(1, 2)

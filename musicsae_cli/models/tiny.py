@@ -85,16 +85,21 @@ def init_codebooks(model, seed: int) -> None:
     freqs = 55 * 2 ** (6 * torch.rand(8, 3, generator=g))  # (8 clips, 3 tones) between 55 Hz and 3.5 kHz
     audio = 0.3 * torch.sin(2 * math.pi * freqs[..., None] * t).sum(1) + 0.05 * torch.randn(8, len(t), generator=g)
     enc = model.audio_encoder
-    with torch.no_grad():
-        emb = enc.encoder(audio[:, None].to(enc.device, enc.dtype)).float()  # (B, D, T)
-        residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # (B*T, D)
-        for layer in enc.quantizer.layers:
-            book = layer.codebook
-            pick = torch.randint(len(residual), (book.embed.shape[0],), generator=g)
-            noise = 0.5 * residual.std(0) * torch.randn(book.embed.shape, generator=g)
-            book.embed.copy_(residual[pick] + noise)
-            book.embed_avg.copy_(book.embed)
-            residual = residual - book.embed.float()[book.quantize(residual.to(book.embed.dtype))]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: float rounding, hence the entries and the weights' fingerprint that
+    try:                      # names the model in every artefact, must not depend on the machine's thread count
+        with torch.no_grad():
+            emb = enc.encoder(audio[:, None].to(enc.device, enc.dtype)).float()  # (B, D, T)
+            residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # (B*T, D)
+            for layer in enc.quantizer.layers:
+                book = layer.codebook
+                pick = torch.randint(len(residual), (book.embed.shape[0],), generator=g)
+                noise = 0.5 * residual.std(0) * torch.randn(book.embed.shape, generator=g)
+                book.embed.copy_(residual[pick] + noise)
+                book.embed_avg.copy_(book.embed)
+                residual = residual - book.embed.float()[book.quantize(residual.to(book.embed.dtype))]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def save_tiny_musicgen(directory: str | Path, seed: int = 0, overwrite: bool = False, num_layers: int = 4) -> dict:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..audio.config import SynthConfig
 from ..errors import ConfigError, InputError
 from ..progress import ProgressFactory, no_progress
+from .musicgen_loss import delayed
 from .tiny import TRAINED_NAME  # the name its manifest records
 
 FORMAT_VERSION = 1
@@ -243,20 +244,6 @@ def build_model(cfg: TrainTinyConfig, words: list[str]):
     tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
     features = EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0)
     return model, MusicgenProcessor(feature_extractor=features, tokenizer=tokenizer)
-
-
-def delayed(codes, pad: int):
-    """(inputs (B*K, T+K-1), labels (B, T+K-1, K)) of codes (B, K, T) with the delay pattern and a BOS column.
-
-    Position s of the input holds codebook k of frame s-1-k; position s predicts position s+1 (pads: ignored).
-    """
-    import torch
-
-    b, k, t = codes.shape
-    seq = torch.full((b, k, t + k), pad, dtype=torch.long)  # (B, K, T+K): BOS column + T frames + K-1 delays
-    for j in range(k):
-        seq[:, j, j + 1:j + 1 + t] = codes[:, j]
-    return seq[:, :, :-1].reshape(b * k, t + k - 1), seq[:, :, 1:].transpose(1, 2)
 
 
 class _Interrupted(Exception):

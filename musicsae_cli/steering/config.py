@@ -192,6 +192,8 @@ class ModelSettings(BaseModel):
     model_seed: int = Field(0, ge=0, description="Weights seed of a built-in random model (match the extraction).")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+    concepts: str | None = Field(None, description="Learned prompt concepts (a `concept learn` folder): prompts may "
+                                                   "name them as <name>.")
 
 
 class GenerationSettings(ModelSettings):

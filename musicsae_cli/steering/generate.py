@@ -38,6 +38,10 @@ def load_model(cfg: ModelSettings, purpose: str = "steered generation",
 
     adapter = load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
                            seed=cfg.model_seed, options=cfg.model_options)
+    if cfg.concepts:
+        from ..concepts.io import attach
+
+        attach(adapter, cfg.concepts)
     for capability in needs:
         adapter.require(capability, purpose)
     return adapter

@@ -196,7 +196,7 @@ def test_preset_completion_offers_only_the_command_s_presets(app):
 
 def test_every_offered_preset_resolves(runner, app):
     dummies = {"extract": ["src"], "probe": ["store"], "sae": ["store"], "analyze": ["store"], "data": ["src"],
-               "steer": [], "model": []}
+               "steer": [], "model": [], "concept": ["audio"]}
     for path, cmd in _commands(app):
         if not cmd.config_group:
             continue

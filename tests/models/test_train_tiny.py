@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import Stop as _Stop
+from tests.conftest import stopping_after as _stopping_after
+
 FAST = ["-c", "fast"]
 
 
@@ -86,28 +89,6 @@ def test_saved_folder_loads_like_a_hub_checkpoint(trained):
     assert processor.tokenizer.unk_token_id not in {i for row in ids for i in row}
     adapter = load_adapter(str(trained), device="cpu")
     assert adapter.family == "musicgen" and adapter.n_layers == 4
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stopping_after(task: str, n: int):
-    """A progress factory that raises once `task` has advanced past `n` (a kill mid-training)."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def factory(description, total=None):
-        class Tracker:
-            done = 0
-
-            def advance(self, k=1):
-                self.done += k
-                if description == task and self.done > n:
-                    raise _Stop(description)
-        yield Tracker()
-
-    return factory
 
 
 @pytest.mark.parametrize("task,n", [("Training decoder", 7), ("Training codec", 3), ("Training codec", 7)])
