@@ -41,7 +41,7 @@ endef
 VERSIONS := import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "transformers", \
 	"numpy", "typer", "scikit-learn", "pyarrow", "demucs", "safetensors", "librosa", "umap-learn")))
 
-.PHONY: venv test test-fast test-latest test-oldest lock demo demo-real lint completions bench bench-peers gpu-check \
+.PHONY: venv test test-fast test-retrain test-latest test-oldest lock demo demo-real lint completions bench bench-peers gpu-check \
 	browser clean
 
 venv: $(STAMP)
@@ -59,6 +59,10 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The recipe of the shipped tiny-musicgen-trained, rerun and compared with its recorded figures (4 minutes).
+test-retrain: venv
+	$(BIN)/python -m pytest -m retrain $(PYTEST_ARGS)
 
 # Drift check, newest end: a fresh environment with the newest versions pyproject.toml admits (no lock), then
 # the smoke subset. A failure here means a new release broke musicsae: fix it, then `make lock`.

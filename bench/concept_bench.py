@@ -50,7 +50,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def reencode():
         return step(torch.stack([torch.as_tensor(c) for c in adapter.tokenize(audio)]).long())

@@ -166,6 +166,17 @@ def test_commands_take_concepts_in_prompts(learned, tmp_path):
     assert res.exit_code == 0, res.output
 
 
+def test_a_learned_concept_is_compared_with_another_inside_the_model(learned, tmp_path):
+    """analyze compare in prompt mode: clips generated from <organa> against clips from <thump>, layer by layer."""
+    _, _, _, out = learned
+    res = _cli(["analyze", "compare", "-c", "tiny", "--model", MODEL, "--concepts", str(out),
+                "--prompt-a", "<organa>", "--prompt-a", "<organa> playing A3", "--prompt-b", "<thump>",
+                "--prompt-b", "<thump> at 120 bpm", "-o", str(tmp_path / "cmp"), "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "cmp" / "manifest.json").read_text())
+    assert summary["kind"] and (tmp_path / "cmp" / "store").is_dir()
+
+
 # ---- bad input: one line each, nothing written -----------------------------------------------------------------
 def test_unknown_concept_in_a_prompt_names_the_closest(learned, tmp_path):
     _, _, _, out = learned
