@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "retrain: retrains a shipped model from its recipe (4 minutes on 2 cores; "
-                                       "`make test` and `make test-retrain` run it, CI leaves it out)")
+                                       "`make test` runs it, `make test-retrain` runs only it)")
 
 
 def sine(freq: float = 440.0, seconds: float = 0.5, sr: int = 16000, channels: int = 1, amp: float = 0.5):
