@@ -263,3 +263,58 @@ def _in_use(stage: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+# ---- training state: nested dicts, lists, tensors and numbers as safetensors + JSON --------------------------------
+STATE = "state"  # a checkpoint folder holds state/state.safetensors (tensors) and state/state.json (the rest)
+
+
+def _pack(obj, prefix: str, tensors: dict):
+    """JSON-able skeleton of `obj`, its tensors moved into `tensors` under path-like keys."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().clone()  # a copy: safetensors refuses tied (shared) tensors
+        return {"t": prefix}
+    if isinstance(obj, dict):
+        return {"d": [[k, _pack(v, f"{prefix}/{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"l": [_pack(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)], "tuple": isinstance(obj, tuple)}
+    if hasattr(obj, "item"):  # numpy scalars
+        return {"v": obj.item()}
+    return {"v": obj}
+
+
+def _unpack(skeleton, tensors: dict):
+    if "t" in skeleton:
+        return tensors[skeleton["t"]]
+    if "d" in skeleton:
+        return {k: _unpack(v, tensors) for k, v in skeleton["d"]}
+    if "l" in skeleton:
+        items = [_unpack(v, tensors) for v in skeleton["l"]]
+        return tuple(items) if skeleton["tuple"] else items
+    return skeleton["v"]
+
+
+def save_state(folder: Path, state: dict) -> None:
+    """Write `state` as folder/state.safetensors + state.json, replacing the previous pair atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict = {}
+    skeleton = _pack(state, "s", tensors)
+    tmp = folder / f".{STATE}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(tensors, str(tmp / f"{STATE}.safetensors"))
+    (tmp / f"{STATE}.json").write_text(json.dumps(skeleton))
+    replace_folder(tmp, folder / STATE)
+
+
+def load_state(folder: Path) -> dict | None:
+    """The state saved by save_state in `folder`, or None when there is none."""
+    from safetensors.torch import load_file
+
+    final = folder / STATE
+    if not (final / f"{STATE}.json").is_file():
+        return None
+    return _unpack(json.loads((final / f"{STATE}.json").read_text()), load_file(str(final / f"{STATE}.safetensors")))

@@ -48,24 +48,18 @@ def chunk_plan(clips: dict[str, list[Path]], chunk_s: float, max_per_clip: int |
     """(chunks, skipped clips): each chunk {concept, path, start_s, split}; clips held out per concept by whole clip.
 
     A clip shorter than one chunk is skipped (and listed); a concept left with no chunk is an InputError."""
-    import soundfile as sf
+    from ..audio.io import audio_info
+    from ..errors import AudioError
 
     chunks, skipped = [], []
     for concept, paths in clips.items():
         usable = []
         for p in paths:
             try:
-                info = sf.info(str(p))
-                seconds = info.frames / info.samplerate
-            except (RuntimeError, sf.LibsndfileError):
-                from ..audio.io import load_audio
-
-                try:
-                    audio, rate = load_audio(p)
-                except Exception:  # noqa: BLE001 - any decoder failure: listed as unreadable
-                    skipped.append(f"{p} (unreadable)")
-                    continue
-                seconds = len(audio) / rate
+                seconds = audio_info(p).duration_s
+            except AudioError:
+                skipped.append(f"{p} (unreadable)")
+                continue
             n = int(math.floor(seconds / chunk_s + 1e-9))
             if max_per_clip is not None:
                 n = min(n, max_per_clip)
@@ -100,19 +94,23 @@ def cache_matches(folder: Path, record: dict) -> bool:
         return False
 
 
+def chunk_audio(chunk: dict, chunk_s: float, sample_rate: int) -> np.ndarray:
+    """The mono audio (exactly chunk_s long, zero-padded) of one planned chunk at `sample_rate`."""
+    from ..audio.io import load_audio
+
+    audio, _ = load_audio(chunk["path"], sample_rate, offset_s=float(chunk["start_s"]), duration_s=chunk_s)
+    n = int(round(chunk_s * sample_rate))
+    return np.pad(audio[:n], (0, max(0, n - len(audio))))
+
+
 def encode_chunks(adapter, chunks: list[dict], chunk_s: float, progress) -> object:
     """Codes (N, K, T) of every chunk, each encoded on its own by the model's tokenizer (capability tokens)."""
     import torch
 
-    from ..audio.io import load_audio
-
     out = []
     with progress("Encoding chunks", len(chunks)) as tracker:
         for c in chunks:
-            audio, _ = load_audio(c["path"], adapter.sample_rate, offset_s=c["start_s"], duration_s=chunk_s)
-            n = int(round(chunk_s * adapter.sample_rate))
-            audio = np.pad(audio[:n], (0, max(0, n - len(audio))))
-            out.append(torch.as_tensor(adapter.tokenize([audio])[0]).cpu())
+            out.append(torch.as_tensor(adapter.tokenize([chunk_audio(c, chunk_s, adapter.sample_rate)])[0]).cpu())
             tracker.advance(1)
     t = min(int(c.shape[-1]) for c in out)
     return torch.stack([c[..., :t] for c in out]).to(torch.int32)

@@ -37,15 +37,9 @@ class ConceptEvaluateResult(BaseModel):
 
 
 def _chunk_audio(chunks: list[dict], split: str, concept: str, chunk_s: float, sample_rate: int) -> list[np.ndarray]:
-    from ..audio.io import load_audio
+    from .data import chunk_audio
 
-    out = []
-    n = int(round(chunk_s * sample_rate))
-    for c in chunks:
-        if c["concept"] == concept and c["split"] == split:
-            audio, _ = load_audio(c["path"], sample_rate, offset_s=float(c["start_s"]), duration_s=chunk_s)
-            out.append(np.pad(audio[:n], (0, max(0, n - len(audio)))))
-    return out
+    return [chunk_audio(c, chunk_s, sample_rate) for c in chunks if c["concept"] == concept and c["split"] == split]
 
 
 def _frames(adapter, clips: list[np.ndarray]) -> np.ndarray:

@@ -103,9 +103,8 @@ def learn(data: str | Path, out: str | Path, cfg: ConceptLearnConfig, overwrite:
     import numpy as np
     import torch
 
-    from ..artifacts import check_output, check_replaceable, hold_lock
+    from ..artifacts import check_output, check_replaceable, hold_lock, load_state, save_state
     from ..models import load_adapter
-    from ..models.tiny_train import load_state, save_state
     from .data import cache_matches, chunk_plan, concept_clips, encode_chunks, read_cache, write_cache
 
     out = Path(out)

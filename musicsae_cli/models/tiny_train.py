@@ -14,7 +14,6 @@ written with save_pretrained (model and processor) plus musicsae's manifest.json
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..artifacts import STATE, load_state, save_state
 from ..audio.config import SynthConfig
 from ..errors import ConfigError, InputError
 from ..progress import ProgressFactory, no_progress
@@ -32,7 +32,6 @@ from .tiny import TRAINED_NAME  # the name its manifest records
 
 FORMAT_VERSION = 1
 log = logging.getLogger("musicsae")
-STATE = "state"  # checkpoint files: state.safetensors (tensors) and state.json (counters, settings)
 LOCK = ".train.lock"
 INTERVAL_WORDS = {1: "minor second", 2: "major second", 3: "minor third", 4: "major third", 5: "perfect fourth",
                   6: "tritone", 7: "perfect fifth", 8: "minor sixth", 9: "major sixth", 10: "minor seventh",
@@ -248,60 +247,6 @@ def build_model(cfg: TrainTinyConfig, words: list[str]):
 
 class _Interrupted(Exception):
     pass
-
-
-# ---- checkpoint: nested state (dicts, lists, tensors, numbers) as safetensors + JSON ----------------------------
-def _pack(obj, prefix: str, tensors: dict):
-    """JSON-able skeleton of `obj`, its tensors moved into `tensors` under path-like keys."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().cpu().clone()  # a copy: safetensors refuses tied (shared) tensors
-        return {"t": prefix}
-    if isinstance(obj, dict):
-        return {"d": [[k, _pack(v, f"{prefix}/{k}", tensors)] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        return {"l": [_pack(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)], "tuple": isinstance(obj, tuple)}
-    if hasattr(obj, "item"):  # numpy scalars
-        return {"v": obj.item()}
-    return {"v": obj}
-
-
-def _unpack(skeleton, tensors: dict):
-    if "t" in skeleton:
-        return tensors[skeleton["t"]]
-    if "d" in skeleton:
-        return {k: _unpack(v, tensors) for k, v in skeleton["d"]}
-    if "l" in skeleton:
-        items = [_unpack(v, tensors) for v in skeleton["l"]]
-        return tuple(items) if skeleton["tuple"] else items
-    return skeleton["v"]
-
-
-def save_state(folder: Path, state: dict) -> None:
-    """Write `state` as folder/state.safetensors + state.json, replacing the previous pair atomically."""
-    from safetensors.torch import save_file
-
-    from ..artifacts import replace_folder
-
-    tensors: dict = {}
-    skeleton = _pack(state, "s", tensors)
-    tmp = folder / f".{STATE}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(tensors, str(tmp / f"{STATE}.safetensors"))
-    (tmp / f"{STATE}.json").write_text(json.dumps(skeleton))
-    replace_folder(tmp, folder / STATE)
-
-
-def load_state(folder: Path) -> dict | None:
-    """The state saved by save_state in `folder`, or None when there is none."""
-    from safetensors.torch import load_file
-
-    final = folder / STATE
-    if not (final / f"{STATE}.json").is_file():
-        return None
-    return _unpack(json.loads((final / f"{STATE}.json").read_text()), load_file(str(final / f"{STATE}.safetensors")))
 
 
 def _open_partial(partial: Path, record: dict, overwrite: bool) -> tuple[int | None, dict | None]:

@@ -34,14 +34,12 @@ CLIPS = "clips"
 def load_model(cfg: ModelSettings, purpose: str = "steered generation",
                needs: tuple[str, ...] = ("generate", "intervene")):
     """The adapter for `cfg.model` (a built-in random model's weights from model_seed), which must offer `needs`."""
+    from ..concepts.io import with_concepts
     from ..models import load_adapter
 
-    adapter = load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
-                           seed=cfg.model_seed, options=cfg.model_options)
-    if cfg.concepts:
-        from ..concepts.io import attach
-
-        attach(adapter, cfg.concepts)
+    adapter = with_concepts(load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
+                                         dtype=cfg.dtype, seed=cfg.model_seed, options=cfg.model_options),
+                            cfg.concepts)
     for capability in needs:
         adapter.require(capability, purpose)
     return adapter
