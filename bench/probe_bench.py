@@ -10,6 +10,10 @@ The store is written with StoreWriter from random data plus a planted 4-class la
                 24 shuffled-label controls as one batched L-BFGS problem, writes the artefact)
 The figure of merit is b / a: 1.0 would mean fitting costs nothing beside the read. The machine's fp32 matmul
 peak is printed so the fit's arithmetic can be read as a fraction of it.
+
+  c mixed widths  hookpoints of different widths probed together (CREPE-tiny's 128/16/16/16/32/64/360, 8,000
+                  frames, 12 classes, probe + shuffled control, 4 L-BFGS fits as in a 4-fold run): the fit at each
+                  block's own width against the same problem zero-padded to the widest (the reference)
 """
 
 from __future__ import annotations
@@ -67,11 +71,36 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def mixed_widths(rows: int = 8000, classes: int = 12, fits: int = 4, seed: int = 0) -> None:
+    """(c): blocked fit vs the zero-padded one, same data, same optimum."""
+    from musicsae_cli.probes.fit import fit_probes
+
+    widths = [128, 16, 16, 16, 32, 64, 360]
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, rows)
+    x = np.zeros((len(widths), rows, max(widths)), np.float32)
+    for j, w in enumerate(widths):
+        centres = rng.standard_normal((classes, w)).astype(np.float32) * 0.5
+        x[j, :, :w] = rng.standard_normal((rows, w)).astype(np.float32) + centres[y]
+    targets = np.stack([y, rng.permutation(y)])
+    took, fitted = {}, {}
+    for name, given in (("zero-padded (reference)", None), ("blocks of own width", widths)):
+        t = time.perf_counter()
+        for _ in range(fits):
+            fitted[name] = fit_probes(x, targets, classes, "ce", widths=given)
+        took[name] = time.perf_counter() - t
+    ref, new = took["zero-padded (reference)"], took["blocks of own width"]
+    diff = np.abs(fitted["zero-padded (reference)"].weight - fitted["blocks of own width"].weight).max()
+    print(f"(c) mixed widths {'/'.join(map(str, widths))}, {rows} rows, {classes} classes, {fits} fits: "
+          f"zero-padded {ref:.2f} s, own widths {new:.2f} s, ratio {ref / new:.2f}x (max weight difference "
+          f"{diff:.1e})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-items", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--frames", type=int, default=50)
-    parser.add_argument("--hookpoint", type=int, default=24)
+    parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--d", type=int, default=1024)
     parser.add_argument("--small", action="store_true", help="200 items x 10 frames x 4 layers x 64")
     parser.add_argument("--keep", type=Path, help="Write the store here and keep it (default: a temp folder).")
@@ -101,6 +130,7 @@ def main() -> None:
         del pooled
         print(f"(a) read+pool once: {read_s:.2f} s ({nbytes / read_s / 1e9:.2f} GB/s)")
         res = None
+        threads_before = torch.get_num_threads()
         for threads in dict.fromkeys([torch.get_num_threads(), 1]):
             # One torch thread as well: on a shared machine, each small L-BFGS vector op can wait milliseconds
             # for a descheduled second thread.
@@ -123,6 +153,8 @@ def main() -> None:
         ctrl = max(r["control_accuracy"] for r in res["layers"])
         print(f"best: {res['best']['hookpoint']} balanced accuracy {res['best']['value']:.3f}; max control "
               f"accuracy {ctrl:.3f}")
+        torch.set_num_threads(threads_before)
+        mixed_widths()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

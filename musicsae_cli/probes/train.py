@@ -77,11 +77,11 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
     tables, fitted = [], None
     with progress("Training probes", len(splits) + (1 if cfg.folds else 0)) as tracker:
         for f, (train, test) in enumerate(splits):
-            fitted, target, pred, control = _fit_and_predict(data.x, y, train, test, cfg, classes, f)
+            fitted, target, pred, control = _fit_and_predict(data, y, train, test, cfg, classes, f)
             tables.append(layer_table(cfg.task, hookpoints, pred, control, y[train], y[test]))
             tracker.advance(1)
         if cfg.folds:  # refit on every labelled group (see the module docstring)
-            fitted, target, _, _ = _fit_and_predict(data.x, y, np.ones(y.size, bool), None, cfg, classes, -1)
+            fitted, target, _, _ = _fit_and_predict(data, y, np.ones(y.size, bool), None, cfg, classes, -1)
             tracker.advance(1)
     fit_s = time.perf_counter() - start - read_s
     if d.active:  # every rank's probes and metrics, in the order of the hookpoints
@@ -180,9 +180,9 @@ def _counts(task: str, classes: list[str], y: np.ndarray) -> dict | None:
     return {c: int(counts.get(i, 0)) for i, c in enumerate(classes)}
 
 
-def _fit_and_predict(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray | None, cfg: ProbeConfig,
+def _fit_and_predict(data, y: np.ndarray, train: np.ndarray, test: np.ndarray | None, cfg: ProbeConfig,
                      classes: list[str], fold: int):
-    """Fit on the `train` samples (plus a shuffled-label control when evaluating); predict `test`.
+    """Fit on the `train` samples of `data` (ProbeData) (plus a shuffled-label control when evaluating); predict `test`.
 
     Returns (fitted, target standardisation, predictions (H, n_test), control predictions or None).
     """
@@ -203,9 +203,11 @@ def _fit_and_predict(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.n
     if with_control:  # seeded per fold: the control is reproducible and differs between folds
         variants.append(variants[0][np.random.default_rng([cfg.seed, 3, max(fold, 0)]).permutation(y_train.size)])
     n_out = 1 if cfg.task == "regression" else len(classes)
+    x = data.x
+    widths = [data.widths.get(hp, x.shape[2]) for hp in data.hookpoints]
     fitted = fit_probes(x[:, train], np.stack(variants), n_out, cfg.fit_loss, optimizer=cfg.optimizer,
                         max_iter=cfg.max_iter, lr=cfg.learning_rate, batch_size=cfg.batch_size,
-                        weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device)
+                        weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, widths=widths)
     if test is None:
         return fitted, target, None, None
     x_test = x[:, test]  # (H, n_test, d)

@@ -51,3 +51,31 @@ def test_each_batched_probe_equals_its_own_fit(loss, n_out):
             w, b = _reference_fit((x[j] - fitted.mean[j]) / fitted.std[j], targets[k], loss, n_out, lam)
             np.testing.assert_allclose(fitted.weight[k, j], w, atol=2e-3, rtol=2e-3)
             np.testing.assert_allclose(fitted.bias[k, j], b, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("loss,n_out", [("ce", 4), ("mse", 1)])
+def test_blocks_of_real_widths_equal_the_zero_padded_problem(loss, n_out):
+    """Hookpoints of different widths, zero-padded to the widest: fitting each block at its own width gives the
+    probes of the padded problem (zero weights on the padding) and each one equals its own separate fit."""
+    from musicsae_cli.probes.fit import fit_probes
+
+    rng = np.random.default_rng(1)
+    widths, n, lam = [6, 2, 6, 3], 80, 1e-2
+    x = np.zeros((len(widths), n, max(widths)), np.float32)
+    for j, w in enumerate(widths):
+        x[j, :, :w] = rng.normal(size=(n, w)) * rng.uniform(0.5, 3.0, size=w)
+    targets = (rng.normal(size=(2, n)).astype(np.float32) if loss == "mse"
+               else rng.integers(0, n_out, size=(2, n)))
+    padded = fit_probes(x, targets, n_out, loss, weight_decay=lam, max_iter=500)
+    blocked = fit_probes(x, targets, n_out, loss, weight_decay=lam, max_iter=500, widths=widths)
+    # the same optimum, up to where L-BFGS stops (its gradient tolerance)
+    np.testing.assert_allclose(blocked.weight, padded.weight, atol=1e-3)
+    np.testing.assert_allclose(blocked.bias, padded.bias, atol=1e-3)
+    for j, w in enumerate(widths):
+        assert not blocked.weight[:, j, :, w:].any()
+        ref_w, ref_b = _reference_fit((x[j, :, :w] - blocked.mean[j, :w]) / blocked.std[j, :w], targets[0], loss,
+                                      n_out, lam)
+        np.testing.assert_allclose(blocked.weight[0, j, :, :w], ref_w, atol=2e-3, rtol=2e-3)
+        np.testing.assert_allclose(blocked.bias[0, j], ref_b, atol=2e-3, rtol=2e-3)
+    with pytest.raises(ValueError, match="do not fit"):
+        fit_probes(x, targets, n_out, loss, widths=[6, 2])
