@@ -156,3 +156,81 @@ def _default_threads() -> int:
     import os
 
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face datasets built offline (tests/audio/test_hf_datasets.py, the README's examples)
+SYNTHEORY_PROGRAMS = ((0, "Acoustic Grand Piano", "Piano"), (40, "Violin", "Strings"))
+
+
+def audio_dataset(columns: dict, features: dict, audio_column: str = "audio"):
+    """A datasets.Dataset whose `audio_column` ({bytes, path} dicts) has the Audio feature. Built as a plain struct
+    and then cast: encoding through Audio itself needs torchcodec, which cannot be installed here."""
+    from datasets import Audio, Dataset, Features, Value
+
+    plain = Features({**features, audio_column: {"bytes": Value("binary"), "path": Value("string")}})
+    return Dataset.from_dict(columns, features=plain).cast_column(audio_column, Audio())
+
+
+def _note(midi: int, program: int, sr: int, seconds: float) -> np.ndarray:
+    """A stereo note: harmonics whose weights differ by instrument (program)."""
+    t = np.arange(int(sr * seconds)) / sr
+    f0 = 440.0 * 2.0 ** ((midi - 69) / 12)
+    weights = (1.0, 0.5, 0.25, 0.12) if program == 0 else (1.0, 0.8, 0.6, 0.4)
+    x = sum(w * np.sin(2 * np.pi * f0 * (k + 1) * t) for k, w in enumerate(weights) if f0 * (k + 1) < sr / 2)
+    x = 0.3 * x / np.abs(x).max() * np.minimum(1.0, (seconds - t) * 20)  # a short release
+    return np.stack([x, 0.8 * x], axis=1)
+
+
+def syntheory_notes(octaves=(3, 4), programs=SYNTHEORY_PROGRAMS, sr: int = 44100, seconds: float = 0.5):
+    """SynTheory's `notes` subset in miniature: its columns, WAV bytes in the audio column (44.1 kHz stereo)."""
+    import io
+
+    from datasets import Value
+
+    names = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+    cols = {k: [] for k in ("root_note_name", "root_note_pitch_class", "octave", "midi_note_val", "midi_program_num",
+                            "midi_program_name", "midi_category", "audio")}
+    for num, name, category in programs:
+        for octave in octaves:
+            for pc, note in enumerate(names):
+                midi = 12 * (octave + 1) + pc
+                buf = io.BytesIO()
+                sf.write(buf, _note(midi, num, sr, seconds), sr, format="WAV", subtype="PCM_16")
+                for key, value in (("root_note_name", note), ("root_note_pitch_class", pc), ("octave", octave),
+                                   ("midi_note_val", midi), ("midi_program_num", num), ("midi_program_name", name),
+                                   ("midi_category", category),
+                                   ("audio", {"bytes": buf.getvalue(), "path": f"{note}{octave}_{num}.wav"})):
+                    cols[key].append(value)
+    features = {"root_note_name": Value("string"), "root_note_pitch_class": Value("int64"),
+                "octave": Value("int64"), "midi_note_val": Value("int64"), "midi_program_num": Value("int64"),
+                "midi_program_name": Value("string"), "midi_category": Value("string")}
+    return audio_dataset(cols, features)
+
+
+def build_syntheory_repo(root: Path, **kw) -> Path:
+    """A local copy of a SynTheory-like dataset repository: README.md declaring the `notes` and `tempos` subsets,
+    each a folder of Parquet files (the layout `huggingface-cli download` leaves)."""
+    from datasets import Value
+
+    repo = root / "syntheory"
+    (repo / "notes").mkdir(parents=True, exist_ok=True)
+    (repo / "tempos").mkdir(exist_ok=True)
+    syntheory_notes(**kw).to_parquet(str(repo / "notes" / "train-00000-of-00001.parquet"))
+    import io
+
+    clicks = []
+    for bpm in (60, 120):
+        x = np.zeros(22050, np.float32)
+        x[:: int(22050 * 60 / bpm)] = 0.8
+        buf = io.BytesIO()
+        sf.write(buf, x, 22050, format="WAV")
+        clicks.append({"bytes": buf.getvalue(), "path": f"{bpm}.wav"})
+    audio_dataset({"bpm": [60, 120], "click_config_name": ["woodblock", "woodblock"], "offset_time": [0.0, 0.0],
+                   "audio": clicks},
+                  {"bpm": Value("int64"), "click_config_name": Value("string"), "offset_time": Value("float64")}
+                  ).to_parquet(str(repo / "tempos" / "train-00000-of-00001.parquet"))
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: notes\n  data_files:\n  - split: train\n    path: notes/*.parquet\n"
+        "- config_name: tempos\n  data_files:\n  - split: train\n    path: tempos/*.parquet\n---\n# SynTheory-like\n")
+    return repo

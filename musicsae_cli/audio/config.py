@@ -177,6 +177,23 @@ class IndexConfig(BaseModel):
     silence_db: float = Field(-60.0, description="Clips whose peak is below this level (dBFS) count as silent.")
     keep_silent: bool = Field(False, description="Keep silent clips instead of skipping them.")
     strict: bool = Field(False, description="Fail on the first unusable file instead of skipping it.")
+    # Hugging Face datasets (hf:OWNER/NAME, a save_to_disk folder, Parquet/Arrow files, an audiofolder)
+    split: str | None = Field(None, description="Dataset split to read (datasets only); default: the only one.")
+    subset: str | None = Field(None, description="Dataset subset, the `name` (config) of load_dataset (datasets "
+                                                 "only); default: the only one.")
+    audio_column: str | None = Field(None, description="Dataset column holding the audio; default: the column of "
+                                                       "Audio type.")
+    sample_rate: int | None = Field(None, gt=0, description="Resample dataset audio to this rate (Hz); null keeps "
+                                                            "each row's own rate.")
+    audio_format: Literal["flac", "wav"] = Field("flac", description="File format of the audio a dataset's rows "
+                                                                     "are written as (lossless either way).")
+    bit_depth: Literal[16, 24, 32] | None = Field(
+        None, description="Bit depth of those files; null keeps the source's (24 for 24-bit and float sources, "
+                          "32-bit float in wav), else 16.")
+    limit: int | None = Field(None, gt=0, description="Read only the first N rows of the split (datasets only).")
+    label_map: Literal["auto", "syntheory", "none"] = Field(
+        "auto", description="Rename labels to data synth's names: syntheory maps SynTheory's columns and values; "
+                            "auto does so for a hub id named syntheory; none keeps the dataset's own.")
 
 
 # --- data split ---------------------------------------------------------------------------------------------

@@ -78,11 +78,17 @@ def synth(
          aliases={"--label-name": "--label"}, examples=[
              "musicsae data index songs/ -o songs.csv -l genre",
              "musicsae data index songs/ -o songs.csv --group-regex '^(.+)_part[0-9]+$'",
-             "musicsae data index meta.csv -o checked.csv --path-column file -l genre -l bpm --group-column track"])
+             "musicsae data index meta.csv -o checked.csv --path-column file -l genre -l bpm --group-column track",
+             "musicsae data index hf:meganwei/syntheory --subset notes --split train -o syntheory-notes/",
+             "musicsae data index saved-dataset/ --split test --sample-rate 32000 --limit 500 -o genres/"])
 def index(
-    source: Annotated[Path, typer.Argument(help="A folder of audio (class subfolders = labels) or a "
-                                                ".csv/.jsonl/.parquet manifest.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (.csv, .jsonl or .parquet).")],
+    source: Annotated[Path, typer.Argument(help="A folder of audio (class subfolders = labels), a "
+                                                ".csv/.jsonl/.parquet manifest, or a Hugging Face dataset: "
+                                                "hf:OWNER/NAME[@REVISION], a save_to_disk folder, Parquet/Arrow "
+                                                "files with an audio column, or an audiofolder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (.csv, .jsonl or .parquet); for a "
+                                                          "dataset, the folder to write (audio/ + manifest.csv; "
+                                                          "rerun to resume).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     path_column: Annotated[str | None, typer.Option(help="Manifest column with audio paths.")] = None,
@@ -95,6 +101,16 @@ def index(
     strict: StrictOpt = None,
     decode: Annotated[bool | None, typer.Option("--decode/--no-decode", help="Decode every file fully.")] = None,
     keep_silent: Annotated[bool | None, typer.Option("--keep-silent", help="Keep silent clips.")] = None,
+    split: Annotated[str | None, typer.Option(help="Dataset split (datasets; default: the only one).")] = None,
+    subset: Annotated[str | None, typer.Option(help="Dataset subset, load_dataset's name (datasets; default: the "
+                                                    "only one).")] = None,
+    audio_column: Annotated[str | None, typer.Option(help="Column holding the audio (datasets; default: the one "
+                                                          "of Audio type).")] = None,
+    sample_rate: Annotated[int | None, typer.Option(help="Resample dataset audio to this rate in Hz (default: "
+                                                         "keep each row's).")] = None,
+    audio_format: Annotated[str | None, typer.Option("--format", help="flac or wav: files a dataset's rows are "
+                                                                      "written as.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Read only the first N rows (datasets).")] = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
@@ -108,15 +124,29 @@ def index(
     from ..errors import UsageError
 
     labels = split_csv(label)
+    from ..audio.hf_datasets import dataset_source
+
+    dataset = dataset_source(source)
     label_name = None
-    if labels and source.is_dir():  # class subfolders give one label: --label names it
+    if labels and source.is_dir() and dataset is None:  # class subfolders give one label: --label names it
         if len(labels) > 1:
             raise UsageError(f"a folder gives one label (its class subfolders), not {len(labels)}",
                              "pass one --label NAME, or index a manifest to keep several label columns")
         label_name, labels = labels[0], None
     flags = {"path_column": path_column, "label_columns": labels, "group_column": group_column,
              "id_column": id_column, "label_name": label_name, "group_regex": group_regex, "strict": strict,
-             "decode": decode, "keep_silent": keep_silent}
+             "decode": decode, "keep_silent": keep_silent, "split": split, "subset": subset,
+             "audio_column": audio_column, "sample_rate": sample_rate, "audio_format": audio_format, "limit": limit}
+    if dataset is not None:
+        cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, out_)
+        _index_dataset(dataset, out, cfg, overwrite, out_)
+        return
+    given = [f"--{k.replace('_', '-')}" for k in ("split", "subset", "audio_column", "sample_rate", "limit")
+             if flags[k] is not None] + (["--format"] if audio_format is not None else [])
+    if given:
+        raise UsageError(f"{', '.join(given)} applies to datasets (hf:OWNER/NAME, a save_to_disk folder, Parquet "
+                         f"files with an audio column, an audiofolder), not to {source}",
+                         "drop it, or pass a dataset")
     cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, out_)
     check_manifest_output(out, overwrite)
     res = build_index(source, cfg, out_.progress)
@@ -128,6 +158,28 @@ def index(
         lines.append(f"{len(res.skipped)} skipped:")
         lines += [f"  {p}: {r}" for p, r in res.skipped]
     out_.result(summary, lines, out=out)
+
+
+def _index_dataset(dataset, out: Path, cfg, overwrite: bool, out_: Output) -> None:
+    """`data index` of a Hugging Face dataset: its rows as audio files plus a manifest in the folder `out`."""
+    from ..audio.hf_datasets import import_dataset
+    from ..errors import UsageError
+
+    if cfg.group_regex is not None:
+        raise UsageError("--group-regex applies to folders of audio, not to a dataset",
+                         "name each row's track with --group-column COLUMN")
+    res = import_dataset(dataset, out, cfg, overwrite, out_.progress)
+    where = f"split {res['split']}" + (f", subset {res['subset']}" if res["subset"] else "")
+    lines = [res["manifest"], f"{res['items']} items from {dataset.label} ({where}), {res['seconds_of_audio']:.0f} s "
+             f"of audio; labels: {', '.join(res['label_columns']) or '-'}"
+             + (" (SynTheory's under data synth's names)" if res["label_map"] == "syntheory" else "")]
+    if res["resumed_rows"]:
+        lines.append(f"resumed after {res['resumed_rows']} rows written by an interrupted run")
+    if res["skipped"]:
+        lines.append(f"{len(res['skipped'])} skipped:")
+        lines += [f"  {p}: {r}" for p, r in res["skipped"]]
+    res["skipped"] = [{"row": p, "reason": r} for p, r in res["skipped"]]
+    out_.result(res, lines, out=out)
 
 
 @command(app, "split", config="musicsae_cli.audio.config:SplitConfig", group="data",

@@ -37,6 +37,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.conftest import audio_dataset, build_syntheory_repo
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
@@ -64,6 +66,9 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
      "no model and no preset: the default model is facebook/musicgen-small (hub); the tiny 24-layer MusicGen instead"),
     (r"^(?=data split )(?!.* --repo[ =])(.*)$", r"\1 -m tiny-htdemucs --repo {demucs}",
      "without --repo, Demucs models (htdemucs, htdemucs_ft) come from the hub: the test's tiny HTDemucs, offline"),
+    (r"(?<!\S)hf:meganwei/syntheory(?!\S)", "syntheory",
+     "the hub cannot be reached offline: a local copy of a SynTheory-like repository (notes and tempos subsets as "
+     "Parquet files, 48 notes), built by the test"),
     (r"(?<!\S)(--device[ =])(?:cuda|mps)(?::\d+)?(?!\S)", r"\1cpu", "no GPU here"),
     # speed only (2 CPU cores); what each example does is unchanged
     (r"^(?=steer (?:generate|sweep) )(?=.* --audio[ =])(.*)$", r"\1 --duration-s 2",
@@ -381,7 +386,28 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "sad.txt": lambda root: _text("sad slow piano", "quiet sad music")(root / "sad.txt"),
     "intro.wav": build_intro,  # 1 s of audio (an audio prompt to continue)
     "encoder.ts": build_encoder,  # a TorchScript conv encoder (the torch family)
+    "syntheory": lambda root: build_syntheory_repo(root),  # SynTheory-like repository: notes, tempos (Parquet)
+    "genres-saved": lambda root: build_genres_saved(root),  # save_to_disk DatasetDict: train + test genre clips
 }
+
+
+def build_genres_saved(root: Path) -> None:
+    """A Hugging Face DatasetDict written by save_to_disk: genre clips (a class label) in train and test splits."""
+    import io
+
+    from datasets import ClassLabel, DatasetDict, Value
+
+    def split(n: int, seed: int):
+        rows = {"audio": [], "genre": [], "artist": []}
+        for i in range(n):
+            buf = io.BytesIO()
+            sf.write(buf, _song(("jazz", "rock")[i % 2], 90 + 10 * i, seed + i, 22050, 1.0), 22050, format="WAV")
+            rows["audio"].append({"bytes": buf.getvalue(), "path": f"clip{seed + i}.wav"})
+            rows["genre"].append(i % 2)
+            rows["artist"].append(f"artist{i // 2}")
+        return audio_dataset(rows, {"genre": ClassLabel(names=["jazz", "rock"]), "artist": Value("string")})
+
+    DatasetDict({"train": split(6, 0), "test": split(4, 100)}).save_to_disk(str(root / "genres-saved"))
 
 
 def _ensure(root: Path, name: str) -> None:
