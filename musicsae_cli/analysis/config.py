@@ -50,7 +50,49 @@ class SensitivityConfig(BaseModel):
         return self
 
 
-__all__ = ["ConfigError", "SensitivityConfig"]
+class PatchConfig(BaseModel):
+    """`analyze patch`: which model, pairs, hookpoints, metric and interventions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
+    family: str = Field("auto", description=FAMILY_HELP)
+    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+    hookpoints: str = Field("all", description="Hookpoints to patch and ablate (names, ranges, globs, all).")
+    seed: int = Field(0, ge=0, description="Seed of the model's random weights, the perturbations and the bootstrap.")
+    perturbation: str | None = Field(None, description="Make pairs from a dataset: each item (clean) and the item "
+                                     "perturbed (corrupt), NAME=SETTING: pitch=2 (semitones), gain=-6 (dB), "
+                                     "noise=10 (SNR dB), tempo=0.8 (rate; the pair is cropped to the shorter).")
+    target_column: str | None = Field(None, description="With perturbation: the dataset column naming each pair's "
+                                      "probe class (default: the class the probe gives the clean input).")
+    excerpt_s: float | None = Field(None, gt=0, description="Read at most this many seconds of each clip.")
+    max_pairs: int | None = Field(None, ge=1, description="Use at most this many pairs.")
+    length: Literal["crop", "refuse"] = Field("crop", description="Pairs of different lengths: crop both to the "
+                                              "shorter, or refuse.")
+    metric: Literal["probe", "latent", "outputs"] = Field(
+        "probe", description="What a run is scored by: a probe's logit for a class (probe), an SAE latent's mean "
+                             "activation (latent), or the distance of the model's own outputs to the clean run's "
+                             "(outputs).")
+    probe: str | None = Field(None, description="Probes folder (metric probe).")
+    probe_hookpoint: str | None = Field(None, description="The probe layer the metric reads (default: the probe's "
+                                                          "best).")
+    target: str | None = Field(None, description="The probe class whose logit is the metric (default: per pair, "
+                                                 "its target column or the class the probe gives the clean input).")
+    sae: str | None = Field(None, description="SAE folder (metric latent).")
+    latents: list[int] = Field(default_factory=list, description="SAE latents whose mean activation is the metric.")
+    directions: Literal["both", "clean_to_corrupt", "corrupt_to_clean"] = Field(
+        "both", description="Which patches to run: clean activations into the corrupt run, the reverse, or both.")
+    ablations: list[Literal["zero", "mean"]] = Field(
+        default_factory=lambda: ["zero", "mean"], description="Ablations per hookpoint on the clean input: zero, "
+                                                              "mean (over the clean inputs).")
+    n_bootstrap: int = Field(1000, ge=1, description="Bootstrap resamples over pairs for the CIs.")
+    ci: float = Field(0.95, gt=0, lt=1, description="Confidence level of the bootstrap intervals.")
+
+
+__all__ = ["ConfigError", "PatchConfig", "SensitivityConfig"]
 
 
 class SeparationConfig(BaseModel):

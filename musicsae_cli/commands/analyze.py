@@ -93,6 +93,63 @@ def sensitivity(
     o.result(res, lines, out=out)
 
 
+@command(app, "patch", config=f"{ANALYSIS}:PatchConfig", group="analyze",
+         keys={"hookpoint": "hookpoints", "max_items": "max_pairs", "perturb": "perturbation", "latent": "latents"},
+         examples=[
+             "musicsae analyze patch pairs.csv -o patch/ -m crepe-tiny --probe probes/pitch --hookpoint 'block*'",
+             "musicsae analyze patch notes/ --perturb pitch=2 -o patch-pitch/ -m crepe-tiny --probe probes/pitch",
+             "musicsae analyze patch notes/ --perturb pitch=2 -o patch-out/ -m crepe-tiny --metric outputs"])
+def patch(
+    pairs: Annotated[Path, typer.Argument(help="Pairs: a CSV/JSONL with clean and corrupt audio columns (optional "
+                                               "target, pair_id), or a dataset with --perturb.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (effects.csv, per_pair.csv, "
+                                                          "heatmap.png).")],
+    config: Annotated[str | None, config_option("analyze")] = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    family: FamilyOpt = None,
+    trust: TrustCodeOpt = False,
+    hookpoint: HookpointsOpt = None,
+    perturb: Annotated[str | None, typer.Option("--perturb", metavar="NAME=SETTING", help="Pairs from a dataset: "
+                                                "each item and the item perturbed, e.g. pitch=2, gain=-6.")] = None,
+    metric: Annotated[str | None, typer.Option(help="probe, latent or outputs.")] = None,
+    probe: Annotated[str | None, typer.Option(help="Probes folder (metric probe).")] = None,
+    target: Annotated[str | None, typer.Option(help="Probe class whose logit is the metric.")] = None,
+    sae: Annotated[str | None, typer.Option(help="SAE folder (metric latent).")] = None,
+    latent: Annotated[list[int] | None, typer.Option("--latent", help="SAE latent(s) read by metric latent "
+                                                                      "(repeatable).")] = None,
+    max_items: Annotated[int | None, typer.Option("--max-items", help="Use at most this many pairs.")] = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Activation patching and ablation per hookpoint: how much of a clean/corrupt difference each layer carries."""
+    o = Output(json_out, quiet, verbose)
+    from ..analysis.config import PatchConfig
+
+    trust_code(trust)
+    flags = {"model": model, "family": family, "hookpoints": hookpoint_spec(hookpoint), "perturbation": perturb,
+             "metric": metric, "probe": probe, "target": target, "sae": sae, "latents": latent or None,
+             "max_pairs": max_items, "device": device}
+    cfg = resolve(PatchConfig, "analyze", config, set_, flags, dry_run, o)
+    from ..analysis.patch import patch as run
+
+    res = run(pairs, out, cfg, overwrite, o.progress)
+    where = f" at {res['metric_hookpoint']}" if res["metric_hookpoint"] else ""
+    lines = [str(out), f"{res['n_pairs']} pairs x {len(res['hookpoints'])} hookpoints, metric {res['metric']}{where} "
+                       f"(mean clean - corrupt gap {res['mean_gap']:.4g}); {res['forward_passes']} forward passes, "
+                       f"{res['elapsed_s']:.1f} s"]
+    for cond in res["conditions"]:
+        rows = [e for e in res["effects"] if e["condition"] == cond]
+        lines.append(f"  {cond.replace('_', ' ')}: " + ", ".join(
+            f"{e['hookpoint']} {e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in rows))
+    lines += res["notes"]
+    o.result(res, lines, out=out)
+
+
 @command(app, "compare", config=f"{ANALYSIS}:CompareConfig", group="analyze",
          keys={"hookpoint": "hookpoints", "prompts_a": "prompts_a_file", "prompts_b": "prompts_b_file",
                "model": "extract.model", "dtype": "extract.dtype", "duration_s": "extract.duration_s",

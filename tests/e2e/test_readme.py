@@ -387,6 +387,7 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "intro.wav": build_intro,  # 1 s of audio (an audio prompt to continue)
     "encoder.ts": build_encoder,  # a TorchScript conv encoder (the torch family)
     "syntheory": lambda root: build_syntheory_repo(root),  # SynTheory-like repository: notes, tempos (Parquet)
+    "pairs.csv": lambda root: build_pairs(root),  # clean/corrupt tone pairs for analyze patch
     "genres-saved": lambda root: build_genres_saved(root),  # save_to_disk DatasetDict: train + test genre clips
 }
 
@@ -408,6 +409,17 @@ def build_genres_saved(root: Path) -> None:
         return audio_dataset(rows, {"genre": ClassLabel(names=["jazz", "rock"]), "artist": Value("string")})
 
     DatasetDict({"train": split(6, 0), "test": split(4, 100)}).save_to_disk(str(root / "genres-saved"))
+
+
+def build_pairs(root: Path) -> None:
+    """pairs.csv: three clean/corrupt pairs of 16 kHz tones a few semitones apart (analyze patch)."""
+    t = np.arange(8000) / 16000
+    lines = ["clean,corrupt"]
+    for i, (a, b) in enumerate(((220.0, 262.0), (330.0, 392.0), (440.0, 523.0))):
+        for name, freq in (("clean", a), ("corrupt", b)):
+            sf.write(str(root / f"pair{i}-{name}.wav"), 0.4 * np.sin(2 * np.pi * freq * t), 16000)
+        lines.append(f"pair{i}-clean.wav,pair{i}-corrupt.wav")
+    (root / "pairs.csv").write_text("\n".join(lines) + "\n")
 
 
 def _ensure(root: Path, name: str) -> None:
