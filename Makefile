@@ -113,7 +113,7 @@ lint: venv
 DEMO_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 1 ? n / 2 : 1 )))
 demo: venv
 	@echo "demo: the MusicGen half and the CREPE half run side by side ($(DEMO_THREADS) thread(s) each);" \
-		"each half's output appears when it ends (about 5 minutes on 2 cores)"
+		"each half's output appears when it ends (about 4 minutes on 2 cores)"
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(MAKE) --no-print-directory -j2 --output-sync=target demo-musicgen demo-real
 	@echo "feature dashboard: open $(DEMO_OUT)/dashboard/index.html in a browser"
 

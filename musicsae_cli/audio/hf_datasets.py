@@ -401,10 +401,10 @@ def import_dataset(source: DatasetSource, out: Path, cfg, overwrite: bool = Fals
     settings = {**cfg.model_dump(mode="json"), "split": split, "subset": facts.get("subset"),
                 "label_map": mapping, "source": source.label}
     stage, done = _stage(out, settings)
-    limit = cfg.limit if cfg.limit is not None else None
-    n_total = min(total, limit) if total is not None and limit is not None else (limit if total is None else total)
-    types, skipped, written = _LabelTypes(), [], list(done)
-    skipped += [(r["row_label"], r["reason"]) for r in done if r.get("skipped")]
+    limit = cfg.limit
+    n_total = min(n for n in (total, limit) if n is not None) if (total, limit) != (None, None) else None
+    types = _LabelTypes()
+    skipped = [(r["row_label"], r["reason"]) for r in done if r.get("skipped")]
     written = [r for r in done if not r.get("skipped")]
     start = len(done)
     journal = open(stage / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
@@ -425,11 +425,7 @@ def import_dataset(source: DatasetSource, out: Path, cfg, overwrite: bool = Fals
                 journal.write(json.dumps(entry) + "\n")
                 journal.flush()
                 bar.advance()
-    except InputError:
-        journal.close()
-        shutil.rmtree(stage, ignore_errors=True)  # bad input: nothing partial is kept
-        raise
-    except AudioError:  # strict and an unusable row
+    except (InputError, AudioError):  # bad input (or an unusable row with strict): nothing partial is kept
         journal.close()
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -470,7 +466,7 @@ def _rows(rows, start: int):
 
 def _check_output_place(out: Path, source: DatasetSource, ds) -> None:
     """Refuse an output inside the source folder or inside the datasets / hub caches."""
-    if MANIFEST_FORMATS and Path(out).suffix.lower() in MANIFEST_FORMATS:
+    if Path(out).suffix.lower() in MANIFEST_FORMATS:
         raise InputError(f"a dataset is written as a folder (audio files and manifest.csv), not as {out.name}",
                          f"pass -o {Path(out).with_suffix('')}/")
     target = out.resolve()
