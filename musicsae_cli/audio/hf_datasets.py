@@ -436,6 +436,13 @@ def import_dataset(source: DatasetSource, out: Path, cfg, overwrite: bool = Fals
         shutil.rmtree(stage, ignore_errors=True)
         raise InputError(f"no usable audio among the {len(written) + len(skipped)} rows read from {source.label}",
                          "see the warnings for why each row was skipped")
+    ids = [r["item_id"] for r in written]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        shutil.rmtree(stage, ignore_errors=True)
+        raise InputError(f"--id-column {cols.item_id!r} repeats item ids ({', '.join(twice[:3])}"
+                         f"{' ...' if len(twice) > 3 else ''})", "name a column whose values are unique, or drop "
+                                                                  "--id-column")
     label_columns = list(dict.fromkeys(k for r in written for k in r["labels"]))
     manifest_rows = [{"path": stage / r["path"], "item_id": r["item_id"], "group": r["group"], **r["labels"],
                       "duration_s": r["duration_s"], "sample_rate": r["sample_rate"], "channels": r["channels"]}

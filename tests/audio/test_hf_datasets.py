@@ -181,6 +181,8 @@ def test_bad_input_one_line_each(runner, app, tmp_path):
         assert result.exit_code == 2 and message in result.stderr, (extra, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.csv").exists()
+    result = _index(runner, app, tmp_path / "s", "-o", tmp_path / "o", "--id-column", "track")
+    assert result.exit_code == 2 and "repeats item ids" in result.stderr and not list(tmp_path.glob(".o*"))
     result = _index(runner, app, "hf:bad id", "-o", tmp_path / "o")
     assert result.exit_code == 2 and "bad dataset id" in result.stderr
     result = _index(runner, app, tmp_path / "s", "-o", tmp_path / "o", "--sample-rate", "0")
