@@ -11,8 +11,8 @@ from ..extract.config import FAMILY_HELP, OPTIONS_HELP, ExtractConfig
 from ..models import DEFAULT_MODEL, MODEL_HELP
 
 
-class SensitivityConfig(BaseModel):
-    """Which model and hookpoints, which perturbations of which excerpts, and how to aggregate."""
+class ModelRunConfig(BaseModel):
+    """The model an analysis runs over audio: which one, on what device, at what precision."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -22,6 +22,11 @@ class SensitivityConfig(BaseModel):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
+
+
+class SensitivityConfig(ModelRunConfig):
+    """Which model and hookpoints, which perturbations of which excerpts, and how to aggregate."""
+
     hookpoints: str = Field("all", description="Hookpoint names (layers.N, ranges layers.A-B, layers.-1, module "
                             "paths with globs), lists separated by commas, or all.")
     batch_size: int = Field(8, ge=1, description="Clips per forward pass.")
@@ -50,17 +55,9 @@ class SensitivityConfig(BaseModel):
         return self
 
 
-class PatchConfig(BaseModel):
+class PatchConfig(ModelRunConfig):
     """`analyze patch`: which model, pairs, hookpoints, metric and interventions."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
-    family: str = Field("auto", description=FAMILY_HELP)
-    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
     hookpoints: str = Field("all", description="Hookpoints to patch and ablate (names, ranges, globs, all).")
     seed: int = Field(0, ge=0, description="Seed of the model's random weights, the perturbations and the bootstrap.")
     perturbation: str | None = Field(None, description="Make pairs from a dataset: each item (clean) and the item "
