@@ -69,10 +69,11 @@ class PatchConfig(ModelRunConfig):
     max_pairs: int | None = Field(None, ge=1, description="Use at most this many pairs.")
     length: Literal["crop", "refuse"] = Field("crop", description="Pairs of different lengths: crop both to the "
                                               "shorter, or refuse.")
-    metric: Literal["probe", "latent", "outputs"] = Field(
+    metric: Literal["probe", "latent", "outputs", "loss"] = Field(
         "probe", description="What a run is scored by: a probe's logit for a class (probe), an SAE latent's mean "
-                             "activation (latent), or the distance of the model's own outputs to the clean run's "
-                             "(outputs).")
+                             "activation (latent), the distance of the model's own outputs to the clean run's "
+                             "(outputs), or the model's own loss: the mean log-probability of the clean input's "
+                             "tokens (loss).")
     probe: str | None = Field(None, description="Probes folder (metric probe).")
     probe_hookpoint: str | None = Field(None, description="The probe layer the metric reads (default: the probe's "
                                                           "best).")
@@ -80,11 +81,27 @@ class PatchConfig(ModelRunConfig):
                                                  "its target column or the class the probe gives the clean input).")
     sae: str | None = Field(None, description="SAE folder (metric latent).")
     latents: list[int] = Field(default_factory=list, description="SAE latents whose mean activation is the metric.")
+    allow_other_model: bool = Field(False, description="Accept probes or SAEs made with another model than the one "
+                                    "patched (compared by a fingerprint of the weights); widths must still match.")
     directions: Literal["both", "clean_to_corrupt", "corrupt_to_clean"] = Field(
         "both", description="Which patches to run: clean activations into the corrupt run, the reverse, or both.")
     ablations: list[Literal["zero", "mean"]] = Field(
         default_factory=lambda: ["zero", "mean"], description="Ablations per hookpoint on the clean input: zero, "
                                                               "mean (over the clean inputs).")
+    subspace: Literal["full", "direction", "latents"] = Field(
+        "full", description="What a patch or ablation replaces: the whole activation (full), its component along "
+                            "one direction (direction, see direction_from), or a set of SAE latents with the SAE's "
+                            "error term kept (latents: patch_sae, patch_latents).")
+    direction_from: Literal["mean_diff", "probe"] = Field(
+        "mean_diff", description="subspace direction: the difference of the clean and corrupt mean activations "
+                                 "per hookpoint (mean_diff), or the probe's direction for the pair's class (probe).")
+    patch_sae: str | None = Field(None, description="subspace latents: the SAE whose latents are patched (default: "
+                                                    "--sae).")
+    patch_latents: list[int] = Field(default_factory=list, description="subspace latents: the latents patched.")
+    windows: int = Field(1, ge=1, le=64, description="Also patch each of this many equal time windows of the "
+                                                     "input separately (1: the whole input at once).")
+    batch: int = Field(8, ge=1, description="Patched runs per forward pass (families that batch copies of an "
+                                            "input; others run them one by one).")
     n_bootstrap: int = Field(1000, ge=1, description="Bootstrap resamples over pairs for the CIs.")
     ci: float = Field(0.95, gt=0, lt=1, description="Confidence level of the bootstrap intervals.")
 

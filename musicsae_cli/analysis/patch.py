@@ -1,151 +1,112 @@
 """`analyze patch`: activation patching and ablation per hookpoint, the causal test of what a layer carries.
 
-For each clean/corrupt pair the model runs on both inputs once, recording every hookpoint's output (in the
-(batch, rows, width) view every family's edits see). Then, per hookpoint h and per direction, one more forward
-pass: the corrupt input with h's output replaced by the clean run's (clean -> corrupt), and the clean input with
-h's output replaced by the corrupt run's (corrupt -> clean); and per ablation one pass of the clean input with h
-zeroed or set to its mean over the clean inputs. A metric is read from each run:
+For each clean/corrupt pair (see patch_pairs) the model runs on both inputs once, recording every hookpoint's
+output in the (batch, rows, width) view every family's edits see. Then, per hookpoint h (and per time window, when
+asked) and per condition, one patched run: the corrupt input with h's activation taken from the clean run
+(clean -> corrupt), the clean input with h's activation from the corrupt run (corrupt -> clean), and the clean input
+with h zeroed or set to its mean over the clean inputs (zero / mean ablation). What is replaced is the whole
+activation, its component along one direction (a probe's, or the difference of the clean and corrupt means), or a
+set of SAE latents with the SAE's error term kept (see patch_edits). Patched runs of one pair and condition share
+forward passes: run i of a pass patches its own hookpoint on batch row i, for families that run copies of an
+input as one batch (others run them one by one).
+
+A metric is read from each run:
 
   probe     a saved probe's logit for a class at its hookpoint (the pair's `target`, else the class the probe
-            gives the clean input), averaged over frames
+            gives the clean input), averaged over rows
   latent    an SAE latent's mean activation at the SAE's hookpoint (the mean of several latents)
   outputs   the model's own outputs (capability `outputs`, e.g. CREPE's pitch activations): minus their distance
             to the clean run's outputs, so the clean run scores 0
+  loss      the model's own loss (capability `loss`, e.g. MusicGen): the mean log-probability of the clean input's
+            next tokens, so a corrupt prompt or input that makes them less likely lowers it
 
 The effect of an intervention is normalised by the pair's clean - corrupt gap: patching clean -> corrupt reports
 (m_patched - m_corrupt) / (m_clean - m_corrupt), the share of the behaviour the hookpoint restores (1: all of it,
 0: none); corrupt -> clean and the ablations report (m_clean - m_patched) / (m_clean - m_corrupt), the share of
 the behaviour they destroy. Over pairs, an effect is the ratio of the mean numerator to the mean gap (stable when
-a pair's gap is small), with a percentile bootstrap CI over pairs.
+a pair's gap is small), with a percentile bootstrap CI over pairs; `delta` keeps the mean numerator in the metric's
+own units, for comparing models (a random twin's gap may be near zero, where a ratio says little).
 
 A hookpoint downstream of the metric's hookpoint cannot move it; they are patched anyway (an effect of 0 there is
-a check). The recorded activations are replayed call by call, so any family with the `intervene` capability is
-patched alike, whatever its layout; equal-length inputs are needed (a pair of different lengths is cropped to
-the shorter, or refused with `length: refuse`).
+a check).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
-from ..errors import InputError
+from ..errors import InputError, UsageError
+from ..models.identity import check_same_model
 from ..progress import ProgressFactory, no_progress
 from .config import PatchConfig
+from .patch_edits import Direction, Full, Latents, PatchEdit, Recorder, Source, Unbatched
+from .patch_pairs import Pair, Side, read_pairs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DIRECTIONS = ("clean_to_corrupt", "corrupt_to_clean")
 
 
-@dataclass
-class Pair:
-    pair_id: str
-    clean: np.ndarray
-    corrupt: np.ndarray
-    target: str | None = None
-    cropped: bool = False
-
-
-class Recorder:
-    """An identity edit that keeps a copy of every call's input (the hookpoint's output, call by call)."""
-
-    def __init__(self):
-        self.calls: list = []
-
-    def __call__(self, h):
-        self.calls.append(h.detach().clone())
-        return h
-
-
-class Replay:
-    """An edit that returns the recorded outputs of another run, call by call (the patch)."""
-
-    def __init__(self, calls: list, hookpoint: str):
-        self.calls, self.hookpoint, self.i = calls, hookpoint, 0
-
-    def __call__(self, h):
-        if self.i >= len(self.calls) or self.calls[self.i].shape != h.shape:
-            got = tuple(self.calls[self.i].shape) if self.i < len(self.calls) else "nothing"
-            raise InputError(f"the runs of a pair differ at {self.hookpoint}: recorded {got}, patching "
-                             f"{tuple(h.shape)}", "give pairs of equal length (or length: crop)")
-        out = self.calls[self.i].to(dtype=h.dtype, device=h.device)
-        self.i += 1
-        return out
-
-
-class Ablate:
-    """An edit that sets a hookpoint's output to zero, or to a fixed vector (its mean) at every row."""
-
-    def __init__(self, value=None):
-        self.value = value
-
-    def __call__(self, h):
-        import torch
-
-        if self.value is None:
-            return torch.zeros_like(h)
-        return self.value.to(dtype=h.dtype, device=h.device).expand_as(h).clone()
-
-
 class Metric:
-    """What a run is scored by (see the module doc); `score(run)` for a run's captures or outputs."""
+    """What a run is scored by (see the module doc): `run` gives one reading per batch row, `score` a number."""
 
-    def __init__(self, cfg: PatchConfig, adapter):
-        self.kind = cfg.metric
-        self.adapter = adapter
-        self.hookpoint = None
+    def __init__(self, cfg: PatchConfig, adapter, probes=None):
+        self.kind, self.adapter, self.hookpoint, self.read = cfg.metric, adapter, None, []
         if self.kind == "probe":
-            from ..probes.model import ProbeSet
-
-            if not cfg.probe:
+            if probes is None:
                 raise InputError("metric probe needs --probe PROBES", "train one with musicsae probe train")
-            self.probes = ProbeSet.load(cfg.probe)
-            if self.probes.task != "classification":
+            self.probes = probes
+            if probes.task != "classification":
                 raise InputError("metric probe needs classification probes", "use a classification probe")
-            best = (self.probes.manifest.get("metrics") or {}).get("best") or {}
-            hp = cfg.probe_hookpoint or best.get("hookpoint") or self.probes.hookpoints[-1]
-            self.probes.index(hp)  # InputError naming the probe's hookpoints
+            best = (probes.manifest.get("metrics") or {}).get("best") or {}
+            hp = cfg.probe_hookpoint or best.get("hookpoint") or probes.hookpoints[-1]
+            probes.index(hp)  # InputError naming the probe's hookpoints
             self.hookpoint = adapter.resolve_hookpoints(hp)[0]
             self.target = cfg.target
             if self.target is not None:
-                self.probes.class_index(self.target)
+                probes.class_index(self.target)
         elif self.kind == "latent":
-            from ..sae.io import load_sae
-
             if not cfg.sae or not cfg.latents:
                 raise InputError("metric latent needs --sae SAE and --latent N", "name the SAE and its latent(s)")
-            self.sae, sae_cfg = load_sae(cfg.sae, device="cpu")
-            d_in, d_sae = self.sae.spec.d_in, self.sae.spec.d_sae
-            self.hookpoint = adapter.resolve_hookpoints(str(sae_cfg.get("hook_name")))[0]
-            width = adapter.hookpoint_widths[self.hookpoint]
-            if d_in != width:
-                raise InputError(f"the SAE reads {d_in}-wide activations but {self.hookpoint} is {width} wide",
-                                 "use an SAE trained on this model's hookpoint")
-            bad = [i for i in cfg.latents if not 0 <= i < d_sae]
-            if bad:
-                raise InputError(f"latent(s) {bad} out of range for an SAE of {d_sae} latents",
-                                 f"use 0..{d_sae - 1}")
+            self.sae, self.hookpoint = _load_sae(cfg.sae, cfg.latents, adapter, cfg.allow_other_model)
             self.latents = list(cfg.latents)
+        elif self.kind == "loss":
+            adapter.require("loss", "metric loss")
+            if adapter.can("audio"):
+                adapter.require("tokens", "metric loss over audio")
         else:
             adapter.require("outputs", "metric outputs")
 
-    read: list[str] = []  # the hookpoints a run asks for (all of them: every recorder sees its call)
+    @property
+    def batches(self) -> bool:
+        """Whether several runs can share a pass (the outputs of one item are read one item at a time)."""
+        return self.kind != "outputs"
 
-    def run(self, audio: np.ndarray, edits: dict):
-        """The model on one input with `edits` active: its captures at the metric's hookpoint, or its outputs."""
-        with self.adapter.intervene(edits):
+    def run(self, side: Side, copies: int, edits: dict) -> list:
+        """The model on `copies` copies of one input with `edits` active: one reading per copy."""
+        adapter = self.adapter
+        texts = [side.text] * copies if side.text else None
+        with adapter.intervene(edits):
             if self.kind == "outputs":
-                return np.asarray(self.adapter.outputs(audio), dtype=np.float64)
-            acts = self.adapter.audio_activations([audio], self.read)[0][self.hookpoint]
-        return acts.detach().float().cpu().numpy() if hasattr(acts, "detach") else np.asarray(acts, np.float32)
+                return [np.asarray(adapter.outputs(side.audio), dtype=np.float64) for _ in range(copies)]
+            if self.kind == "loss":
+                if side.tokens is None:
+                    side.tokens = adapter.tokenize([side.audio])[0] if side.audio is not None else \
+                        side.sequence.tokens
+                lp, targets, mask = adapter.next_token_log_probs([side.tokens] * copies, texts)
+                return [(lp[b], targets[b], mask[b]) for b in range(copies)]
+            if side.audio is not None:
+                acts = adapter.audio_activations([side.audio] * copies, self.read, texts=texts)
+            else:
+                acts = adapter.sequence_activations([side.sequence] * copies, self.read)
+        return [_numpy(a[self.hookpoint]) for a in acts]
 
     def target_of(self, clean_run, pair: Pair) -> str | None:
         if self.kind != "probe":
-            return None
+            return pair.target
         if pair.target is not None:
             self.probes.class_index(pair.target)
             return pair.target
@@ -163,70 +124,100 @@ class Metric:
             with torch.no_grad():
                 z = self.sae.encode(torch.from_numpy(np.ascontiguousarray(run, np.float32)))
             return float(z[:, self.latents].float().mean())
+        if self.kind == "loss":
+            lp, _, _ = run
+            _, targets, mask = clean_run
+            if lp.shape[:-1] != targets.shape:
+                raise InputError(f"the runs of a pair predict {tuple(lp.shape[:-1])} and {tuple(targets.shape)} "
+                                 "tokens", "give pairs of equal length")
+            picked = lp.gather(-1, targets[..., None].to(lp.device))[..., 0]
+            return float(picked[mask.to(lp.device)].double().mean())
         n = min(len(run), len(clean_run))
         return -float(np.linalg.norm(run[:n] - clean_run[:n]) / np.sqrt(max(1, run[:n].size)))
 
 
-def read_pairs(source: str | Path, cfg: PatchConfig, sr: int, hop: int) -> tuple[list[Pair], list[str]]:
-    """Pairs from a pairs file (columns clean, corrupt, optional target / pair_id) or from a dataset perturbed by
-    cfg.perturbation (corrupt = the clean item perturbed); (pairs, notes on cropping)."""
-    from ..audio.io import load_audio
-    from ..audio.manifest import load_dataset, read_records
-    from .perturb import check_perturbations, perturb
+def _numpy(acts) -> np.ndarray:
+    return acts.detach().float().cpu().numpy() if hasattr(acts, "detach") else np.asarray(acts, np.float32)
 
-    source = Path(source)
-    notes: list[str] = []
-    pairs: list[Pair] = []
 
-    def load(path) -> np.ndarray:
-        audio, _ = load_audio(path, sample_rate=sr, mono=True, duration_s=cfg.excerpt_s)
-        return np.ascontiguousarray(audio, np.float32)
+def _load_sae(path: str, latents: list[int], adapter, allow_other_model: bool):
+    """(SAE, its hookpoint) checked against the model (unless allowed), its hookpoint width and the latents."""
+    from ..sae.io import load_sae, model_record
 
-    if cfg.perturbation is None:
-        if not source.is_file():
-            raise InputError(f"no pairs file {source}", "pass a CSV/JSONL with clean and corrupt columns, or a "
-                                                        "dataset with --perturb NAME=SETTING")
-        records = read_records(source)
-        columns = list(records[0]) if records else []
-        if "clean" not in columns or "corrupt" not in columns:
-            raise InputError(f"{source.name} needs clean and corrupt columns (it has: {', '.join(columns) or '-'})",
-                             "one row per pair: clean,corrupt[,target] audio paths")
-        for i, r in enumerate(records):
-            paths = [Path(r[c]) if Path(r[c]).is_absolute() else source.parent / r[c] for c in ("clean", "corrupt")]
-            pairs.append(Pair(str(r.get("pair_id") or f"pair{i:04d}"), load(paths[0]), load(paths[1]),
-                              None if r.get("target") in (None, "") else str(r["target"])))
-    else:
-        name, _, value = cfg.perturbation.partition("=")
-        try:
-            setting = float(value)
-        except ValueError:
-            raise InputError(f"bad perturbation {cfg.perturbation!r}", "write NAME=SETTING, e.g. pitch=2, gain=-6, "
-                                                                       "tempo=0.8") from None
-        check_perturbations({name: [setting]})
-        manifest = load_dataset(source)
-        for i, row in enumerate(manifest.rows[: cfg.max_pairs] if cfg.max_pairs else manifest.rows):
-            clean = load(row["path"])
-            corrupt = perturb(name, clean, sr, setting, np.random.default_rng([cfg.seed, i]))
-            target = row.get(cfg.target_column) if cfg.target_column else None
-            pairs.append(Pair(str(row["item_id"]), clean, corrupt, None if target is None else str(target)))
-    pairs = pairs[: cfg.max_pairs] if cfg.max_pairs else pairs
-    if not pairs:
-        raise InputError(f"no pairs in {source}", "add rows, or point at a dataset with items")
-    for p in pairs:
-        if len(p.clean) != len(p.corrupt):
-            if cfg.length == "refuse":
-                raise InputError(f"pair {p.pair_id}: clean is {len(p.clean) / sr:.3f} s, corrupt "
-                                 f"{len(p.corrupt) / sr:.3f} s", "give equal lengths, or --set length=crop")
-            p.cropped = True
-        n = (min(len(p.clean), len(p.corrupt)) // hop) * hop
-        if n == 0:
-            raise InputError(f"pair {p.pair_id} is shorter than one frame", "use longer clips")
-        p.clean, p.corrupt = p.clean[:n], p.corrupt[:n]
-    cropped = [p.pair_id for p in pairs if p.cropped]
-    if cropped:
-        notes.append(f"{len(cropped)} pair(s) of different lengths cropped to the shorter: {', '.join(cropped[:5])}"
-                     + (" ..." if len(cropped) > 5 else ""))
-    return pairs, notes
+    sae, sae_cfg = load_sae(path, device="cpu")
+    check_same_model(f"the SAE {path}", model_record(sae_cfg), adapter.describe(), allow_other_model)
+    d_in, d_sae = sae.spec.d_in, sae.spec.d_sae
+    hookpoint = adapter.resolve_hookpoints(str(sae_cfg.get("hook_name")))[0]
+    width = adapter.hookpoint_widths[hookpoint]
+    if d_in != width:
+        raise InputError(f"the SAE reads {d_in}-wide activations but {hookpoint} is {width} wide",
+                         "use an SAE trained on this model's hookpoint")
+    bad = [i for i in latents if not 0 <= i < d_sae]
+    if bad:
+        raise InputError(f"latent(s) {bad} out of range for an SAE of {d_sae} latents", f"use 0..{d_sae - 1}")
+    return sae, hookpoint
+
+
+class Subspaces:
+    """What each hookpoint's patch replaces (cfg.subspace), for a pair's target class."""
+
+    def __init__(self, cfg: PatchConfig, adapter, hookpoints: list[str], probes):
+        self.kind, self.hookpoints, self.probes, self.cache = cfg.subspace, hookpoints, probes, {}
+        self.mean_diff: dict = {}
+        if self.kind == "latents":
+            sae_path = cfg.patch_sae or cfg.sae
+            if not sae_path or not cfg.patch_latents:
+                raise InputError("subspace latents needs an SAE (--set patch_sae=SAE, or --sae) and "
+                                 "--set 'patch_latents=[N,...]'", "name the SAE and the latents to patch")
+            self.sae, hp = _load_sae(sae_path, cfg.patch_latents, adapter, cfg.allow_other_model)
+            others = [h for h in hookpoints if h != hp]
+            if others:
+                raise UsageError(f"SAE latents can only be patched at the SAE's hookpoint {hp}, not "
+                                 f"{', '.join(others)}", f"pass --hookpoint {hp}")
+            self.latents = list(cfg.patch_latents)
+        elif self.kind == "direction" and cfg.direction_from == "probe":
+            if probes is None:
+                raise InputError("subspace direction from a probe needs --probe PROBES",
+                                 "or --set direction_from=mean_diff")
+            missing = [h for h in hookpoints if h not in probes.hookpoints]
+            if missing:
+                raise UsageError(f"no probe at {', '.join(missing)} for the direction (probes at: "
+                                 f"{', '.join(probes.hookpoints)})", "patch hookpoints the probes were trained on")
+        self.direction_from = cfg.direction_from
+
+    @property
+    def needs_means(self) -> bool:
+        return self.kind == "direction" and self.direction_from == "mean_diff"
+
+    def of(self, hookpoint: str, target: str | None):
+        key = (hookpoint, target if self.direction_from == "probe" else None)
+        if key not in self.cache:
+            if self.kind == "full":
+                self.cache[key] = Full()
+            elif self.kind == "latents":
+                self.cache[key] = Latents(self.sae, self.latents)
+            elif self.direction_from == "probe":
+                self.cache[key] = Direction(self.probes.direction(hookpoint, target))
+            else:
+                self.cache[key] = Direction(self.mean_diff[hookpoint])
+        return self.cache[key]
+
+
+class Statistics:
+    """Per hookpoint over every row of the pairs: the mean clean activation (mean ablation; for latents, the
+    latents' means) and the mean corrupt one (difference-of-means directions). One pass per side needed."""
+
+    def __init__(self):
+        self.sums: dict = {}
+        self.counts: dict = {}
+
+    def add(self, key, values) -> None:
+        flat = values.reshape(-1, values.shape[-1]).double()
+        self.sums[key] = flat.sum(dim=0) + (self.sums[key] if key in self.sums else 0)
+        self.counts[key] = self.counts.get(key, 0) + flat.shape[0]
+
+    def mean(self, key):
+        return (self.sums[key] / self.counts[key]).float()
 
 
 def patch(source: str | Path, out: str | Path, cfg: PatchConfig, overwrite: bool = False,
@@ -239,118 +230,245 @@ def patch(source: str | Path, out: str | Path, cfg: PatchConfig, overwrite: bool
     adapter = adapter or load_adapter(cfg.model, family=cfg.family, revision=cfg.revision, device=cfg.device,
                                       dtype=cfg.dtype, seed=cfg.seed, options=cfg.model_options)
     adapter.require("intervene", "activation patching")
-    if cfg.metric != "outputs":
-        adapter.require("audio", "activation patching over audio")
+    probes = None
+    if cfg.probe:
+        from ..probes.model import ProbeSet
+
+        probes = ProbeSet.load(cfg.probe)
+        check_same_model(f"the probes {cfg.probe}", probes.model, adapter.describe(), cfg.allow_other_model)
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
-    metric = Metric(cfg, adapter)
+    metric = Metric(cfg, adapter, probes)
     metric.read = list(dict.fromkeys([*hookpoints, *([metric.hookpoint] if metric.hookpoint else [])]))
-    pairs, notes = read_pairs(source, cfg, adapter.sample_rate, adapter.hop_length)
+    subspaces = Subspaces(cfg, adapter, hookpoints, probes)
+    pairs, notes = read_pairs(source, cfg, adapter)
     conditions = [*(d for d in DIRECTIONS if cfg.directions in ("both", d)), *(f"{a}_ablation" for a in cfg.ablations)]
-    means = _means(adapter, pairs, hookpoints, progress) if "mean" in cfg.ablations else {}
-    rows, forwards = [], 0
-    with progress("Patching", len(pairs) * (2 + len(hookpoints) * len(conditions))) as bar:
+    run = _Run(cfg, metric, subspaces, hookpoints, conditions)
+    if "mean" in cfg.ablations or subspaces.needs_means:
+        run.statistics(pairs, progress)
+    with progress("Patching", len(pairs)) as bar:
         for pair in pairs:
-            rec = {"clean": {hp: Recorder() for hp in hookpoints}, "corrupt": {hp: Recorder() for hp in hookpoints}}
-            runs = {side: metric.run(getattr(pair, side), rec[side]) for side in ("clean", "corrupt")}
-            forwards += 2
-            bar.advance(2)
-            target = metric.target_of(runs["clean"], pair)
-            m_clean = metric.score(runs["clean"], runs["clean"], target)
-            m_corrupt = metric.score(runs["corrupt"], runs["clean"], target)
-            for li, hp in enumerate(hookpoints):
-                if not rec["clean"][hp].calls or len(rec["clean"][hp].calls) != len(rec["corrupt"][hp].calls):
-                    raise InputError(f"{hp} was not run (or ran differently) on the pair {pair.pair_id}",
-                                     "choose hookpoints the model runs on this input")
-                for cond in conditions:
-                    if cond == "clean_to_corrupt":
-                        audio, edit = pair.corrupt, Replay(rec["clean"][hp].calls, hp)
-                    elif cond == "corrupt_to_clean":
-                        audio, edit = pair.clean, Replay(rec["corrupt"][hp].calls, hp)
-                    else:
-                        audio, edit = pair.clean, Ablate(means.get(hp) if cond == "mean_ablation" else None)
-                    m = metric.score(metric.run(audio, {hp: edit}), runs["clean"], target)
-                    forwards += 1
-                    rows.append({"pair_id": pair.pair_id, "target": target, "hookpoint": hp, "layer": li,
-                                 "condition": cond, "metric": m, "metric_clean": m_clean, "metric_corrupt": m_corrupt,
-                                 "numerator": m - m_corrupt if cond == "clean_to_corrupt" else m_clean - m,
-                                 "gap": m_clean - m_corrupt})
-                    bar.advance()
-    effects = _effects(rows, hookpoints, conditions, cfg)
-    gap = float(np.mean([r["gap"] for r in rows[:: len(hookpoints) * len(conditions)]]))
+            run.pair(pair)
+            bar.advance()
+    rows = run.rows
+    gap = float(np.mean([r["gap"] for r in rows if r["hookpoint"] == hookpoints[0] and r["window"] == 0
+                         and r["condition"] == conditions[0]]))
     if abs(gap) < 1e-9:
         raise InputError("the clean and corrupt runs score the same on the metric (no gap to restore)",
                          "choose a corruption that changes the metric, or another metric")
+    effects = _effects(rows, hookpoints, run.n_windows, conditions, cfg)
+    notes += _gap_note([r["gap"] for r in rows if r["hookpoint"] == hookpoints[0] and r["window"] == 0
+                        and r["condition"] == conditions[0]], cfg)
+    ideal = len(pairs) * (2 + len(hookpoints) * run.n_windows * len(conditions))
+    summary = _summary(effects, conditions)
     config = cfg.model_dump(mode="json")
     with staged_directory(out, overwrite) as stage:
         write_csv_rows(stage / "effects.csv", effects)
         write_csv_rows(stage / "per_pair.csv", rows)
-        _heatmap(stage / "heatmap.png", effects, hookpoints, conditions, cfg, len(pairs))
+        _heatmap(stage / "heatmap.png", effects, hookpoints, run.n_windows, conditions, cfg, len(pairs))
         write_config(stage, config)
         write_json(stage / "manifest.json", new_manifest(
             "patch", FORMAT_VERSION, config, source=str(source), model=adapter.describe(), hookpoints=hookpoints,
-            metric={"kind": cfg.metric, "hookpoint": metric.hookpoint}, n_pairs=len(pairs), conditions=conditions,
-            forward_passes=forwards, mean_gap=gap, notes=notes, files=["effects.csv", "per_pair.csv",
-                                                                       "heatmap.png"]))
+            metric={"kind": cfg.metric, "hookpoint": metric.hookpoint}, subspace=cfg.subspace, n_pairs=len(pairs),
+            conditions=conditions, windows=run.n_windows, forward_passes=run.forwards, patched_runs=ideal,
+            batched=run.batched, mean_gap=gap, summary=summary, notes=notes,
+            files=["effects.csv", "per_pair.csv", "heatmap.png"]))
     return {"out": str(out), "n_pairs": len(pairs), "hookpoints": hookpoints, "conditions": conditions,
-            "metric": cfg.metric, "metric_hookpoint": metric.hookpoint, "mean_gap": gap, "effects": effects,
-            "forward_passes": forwards, "notes": notes, "elapsed_s": round(time.perf_counter() - started, 3)}
+            "metric": cfg.metric, "metric_hookpoint": metric.hookpoint, "subspace": cfg.subspace,
+            "windows": run.n_windows, "mean_gap": gap, "summary": summary, "effects": effects,
+            "forward_passes": run.forwards,
+            "patched_runs": ideal, "forward_s": round(run.forward_s, 3), "notes": notes,
+            "elapsed_s": round(time.perf_counter() - started, 3)}
 
 
-def _means(adapter, pairs: list[Pair], hookpoints: list[str], progress) -> dict:
-    """Each hookpoint's mean output over every row of the clean inputs (the mean ablation's value)."""
-    sums: dict[str, object] = {}
-    counts: dict[str, int] = {}
-    with progress("Mean activations", len(pairs)) as bar:
-        for pair in pairs:
-            recs = {hp: Recorder() for hp in hookpoints}
-            with adapter.intervene(recs):
-                adapter.audio_activations([pair.clean], hookpoints)
-            for hp, rec in recs.items():
-                for h in rec.calls:
-                    flat = h.reshape(-1, h.shape[-1]).double()
-                    sums[hp] = flat.sum(dim=0) + (sums[hp] if hp in sums else 0)
-                    counts[hp] = counts.get(hp, 0) + flat.shape[0]
-            bar.advance()
-    return {hp: (sums[hp] / counts[hp]).float() for hp in sums}
+class _Run:
+    """The experiment's state: statistics, the per-pair rows, and the forward passes spent."""
+
+    def __init__(self, cfg: PatchConfig, metric: Metric, subspaces: Subspaces, hookpoints: list[str],
+                 conditions: list[str]):
+        self.cfg, self.metric, self.subspaces, self.hookpoints, self.conditions = (cfg, metric, subspaces,
+                                                                                   hookpoints, conditions)
+        self.n_windows = cfg.windows
+        self.batch = cfg.batch if metric.batches else 1
+        self.batched = self.batch > 1
+        self.forwards, self.forward_s, self.rows = 0, 0.0, []  # passes run (aborted ones too), and their time
+        self.stats = Statistics()
+
+    def record(self, side: Side):
+        recs = {hp: Recorder() for hp in self.hookpoints}
+        t0 = time.perf_counter()
+        reading = self.metric.run(side, 1, recs)[0]
+        self.forward_s += time.perf_counter() - t0
+        self.forwards += 1
+        return reading, recs
+
+    def statistics(self, pairs: list[Pair], progress) -> None:
+        """Means over the pairs' rows, one pass per side needed (clean; corrupt for difference-of-means)."""
+        sides = ("clean", "corrupt") if self.subspaces.needs_means else ("clean",)
+        latents = self.subspaces.kind == "latents"
+        with progress("Mean activations", len(pairs) * len(sides)) as bar:
+            for pair in pairs:
+                for name in sides:
+                    _, recs = self.record(getattr(pair, name))
+                    for hp, rec in recs.items():
+                        for h in rec.calls:
+                            self.stats.add((name, hp), h)
+                            if latents and name == "clean":
+                                self.stats.add(("latents", hp), self.subspaces.of(hp, None).values(h))
+                    bar.advance()
+        if self.subspaces.needs_means:
+            self.subspaces.mean_diff = {hp: (self.stats.mean(("clean", hp)) - self.stats.mean(("corrupt", hp)))
+                                        .numpy() for hp in self.hookpoints}
+
+    def mean_value(self, hp: str, subspace):
+        if isinstance(subspace, Latents):
+            return self.stats.mean(("latents", hp)).double()
+        return subspace.values(self.stats.mean(("clean", hp))[None, None, :])[0, 0]
+
+    def pair(self, pair: Pair) -> None:
+        (clean, rec_clean), (corrupt, rec_corrupt) = self.record(pair.clean), self.record(pair.corrupt)
+        target = self.metric.target_of(clean, pair)
+        m_clean = self.metric.score(clean, clean, target)
+        m_corrupt = self.metric.score(corrupt, clean, target)
+        for hp in self.hookpoints:
+            if not rec_clean[hp].calls or len(rec_clean[hp].calls) != len(rec_corrupt[hp].calls):
+                raise InputError(f"{hp} was not run (or ran differently) on the pair {pair.pair_id}",
+                                 "choose hookpoints the model runs on this input")
+        for cond in self.conditions:
+            jobs = []
+            for li, hp in enumerate(self.hookpoints):
+                subspace = self.subspaces.of(hp, target)
+                if cond == "clean_to_corrupt":
+                    source = Source(calls=rec_clean[hp].calls)
+                elif cond == "corrupt_to_clean":
+                    source = Source(calls=rec_corrupt[hp].calls)
+                else:
+                    source = Source(constant=self.mean_value(hp, subspace) if cond == "mean_ablation" else None)
+                end = rec_clean[hp].end
+                for w in range(self.n_windows):
+                    window = None if self.n_windows == 1 else (round(w * end / self.n_windows),
+                                                               round((w + 1) * end / self.n_windows))
+                    jobs.append((li, hp, w, subspace, source, window))
+            side = pair.corrupt if cond == "clean_to_corrupt" else pair.clean
+            for job, reading in zip(jobs, self.patched(side, jobs), strict=True):
+                li, hp, w = job[:3]
+                m = self.metric.score(reading, clean, target)
+                self.rows.append({"pair_id": pair.pair_id, "target": target, "hookpoint": hp, "layer": li,
+                                  "window": w, "condition": cond, "metric": m, "metric_clean": m_clean,
+                                  "metric_corrupt": m_corrupt,
+                                  "numerator": m - m_corrupt if cond == "clean_to_corrupt" else m_clean - m,
+                                  "gap": m_clean - m_corrupt})
+
+    def patched(self, side: Side, jobs: list) -> list:
+        """One reading per job, `batch` jobs per pass. Where the family ran fewer copies per pass than asked (its
+        own pass size, or one by one), the batch shrinks to what it ran and the chunk is run again."""
+        readings, start = [], 0
+        while start < len(jobs):
+            chunk = jobs[start:start + self.batch]
+            try:
+                readings += self._pass(side, chunk)
+            except Unbatched as exc:
+                self.batch = exc.seen if 1 < exc.seen < len(chunk) else 1
+                self.batched = self.batch > 1
+                continue
+            start += len(chunk)
+        return readings
+
+    def _pass(self, side: Side, chunk: list) -> list:
+        rows: dict = {}
+        for j, (_, hp, _, subspace, source, window) in enumerate(chunk):
+            rows.setdefault(hp, (subspace, {}))[1][j] = (source, window)
+        edits = {hp: PatchEdit(hp, sub, r, len(chunk)) for hp, (sub, r) in rows.items()}
+        self.forwards += 1
+        t0 = time.perf_counter()
+        try:
+            return self.metric.run(side, len(chunk), edits)
+        finally:
+            self.forward_s += time.perf_counter() - t0
 
 
-def _effects(rows: list[dict], hookpoints: list[str], conditions: list[str], cfg: PatchConfig) -> list[dict]:
-    """Per hookpoint and condition: mean numerator / mean gap over pairs, with a bootstrap CI over pairs."""
-    out = []
-    rng = np.random.default_rng(cfg.seed)
-    for li, hp in enumerate(hookpoints):
-        for cond in conditions:
-            sel = [r for r in rows if r["hookpoint"] == hp and r["condition"] == cond]
-            num = np.array([r["numerator"] for r in sel])
-            gap = np.array([r["gap"] for r in sel])
-            effect = float(num.mean() / gap.mean()) if gap.mean() != 0 else float("nan")
-            lo = hi = effect
-            if len(sel) > 1:
-                idx = rng.integers(0, len(sel), size=(cfg.n_bootstrap, len(sel)))
-                g = gap[idx].mean(axis=1)
-                ratios = np.where(g != 0, num[idx].mean(axis=1) / np.where(g != 0, g, 1.0), np.nan)
-                alpha = (1 - cfg.ci) / 2
-                lo, hi = (float(v) for v in np.nanquantile(ratios, [alpha, 1 - alpha]))
-            out.append({"hookpoint": hp, "layer": li, "condition": cond, "effect": effect, "ci_low": lo,
-                        "ci_high": hi, "n_pairs": len(sel)})
+def _summary(effects: list[dict], conditions: list[str]) -> dict:
+    """Per condition, the hookpoint (and window) with the largest effect, and the hookpoints whose CI excludes 0."""
+    out = {}
+    for cond in conditions:
+        rows = [e for e in effects if e["condition"] == cond and np.isfinite(e["effect"])]
+        if not rows:
+            continue
+        top = max(rows, key=lambda e: e["effect"])
+        out[cond] = {"top": top["hookpoint"], "window": top["window"], "effect": top["effect"],
+                     "ci_excludes_zero": sorted({e["hookpoint"] for e in rows if e["ci_low"] > 0 or e["ci_high"] < 0})}
     return out
 
 
-def _heatmap(path: Path, effects: list[dict], hookpoints: list[str], conditions: list[str], cfg: PatchConfig,
-             n_pairs: int) -> None:
+def _gap_note(gaps: list[float], cfg: PatchConfig) -> list[str]:
+    """A note when the pairs' clean - corrupt gap is not reliably away from zero (its bootstrap CI spans 0)."""
+    gaps_ = np.asarray(gaps, dtype=np.float64)
+    if len(gaps_) < 2:
+        return []
+    means = gaps_[np.random.default_rng(cfg.seed).integers(0, len(gaps_), (cfg.n_bootstrap, len(gaps_)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - cfg.ci) / 2, (1 + cfg.ci) / 2])
+    if lo <= 0 <= hi:
+        return [f"the clean - corrupt gap is not reliably nonzero (CI [{lo:.3g}, {hi:.3g}]): effects are ratios to "
+                "a gap near zero; compare `delta` (the change in the metric's units) instead"]
+    return []
+
+
+def _effects(rows: list[dict], hookpoints: list[str], n_windows: int, conditions: list[str],
+             cfg: PatchConfig) -> list[dict]:
+    """Per hookpoint, window and condition: mean numerator / mean gap over pairs, with a bootstrap CI over pairs."""
+    out = []
+    rng = np.random.default_rng(cfg.seed)
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["hookpoint"], r["window"], r["condition"]), []).append(r)
+    for li, hp in enumerate(hookpoints):
+        for w in range(n_windows):
+            for cond in conditions:
+                sel = groups[(hp, w, cond)]
+                num = np.array([r["numerator"] for r in sel])
+                gap = np.array([r["gap"] for r in sel])
+                effect = float(num.mean() / gap.mean()) if gap.mean() != 0 else float("nan")
+                lo = hi = effect
+                if len(sel) > 1:
+                    idx = rng.integers(0, len(sel), size=(cfg.n_bootstrap, len(sel)))
+                    g = gap[idx].mean(axis=1)
+                    ratios = np.where(g != 0, num[idx].mean(axis=1) / np.where(g != 0, g, 1.0), np.nan)
+                    alpha = (1 - cfg.ci) / 2
+                    lo, hi = (float(v) for v in np.nanquantile(ratios, [alpha, 1 - alpha]))
+                out.append({"hookpoint": hp, "layer": li, "window": w, "window_start": round(w / n_windows, 6),
+                            "window_end": round((w + 1) / n_windows, 6), "condition": cond, "effect": effect,
+                            "ci_low": lo, "ci_high": hi, "delta": float(num.mean()), "gap": float(gap.mean()),
+                            "n_pairs": len(sel)})
+    return out
+
+
+def _heatmap(path: Path, effects: list[dict], hookpoints: list[str], n_windows: int, conditions: list[str],
+             cfg: PatchConfig, n_pairs: int) -> None:
+    """Hookpoints x conditions (one window), or one panel per condition of hookpoints x time windows."""
     from ..plotting import figure, style_axis
 
-    mat = np.array([[next(e["effect"] for e in effects if e["hookpoint"] == hp and e["condition"] == c)
-                     for c in conditions] for hp in hookpoints])
-    title = f"activation patching: effect on the {cfg.metric} metric ({n_pairs} pairs)"
-    with figure(path, size=(2.2 + 1.6 * len(conditions), 1.6 + 0.32 * len(hookpoints)), title=title) as (fig,
-                                                                                                           (ax,)):
-        im = ax.imshow(mat, aspect="auto", cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
-        ax.set_yticks(range(len(hookpoints)), hookpoints)
-        ax.set_xticks(range(len(conditions)), [c.replace("_", " ") for c in conditions], rotation=20, ha="right")
-        for i in range(len(hookpoints)):
-            for j in range(len(conditions)):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
-        ax.grid(False)
-        style_axis(ax, xlabel="intervention", ylabel="hookpoint", legend=False)
-        fig.colorbar(im, ax=ax, label="normalised effect")
+    value = {(e["hookpoint"], e["window"], e["condition"]): e["effect"] for e in effects}
+    title = f"activation patching ({cfg.subspace}): effect on the {cfg.metric} metric ({n_pairs} pairs)"
+    if n_windows == 1:
+        panels = [(None, [[value[(hp, 0, c)] for c in conditions] for hp in hookpoints],
+                   [c.replace("_", " ") for c in conditions], "intervention")]
+    else:
+        panels = [(c.replace("_", " "), [[value[(hp, w, c)] for w in range(n_windows)] for hp in hookpoints],
+                   [f"{w / n_windows:.2g}-{(w + 1) / n_windows:.2g}" for w in range(n_windows)],
+                   "time window (share of the input)") for c in conditions]
+    ncols = len(panels)
+    width = 2.2 + 1.6 * len(panels[0][2]) if ncols == 1 else 1.4 + 0.5 * n_windows
+    with figure(path, ncols=ncols, size=(width * ncols, 1.6 + 0.32 * len(hookpoints)), title=title) as (fig, axes):
+        for ax, (name, rows, ticks, xlabel) in zip(axes, panels, strict=True):
+            mat = np.array(rows, dtype=float)
+            im = ax.imshow(mat, aspect="auto", cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+            ax.set_yticks(range(len(hookpoints)), hookpoints)
+            ax.set_xticks(range(len(ticks)), ticks, rotation=20, ha="right")
+            if mat.size <= 120:
+                for i in range(mat.shape[0]):
+                    for j in range(mat.shape[1]):
+                        ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
+            ax.grid(False)
+            if name:
+                ax.set_title(name)
+            style_axis(ax, xlabel=xlabel, ylabel="hookpoint", legend=False)
+        fig.colorbar(im, ax=axes[-1], label="normalised effect")

@@ -112,13 +112,19 @@ def patch(
     hookpoint: HookpointsOpt = None,
     perturb: Annotated[str | None, typer.Option("--perturb", metavar="NAME=SETTING", help="Pairs from a dataset: "
                                                 "each item and the item perturbed, e.g. pitch=2, gain=-6.")] = None,
-    metric: Annotated[str | None, typer.Option(help="probe, latent or outputs.")] = None,
+    metric: Annotated[str | None, typer.Option(help="probe, latent, outputs or loss.")] = None,
+    subspace: Annotated[str | None, typer.Option(help="What is patched: full, direction or latents.")] = None,
+    windows: Annotated[int | None, typer.Option(help="Also patch this many time windows of the input apart.")]
+    = None,
+    patch_latent: Annotated[list[int] | None, typer.Option("--patch-latent", help="Subspace latents: an SAE latent "
+                                                           "to patch (repeatable).")] = None,
     probe: Annotated[str | None, typer.Option(help="Probes folder (metric probe).")] = None,
     target: Annotated[str | None, typer.Option(help="Probe class whose logit is the metric.")] = None,
     sae: Annotated[str | None, typer.Option(help="SAE folder (metric latent).")] = None,
     latent: Annotated[list[int] | None, typer.Option("--latent", help="SAE latent(s) read by metric latent "
                                                                       "(repeatable).")] = None,
     max_items: Annotated[int | None, typer.Option("--max-items", help="Use at most this many pairs.")] = None,
+    allow_other_model: AllowOtherModelOpt = False,
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
@@ -133,19 +139,27 @@ def patch(
     trust_code(trust)
     flags = {"model": model, "family": family, "hookpoints": hookpoint_spec(hookpoint), "perturbation": perturb,
              "metric": metric, "probe": probe, "target": target, "sae": sae, "latents": latent or None,
-             "max_pairs": max_items, "device": device}
+             "max_pairs": max_items, "device": device, "subspace": subspace, "windows": windows,
+             "patch_latents": patch_latent or None, "allow_other_model": allow_other_model or None}
     cfg = resolve(PatchConfig, "analyze", config, set_, flags, dry_run, o)
     from ..analysis.patch import patch as run
 
     res = run(pairs, out, cfg, overwrite, o.progress)
     where = f" at {res['metric_hookpoint']}" if res["metric_hookpoint"] else ""
-    lines = [str(out), f"{res['n_pairs']} pairs x {len(res['hookpoints'])} hookpoints, metric {res['metric']}{where} "
-                       f"(mean clean - corrupt gap {res['mean_gap']:.4g}); {res['forward_passes']} forward passes, "
+    windows = f" x {res['windows']} time windows" if res["windows"] > 1 else ""
+    lines = [str(out), f"{res['n_pairs']} pairs x {len(res['hookpoints'])} hookpoints{windows}, {res['subspace']} "
+                       f"patches, metric {res['metric']}{where} (mean clean - corrupt gap {res['mean_gap']:.4g}); "
+                       f"{res['forward_passes']} forward passes for {res['patched_runs']} runs, "
                        f"{res['elapsed_s']:.1f} s"]
     for cond in res["conditions"]:
         rows = [e for e in res["effects"] if e["condition"] == cond]
-        lines.append(f"  {cond.replace('_', ' ')}: " + ", ".join(
-            f"{e['hookpoint']} {e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in rows))
+        if res["windows"] > 1:
+            lines.append(f"  {cond.replace('_', ' ')} (per window): " + "; ".join(
+                f"{hp} " + " ".join(f"{e['effect']:.2f}" for e in rows if e["hookpoint"] == hp)
+                for hp in res["hookpoints"]))
+        else:
+            lines.append(f"  {cond.replace('_', ' ')}: " + ", ".join(
+                f"{e['hookpoint']} {e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in rows))
     lines += res["notes"]
     o.result(res, lines, out=out)
 

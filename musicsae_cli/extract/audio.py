@@ -46,6 +46,8 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
         raise InputError(f"the manifest has no text column '{cfg.text_column}'",
                          f"columns: {', '.join(manifest.columns)}")
     adapter.require("audio", "extraction from audio")
+    if cfg.text or cfg.text_column:
+        adapter.check_prompt(cfg.text or "text")  # a model that reads no prompt refuses before any work
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)  # before any work
     record = store_config(cfg, "audio", str(source))
     store = StoreRun(lambda: open_store(out, adapter, hookpoints, cfg, record, overwrite),

@@ -106,7 +106,7 @@ class ModelAdapter(ABC):
     input_channels: int = 1  # channels the model takes; musicsae feeds a mono mix, duplicated onto each of them
     latent_hookpoint: str | None = None  # an autoencoder's latent, where per-dimension controls apply by default
     noise_seed: int | None = None  # a model drawing random numbers in a pass seeds them with this (set it to vary)
-    text_prompts: bool = True  # generation takes text prompts (False: it generates without one)
+    text_prompts: bool = True  # it reads text prompts (False: it generates, or reads audio, without one)
 
     @property
     @abstractmethod

@@ -8,8 +8,9 @@ CREPE analyses one 1024-sample window centred on the row's time, so row t of an 
 Hookpoints: `block1` .. `block6`, each conv block's output averaged over the time steps inside the window (one
 vector of channel responses per row: 1024, 128, 128, 128, 256, 512 wide for crepe-full; 128, 16, 16, 16, 32, 64
 for crepe-tiny), and `classifier`, the 360 pitch-bin logits before the sigmoid. An edit at a block gets that
-channel vector per row, (1, rows, channels); its change is added at every time step inside the window, so the
-block's window average moves by exactly the edit.
+channel vector per row, (items, rows, channels) (equal-length items short enough to share a pass run side by
+side; others one at a time); its change is added at every time step inside the window, so the block's window
+average moves by exactly the edit.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class CrepeAdapter(ModelAdapter):
     family = "crepe"
     position_convention = POSITION_CONVENTION
     capabilities = frozenset({"audio", "intervene", "outputs"})
+    text_prompts = False  # a pitch tracker reads no text
 
     def __init__(self, model, name: str, size: str, pretrained: bool):
         self.model, self.model_id, self.size, self.pretrained = model, name, size, pretrained
@@ -91,19 +93,32 @@ class CrepeAdapter(ModelAdapter):
 
     def audio_activations(self, audio, hookpoints, texts=None):
         """Per item, hookpoint -> (rows, d) float32 tensor. Windows are independent, so without edits the windows of
-        every item run together in chunks; with edits each item runs alone (edit positions count per item)."""
+        every item run together in chunks. With edits, items of equal length that fit a chunk run together as the
+        batch axis of the edit view, (items, rows, d); a longer item runs alone, chunk by chunk (positions count
+        per item)."""
         import torch
 
         wanted = set(hookpoints)
         deepest = HOOKPOINTS[max(HOOKPOINTS.index(h) for h in hookpoints)]
         windows = [self.windows(item) for item in audio]
-        groups = [[i] for i in range(len(audio))] if self._edits else [list(range(len(audio)))]
+        if not self._edits:
+            groups = [list(range(len(audio)))]
+        else:
+            groups = []
+            by_length: dict[int, list[int]] = {}
+            for i, w in enumerate(windows):
+                by_length.setdefault(len(w), []).append(i)
+            for n, members in by_length.items():
+                per = max(1, CHUNK // max(n, 1)) if n <= CHUNK else 1
+                groups += [members[j:j + per] for j in range(0, len(members), per)]
         out: list[dict] = [{} for _ in audio]
         for group in groups:
             x = torch.from_numpy(np.concatenate([windows[i] for i in group])).to(self.device, self.dtype)
+            items = len(group) if self._edits else 1
+            size = x.shape[0] if items > 1 else CHUNK
             parts: dict[str, list] = {h: [] for h in hookpoints}
-            for start in range(0, x.shape[0], CHUNK):
-                captured = self._run(x[start:start + CHUNK], wanted, deepest, start)
+            for start in range(0, x.shape[0], size):
+                captured = self._run(x[start:start + size], wanted, deepest, start, items)
                 for h in hookpoints:
                     parts[h].append(captured[h])
             joined = {h: torch.cat(parts[h]).float() for h in hookpoints}
@@ -135,8 +150,9 @@ class CrepeAdapter(ModelAdapter):
         with scoped_hooks(regs):
             return self.model(x)
 
-    def _run(self, x, wanted: set, deepest: str, start: int) -> dict:
-        """One pass over windows x (n, 1024): {hookpoint: (n, d)} for `wanted`, edits applied."""
+    def _run(self, x, wanted: set, deepest: str, start: int, items: int = 1) -> dict:
+        """One pass over windows x (n, 1024): {hookpoint: (n, d)} for `wanted`, edits applied (to `items` items of
+        equal length side by side, or to one item from position `start`)."""
         import torch
 
         captured: dict = {}
@@ -148,7 +164,8 @@ class CrepeAdapter(ModelAdapter):
                     raise StopForward
             return hook
 
-        regs = [(getattr(self.model, h), "forward", self._edit_hook(h, fn, start, x.shape[0]), False)
+        regs = [(getattr(self.model, h), "forward", self._edit_hook(h, fn, 0 if items > 1 else start, x.shape[0],
+                                                                    items), False)
                 for h, fn in self._edits.items()]
         regs += [(getattr(self.model, h), "forward", capture(h), False) for h in HOOKPOINTS if h in wanted]
         with torch.inference_mode(), scoped_hooks(regs):
@@ -158,16 +175,18 @@ class CrepeAdapter(ModelAdapter):
                 pass
         return captured
 
-    def _edit_hook(self, name: str, fn, start: int, n: int):
+    def _edit_hook(self, name: str, fn, start: int, n: int, items: int = 1):
+        """The hook applying edit `fn` to n windows: `items` items of n / items rows each, as (items, rows, d)."""
         takes_ctx = bool(getattr(fn, "needs_context", False))
-        ctx = EditContext(start=start, length=n, batch=1)
+        ctx = EditContext(start=start, length=n // items, batch=items)
 
         def hook(module, args, output):
-            h = _rows(output, name)[None]  # (1, n, d)
+            rows = _rows(output, name)
+            h = rows.reshape(items, n // items, rows.shape[-1])
             edited = fn(h, ctx) if takes_ctx else fn(h)
             if name == "classifier":
-                return edited[0].to(output.dtype)
-            delta = (edited - h)[0].to(output.dtype)  # (n, C): moves every step inside the window alike
+                return edited.reshape(rows.shape).to(output.dtype)
+            delta = (edited - h).reshape(rows.shape).to(output.dtype)  # (n, C): moves every step inside a window
             return output + delta[:, :, None]
         return hook
 

@@ -201,6 +201,7 @@ class TorchAdapter(ModelAdapter):
     family = "torch"
     position_convention = POSITION_CONVENTION
     capabilities = frozenset({"audio", "intervene", "outputs"})
+    text_prompts = False  # an audio model reads no text
     max_batch: int | None = None  # most items one pass may hold (a model with per-row state sized for that many)
 
     def __init__(self, module, model_id: str, source: str, sample_rate: int, *, method: str = "forward",

