@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder, TrainStep  # noqa: E402
-from musicsae_cli.sae.trainer import adam  # noqa: E402
+from musicsae_cli.sae.loop import adam  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
