@@ -34,12 +34,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from musicsae_cli.sae.architectures import SAESpec, SparseAutoencoder, TrainStep  # noqa: E402
-from musicsae_cli.sae.trainer import adam  # noqa: E402
+from musicsae_cli.sae.archs.topk import TopKSAE  # noqa: E402
+from musicsae_cli.sae.loop import adam  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-class DenseTopKReference(SparseAutoencoder):
+class DenseTopKReference(TopKSAE):
     """The same SAE trained the straightforward way: every tensor dense, autograd does the rest."""
 
     def training_loss(self, x, sparsity_coef=0.0, dead_mask=None, auxk_coef=1 / 32, auxk_k=None) -> TrainStep:

@@ -1,6 +1,13 @@
-"""SAE architectures behind one module: ReLU (+decoder-norm-weighted L1), TopK (+AuxK), BatchTopK and JumpReLU.
+"""SAE architectures: the shared SparseAutoencoder base, the registry of architectures by name, and SAESpec.
 
-Conventions shared by all four (see PRIOR_WORK.md):
+Each architecture is a subclass of SparseAutoencoder in its own module under sae/archs/ (ReLU with decoder-norm-
+weighted L1, TopK with AuxK, BatchTopK, JumpReLU), registered by name with `register_architecture`. The class
+states what the rest of musicsae needs to know about it (SAELens name and activation, extra saved weights,
+unit-norm decoder rows, which `sae train` settings apply) and overrides what it computes differently; everything
+else is here. `SparseAutoencoder(spec)` and `SparseAutoencoder.create(spec, ...)` build the class that `spec.arch`
+names. A new architecture is one module under sae/archs/ plus its `register_architecture` call.
+
+Conventions shared by all of them:
 
 - Inputs are normalised inside the module, x_n = (x - norm_mean) * norm_scale with E||x_n||^2 = d_in on the
   init sample; outputs are mapped back (x_hat = x_hat_n / norm_scale + norm_mean). `fold_normalisation` moves
@@ -24,11 +31,33 @@ import torch
 from ..errors import ConfigError
 from . import kernels
 
-ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
-UNIT_NORM_ARCHS = ("topk", "batchtopk", "jumprelu")  # relu's penalty is decoder-norm-weighted instead
-SPARSE_ARCHS = ("topk", "batchtopk")  # trained by kernels.select / kernels.sparse_step
-RELU_INIT_DECODER_NORM = 0.1  # Anthropic April-2024 update: random directions with norm 0.1 (0.05-1 work)
-THRESHOLD_EMA = 0.99  # BatchTopK inference threshold: EMA of each batch's smallest kept activation
+SAELENS_WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec")  # every architecture's tensors in sae_weights.safetensors
+_REGISTRY: dict[str, type[SparseAutoencoder]] = {}  # architecture name -> class, in registration order
+
+
+def register_architecture(name: str, cls: type[SparseAutoencoder]) -> None:
+    """Register `cls` (a SparseAutoencoder subclass) as the SAE architecture `name`: SAESpec(arch=name) accepts it
+    and SparseAutoencoder(spec) builds it. Sets cls.arch = name."""
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing is not cls:
+        raise ConfigError(f"SAE architecture {name!r} is registered twice ({existing.__name__}, {cls.__name__})",
+                          "register the new class under a name of its own")
+    cls.arch = name
+    _REGISTRY[name] = cls
+
+
+def architecture_class(name: str) -> type[SparseAutoencoder]:
+    """The SparseAutoencoder subclass registered as `name`; ConfigError naming the choices for any other name."""
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"unknown SAE architecture {name!r}", f"use one of {', '.join(_REGISTRY)}")
+    return cls
+
+
+def __getattr__(name: str):
+    if name == "ARCHITECTURES":  # the registered names, in registration order: relu, topk, batchtopk, jumprelu
+        return tuple(_REGISTRY)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -43,11 +72,10 @@ class SAESpec:
     jumprelu_init_threshold: float = 0.001
 
     def __post_init__(self):
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"unknown SAE architecture {self.arch!r}", f"use one of {', '.join(ARCHITECTURES)}")
+        cls = architecture_class(self.arch)
         if self.d_in < 1 or self.d_sae < 1:
             raise ConfigError(f"SAE dimensions must be positive (d_in={self.d_in}, d_sae={self.d_sae})")
-        if self.arch in ("topk", "batchtopk"):
+        if cls.uses_k:
             if self.k is None or not 1 <= self.k <= self.d_sae:
                 raise ConfigError(f"{self.arch} needs 1 <= k <= d_sae ({self.d_sae}), got k={self.k}", "set k")
         if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
@@ -77,13 +105,38 @@ class TrainStep:
 
 
 class SparseAutoencoder(torch.nn.Module):
-    """One SAE; `spec.arch` picks the activation and the loss."""
+    """One SAE. `SparseAutoencoder(spec)` builds the class registered for `spec.arch`; the base holds the weights,
+    the normalisation, the linear encoder and decoder, the dense training loss and the optimiser hooks, and each
+    architecture sets the facts below and overrides what it computes differently."""
+
+    arch: str | None = None  # the registered name (register_architecture sets it)
+    saelens_architecture: str | None = None  # the "architecture" its SAELens cfg.json declares
+    saelens_reads: tuple[str, ...] = ()  # plain SAELens folders of these architectures load as this class
+    activation_fn_str = "relu"  # its SAELens activation_fn_str
+    extra_weights: tuple[str, ...] = ()  # SAELens tensors saved beside SAELENS_WEIGHTS, each (d_sae,)
+    folds_decoder_norm_rescale = False  # SAELens rescale_acts_by_decoder_norm=true folds exactly into its weights
+    uses_k = False  # spec.k sets how many latents are kept
+    unit_norm_decoder = True  # decoder rows held at norm 1 (before_/after_optimizer_step)
+    init_decoder_norm = 1.0  # norm of the random decoder rows `create` starts from
+    transposed_encoder = False  # W_enc stored as W_encT (d_sae, d_in): see __init__
+    sparsity_coefficient: str | None = None  # the `sae train` setting weighing its sparsity penalty (None: no penalty)
+    uses_auxk = False  # its loss has an AuxK term, so training passes the dead-latent mask
+    resamples_dead = False  # `sae train`'s resample_dead applies to it
+    needs_calibration = False  # `sae train` calls calibrate_threshold after training
+
+    def __new__(cls, spec: SAESpec | None = None, *args, **kwargs):
+        if cls is SparseAutoencoder and spec is not None:
+            cls = architecture_class(spec.arch)
+        return super().__new__(cls)
 
     def __init__(self, spec: SAESpec):
         super().__init__()
+        if self.arch is not None and spec.arch != self.arch:
+            raise ConfigError(f"{type(self).__name__} is the {self.arch} architecture, not {spec.arch!r}",
+                              "build SAEs with SparseAutoencoder(spec), which picks the class of spec.arch")
         self.spec = spec
         d_in, d_sae = spec.d_in, spec.d_sae
-        if spec.arch in SPARSE_ARCHS:
+        if self.transposed_encoder:
             # Stored (d_sae, d_in), the layout its gradient comes out in (kernels.py), so autograd adopts the
             # gradient instead of transposing d_sae x d_in floats every step and fused Adam sees a contiguous
             # tensor. `W_enc` is its (d_in, d_sae) view, and state dicts hold W_enc as for every architecture.
@@ -95,13 +148,15 @@ class SparseAutoencoder(torch.nn.Module):
         self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
         self.W_dec = torch.nn.Parameter(torch.zeros(d_sae, d_in))
         self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
-        if spec.arch == "jumprelu":
-            self.log_threshold = torch.nn.Parameter(torch.full((d_sae,), math.log(spec.jumprelu_init_threshold)))
-        if spec.arch == "batchtopk":
-            self.register_buffer("threshold", torch.full((d_sae,), -1.0))  # < 0: not estimated yet (plain ReLU)
+        self.init_latent_state(spec)
         self.register_buffer("norm_mean", torch.zeros(d_in))
         self.register_buffer("norm_scale", torch.ones(()))
         self.workspace: dict = {}  # the encoder's reused block buffer (kernels.encoder_blocks); never saved
+
+    def init_latent_state(self, spec: SAESpec) -> None:
+        """Register the architecture's own per-latent parameters and buffers (a threshold); none here. Called
+        between the shared parameters and the normalisation buffers, which fixes the order of state dicts and of
+        the optimiser's parameters."""
 
     def __getattr__(self, name: str):
         if name == "W_enc" and "W_encT" in self._parameters:
@@ -119,8 +174,8 @@ class SparseAutoencoder(torch.nn.Module):
         gen = torch.Generator().manual_seed(seed)
         w_dec = torch.randn(spec.d_sae, spec.d_in, generator=gen)
         w_dec /= w_dec.norm(dim=1, keepdim=True)
-        if spec.arch == "relu":
-            w_dec *= RELU_INIT_DECODER_NORM
+        if sae.init_decoder_norm != 1.0:
+            w_dec *= sae.init_decoder_norm
         with torch.no_grad():
             sae.W_dec.copy_(w_dec)
             sae.W_enc.copy_(w_dec.T)
@@ -157,37 +212,34 @@ class SparseAutoencoder(torch.nn.Module):
 
     def encode_n(self, x_n: torch.Tensor) -> torch.Tensor:
         """Dense latents (B, d_sae) of already-normalised inputs (B, d_in)."""
-        if self.spec.arch == "topk":
-            values, indices = self._topk(x_n)
-            f = torch.zeros(x_n.shape[0], self.spec.d_sae, dtype=values.dtype, device=x_n.device)
-            return f.scatter_(1, indices, values)  # (B, d_sae)
-        pre = self.preacts(x_n).float()  # (B, d_sae)
-        if self.spec.arch == "relu":
+        return self.activate(self.preacts(x_n).float())
+
+    def activate(self, pre: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference activation of pre-activations (B, m) of `latents` (all d_sae when None), each latent on its
+        own: ReLU, zeroed at or below the threshold where the architecture has one."""
+        threshold = self.threshold_value()
+        if threshold is None:
             return torch.relu(pre)
-        return torch.relu(pre) * (pre > self.threshold_value())
+        return torch.relu(pre) * (pre > (threshold if latents is None else threshold[latents]))
 
-    def threshold_value(self) -> torch.Tensor:
-        """The JumpReLU threshold (d_sae,): exp(log_threshold) for jumprelu, the estimated one for batchtopk."""
-        return self.log_threshold.exp() if self.spec.arch == "jumprelu" else self.threshold
-
-    def _topk(self, x_n: torch.Tensor, x_c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(relu(values), indices), each (B, k), of the k largest pre-activations; x_c = x_n - b_dec if given."""
-        if torch.is_grad_enabled() and self.W_enc.requires_grad:  # a caller differentiating through encode
-            values, indices = self.preacts(x_n).topk(self.spec.k, dim=1)  # (B, k), largest first
-        else:  # in row blocks, never the whole (B, d_sae) pre-activation matrix
-            values, indices = kernels.encode_topk(x_n - self.b_dec if x_c is None else x_c, self.W_enc, self.b_enc,
-                                                  self.spec.k, self.workspace)
-        return torch.relu(values).float(), indices
+    def threshold_value(self) -> torch.Tensor | None:
+        """The inference threshold (d_sae,) of a thresholded architecture (JumpReLU, BatchTopK); None here."""
+        return None
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """TopK only: (values (B, k), indices (B, k)), largest first (values may be 0); None for other archs."""
-        if self.spec.arch != "topk":
-            return None
-        if torch.is_grad_enabled() and self.W_enc.requires_grad:
-            return self._topk(self.normalise(x))
-        x = x.reshape(-1, self.spec.d_in).to(self.W_enc.dtype)
-        shift = -(self.norm_mean * self.norm_scale + self.b_dec)  # (d_in,)
-        return self._topk(None, torch.addcmul(shift, x, self.norm_scale))  # x_n - b_dec in one pass over x
+        return None
+
+    def latent_reader(self, latents: torch.Tensor):
+        """A function x (n, d_in) -> the current values (n, m) of `latents` (m indices) with inference semantics,
+        for steering edits that read a few latents every generation step. Here each latent depends only on its
+        own pre-activation, so only their m encoder columns are used."""
+
+        def read(x: torch.Tensor) -> torch.Tensor:
+            pre = (self.normalise(x) - self.b_dec) @ self.W_enc[:, latents] + self.b_enc[latents]  # (n, m)
+            return self.activate(pre, latents)
+
+        return read
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """Latents (..., d_sae) -> reconstruction (..., d_in) in the input space."""
@@ -203,9 +255,6 @@ class SparseAutoencoder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of x (same shape)."""
-        if self.spec.arch == "topk":
-            values, indices = self.encode_sparse(x)
-            return self.decode_sparse(values, indices).reshape(x.shape)
         return self.decode(self.encode(x))
 
     # ---- training -----------------------------------------------------------------------------------------
@@ -213,72 +262,14 @@ class SparseAutoencoder(torch.nn.Module):
                       auxk_coef: float = 1 / 32, auxk_k: int | None = None) -> TrainStep:
         """Loss on a raw batch x (B, d_in); the terms are defined in the module docstring."""
         x_n = self.normalise(x).detach()  # (B, d_in)
-        if self.spec.arch in ("topk", "batchtopk"):
-            return self._sparse_loss(x_n, dead_mask, auxk_coef, auxk_k)
-        return self._dense_loss(x_n, sparsity_coef)
+        return self.training_loss_n(x_n, sparsity_coef, dead_mask, auxk_coef, auxk_k)
 
-    def _sparse_loss(self, x_n, dead_mask, auxk_coef, auxk_k) -> TrainStep:
-        spec = self.spec
-        n_dead = int(dead_mask.sum()) if dead_mask is not None and auxk_coef else 0
-        dead = torch.nonzero(dead_mask.to(x_n.device)).flatten() if n_dead else None
-        k_aux = min(auxk_k or spec.d_in // 2, n_dead)
-        main, aux = kernels.select(x_n - self.b_dec.detach(), self.W_enc.detach(), self.b_enc.detach(), spec.k,
-                                   batch=spec.arch == "batchtopk", dead=dead, k_aux=k_aux,
-                                   workspace=self.workspace)
-        decoded, e_hat = kernels.sparse_step(x_n, self.b_dec, self.W_enc, self.b_enc, self.W_dec, main, aux, dead)
-        x_hat_n = decoded + self.b_dec  # (B, d_in)
-        err = x_n - x_hat_n  # (B, d_in)
-        mse_row = err.pow(2).sum(1).mean()
-        loss = mse_row / spec.d_in
-        active = main.pre > 0  # (nnz,)
-        fired = torch.zeros(spec.d_sae, dtype=torch.bool, device=x_n.device)
-        fired[main.sel.cols[active]] = True
-        if spec.arch == "batchtopk" and active.any():
-            self._update_threshold(main.pre[active].min())
-        terms = {"mse": mse_row.detach() / spec.d_in, "mse_row": mse_row.detach(),
-                 "auxk": torch.zeros((), device=x_n.device)}
-        if aux is not None:  # e_hat: the top k_aux dead latents' decoding (no b_dec: it is in x_hat_n already)
-            residual = err.detach()  # target: what the live latents missed
-            auxk = (residual - e_hat).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
-            loss = loss + auxk_coef * auxk
-            terms["auxk"] = auxk.detach()
-        l0 = active.sum() / x_n.shape[0]
-        return TrainStep(loss, self.denormalise(x_hat_n.detach()), terms, fired, l0)
-
-    @torch.no_grad()
-    def calibrate_threshold(self, batches) -> float:
-        """BatchTopK: set the inference threshold to the mean over `batches` (raw (B, d_in) tensors) of the
-        smallest activation the batch-level top-k keeps (Bussmann et al. 2024); better than the training EMA,
-        which lags in short runs. Returns the threshold."""
-        if self.spec.arch != "batchtopk":
-            raise ValueError("calibrate_threshold applies to batchtopk SAEs only")
-        mins = []
-        for x in [batches] if isinstance(batches, torch.Tensor) else batches:
-            pre = self.preacts(self.normalise(x.to(self.W_enc.device))).float()  # (B, d_sae)
-            kept = kernels.batch_topk_selection(pre, self.spec.k).pre
-            if bool((kept > 0).any()):
-                mins.append(kept[kept > 0].min())
-        if mins:
-            self.threshold.fill_(float(torch.stack(mins).mean()))
-        return float(self.threshold[0])
-
-    @torch.no_grad()
-    def _update_threshold(self, smallest_kept: torch.Tensor) -> None:
-        if bool(self.threshold[0] < 0):
-            self.threshold.fill_(float(smallest_kept))
-        else:
-            self.threshold.mul_(THRESHOLD_EMA).add_((1 - THRESHOLD_EMA) * smallest_kept)
-
-    def _dense_loss(self, x_n, sparsity_coef) -> TrainStep:
+    def training_loss_n(self, x_n, sparsity_coef, dead_mask, auxk_coef, auxk_k) -> TrainStep:
+        """The loss of normalised inputs: reconstruction plus sparsity_coef times the architecture's penalty
+        (train_activation), over dense (B, d_sae) latents; the dead-latent arguments do not apply."""
         spec = self.spec
         pre = self.preacts(x_n).float()  # (B, d_sae)
-        if spec.arch == "relu":
-            f = torch.relu(pre)
-            sparsity = (f * self.W_dec.norm(dim=1)).sum(1).mean()  # decoder-norm-weighted L1 (April 2024)
-        else:
-            threshold = self.log_threshold.exp()
-            f = kernels.jumprelu(pre, threshold, spec.jumprelu_bandwidth)
-            sparsity = kernels.step(pre, threshold, spec.jumprelu_bandwidth).sum(1).mean()  # L0 with an STE
+        f, sparsity = self.train_activation(pre)
         x_hat_n = (f @ self.W_dec).float() + self.b_dec  # (B, d_in)
         mse_row = (x_n - x_hat_n).pow(2).sum(1).mean()
         loss = (mse_row + sparsity_coef * sparsity) / spec.d_in
@@ -287,11 +278,19 @@ class SparseAutoencoder(torch.nn.Module):
         return TrainStep(loss, self.denormalise(x_hat_n.detach()), terms, active.any(0),
                          active.sum(1).float().mean())
 
+    def train_activation(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents (B, d_sae), sparsity penalty (scalar)) of pre-activations, differentiable, for training."""
+        raise NotImplementedError(f"{type(self).__name__} defines no training activation")
+
+    def calibrate_threshold(self, batches) -> float:
+        """Set the inference threshold from training batches (BatchTopK); ValueError for other architectures."""
+        raise ValueError("calibrate_threshold applies to batchtopk SAEs only")
+
     @torch.no_grad()
     def before_optimizer_step(self) -> None:
         """Unit-norm architectures: drop the decoder-gradient component parallel to each row (it only rescales)."""
         grad = self.W_dec.grad
-        if self.spec.arch not in UNIT_NORM_ARCHS or grad is None:
+        if not self.unit_norm_decoder or grad is None:
             return
         w = self.W_dec
         dots = torch.bmm(grad.unsqueeze(1), w.unsqueeze(2)).view(-1)  # (d_sae,) row dot products, no temporary
@@ -301,7 +300,7 @@ class SparseAutoencoder(torch.nn.Module):
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Unit-norm architectures: renormalise decoder rows to norm 1."""
-        if self.spec.arch in UNIT_NORM_ARCHS:
+        if self.unit_norm_decoder:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
@@ -328,24 +327,28 @@ class SparseAutoencoder(torch.nn.Module):
             dec_norm = self.W_dec[alive].norm(dim=1).mean()
             enc_norm = self.W_enc[:, alive].norm(dim=0).mean()
         else:
-            dec_norm = torch.tensor(RELU_INIT_DECODER_NORM if self.spec.arch == "relu" else 1.0)
+            dec_norm = torch.tensor(self.init_decoder_norm)
             enc_norm = torch.tensor(1.0)
-        if self.spec.arch in UNIT_NORM_ARCHS:
+        if self.unit_norm_decoder:
             dec_norm = torch.tensor(1.0)
         self.W_dec[dead_idx] = directions * dec_norm
         self.W_enc[:, dead_idx] = directions.T * (0.2 * enc_norm)
         self.b_enc[dead_idx] = 0.0
-        if self.spec.arch == "jumprelu":
-            self.log_threshold[dead_idx] = math.log(self.spec.jumprelu_init_threshold)
+        own = self.reset_latents(dead_idx)
         if optimizer is not None:
             encoder = ((self.W_encT, (dead_idx,)) if "W_encT" in self._parameters
                        else (self.W_enc, (slice(None), dead_idx)))
             for param, where in ((self.W_dec, (dead_idx,)), encoder, (self.b_enc, (dead_idx,)),
-                                 (getattr(self, "log_threshold", None), (dead_idx,))):
-                state = optimizer.state.get(param, {}) if param is not None else {}
+                                 *((p, (dead_idx,)) for p in own)):
+                state = optimizer.state.get(param, {})
                 for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                     if key in state:
                         state[key][where] = 0.0
+
+    def reset_latents(self, dead_idx: torch.Tensor) -> list[torch.nn.Parameter]:
+        """Re-initialise the architecture's own per-latent parameters at `dead_idx` (resample_dead); returns
+        those parameters (d_sae,), whose Adam moments are reset there too. None here."""
+        return []
 
     @torch.no_grad()
     def fold_normalisation(self) -> None:
@@ -356,6 +359,66 @@ class SparseAutoencoder(torch.nn.Module):
         self.b_dec.copy_(self.b_dec / s + m)  # encoder input x - b_dec' = (x - m) - b_dec / s
         self.norm_mean.zero_()
         self.norm_scale.fill_(1.0)
+
+    # ---- SAELens layout (io.py) ---------------------------------------------------------------------------
+    def saelens_config(self) -> dict:
+        """The cfg.json entries of this architecture beyond the shared ones (TopK: its k); none here."""
+        return {}
+
+    def saelens_weights(self) -> dict[str, torch.Tensor]:
+        """The tensors of sae_weights.safetensors: SAELENS_WEIGHTS, then the threshold of thresholded
+        architectures (SAELens's jumprelu layout)."""
+        weights = {name: getattr(self, name).detach().contiguous() for name in SAELENS_WEIGHTS}
+        threshold = self.threshold_value()
+        if threshold is not None:
+            weights["threshold"] = threshold.detach().float().contiguous()
+        return weights
+
+    @torch.no_grad()
+    def load_saelens_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Copy SAELens tensors (SAELENS_WEIGHTS and extra_weights, shapes already checked) into this SAE."""
+        for name in SAELENS_WEIGHTS:
+            getattr(self, name).copy_(weights[name])
+
+
+class KSparseAutoencoder(SparseAutoencoder):
+    """Shared by the architectures that keep k latents (TopK: k of each row; BatchTopK: k * B of the batch):
+    trained by kernels.select / kernels.sparse_step without a dense (B, d_sae) latent matrix, with AuxK on the
+    dead latents (Gao et al. 2024) and no sparsity penalty."""
+
+    uses_k = True
+    transposed_encoder = True
+    uses_auxk = True
+    batch_selection = False  # keep the k * B largest pre-activations of the batch instead of k per row
+
+    def training_loss_n(self, x_n, sparsity_coef, dead_mask, auxk_coef, auxk_k) -> TrainStep:
+        spec = self.spec
+        n_dead = int(dead_mask.sum()) if dead_mask is not None and auxk_coef else 0
+        dead = torch.nonzero(dead_mask.to(x_n.device)).flatten() if n_dead else None
+        k_aux = min(auxk_k or spec.d_in // 2, n_dead)
+        main, aux = kernels.select(x_n - self.b_dec.detach(), self.W_enc.detach(), self.b_enc.detach(), spec.k,
+                                   batch=self.batch_selection, dead=dead, k_aux=k_aux, workspace=self.workspace)
+        decoded, e_hat = kernels.sparse_step(x_n, self.b_dec, self.W_enc, self.b_enc, self.W_dec, main, aux, dead)
+        x_hat_n = decoded + self.b_dec  # (B, d_in)
+        err = x_n - x_hat_n  # (B, d_in)
+        mse_row = err.pow(2).sum(1).mean()
+        loss = mse_row / spec.d_in
+        active = main.pre > 0  # (nnz,)
+        fired = torch.zeros(spec.d_sae, dtype=torch.bool, device=x_n.device)
+        fired[main.sel.cols[active]] = True
+        self.observe_selection(main.pre, active)
+        terms = {"mse": mse_row.detach() / spec.d_in, "mse_row": mse_row.detach(),
+                 "auxk": torch.zeros((), device=x_n.device)}
+        if aux is not None:  # e_hat: the top k_aux dead latents' decoding (no b_dec: it is in x_hat_n already)
+            residual = err.detach()  # target: what the live latents missed
+            auxk = (residual - e_hat).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+            loss = loss + auxk_coef * auxk
+            terms["auxk"] = auxk.detach()
+        l0 = active.sum() / x_n.shape[0]
+        return TrainStep(loss, self.denormalise(x_hat_n.detach()), terms, fired, l0)
+
+    def observe_selection(self, kept_pre: torch.Tensor, active: torch.Tensor) -> None:
+        """Called with the pre-activations (nnz,) a training step kept and which of them are > 0; nothing here."""
 
 
 def _save_W_enc(module, state_dict, prefix, local_metadata) -> None:
@@ -383,3 +446,6 @@ def geometric_median(points: torch.Tensor, iters: int = 50, tol: float = 1e-6) -
             return updated
         median = updated
     return median
+
+
+from . import archs  # noqa: E402,F401  registers the built-in architectures (they import this module)

@@ -28,9 +28,9 @@ def evaluate_reconstruction(sae_path: str | Path, store_path: str | Path, member
     from ..store import ActivationStore
     from .data import check_finite, pick_hookpoint
     from .io import load_sae
+    from .loop import update_metrics
     from .metrics import ReconstructionMetrics
     from .train import sae_dir
-    from .trainer import update_metrics
 
     path = sae_dir(sae_path, member)
     sae, cfg = load_sae(path)

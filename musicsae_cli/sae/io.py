@@ -36,10 +36,6 @@ from .rundir import RUN_KIND
 FORMAT_VERSION = 1
 KIND = "sae"
 CFG_NAME, WEIGHTS_NAME, SPARSITY_NAME = "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"
-# musicsae architecture -> the SAELens architecture its folder declares (every one loads in SAELens as it is);
-# the dictionary-learning baseline is not here: it is musicsae-only (see sae/dictionary.py)
-SAELENS_ARCH = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
-FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
 RESCALE_FLAG = "rescale_acts_by_decoder_norm"
 DENSITY_EPS = 1e-10
 
@@ -74,10 +70,7 @@ def save_sae(sae, directory: str | Path, hook_name: str, model_name: str, extra:
     folded = SparseAutoencoder(spec)  # a CPU fp32 copy: the caller's SAE keeps its normalisation and device
     folded.load_state_dict({k: v.detach().float().cpu() for k, v in sae.state_dict().items()})
     folded.fold_normalisation()
-    weights = {name: getattr(folded, name).detach().contiguous() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    if spec.arch in ("jumprelu", "batchtopk"):
-        weights["threshold"] = folded.threshold_value().detach().float().contiguous()
-    save_file(weights, str(directory / WEIGHTS_NAME))
+    save_file(folded.saelens_weights(), str(directory / WEIGHTS_NAME))
     if density is not None:
         density = torch.as_tensor(density, dtype=torch.float64).reshape(-1)
         if density.numel() != spec.d_sae:
@@ -85,16 +78,14 @@ def save_sae(sae, directory: str | Path, hook_name: str, model_name: str, extra:
         save_file({"sparsity": torch.log10(density + DENSITY_EPS).float()}, str(directory / SPARSITY_NAME))
     layer = hook_layer if hook_layer is not None else hook_layer_of(hook_name)
     cfg = {
-        "architecture": SAELENS_ARCH[spec.arch], "d_in": spec.d_in, "d_sae": spec.d_sae,
+        "architecture": folded.saelens_architecture, "d_in": spec.d_in, "d_sae": spec.d_sae,
         "dtype": "float32", "device": "cpu", "model_name": model_name, "hook_name": hook_name,
         "hook_layer": layer if layer is not None else 0, "hook_head_index": None,
-        "activation_fn_str": "topk" if spec.arch == "topk" else "relu",
+        "activation_fn_str": folded.activation_fn_str,
         "apply_b_dec_to_input": True, "normalize_activations": "none", "finetuning_scaling_factor": False,
         "prepend_bos": False, "context_size": None, "dataset_path": None,
     }
-    if spec.arch == "topk":
-        cfg["k"] = spec.k
-        cfg["activation_fn_kwargs"] = {"k": spec.k}
+    cfg.update(folded.saelens_config())  # TopK: k
     cfg["musicsae"] = {"spec": spec.to_dict(), **(extra or {})}
     write_json(directory / CFG_NAME, cfg)
     files = [CFG_NAME, WEIGHTS_NAME] + ([SPARSITY_NAME] if density is not None else [])
@@ -135,8 +126,16 @@ def _read_cfg(directory: Path) -> tuple[dict | None, dict]:
     return manifest, cfg
 
 
+def _from_saelens() -> dict[str, str]:
+    """SAELens cfg.json architecture -> the musicsae architecture a plain SAELens folder of it loads as (each
+    architecture class lists the SAELens ones it reads)."""
+    from .architectures import ARCHITECTURES, architecture_class
+
+    return {saelens: name for name in ARCHITECTURES for saelens in architecture_class(name).saelens_reads}
+
+
 def _spec_of(cfg: dict, directory: Path):
-    from .architectures import SAESpec
+    from .architectures import SAESpec, architecture_class
 
     ours = cfg.get("musicsae", {}).get("spec") if isinstance(cfg.get("musicsae"), dict) else None
     if ours:
@@ -146,19 +145,21 @@ def _spec_of(cfg: dict, directory: Path):
     k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
     if arch == "standard" and fn == "topk":  # SAELens < 5 saved TopK SAEs this way
         arch = "topk"
-    mapping = FROM_SAELENS
+    mapping = _from_saelens()
     if arch not in mapping:
+        *names, last = mapping
         raise InputError(f"unsupported SAE architecture {arch!r} in {directory}",
-                         "musicsae loads standard, topk, jumprelu and batchtopk SAEs")
+                         f"musicsae loads {', '.join(names)} and {last} SAEs")
     if fn not in (None, "relu", "topk"):
         raise InputError(f"{directory} uses the activation function {fn!r}, which musicsae does not implement",
                          "musicsae loads SAEs with relu or topk activations (and jumprelu SAEs)")
-    _check_saelens_flags(cfg, directory, mapping[arch])
+    cls = architecture_class(mapping[arch])
+    _check_saelens_flags(cfg, directory, cls)
     return SAESpec(arch=mapping[arch], d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
-                   k=int(k) if mapping[arch] == "topk" else None)
+                   k=int(k) if cls.uses_k else None)
 
 
-def _check_saelens_flags(cfg: dict, directory: Path, arch: str) -> None:
+def _check_saelens_flags(cfg: dict, directory: Path, cls: type) -> None:
     """Refuse the SAELens options that change the SAE's math and that musicsae cannot reproduce."""
     norm = cfg.get("normalize_activations") or "none"
     if norm not in ("none", False):
@@ -170,7 +171,7 @@ def _check_saelens_flags(cfg: dict, directory: Path, arch: str) -> None:
     if (cfg.get("reshape_activations") or "none") != "none":
         raise InputError(f"{directory} reshapes its inputs (reshape_activations={cfg['reshape_activations']!r}), "
                          "which musicsae does not support", "musicsae's SAEs read whole hookpoints (residual streams)")
-    if cfg.get(RESCALE_FLAG) and arch not in ("relu", "topk"):
+    if cfg.get(RESCALE_FLAG) and not cls.folds_decoder_norm_rescale:
         raise InputError(f"{directory} sets {RESCALE_FLAG} on a {cfg.get('architecture')} SAE, which musicsae does "
                          "not reproduce", "musicsae honours it for standard and topk SAEs; fold the decoder norms into "
                          "the weights (SAELens fold_W_dec_norm) and re-save")
@@ -210,10 +211,9 @@ def _flags_folded_on_load(cfg: dict) -> list[str]:
 
 def load_sae(directory: str | Path, device="cpu"):
     """(SparseAutoencoder in eval mode, cfg dict) from a musicsae or plain SAELens SAE folder."""
-    import torch
     from safetensors.torch import load_file
 
-    from .architectures import SparseAutoencoder
+    from .architectures import SparseAutoencoder, architecture_class
 
     directory = Path(directory)
     _, cfg = _read_cfg(directory)
@@ -231,8 +231,7 @@ def load_sae(directory: str | Path, device="cpu"):
         raise StoreError(f"unreadable {path}: {exc}", "the SAE folder is corrupt; re-save it") from exc
     shapes = {"W_enc": (spec.d_in, spec.d_sae), "b_enc": (spec.d_sae,), "W_dec": (spec.d_sae, spec.d_in),
               "b_dec": (spec.d_in,)}
-    if spec.arch in ("jumprelu", "batchtopk"):
-        shapes["threshold"] = (spec.d_sae,)
+    shapes.update({name: (spec.d_sae,) for name in architecture_class(spec.arch).extra_weights})
     for name, shape in shapes.items():
         if name not in weights or tuple(weights[name].shape) != shape:
             found = tuple(weights[name].shape) if name in weights else "missing"
@@ -241,13 +240,7 @@ def load_sae(directory: str | Path, device="cpu"):
     if folded:
         cfg["musicsae_folded"] = folded
     sae = SparseAutoencoder(spec)
-    with torch.no_grad():
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            getattr(sae, name).copy_(weights[name])
-        if spec.arch == "jumprelu":  # a threshold <= 0 acts like 0 after the ReLU; keep log finite
-            sae.log_threshold.copy_(weights["threshold"].clamp_min(torch.finfo(torch.float32).tiny).log())
-        elif spec.arch == "batchtopk":
-            sae.threshold.copy_(weights["threshold"])
+    sae.load_saelens_weights(weights)
     return sae.to(device).eval(), cfg
 
 

@@ -25,8 +25,8 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
     from ..store import ActivationStore
     from ..store.verify import check_files
     from .data import pick_hookpoint, split_rows
+    from .loop import member_specs
     from .rundir import RunDir
-    from .trainer import member_specs
 
     d = distributed.current()
 
@@ -113,8 +113,8 @@ def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, s
     from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
     from .data import check_finite, init_sample
     from .io import save_sae
+    from .loop import build_members, calibrate, evaluate_members, run_training, wrap_ddp
     from .report import write_report
-    from .trainer import build_members, calibrate, evaluate_members, run_training, wrap_ddp
 
     d = distributed.current()
     out, d_in = run.path, store.widths[hookpoint]
@@ -175,7 +175,7 @@ def _train_dictionary(store, store_path, hookpoint, split, cfg, run, total: int,
 
     from .data import init_sample
     from .dictionary import DictionarySpec, fit_dictionary, save_dictionary
-    from .trainer import evaluate_members
+    from .loop import evaluate_members
 
     out, d_in = run.path, store.widths[hookpoint]
     _, sample = init_sample(store, hookpoint, split.train, cfg.init_rows, cfg.seed)

@@ -62,12 +62,12 @@ def test_sae_bad_input(runner, app, tiny_store, tmp_path):
 
 def test_resume_alone_continues_with_the_saved_settings(runner, app, tiny_store, tmp_path, interrupt_on_call):
     """`sae train RUN --resume` needs no flag typed again; -o creates missing parent folders."""
-    import musicsae_cli.sae.trainer as trainer
+    import musicsae_cli.sae.loop as loop
 
     run = tmp_path / "runs" / "deep" / "topk"  # runs/deep/ does not exist yet
     argv = ["sae", "train", str(tiny_store), "-o", str(run), "-c", "tiny", "--hookpoint", "layers.2", "--k", "8",
             "--steps", "40", "--device", "cpu", "--set", "checkpoint_every=10"]
-    restore = interrupt_on_call(trainer, "train_step", 25)
+    restore = interrupt_on_call(loop, "train_step", 25)
     killed = runner.invoke(app, argv)
     restore()
     assert killed.exit_code == 130, killed.output

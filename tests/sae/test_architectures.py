@@ -290,3 +290,65 @@ def test_resample_dead_reinitialises_only_dead_latents_and_their_adam_state():
     live_norm = before["W_dec"][alive].norm(dim=1).mean()
     torch.testing.assert_close(sae.W_dec[dead].norm(dim=1), live_norm.expand(3))
     assert math.isfinite(float(sae.training_loss(sample(32), 1.0).loss.detach()))
+
+
+# ---- the registry: one class per architecture, built from the spec ------------------------------------------------
+def test_each_architecture_is_its_own_registered_class():
+    from musicsae_cli.sae.architectures import architecture_class
+
+    assert ARCHITECTURES == ("relu", "topk", "batchtopk", "jumprelu")
+    classes = {arch: architecture_class(arch) for arch in ARCHITECTURES}
+    assert len(set(classes.values())) == len(ARCHITECTURES)
+    for arch, cls in classes.items():
+        assert issubclass(cls, SparseAutoencoder) and cls.arch == arch
+        assert type(SparseAutoencoder(spec(arch))) is cls and type(SparseAutoencoder.create(spec(arch))) is cls
+        assert type(cls.create(spec(arch))) is cls
+    with pytest.raises(ConfigError, match="use one of relu, topk, batchtopk, jumprelu"):
+        architecture_class("gated")
+    with pytest.raises(ConfigError, match="relu architecture"):
+        classes["relu"](spec("topk"))  # a class builds only its own architecture
+
+
+def test_a_new_architecture_is_one_class_and_one_registration(monkeypatch, tmp_path):
+    """A registered subclass is accepted by SAESpec, built by SparseAutoencoder(spec), and saved and loaded."""
+    from musicsae_cli.sae import architectures
+    from musicsae_cli.sae.archs.relu import ReLUSAE
+    from musicsae_cli.sae.io import load_sae, save_sae
+
+    monkeypatch.setattr(architectures, "_REGISTRY", dict(architectures._REGISTRY))  # undone after the test
+
+    class SquaredReLUSAE(ReLUSAE):
+        saelens_reads = ()  # plain SAELens "standard" folders stay relu
+
+        def activate(self, pre, latents=None):
+            return torch.relu(pre).square()
+
+        def train_activation(self, pre):
+            f = torch.relu(pre).square()
+            return f, (f * self.W_dec.norm(dim=1)).sum(1).mean()
+
+    with pytest.raises(ConfigError, match="unknown SAE architecture"):
+        SAESpec("relu2", D_IN, D_SAE)
+    architectures.register_architecture("relu2", SquaredReLUSAE)
+    assert architectures.ARCHITECTURES[-1] == "relu2"
+    with pytest.raises(ConfigError, match="registered twice"):
+        architectures.register_architecture("relu2", ReLUSAE)
+    sae = trained_steps(SparseAutoencoder.create(spec("relu2"), sample=offset_data(256)), offset_data, 3, coef=1.0)
+    assert type(sae) is SquaredReLUSAE
+    x = offset_data(16, seed=7)
+    torch.testing.assert_close(sae.encode(x), torch.relu(sae.preacts(sae.normalise(x))).square())
+    save_sae(sae, tmp_path, hook_name="layers.1", model_name="m")
+    loaded, cfg = load_sae(tmp_path)
+    assert type(loaded) is SquaredReLUSAE and cfg["architecture"] == "standard"
+    torch.testing.assert_close(loaded.encode(x), sae.encode(x).detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_latent_reader_matches_the_dense_encoding():
+    """What steering's latent edits read: the values of a few latents, without a dense latent matrix."""
+    sample, _ = dictionary_data()
+    latents = torch.tensor([0, 3, 17, 40])
+    for arch in ARCHITECTURES:
+        sae = trained_steps(SparseAutoencoder.create(spec(arch), sample=sample(512)), sample, 5, coef=1e-3)
+        x = sample(32)
+        with torch.no_grad():
+            torch.testing.assert_close(sae.latent_reader(latents)(x), sae.encode(x)[:, latents])

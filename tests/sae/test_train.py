@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import musicsae_cli.sae.trainer as trainer
+import musicsae_cli.sae.loop as loop
 from musicsae_cli.errors import ConfigError, InputError, MusicSAEError, OutputExistsError
 from musicsae_cli.sae.config import SAETrainConfig
 from musicsae_cli.sae.train import sae_dir, train_sae
@@ -74,7 +74,7 @@ def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, int
     from musicsae_cli.sae.io import load_sae
 
     train_sae(sparse_store[0], tmp_path / "whole", cfg())
-    restore = interrupt_on_call(trainer, "train_step", 60)  # after the checkpoints at steps 25 and 50
+    restore = interrupt_on_call(loop, "train_step", 60)  # after the checkpoints at steps 25 and 50
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "part", cfg())
     restore()
@@ -92,7 +92,7 @@ def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, interrupt
     train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5))
     with pytest.raises(InputError, match="nothing to resume in .*run: it is finished"):
         train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5), resume=True)
-    restore = interrupt_on_call(trainer, "train_step", 30)
+    restore = interrupt_on_call(loop, "train_step", 30)
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "part", cfg())
     restore()
@@ -102,7 +102,7 @@ def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, interrupt
 
 
 def test_the_same_command_after_a_kill_resumes_and_logs_each_step_once(sparse_store, tmp_path, interrupt_on_call):
-    restore = interrupt_on_call(trainer, "train_step", 60)  # after the checkpoints at steps 25 and 50
+    restore = interrupt_on_call(loop, "train_step", 60)  # after the checkpoints at steps 25 and 50
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "run", cfg())
     restore()
@@ -121,7 +121,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(sparse_store,
     run = tmp_path / "run"
     train_sae(sparse_store[0], run, cfg(max_steps=40))
     old_weights = (run / "sae_weights.safetensors").read_bytes()
-    restore = interrupt_on_call(trainer, "train_step", 30)
+    restore = interrupt_on_call(loop, "train_step", 30)
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], run, cfg(k=8), overwrite=True)
     restore()
@@ -154,7 +154,7 @@ def test_bad_config_or_damaged_store_leave_no_run_folder(sparse_store, tmp_path)
 def test_a_second_trainer_on_the_same_run_is_refused(sparse_store, tmp_path, interrupt_on_call):
     from musicsae_cli.sae.rundir import open_run
 
-    restore = interrupt_on_call(trainer, "train_step", 10)
+    restore = interrupt_on_call(loop, "train_step", 10)
     with pytest.raises(KeyboardInterrupt):
         train_sae(sparse_store[0], tmp_path / "run", cfg())
     restore()
@@ -260,8 +260,8 @@ def test_checkpoint_round_trip_and_an_older_layout_of_the_encoder_moments(tmp_pa
 
     sample = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
     config = cfg(expansion_factor=4, k=2)
-    members = trainer.build_members(config, 8, sample, torch.device("cpu"))
-    trainer.train_step(members[0], sample[:64], 0, 10)
+    members = loop.build_members(config, 8, sample, torch.device("cpu"))
+    loop.train_step(members[0], sample[:64], 0, 10)
     save_checkpoint(tmp_path, 1, members, {})
     moments = members[0].optimizer.state[members[0].sae.W_encT]["exp_avg"].clone()  # (32, 8)
     path = tmp_path / "checkpoint" / "state.safetensors"
@@ -270,7 +270,7 @@ def test_checkpoint_round_trip_and_an_older_layout_of_the_encoder_moments(tmp_pa
     assert torch.equal(tensors[key], moments) and tensors["sae/model/W_enc"].shape == (8, 32)
     tensors[key] = tensors[key].t().contiguous()  # the older layout: (d_in, d_sae)
     save_file(tensors, str(path))
-    fresh = trainer.build_members(config, 8, sample, torch.device("cpu"))
+    fresh = loop.build_members(config, 8, sample, torch.device("cpu"))
     load_checkpoint(tmp_path, fresh, "cpu")
     assert torch.equal(fresh[0].optimizer.state[fresh[0].sae.W_encT]["exp_avg"], moments)
     assert torch.equal(fresh[0].sae.W_enc, members[0].sae.W_enc)

@@ -1,4 +1,6 @@
-"""SAE training: one pass over shuffled store batches feeds every SAE of a sweep; resumable at any checkpoint."""
+"""The SAE training loop behind `sae train` (sae/train.py): one pass over shuffled store batches feeds every SAE
+of a sweep; resumable at any checkpoint. What applies to which architecture (sparsity coefficient, AuxK's dead
+mask, resampling, threshold calibration) comes from the architecture classes (sae/architectures.py)."""
 
 from __future__ import annotations
 
@@ -41,16 +43,17 @@ def lr_at(cfg: SAETrainConfig, step: int, total: int) -> float:
 
 
 def sparsity_at(cfg: SAETrainConfig, step: int) -> float:
-    """The sparsity coefficient of the architecture, warmed up linearly."""
-    coef = cfg.l1_coefficient if cfg.architecture == "relu" else cfg.l0_coefficient
-    if cfg.architecture in ("topk", "batchtopk"):
-        coef = 0.0
+    """The sparsity coefficient of the architecture (0 for those without a penalty), warmed up linearly."""
+    from .architectures import architecture_class
+
+    name = architecture_class(cfg.architecture).sparsity_coefficient
+    coef = getattr(cfg, name) if name else 0.0
     return coef * min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else coef
 
 
 def member_specs(cfg: SAETrainConfig, d_in: int) -> list[tuple[str, SAETrainConfig, object]]:
     """(name, config, SAESpec) of every sweep member; ConfigError for an impossible shape, before any work."""
-    from .architectures import SAESpec
+    from .architectures import SAESpec, architecture_class
 
     if cfg.architecture == "dictionary_learning":
         return []
@@ -58,7 +61,7 @@ def member_specs(cfg: SAETrainConfig, d_in: int) -> list[tuple[str, SAETrainConf
     for name, mcfg in cfg.members():
         try:
             spec = SAESpec(arch=mcfg.architecture, d_in=d_in, d_sae=mcfg.width(d_in),
-                           k=mcfg.k if mcfg.architecture in ("topk", "batchtopk") else None,
+                           k=mcfg.k if architecture_class(mcfg.architecture).uses_k else None,
                            jumprelu_bandwidth=mcfg.jumprelu_bandwidth,
                            jumprelu_init_threshold=mcfg.jumprelu_init_threshold)
         except ConfigError as exc:
@@ -128,7 +131,7 @@ def train_step(m: Member, x, step: int, total: int) -> dict:
     lr = lr_at(cfg, step, total)
     for group in m.optimizer.param_groups:
         group["lr"] = lr
-    dead = m.tracker.dead_mask().to(x.device) if cfg.architecture in ("topk", "batchtopk") else None
+    dead = m.tracker.dead_mask().to(x.device) if m.sae.uses_auxk else None
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
         if m.ddp is not None:
             loss, fired, l0, terms = m.ddp(x, sparsity_at(cfg, step), dead, cfg.auxk_coefficient, cfg.auxk_k)
@@ -150,7 +153,7 @@ def train_step(m: Member, x, step: int, total: int) -> dict:
     if world > 1:  # a latent fired in the batch if it fired on any rank
         fired = distributed.reduce_(fired.to(torch.int32), "max").bool()
     m.tracker.update(fired, x.shape[0] * world)
-    if cfg.resample_dead and cfg.architecture == "relu" and (step + 1) % cfg.resample_every == 0:
+    if cfg.resample_dead and m.sae.resamples_dead and (step + 1) % cfg.resample_every == 0:
         dead_idx = torch.nonzero(m.tracker.dead_mask()).flatten()
         if dead_idx.numel():  # every rank resamples from the whole batch, so they stay equal
             m.sae.resample_dead(dead_idx.to(x.device), distributed.gather_tensor(x), m.optimizer)
@@ -215,7 +218,7 @@ def calibrate(members: list[Member], store, hookpoint: str, rows: np.ndarray, ba
     """BatchTopK: set the inference threshold from training batches so inference L0 matches k."""
     import torch
 
-    todo = [m for m in members if m.cfg.architecture == "batchtopk"]
+    todo = [m for m in members if m.sae.needs_calibration]
     if not todo:
         return
     pick = _even_sample(rows, n_batches * batch_size)
