@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError
 
+BUILT_IN = ("relu", "topk", "batchtopk", "jumprelu")  # registered by sae/archs/ (named here without importing torch)
 SWEEPABLE = ("k", "l1_coefficient", "l0_coefficient", "expansion_factor", "d_sae", "lr")
 
 
@@ -23,9 +24,10 @@ class SAETrainConfig(BaseModel):
     split_column: str = Field("group", description="Column whose values are kept on one side of the split "
                               "(tracks), so validation never sees frames of training tracks.")
     # architecture
-    architecture: Literal["relu", "topk", "batchtopk", "jumprelu", "dictionary_learning"] = Field(
+    architecture: str = Field(
         "topk", description="relu (L1 weighted by decoder norms), topk, batchtopk (saved with its inference "
-                            "threshold), jumprelu, or dictionary_learning (scikit-learn baseline).")
+                            "threshold), jumprelu, dictionary_learning (scikit-learn baseline), or any "
+                            "architecture registered in musicsae_cli/sae/archs/.")
     expansion_factor: float = Field(16.0, gt=0, description="Latents per input dimension (ignored if d_sae set).")
     d_sae: int | None = Field(None, ge=1, description="Number of latents, overriding expansion_factor.")
     k: int = Field(32, ge=1, description="Active latents per row (topk) or on average (batchtopk).")
@@ -76,6 +78,16 @@ class SAETrainConfig(BaseModel):
     # several SAEs from one pass over the data
     sweep: dict[str, list[Any]] = Field({}, description="Train one SAE per value from the same batches, e.g. "
                                         "{k: [16, 32, 64]}; keys: " + ", ".join(SWEEPABLE) + ".")
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        if value in BUILT_IN or value == "dictionary_learning":
+            return value
+        from .architectures import architecture_class  # imports torch: only for a name not built in
+
+        architecture_class(value)  # ConfigError naming the registered architectures
+        return value
 
     @model_validator(mode="after")
     def _check_sweep(self) -> SAETrainConfig:
