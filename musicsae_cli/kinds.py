@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .artifacts import read_manifest
 from .errors import MusicSAEError, StoreError
 
 SAE_CONFIG = "cfg.json"  # the config that makes a folder an SAE (SAELens' layout)
@@ -120,8 +121,6 @@ def expect_kind(directory: str | os.PathLike, *names: str, manifest: dict | None
     unreadable manifest raises read_manifest's StoreError.
     """
     if manifest is None:
-        from .artifacts import read_manifest
-
         manifest = read_manifest(directory)
     if is_kind(manifest, *names):
         return manifest
