@@ -24,7 +24,7 @@ def info(
 ) -> None:
     """Summarise any musicsae artefact."""
     out = Output(json_out, quiet, verbose)
-    from ..inspect import describe
+    from ..describe import describe
 
     if not verify:
         summary = describe(path)

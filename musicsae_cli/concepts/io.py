@@ -11,16 +11,14 @@ def read_concepts(path: str | Path) -> tuple[dict, dict]:
     """(manifest, concept -> rows (tokens, d)) of a concepts folder; InputError when it is not one."""
     from safetensors.torch import load_file
 
-    from ..artifacts import check_format_version, read_manifest
+    from ..artifacts import check_format_version
+    from ..kinds import CONCEPTS, expect_kind
     from .learn import FORMAT_VERSION
 
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"no such concepts folder: {path}", "pass the folder `musicsae concept learn` wrote")
-    manifest = read_manifest(path)
-    if manifest.get("kind") != "concepts":
-        raise InputError(f"{path} is a {manifest.get('kind')!r} artefact, not learned concepts",
-                         "pass the folder `musicsae concept learn` wrote")
+    manifest = expect_kind(path, CONCEPTS.name, error=InputError, message="{path} is a {kind!r} artefact, not {noun}")
     check_format_version(manifest, FORMAT_VERSION, f"concepts {path}")
     rows = load_file(str(path / "embeddings.safetensors"))
     missing = [c for c in manifest["concepts"] if c not in rows]

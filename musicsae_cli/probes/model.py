@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import MANIFEST_NAME, check_format_version, new_manifest, read_manifest, write_json
+from ..artifacts import MANIFEST_NAME, check_format_version, new_manifest, write_json
 from ..errors import InputError, StoreError
+from ..kinds import expect_kind, is_kind
 
 KIND = "probes"
 FORMAT_VERSION = 1
@@ -159,7 +160,7 @@ class ProbeSet:
         tensors = {name: np.ascontiguousarray(getattr(self, name)) for name in ("weight", "bias", "mean", "std")}
         save_file(tensors, str(directory / WEIGHTS_NAME))
         np.save(directory / NPY_NAME, self.raw_weights(), allow_pickle=False)
-        manifest = dict(self.manifest) if self.manifest.get("kind") == KIND else new_manifest(KIND, FORMAT_VERSION)
+        manifest = dict(self.manifest) if is_kind(self.manifest, KIND) else new_manifest(KIND, FORMAT_VERSION)
         manifest.update(task=self.task, label=self.label, classes=list(self.classes), hookpoints=list(self.hookpoints),
                         widths=self.widths, pooling=self.pooling, model=self.model,
                         files=sorted({*manifest.get("files", []), MANIFEST_NAME, WEIGHTS_NAME, NPY_NAME}))
@@ -174,10 +175,7 @@ class ProbeSet:
         path = Path(path)
         if not path.is_dir():
             raise InputError(f"probes folder not found: {path}", "pass a folder written by `musicsae probe train`")
-        manifest = read_manifest(path)
-        if manifest.get("kind") != KIND:
-            raise InputError(f"{path} is a musicsae {manifest.get('kind')!r} artefact, not probes",
-                             "pass a folder written by `musicsae probe train`")
+        manifest = expect_kind(path, KIND, error=InputError)
         check_format_version(manifest, FORMAT_VERSION, f"probes {path}")
         weights_path = path / WEIGHTS_NAME
         if not weights_path.is_file():

@@ -29,8 +29,9 @@ import math
 import re
 from pathlib import Path
 
-from ..artifacts import MANIFEST_NAME, check_format_version, new_manifest, read_manifest, write_json
+from ..artifacts import MANIFEST_NAME, check_format_version, new_manifest, write_json
 from ..errors import InputError, StoreError
+from ..kinds import expect_kind, is_kind
 from .rundir import RUN_KIND
 
 FORMAT_VERSION = 1
@@ -101,15 +102,12 @@ def _read_cfg(directory: Path) -> tuple[dict | None, dict]:
         raise InputError(f"SAE folder not found: {directory}", "pass a folder written by `musicsae sae train`")
     manifest = None
     if (directory / MANIFEST_NAME).is_file():
-        manifest = read_manifest(directory)
-        if manifest.get("kind") == RUN_KIND:  # a training run of one SAE holds it beside its logs
+        manifest = expect_kind(directory, KIND, RUN_KIND)
+        if is_kind(manifest, RUN_KIND):  # a training run of one SAE holds it beside its logs
             if manifest.get("status") != "complete":
                 raise InputError(f"the training run {directory} is not finished",
                                  "resume it with `musicsae sae train RUN --resume`")
             manifest = None
-        elif manifest.get("kind") != KIND:
-            raise StoreError(f"{directory} is a musicsae {manifest.get('kind')!r} artefact, not an SAE",
-                             "pass an SAE folder (a training run holds one per member)")
         if manifest is not None:
             check_format_version(manifest, FORMAT_VERSION, f"SAE {directory}")
     path = directory / CFG_NAME

@@ -27,6 +27,7 @@ from ..artifacts import (
     write_json,
 )
 from ..errors import ConfigError, InputError, OutputExistsError
+from ..kinds import is_kind
 
 RUN_KIND = "sae_run"
 RUN_LOCK = ".train.lock"
@@ -127,7 +128,7 @@ def _run_manifest(path: Path) -> dict | None:
     if not (path / "manifest.json").is_file():
         return None
     manifest = read_manifest(path)
-    return manifest if manifest.get("kind") == RUN_KIND else None
+    return manifest if is_kind(manifest, RUN_KIND) else None
 
 
 def _changed(manifest: dict, record: dict) -> list[str]:

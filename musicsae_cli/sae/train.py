@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from ..artifacts import read_manifest, staged_directory, write_json
 from ..errors import ConfigError, InputError
+from ..kinds import expect_kind, is_kind
 from ..progress import ProgressFactory, no_progress
 from .config import SAETrainConfig
 from .rundir import RUN_KIND, open_run, trim_logs
@@ -259,13 +260,15 @@ def sae_dir(path: str | Path, member: str | None = None) -> Path:
     """The SAE folder inside `path`: an SAE folder itself, or a finished run (its only member, or `member`)."""
     path = Path(path)
     manifest = read_manifest(path) if (path / "manifest.json").is_file() else None
-    if manifest is None or manifest.get("kind") != RUN_KIND:
+    if not is_kind(manifest, RUN_KIND):
         if (path / "cfg.json").is_file():
             return path
         if manifest is None:
             raise InputError(f"not an SAE: {path} (no cfg.json)",
                              "pass the folder `sae train` wrote or an SAE inside it")
-        raise InputError(f"{path} is a {manifest.get('kind')!r} artefact, not an SAE", "pass an SAE training run")
+        # another kind of artefact, with no SAE in it: the error names that kind
+        expect_kind(path, RUN_KIND, manifest=manifest, error=InputError,
+                    message="{path} is a {kind!r} artefact, not an SAE")
     if manifest.get("status") != "complete":
         raise InputError(f"the training run {path} is not finished", "resume it with `sae train ... --resume`")
     members = manifest.get("members", [])

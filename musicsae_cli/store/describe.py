@@ -73,7 +73,7 @@ def label_summary(store) -> dict[str, dict]:
         if not counter or identifier_like or len(counter) > MAX_LABEL_VALUES:
             continue
         top = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
-        # Same shape as the label summary of manifests (musicsae_cli.inspect.summarise_values).
+        # Same shape as the label summary of manifests (musicsae_cli.describe.summarise_values).
         out[column] = {"missing": missing[column], "distinct": len(counter), "top": dict(top)}
     return out
 

@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..artifacts import check_format_version, read_manifest
+from ..artifacts import check_format_version
 from ..errors import InputError, StoreError
+from ..kinds import expect_kind
 from ..progress import ProgressFactory, no_progress
 from .csr import CSR
 from .dense_read import read_dense_sorted
@@ -64,11 +65,7 @@ class ActivationStore:
     def open(cls, path: str | Path, allow_incomplete: bool = False) -> ActivationStore:
         """Open a complete store; StoreError when it is not one, is newer, or is still being written."""
         root = Path(path)
-        manifest = read_manifest(root)
-        if manifest.get("kind") != STORE_KIND:
-            kind = manifest.get("kind")
-            raise StoreError(f"{root} is a musicsae {kind!r} artefact, not an activation store",
-                             "pass the folder written by `musicsae extract`")
+        manifest = expect_kind(root, STORE_KIND)
         check_format_version(manifest, FORMAT_VERSION, f"activation store {root}")
         status = manifest.get("status")
         if status != STATUS_COMPLETE and not allow_incomplete:

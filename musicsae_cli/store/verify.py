@@ -54,6 +54,19 @@ def check_files(store, hookpoints: list[str] | None = None) -> None:
         raise StoreError(f"activation store {store.path} is damaged: {found[0]}{more}", VERIFY_HINT)
 
 
+def verify_store(path: Path, manifest: dict) -> dict:
+    """`musicsae info --verify` on a store: every shard's index and metadata, every activation value."""
+    from ..errors import MusicSAEError
+    from .reader import ActivationStore
+
+    try:
+        store = ActivationStore.open(path, allow_incomplete=True)
+    except MusicSAEError as exc:
+        return {"checked": "store manifest and shard indexes", "problems": [exc.message]}
+    return {"checked": f"{store.n_shards} shards: indexes, metadata, every activation value",
+            "problems": problems(store, deep=True)}
+
+
 def _metadata_problems(path: Path, n_rows: int) -> list[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -99,4 +112,4 @@ def _hookpoint_problems(store, shard_dir: Path, hookpoint: str, n_rows: int, dee
     return found
 
 
-__all__ = ["CORRUPT_HINT", "VERIFY_HINT", "check_files", "problems"]
+__all__ = ["CORRUPT_HINT", "VERIFY_HINT", "check_files", "problems", "verify_store"]

@@ -1,5 +1,8 @@
 """`musicsae info`: summarise any musicsae artefact (activation store, dataset folder, manifest file), or audio a
-user already has (a plain folder of audio files, one audio file), from file headers only."""
+user already has (a plain folder of audio files, one audio file), from file headers only.
+
+A folder with a manifest.json is described by the function its kind names in the registry (musicsae_cli.kinds);
+kinds that name none show what their manifest records."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from . import kinds
 from .artifacts import MANIFEST_NAME, read_manifest
 from .errors import InputError
 
@@ -20,42 +24,18 @@ def describe(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise InputError(f"no such file or folder: {path}", "pass a store, a dataset folder or a manifest file")
     if path.is_dir():
-        run = (path / MANIFEST_NAME).is_file() and read_manifest(path).get("kind") == "sae_run"
-        if (path / "cfg.json").is_file() and not run:  # an SAE folder (musicsae's or a plain SAELens one)
+        manifest = read_manifest(path) if (path / MANIFEST_NAME).is_file() else None
+        if (path / kinds.SAE_CONFIG).is_file() and kinds.of(manifest) not in (kinds.SAE, kinds.SAE_RUN):
             from .sae.io import describe_sae
 
-            return describe_sae(path)
-        if not (path / MANIFEST_NAME).is_file():
+            return describe_sae(path)  # a plain SAELens folder (beside another kind's manifest: an error naming it)
+        if manifest is None:
             audio = _audio_files(path)
             if audio:
                 return describe_audio_folder(path, audio)
             raise InputError(f"not a musicsae artefact: {path} (no {MANIFEST_NAME}, no audio files)",
                              "info reads activation stores, dataset folders, manifest files and folders of audio")
-        manifest = read_manifest(path)
-        kind = manifest.get("kind")
-        if kind == "activation_store":
-            from .store import ActivationStore
-
-            return ActivationStore.open(path, allow_incomplete=True).describe()
-        if kind == "sae_run":
-            keys = ("status", "members", "steps", "split", "final_metrics")
-            summary = {**_head(manifest, path), **{k: manifest.get(k) for k in keys},
-                       "store": manifest.get("config", {}).get("store"),
-                       "hookpoint": manifest.get("config", {}).get("hookpoint")}
-            if (path / "cfg.json").is_file() and manifest.get("status") == "complete":  # a run of one SAE
-                from .sae.io import describe_sae
-
-                summary["sae"] = describe_sae(path)
-            return summary
-        if kind == "probes":
-            keys = ("task", "label", "classes", "hookpoints", "widths", "pooling", "model", "store", "split",
-                    "metrics")
-            return {**_head(manifest, path), **{k: manifest.get(k) for k in keys}}
-        if kind == "dataset":
-            return {**_head(manifest, path), **describe_manifest(path / manifest.get("manifest", "manifest.csv"))}
-        # analyses and other outputs: what their manifest records (inputs, sizes, files), without the config
-        head = _head(manifest, path)
-        return {**head, **{k: v for k, v in manifest.items() if k not in head and k != "config"}}
+        return kinds.describe(path, manifest)
     from .audio.io import AUDIO_EXTENSIONS
     from .audio.manifest import MANIFEST_FORMATS
 
@@ -65,6 +45,53 @@ def describe(path: str | Path) -> dict[str, Any]:
         return describe_audio_file(path)
     raise InputError(f"not a musicsae artefact: {path}", "info reads activation stores, dataset folders, manifests "
                      "and audio (a file or a folder of them)")
+
+
+# ---- one function per kind of artefact, named in the kinds registry (musicsae_cli.kinds) --------------------------
+def describe_record(path: Path, manifest: dict) -> dict[str, Any]:
+    """Analyses and other outputs: what their manifest records (inputs, sizes, files), without the config."""
+    head = _head(manifest, path)
+    return {**head, **{k: v for k, v in manifest.items() if k not in head and k != "config"}}
+
+
+def describe_store(path: Path, manifest: dict) -> dict[str, Any]:
+    """An activation store, complete or still being written."""
+    from .store import ActivationStore
+
+    return ActivationStore.open(path, allow_incomplete=True).describe()
+
+
+def describe_sae_folder(path: Path, manifest: dict) -> dict[str, Any]:
+    """An SAE: its architecture, sizes and latent density (without its cfg.json: what its manifest records)."""
+    if not (path / kinds.SAE_CONFIG).is_file():
+        return describe_record(path, manifest)
+    from .sae.io import describe_sae
+
+    return describe_sae(path)
+
+
+def describe_run(path: Path, manifest: dict) -> dict[str, Any]:
+    """An SAE training run: its status, members, steps and final metrics, and the SAE of a finished run of one."""
+    keys = ("status", "members", "steps", "split", "final_metrics")
+    summary = {**_head(manifest, path), **{k: manifest.get(k) for k in keys},
+               "store": manifest.get("config", {}).get("store"),
+               "hookpoint": manifest.get("config", {}).get("hookpoint")}
+    if (path / kinds.SAE_CONFIG).is_file() and manifest.get("status") == "complete":  # a run of one SAE
+        from .sae.io import describe_sae
+
+        summary["sae"] = describe_sae(path)
+    return summary
+
+
+def describe_probes(path: Path, manifest: dict) -> dict[str, Any]:
+    """Probes: task, label, classes, hookpoints and their training metrics."""
+    keys = ("task", "label", "classes", "hookpoints", "widths", "pooling", "model", "store", "split", "metrics")
+    return {**_head(manifest, path), **{k: manifest.get(k) for k in keys}}
+
+
+def describe_dataset(path: Path, manifest: dict) -> dict[str, Any]:
+    """A dataset folder: its manifest file's items, groups, duration and labels."""
+    return {**_head(manifest, path), **describe_manifest(path / manifest.get("manifest", "manifest.csv"))}
 
 
 def _audio_files(folder: Path) -> list[Path]:
