@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..extract.config import FAMILY_HELP, OPTIONS_HELP, ExtractConfig
-from ..models import DEFAULT_MODEL, MODEL_HELP
+from ..extract.config import ExtractConfig
+from ..models.selection import Hookpoints, ModelSelection
 
 
-class ModelRunConfig(BaseModel):
-    """The model an analysis runs over audio: which one, on what device, at what precision."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
-    family: str = Field("auto", description=FAMILY_HELP)
-    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
-
-
-class SensitivityConfig(ModelRunConfig):
+class SensitivityConfig(ModelSelection):
     """Which model and hookpoints, which perturbations of which excerpts, and how to aggregate."""
 
-    hookpoints: str = Field("all", description="Hookpoint names (layers.N, ranges layers.A-B, layers.-1, module "
-                            "paths with globs), lists separated by commas, or all.")
+    hookpoints: Hookpoints = "all"
     batch_size: int = Field(8, ge=1, description="Clips per forward pass.")
     seed: int = Field(0, ge=0, description="Seed for the tiny model's weights, the noise perturbation and the "
                       "bootstrap.")
@@ -55,7 +41,7 @@ class SensitivityConfig(ModelRunConfig):
         return self
 
 
-class PatchConfig(ModelRunConfig):
+class PatchConfig(ModelSelection):
     """`analyze patch`: which model, pairs, hookpoints, metric and interventions."""
 
     hookpoints: str = Field("all", description="Hookpoints to patch and ablate (names, ranges, globs, all).")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import DEFAULT_MODEL, MODEL_HELP
+from ..models import DEFAULT_MODEL
+from ..models.selection import Device, ModelName, Revision
 
 
 class ConceptLearnConfig(BaseModel):
@@ -12,9 +13,9 @@ class ConceptLearnConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
-    revision: str | None = Field(None, description="Hub revision of the model.")
-    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    model: ModelName = DEFAULT_MODEL
+    revision: Revision = None
+    device: Device = "auto"
     concept_column: str = Field("concept", description="Manifest column naming each clip's concept (a folder of "
                                                        "concept subfolders: the subfolder names).")
     chunk_s: float = Field(5.0, gt=0, description="Length of the training chunks cut from each clip (seconds); "

@@ -4,35 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ..config import lift_generation_settings
 from ..errors import ConfigError
-from ..models import DEFAULT_MODEL, MODEL_HELP
+from ..models.selection import Concepts, Hookpoints, ModelSelection
 
-FAMILY_HELP = "Model family (auto: from the model name; `musicsae model families` lists them)."
-OPTIONS_HELP = ("Options of the model's family, e.g. for torch models sample_rate (Hz, when the model does not "
-                "state it), layouts ({hookpoint: channels_first|channels_last|item}), input, method.")
 GENERATION_HELP = ("Generation settings of the model's family (`musicsae model families` lists them with their "
                    "defaults); each may also be given flat, e.g. `top_k: 50`.")
 
 
-class ExtractConfig(BaseModel):
+class ExtractConfig(ModelSelection):
     """What to run, which hookpoints to capture and how to store them."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
-    family: str = Field("auto", description=FAMILY_HELP)
-    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
-    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
-    concepts: str | None = Field(None, description="Learned prompt concepts (a `concept learn` folder): prompts may "
-                                                   "name them as <name>.")
-    hookpoints: str = Field("all", description="Hookpoint names of the model (`musicsae model hookpoints MODEL`): "
-                            "layers.N, ranges layers.A-B, layers.-1, module paths with globs (encoder.*), lists "
-                            "separated by commas, or all.")
+    concepts: Concepts = None
+    hookpoints: Hookpoints = "all"
     store_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float16", description="Precision of the stored activations.")
     batch_size: int = Field(8, ge=1, description="Windows (or generated clips) per forward pass.")

@@ -129,7 +129,7 @@ register(Family("musicgen", "MusicGen text-to-music (transformers): hub ids face
                 "musicgen:load", ("audio", "tokens", "loss", "generate", "intervene", "audio_embeddings",
                                   "text_adherence", "concepts"), lambda name: True,
                 settings="musicgen_settings:Sampling", save_tiny="tiny:save_tiny_musicgen",
-                examples=("facebook/musicgen-small", "tiny-musicgen")))
+                examples=(DEFAULT_MODEL, "tiny-musicgen")))
 
 
 def family_of(name: str, family: str = "auto") -> Family:

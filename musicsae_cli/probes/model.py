@@ -1,4 +1,4 @@
-"""Saved linear probes: one probe per hookpoint, weights in safetensors, the seed's .npy layout beside them.
+"""Saved linear probes: one probe per hookpoint, weights in safetensors, the common .npy layout beside them.
 
 A probes directory::
 
@@ -7,7 +7,7 @@ A probes directory::
                          summary; regression adds target_mean and target_std (the target is standardised)
     probes.safetensors   weight (H, C, d), bias (H, C), mean (H, d), std (H, d), all float32
                          logits_h(x) = ((x - mean[h]) / std[h]) @ weight[h].T + bias[h]   (regression: C = 1)
-    probes.npy           the seed's layout [layers, classes, d]: weight / std (raw-activation-space weights)
+    probes.npy           the common probe-weight layout [layers, classes, d]: weight / std (raw-space weights)
     config.yaml, metrics.csv, metrics.json, per_layer.png   (written by the training service)
 
 No pickles: safetensors, JSON and a plain float32 .npy.
@@ -145,7 +145,7 @@ class ProbeSet:
         return (self.weight[h, c, :d] / self.std[h, :d]).astype(np.float32)
 
     def raw_weights(self) -> np.ndarray:
-        """(H, C, d) raw-space weights, the seed's [layers, classes, d] layout."""
+        """(H, C, d) raw-space weights, the common [layers, classes, d] probe-weight layout."""
         return (self.weight / self.std[:, None, :]).astype(np.float32)
 
     # -- persistence ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`probe train`: read the store once, split by group, fit every hookpoint's probe at once, report, save.
 
-Protocol (the leak-free one PRIOR_WORK asks for): samples of one group (track) sit on one side only, and the
+Protocol (leak-free): samples of one group (track) sit on one side only, and the
 split is stratified by class (by quantile bins of a regression target) so every class is tested when the groups
 allow it (probes.splits); classes missing from a side, or with few test samples, are warned about and recorded;
 feature standardisation is fitted on the training part only; metrics sit beside a majority/mean baseline and a

@@ -1,4 +1,4 @@
-"""The scikit-learn MiniBatchDictionaryLearning baseline behind the SAE interface (the seed's comparison).
+"""The dictionary-learning baseline (scikit-learn's MiniBatchDictionaryLearning) behind the SAE interface.
 
 The dictionary is fitted with `partial_fit` on the same shuffled store batches as an SAE, its atoms become the
 decoder rows, and encoding is sklearn's sparse coding (OMP with k atoms by default). It is saved beside SAEs in

@@ -1,7 +1,7 @@
 """Reconstruction metrics accumulated exactly over many batches, and the dead-latent tracker used in training.
 
 Explained variance is 1 - E||x - x_hat||^2 / (E||x||^2 - ||E x||^2) over the whole evaluated set, from float64
-sums (PRIOR_WORK.md: several libraries average per-batch ratios or forget to centre, so predicting the mean
+sums (some SAE libraries average per-batch ratios or forget to centre, so predicting the mean
 does not score 0 there). Everything is summed in float64 on the inputs' device and reduced only in compute().
 """
 

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..config import lift_generation_settings
 from ..errors import ConfigError
-from ..extract.config import FAMILY_HELP, GENERATION_HELP, OPTIONS_HELP
-from ..models import DEFAULT_MODEL, MODEL_HELP
+from ..extract.config import GENERATION_HELP
+from ..models.selection import Concepts, ModelName, ModelSelection
 
 SOURCES = ("probe", "sae", "contrast", "file")
 LATENT_MODES = ("clamp", "scale", "zero")
@@ -55,8 +55,9 @@ class DirectionConfig(BaseModel):
                              "(e.g. stream=cond).")
     pooling: Literal["item", "frame"] = Field("item", description="Contrast means over items (each item's frames "
                                               "averaged first, so long items do not dominate) or over frames.")
-    file: str | None = Field(None, description=".npy ([d], [layers, d] with row i = layers.i, or the seed's "
-                             "[layers, classes, d] with `target` an index), .safetensors or .npz ({hookpoint: (d,)}).")
+    file: str | None = Field(None, description=".npy ([d], [layers, d] with row i = layers.i, or the common "
+                             "[layers, classes, d] probe-weight layout with `target` an index), .safetensors or "
+                             ".npz ({hookpoint: (d,)}).")
     max_rows: int = Field(65536, ge=1, description="Store rows read (evenly spaced) for latent_scale=mean.")
 
     @field_validator("latents", mode="before")
@@ -133,7 +134,7 @@ class ScheduleConfig(BaseModel):
 
     start: int = Field(0, ge=0, description="First steered position.")
     end: int | None = Field(None, ge=0, description="Stop before this position (null: to the end).")
-    every: int = Field(1, ge=1, description="Steer every N-th position from `start` (the seed's steering period).")
+    every: int = Field(1, ge=1, description="Steer every N-th position from `start` (a steering period).")
     ramp: int = Field(0, ge=0, description="Ramp the strength linearly from 1/ramp to full over this many steered "
                       "positions (0: full strength at once).")
 
@@ -180,20 +181,11 @@ class SteeringConfig(BaseModel):
         return self
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(ModelSelection):
     """Which model steering runs on, and where (shared by generate, sweep and audio)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(DEFAULT_MODEL, description=MODEL_HELP)
-    family: str = Field("auto", description=FAMILY_HELP)
-    model_options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
-    revision: str | None = Field(None, description="Hub revision of the model.")
     model_seed: int = Field(0, ge=0, description="Weights seed of a built-in random model (match the extraction).")
-    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Precision the model runs in.")
-    concepts: str | None = Field(None, description="Learned prompt concepts (a `concept learn` folder): prompts may "
-                                                   "name them as <name>.")
+    concepts: Concepts = None
 
 
 class GenerationSettings(ModelSettings):
@@ -303,7 +295,7 @@ class SteerAudioConfig(SteeringConfig, ModelSettings):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("crepe-full", description=MODEL_HELP)  # a model with outputs of its own
+    model: ModelName = "crepe-full"  # a model with outputs of its own
     max_items: int | None = Field(None, ge=1, description="Use at most this many audio files (manifest order).")
     save_outputs: bool = Field(True, description="Write every item's plain and steered outputs as .npz.")
     seed: int = Field(0, ge=0, description="Seed of a model's own random draws (a RAVE decoder's noise), the same "

@@ -245,7 +245,7 @@ def from_file(cfg: DirectionConfig, adapter) -> Direction:
     vectors: dict[str, np.ndarray] = {}
     for key, arr in arrays.items():
         arr = np.asarray(arr, dtype=np.float32)
-        if arr.ndim == 3:  # the seed's [layers, classes, d] probe weights
+        if arr.ndim == 3:  # the common [layers, classes, d] probe-weight layout
             if cfg.target is None or not str(cfg.target).lstrip("-").isdigit():
                 raise UsageError(f"{path.name} holds [layers, classes, d] = {list(arr.shape)}",
                                  f"pass the class index with --target (0 .. {arr.shape[1] - 1})")

@@ -1,4 +1,5 @@
-"""ProbeSet: the saved format (safetensors + the seed's .npy), round trips, raw-space directions, errors."""
+"""ProbeSet: the saved format (safetensors + the common [layers, classes, d] .npy), round trips, raw-space
+directions, errors."""
 
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ def test_round_trip_and_npy_export(tmp_path):
         np.testing.assert_array_equal(getattr(p, name), getattr(q, name))
     assert (q.task, q.label, q.classes, q.hookpoints, q.pooling, q.model) == \
         (p.task, p.label, p.classes, p.hookpoints, p.pooling, p.model)
-    seed_layout = np.load(tmp_path / "probes.npy", allow_pickle=False)
-    assert seed_layout.shape == (H, C, D) and seed_layout.dtype == np.float32
-    np.testing.assert_allclose(seed_layout, p.weight / p.std[:, None, :], rtol=1e-6)
+    layout = np.load(tmp_path / "probes.npy", allow_pickle=False)
+    assert layout.shape == (H, C, D) and layout.dtype == np.float32
+    np.testing.assert_allclose(layout, p.weight / p.std[:, None, :], rtol=1e-6)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["kind"] == "probes" and manifest["format_version"] == 1 and manifest["widths"]["layers.1"] == D
 

@@ -79,10 +79,10 @@ def test_direction_files(tiny_adapter, tmp_path):
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(1)
-    seed_layout = rng.standard_normal((4, 3, 64)).astype(np.float32)  # the seed's [layers, classes, d]
-    np.save(tmp_path / "probes.npy", seed_layout)
+    layout = rng.standard_normal((4, 3, 64)).astype(np.float32)  # the common [layers, classes, d] probe-weight layout
+    np.save(tmp_path / "probes.npy", layout)
     d = load_direction(DirectionConfig(file=str(tmp_path / "probes.npy"), target="2"), tiny_adapter)
-    np.testing.assert_array_equal(d.at("layers.3"), seed_layout[3, 2])  # row i is layers.i: no index shift
+    np.testing.assert_array_equal(d.at("layers.3"), layout[3, 2])  # row i is layers.i: no index shift
     with pytest.raises(UsageError, match=r"\[layers, classes, d\].*--target \(0 .. 2\)"):
         load_direction(DirectionConfig(file=str(tmp_path / "probes.npy")), tiny_adapter)
     one = rng.standard_normal(64).astype(np.float32)
