@@ -104,42 +104,53 @@ def index(
 ) -> None:
     """Index a folder or manifest into a checked manifest (path, item_id, group, labels, duration)."""
     from ..audio.dataset import IndexConfig, build_index
-    from ..audio.manifest import check_manifest_output
-    from ..errors import UsageError
-
-    labels = split_csv(label)
     from ..audio.hf_datasets import dataset_source
+    from ..audio.manifest import check_manifest_output
 
     dataset = dataset_source(source)
-    label_name = None
-    if labels and source.is_dir() and dataset is None:  # class subfolders give one label: --label names it
-        if len(labels) > 1:
-            raise UsageError(f"a folder gives one label (its class subfolders), not {len(labels)}",
-                             "pass one --label NAME, or index a manifest to keep several label columns")
-        label_name, labels = labels[0], None
+    label_name, labels = folder_label(split_csv(label), source, dataset is None)
     flags = {"path_column": path_column, "label_columns": labels, "group_column": group_column,
              "id_column": id_column, "label_name": label_name, "group_regex": group_regex, "strict": strict,
              "decode": decode, "keep_silent": keep_silent, "split": split, "subset": subset,
              "audio_column": audio_column, "sample_rate": sample_rate, "audio_format": audio_format, "limit": limit}
+    if dataset is None:
+        refuse_dataset_flags(flags, source)
+    cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, ui)
     if dataset is not None:
-        cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, ui)
         _index_dataset(dataset, out, cfg, overwrite, ui)
         return
-    given = [f"--{k.replace('_', '-')}" for k in ("split", "subset", "audio_column", "sample_rate", "limit")
-             if flags[k] is not None] + (["--format"] if audio_format is not None else [])
-    if given:
-        raise UsageError(f"{', '.join(given)} applies to datasets (hf:OWNER/NAME, a save_to_disk folder, Parquet "
-                         f"files with an audio column, an audiofolder), not to {source}",
-                         "drop it, or pass a dataset")
-    cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, ui)
     check_manifest_output(out, overwrite)
     res = build_index(source, cfg, ui.progress)
     res.write(out)
     summary = {"items": len(res.manifest), "label_columns": res.manifest.label_columns,
                "skipped": [{"path": p, "reason": r} for p, r in res.skipped]}
     lines = [str(out), f"{len(res.manifest)} items indexed, labels: {', '.join(res.manifest.label_columns) or '-'}"]
-    lines += skipped_lines(res.skipped)
-    ui.result(summary, lines, out=out)
+    ui.result(summary, lines + skipped_lines(res.skipped), out=out)
+
+
+def folder_label(labels: list[str] | None, source: Path, plain: bool) -> tuple[str | None, list[str] | None]:
+    """(label name, label columns) of `data index`: a folder of class subfolders (not a dataset) gives one label,
+    which --label names; a manifest keeps the --label columns."""
+    if not (labels and source.is_dir() and plain):
+        return None, labels
+    if len(labels) > 1:
+        from ..errors import UsageError
+
+        raise UsageError(f"a folder gives one label (its class subfolders), not {len(labels)}",
+                         "pass one --label NAME, or index a manifest to keep several label columns")
+    return labels[0], None
+
+
+def refuse_dataset_flags(flags: dict, source: Path) -> None:
+    """`data index` of a folder or manifest: refuse the options that only datasets take."""
+    given = [f"--{k.replace('_', '-')}" for k in ("split", "subset", "audio_column", "sample_rate", "limit")
+             if flags[k] is not None] + (["--format"] if flags["audio_format"] is not None else [])
+    if given:
+        from ..errors import UsageError
+
+        raise UsageError(f"{', '.join(given)} applies to datasets (hf:OWNER/NAME, a save_to_disk folder, Parquet "
+                         f"files with an audio column, an audiofolder), not to {source}",
+                         "drop it, or pass a dataset")
 
 
 def _index_dataset(dataset, out: Path, cfg, overwrite: bool, ui: Output) -> None:

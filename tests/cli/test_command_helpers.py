@@ -117,3 +117,22 @@ def test_probe_train_takes_one_label():
     assert one_label(None) is None and one_label(["genre"]) == "genre"
     with pytest.raises(UsageError, match="takes one label"):
         one_label(["genre", "bpm"])
+
+
+def test_data_index_folder_gives_one_named_label(tmp_path):
+    from musicsae_cli.commands.data import folder_label
+
+    assert folder_label(["genre"], tmp_path, True) == ("genre", None)
+    assert folder_label(["genre", "bpm"], tmp_path / "songs.csv", True) == (None, ["genre", "bpm"])
+    assert folder_label(["genre", "bpm"], tmp_path, False) == (None, ["genre", "bpm"])  # a dataset folder
+    with pytest.raises(UsageError, match="a folder gives one label"):
+        folder_label(["genre", "bpm"], tmp_path, True)
+
+
+def test_data_index_refuses_dataset_options_for_a_folder(tmp_path):
+    from musicsae_cli.commands.data import refuse_dataset_flags
+
+    flags = dict.fromkeys(("split", "subset", "audio_column", "sample_rate", "limit", "audio_format"))
+    refuse_dataset_flags(flags, tmp_path)
+    with pytest.raises(UsageError, match="--split, --format applies to datasets"):
+        refuse_dataset_flags({**flags, "split": "train", "audio_format": "wav"}, tmp_path)
