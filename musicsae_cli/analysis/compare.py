@@ -24,7 +24,9 @@ import itertools
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from ..artifacts import check_output, new_manifest, staged_directory, write_conf
 from ..errors import ConfigError, InputError, MusicSAEError, UsageError
 from ..probes.data import check_label_column, label_text
 from ..progress import ProgressFactory, no_progress
+from ..results import ABSENT, Result
 from ..store.filters import choose_stream
 from .config import CompareConfig
 
@@ -64,6 +67,56 @@ FRAME_NOTE = ("frame pooling: frames of one item are not independent, so within-
               "the same item; the permutation test moves the frames of a group (or item) together, but prefer "
               "item pooling for inference.")
 FEW_PERMUTATIONS = 20  # below this many distinct relabellings the test cannot reach p < 0.05
+
+
+@dataclass(kw_only=True)
+class CompareResult(Result):
+    """What `analyze compare` reports: per hookpoint the cosines, separation and p-value, and the directions file."""
+
+    out: str
+    mode: str  # store or prompts
+    store: str
+    prompts: dict[str, list[dict]] = ABSENT  # prompt mode: set -> prompt_id, text
+    generation: dict = ABSENT  # prompt mode: clips and rows generated, seconds
+    model: Any
+    label: str
+    a: str
+    b: str
+    where: list[str]
+    stream: dict | None
+    pooling: str
+    n_a: int
+    n_b: int
+    n_a_available: int
+    n_b_available: int
+    hookpoints: list[str]
+    seed: int
+    n_permutations: int
+    permutation_unit: str | None
+    permutation_units: int | None
+    permutation: dict
+    directions: str
+    layers: list[dict]
+    notes: list[str]
+    elapsed_s: float
+
+    def lines(self) -> list[str]:
+        lines = [self.out, f"{self.label}: {self.a} (a, {self.n_a}) vs {self.b} (b, {self.n_b}), {self.pooling} "
+                           f"pooling, {len(self.hookpoints)} hookpoints, {self.n_permutations} permutations "
+                           f"({self.elapsed_s:.1f} s)"]
+        if self.permutation_unit:
+            mixed = self.permutation.get("mixed_groups") if self.permutation else None
+            lines.append(f"  permutation test over whole {self.permutation_unit}s ({self.permutation_units} units"
+                         + (f", {mixed} holding both sets" if mixed else "") + ")")
+        lines.append("  hookpoint: cosine cross vs within a/b (raw | centred), separation, p-value")
+        for r in self.layers:
+            sep = "n/a" if r["separation"] is None else f"{r['separation']:.2f}"
+            p = "n/a" if r["p_value"] is None else f"{r['p_value']:.3g}"
+            lines.append(f"  {r['hookpoint']}: {r['cos_ab_mean']:.3f} vs {r['cos_aa_mean']:.3f}/"
+                         f"{r['cos_bb_mean']:.3f} | {r['centred_cos_ab_mean']:+.3f} vs "
+                         f"{r['centred_cos_aa_mean']:+.3f}/{r['centred_cos_bb_mean']:+.3f}, separation {sep}, p={p}")
+        lines.append(f"direction mean_a - mean_b per hookpoint: {self.directions} (musicsae steer generate --file)")
+        return lines
 
 
 # -- the statistics ------------------------------------------------------------------------------------------
@@ -221,7 +274,7 @@ def parse_contrast(text: str) -> tuple[str, str, str]:
 
 
 def compare(store: str | Path | None, out: str | Path, cfg: CompareConfig, overwrite: bool = False,
-            progress: ProgressFactory = no_progress, adapter=None) -> dict:
+            progress: ProgressFactory = no_progress, adapter=None) -> CompareResult:
     """Compare the two sets of `cfg` (store mode with `store`, else prompt mode); write the results to `out`."""
     started = time.perf_counter()
     _check_mode(store, cfg)
@@ -235,8 +288,7 @@ def compare(store: str | Path | None, out: str | Path, cfg: CompareConfig, overw
     record = {"mode": "store", "store": str(store)}
     with staged_directory(out, overwrite) as stage:
         res = _analyse_and_write(stage, out, opened, sets, cfg, record, progress)
-    res["elapsed_s"] = round(time.perf_counter() - started, 3)
-    return res
+    return CompareResult(**res, elapsed_s=round(time.perf_counter() - started, 3))
 
 
 def _check_mode(store, cfg: CompareConfig) -> None:
@@ -488,7 +540,8 @@ def _plot(path: Path, layers: list[dict], sets: _Sets) -> None:
 
 
 # -- prompt mode ------------------------------------------------------------------------------------------------
-def _prompt_mode(out, cfg: CompareConfig, overwrite: bool, progress, adapter, started: float) -> dict:
+def _prompt_mode(out, cfg: CompareConfig, overwrite: bool, progress, adapter,
+                 started: float) -> CompareResult:
     from ..extract.generate import extract_generate
     from ..models import load_adapter
     from ..store import ActivationStore
@@ -526,8 +579,7 @@ def _prompt_mode(out, cfg: CompareConfig, overwrite: bool, progress, adapter, st
                   "generation": {k: gen[k] for k in ("clips_written", "rows_written", "generated_seconds",
                                                      "elapsed_s")}}
         res = _analyse_and_write(stage, out, store, sets, run_cfg, record, progress, extra_files=(STORE_DIR,))
-    res["elapsed_s"] = round(time.perf_counter() - started, 3)
-    return res
+    return CompareResult(**res, elapsed_s=round(time.perf_counter() - started, 3))
 
 
 def _set_prompts(name: str, cfg: CompareConfig) -> list:

@@ -34,6 +34,7 @@ a check).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,53 @@ from ..artifacts import check_output, new_manifest, staged_directory, write_conf
 from ..errors import InputError, UsageError
 from ..models.identity import check_same_model
 from ..progress import ProgressFactory, no_progress
+from ..results import Result
 from .config import PatchConfig
 from .patch_edits import Direction, Full, Latents, PatchEdit, Recorder, Source, Unbatched
 from .patch_pairs import Pair, Side, read_pairs
 
 FORMAT_VERSION = 2
 DIRECTIONS = ("clean_to_corrupt", "corrupt_to_clean")
+
+
+@dataclass(kw_only=True)
+class PatchResult(Result):
+    """What `analyze patch` reports: the effect of each condition per hookpoint (and window), and the passes spent."""
+
+    out: str
+    n_pairs: int
+    hookpoints: list[str]
+    conditions: list[str]
+    metric: str
+    metric_hookpoint: str | None
+    subspace: str
+    windows: int
+    mean_gap: float
+    summary: dict
+    effects: list[dict]
+    forward_passes: int
+    patched_runs: int
+    forward_s: float
+    notes: list[str]
+    elapsed_s: float
+
+    def lines(self) -> list[str]:
+        where = f" at {self.metric_hookpoint}" if self.metric_hookpoint else ""
+        windows = f" x {self.windows} time windows" if self.windows > 1 else ""
+        lines = [self.out, f"{self.n_pairs} pairs x {len(self.hookpoints)} hookpoints{windows}, {self.subspace} "
+                           f"patches, metric {self.metric}{where} (mean clean - corrupt gap {self.mean_gap:.4g}); "
+                           f"{self.forward_passes} forward passes for {self.patched_runs} runs, "
+                           f"{self.elapsed_s:.1f} s"]
+        for cond in self.conditions:
+            rows = [e for e in self.effects if e["condition"] == cond]
+            if self.windows > 1:
+                lines.append(f"  {cond.replace('_', ' ')} (per window): " + "; ".join(
+                    f"{hp} " + " ".join(f"{e['effect']:.2f}" for e in rows if e["hookpoint"] == hp)
+                    for hp in self.hookpoints))
+            else:
+                lines.append(f"  {cond.replace('_', ' ')}: " + ", ".join(
+                    f"{e['hookpoint']} {e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in rows))
+        return lines + self.notes
 
 
 class Metric:
@@ -221,7 +263,7 @@ class Statistics:
 
 
 def patch(source: str | Path, out: str | Path, cfg: PatchConfig, overwrite: bool = False,
-          progress: ProgressFactory = no_progress, adapter=None) -> dict:
+          progress: ProgressFactory = no_progress, adapter=None) -> PatchResult:
     """Patch and ablate every hookpoint over the pairs of `source`; write effects.csv, per_pair.csv, a heatmap."""
     from ..models import load_adapter
 
@@ -272,12 +314,11 @@ def patch(source: str | Path, out: str | Path, cfg: PatchConfig, overwrite: bool
             conditions=conditions, windows=run.n_windows, forward_passes=run.forwards, patched_runs=ideal,
             batched=run.batched, mean_gap=gap, summary=summary, notes=notes,
             files=["effects.csv", "per_pair.csv", "heatmap.png"]))
-    return {"out": str(out), "n_pairs": len(pairs), "hookpoints": hookpoints, "conditions": conditions,
-            "metric": cfg.metric, "metric_hookpoint": metric.hookpoint, "subspace": cfg.subspace,
-            "windows": run.n_windows, "mean_gap": gap, "summary": summary, "effects": effects,
-            "forward_passes": run.forwards,
-            "patched_runs": ideal, "forward_s": round(run.forward_s, 3), "notes": notes,
-            "elapsed_s": round(time.perf_counter() - started, 3)}
+    return PatchResult(out=str(out), n_pairs=len(pairs), hookpoints=hookpoints, conditions=conditions,
+                       metric=cfg.metric, metric_hookpoint=metric.hookpoint, subspace=cfg.subspace,
+                       windows=run.n_windows, mean_gap=gap, summary=summary, effects=effects,
+                       forward_passes=run.forwards, patched_runs=ideal, forward_s=round(run.forward_s, 3),
+                       notes=notes, elapsed_s=round(time.perf_counter() - started, 3))
 
 
 class _Run:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from ..audio.io import audio_info, load_audio, skip_unusable
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, skipped_lines
 from .config import SensitivityConfig
 from .perturb import perturb, unit
 
@@ -35,6 +37,38 @@ RESERVED = ("group", "clip_id", "path", "label", "perturbation", "setting", "hoo
             "frames_original", "frames_perturbed", "n_clips", *METRICS,
             *(f"{m}_{s}" for m in METRICS for s in ("mean", "ci_low", "ci_high")))
 NOISE = 1e-6  # relative changes / cosine distances below this are float noise (the identity control)
+
+
+@dataclass(kw_only=True)
+class SensitivityResult(Result):
+    """What `analyze sensitivity` reports (summary: the rows over all clips; the files hold every row)."""
+
+    out: str
+    model: dict
+    hookpoints: list[str]
+    n_clips: int
+    perturbations: dict[str, dict]  # name -> settings, unit
+    seed: int
+    n_bootstrap: int
+    ci: float
+    by: str | None
+    by_column: str | None
+    by_values: list[Any] | None
+    skipped: list[dict]
+    plots: list[str]
+    elapsed_s: float
+    summary: list[dict]
+
+    def lines(self) -> list[str]:
+        lines = [self.out, f"{self.n_clips} clips x {len(self.hookpoints)} hookpoints, perturbations: "
+                           f"{', '.join(self.perturbations)} ({self.elapsed_s:.1f} s)"]
+        for name in self.perturbations:
+            rows = [r for r in self.summary if r["perturbation"] == name]
+            peak = max(rows, key=lambda r: r["rel_change_mean"], default=None)
+            if peak:
+                lines.append(f"  {name}: largest relative change {peak['rel_change_mean']:.3f} at "
+                             f"{peak['hookpoint']} (setting {peak['setting']:g})")
+        return lines + skipped_lines(self.skipped)
 
 
 def by_column(by: str | None) -> str | None:
@@ -92,7 +126,7 @@ def bootstrap_ci(values, n_boot: int, ci: float, seed: int) -> tuple[float, floa
 
 
 def sensitivity(source: str | Path, out: str | Path, cfg: SensitivityConfig, overwrite: bool = False,
-                progress: ProgressFactory = no_progress, adapter=None) -> dict:
+                progress: ProgressFactory = no_progress, adapter=None) -> SensitivityResult:
     """Measure per-layer sensitivity of the model to each configured perturbation; write the results to `out`."""
     from ..models import load_adapter
 
@@ -160,9 +194,9 @@ def sensitivity(source: str | Path, out: str | Path, cfg: SensitivityConfig, ove
                                                          hookpoints=hookpoints, n_clips=len(clips),
                                                          files=["per_clip.csv", "summary.csv", "summary.json",
                                                                 *plots]))
-    result.update(plots=[str(Path(out) / p) for p in plots], elapsed_s=round(time.perf_counter() - started, 3),
-                  summary=[r for r in summary if col is None or r[col] is None])
-    return result
+    return SensitivityResult(**result, plots=[str(Path(out) / p) for p in plots],
+                             elapsed_s=round(time.perf_counter() - started, 3),
+                             summary=[r for r in summary if col is None or r[col] is None])
 
 
 def _load_clips(rows: list[dict], cfg: SensitivityConfig, sr: int, hop: int):

@@ -6,12 +6,17 @@
   never imports PyTorch, and an option that defaults to "the config's value" still shows that value);
 - the command's presets listed in the `-c` help and offered by tab completion;
 - examples at the end of the help;
-- deprecated spellings (`--layers` for `--hookpoint`, ...) rewritten before parsing, with a one-line warning.
+- deprecated spellings (`--layers` for `--hookpoint`, ...) rewritten before parsing, with a one-line warning;
+- option groups (`Annotated[T, OptionGroup(...)]` on a parameter): options several commands share, declared once,
+  expanded in place into the command's options; the command receives one value built from them (its output
+  object `ui` from --json/-q/-v, the steering options as config flags).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -45,6 +50,46 @@ IDEAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "seed": ("--seed", ()),
     "row filter": ("--where", ()),
 }
+
+
+class OptionGroup(typing.NamedTuple):
+    """Options several commands share. A parameter annotated `Annotated[T, OptionGroup(build, options)]` stands, in
+    the command line and its help, for `options` (name -> (annotation, default), in order); the command receives
+    `build(**their values)`."""
+
+    build: Callable[..., Any]
+    options: dict[str, tuple[Any, Any]]
+
+
+def _group_of(hint: Any) -> OptionGroup | None:
+    if typing.get_origin(hint) is not typing.Annotated:
+        return None
+    return next((x for x in typing.get_args(hint)[1:] if isinstance(x, OptionGroup)), None)
+
+
+def _expand_groups(fn: Callable) -> Callable:
+    """`fn` with each option-group parameter replaced, in place, by the group's options (see OptionGroup)."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    groups = {name: g for name, hint in hints.items() if (g := _group_of(hint)) is not None}
+    if not groups:
+        return fn
+    params: list[inspect.Parameter] = []
+    for p in inspect.signature(fn).parameters.values():  # keyword-only: Typer passes every value by name
+        if p.name in groups:
+            params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
+                       for name, (hint, default) in groups[p.name].options.items()]
+        else:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)))
+
+    @functools.wraps(fn)
+    def expanded(**values: Any) -> Any:
+        for name, group in groups.items():
+            values[name] = group.build(**{option: values.pop(option) for option in group.options})
+        return fn(**values)
+
+    expanded.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    expanded.__annotations__ = {p.name: p.annotation for p in params}
+    return expanded
 
 
 class Alias(typing.NamedTuple):
@@ -264,6 +309,7 @@ def command(app: typer.Typer | None, name: str, *, examples: Sequence[str], conf
     epilog = "Examples:\n\n" + "\n\n".join(examples)
 
     def decorate(fn: Callable) -> Callable:
+        fn = _expand_groups(fn)
         cls.kinds = _plain_metavars(fn)
         path = fn.__module__.rsplit(".", 1)[-1]
         label = name if path == name.replace("-", "_") else f"{path} {name}"

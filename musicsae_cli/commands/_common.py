@@ -1,4 +1,5 @@
-"""What every command shares: standard options, output and progress (errors: _errors.py, re-exported here)."""
+"""What every command shares: output, progress and config resolution (options: _options.py; errors: _errors.py,
+re-exported here)."""
 
 from __future__ import annotations
 
@@ -7,44 +8,20 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from ..models import EXAMPLES, MODEL_HELP  # noqa: F401  (EXAMPLES re-exported for the command modules' help)
+from ..models import EXAMPLES  # noqa: F401  (re-exported for the command modules' help)
 from ._command import Alias, command, config_option  # noqa: F401  (re-exported for the command modules)
 from ._errors import CURRENT, cli_command  # noqa: F401  (re-exported: every command module imports it from here)
 
-# ---- standard options (Annotated aliases keep every command's signature uniform) ----
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", metavar="KEY=VALUE", help="Override a config key (repeatable; values parsed as YAML, dotted keys nest).")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress.")]
-VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug messages on stderr.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
-WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Row filter, e.g. stream=cond (repeatable).")]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
-NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Processes on this machine: relaunches the command "
-                                      "under torchrun (gloo on CPU, nccl on GPUs, one GPU per process).")]
-MemberOpt = Annotated[str | None, typer.Option(help="Which SAE of a sweep run.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)]
-ConceptsOpt = Annotated[str | None, typer.Option("--concepts", help="Learned prompt concepts (a `concept learn` "
-                                                                    "folder): prompts may name them as <name>.")]
-FamilyOpt = Annotated[str | None, typer.Option(
-    "--family", help="Model family; auto from the model name (`musicsae model families`).")]
-TrustCodeOpt = Annotated[bool, typer.Option(
-    "--trust-code", help="Allow --model py:package.module:factory to import and run that Python code (only from the "
-                         "command line: a config or preset cannot allow it).")]
-GenOpt = Annotated[list[str] | None, typer.Option(
-    "--gen", metavar="KEY=VALUE", help="A generation setting of the model's family (repeatable; YAML values), e.g. "
-                                       "--gen top_k=50; `musicsae model families` lists them.")]
-HookpointsOpt = Annotated[list[str] | None, typer.Option(
-    "--hookpoint", help="Hookpoints: layers.N, ranges layers.A-B, layers.-1, globs, all (repeatable or comma "
-                        "list).")]
-AllowOtherModelOpt = Annotated[bool, typer.Option(
-    "--allow-other-model", help="Accept inputs made with another model (models are compared by a fingerprint of "
-                                "their weights; widths must still match).")]
+
+def model_flags(model: str | None, family: str | None, trust: bool, hookpoint: list[str] | None,
+                device: str | None) -> dict[str, Any]:
+    """The flags of a command that loads a model (-m, --family, --trust-code, --hookpoint, --device)."""
+    trust_code(trust)
+    return {"model": model, "family": family, "hookpoints": hookpoint_spec(hookpoint), "device": device}
 
 
 def generation_flags(values: list[str] | None) -> dict[str, Any]:
@@ -167,6 +144,10 @@ class Output:
         """A human message on stderr (hidden by -q and --json)."""
         if not (self.quiet or self.json_mode):
             sys.stderr.write(message + "\n")
+
+    def show(self, result: Any, out: Any = None) -> None:
+        """A typed result (musicsae_cli.results.Result): its lines, or with --json its fields."""
+        self.result(result.to_json(), result.lines(), out=out)
 
     def result(self, data: dict, lines: list[str] | None = None, out: Any = None) -> None:
         """The command's result on stdout: with --json one envelope (`command`, `out`, `elapsed_s`, then the

@@ -7,36 +7,16 @@ from typing import Annotated
 
 import typer
 
-from ._command import MusicsaeGroup
-from ._common import (
-    EXAMPLES,
-    AllowOtherModelOpt,
-    ConceptsOpt,
-    DeviceOpt,
-    DryRunOpt,
-    FamilyOpt,
-    HookpointsOpt,
-    JsonOpt,
-    MemberOpt,
-    ModelOpt,
-    Output,
-    OverwriteOpt,
-    QuietOpt,
-    SetOpt,
-    TrustCodeOpt,
-    VerboseOpt,
-    WhereOpt,
-    command,
-    config_option,
-    hookpoint_spec,
-    resolve,
-    split_csv,
-    trust_code,
-)
+from . import _options as opt
+from ._command import MusicsaeGroup, command
+from ._common import EXAMPLES, model_flags, resolve, split_csv
 
+ConfigOpt = opt.preset("analyze")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Analyse what layers and latents encode: sensitivity, separation, features, comparisons.")
 ANALYSIS = "musicsae_cli.analysis.config"
+PairsArg = Annotated[Path, typer.Argument(help="Pairs: a CSV/JSONL with clean and corrupt audio columns (optional "
+                                               "target, pair_id), or a dataset with --perturb.")]
 SingleHookpointOpt = Annotated[str | None, typer.Option(
     "--hookpoint", help="Store hookpoint (default: the SAE's or the only one).")]
 
@@ -52,45 +32,29 @@ def sensitivity(
     source: Annotated[Path, typer.Argument(help="Audio: a manifest, a dataset folder or a folder of audio.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (CSV, JSON and one PNG per "
                                                           "perturbation).")],
-    config: Annotated[str | None, config_option("analyze")] = None,
-    set_: SetOpt = None,
-    model: ModelOpt = None,
-    family: FamilyOpt = None,
-    trust: TrustCodeOpt = False,
-    hookpoint: HookpointsOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
+    model: opt.Model = None,
+    family: opt.Family = None,
+    trust: opt.TrustCode = False,
+    hookpoint: opt.Hookpoints = None,
     by: Annotated[str | None, typer.Option("--by", metavar="COL",
                                            help="Also aggregate per value of this label column.")] = None,
     max_items: Annotated[int | None, typer.Option("--max-items", help="Use at most this many clips.")] = None,
-    device: DeviceOpt = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    device: opt.Device = None,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Per-layer relative change and 1 - cosine under pitch shift, time stretch, gain, noise (with CIs)."""
-    o = Output(json_out, quiet, verbose)
     from ..analysis.config import SensitivityConfig
 
-    trust_code(trust)
-    flags = {"model": model, "family": family, "hookpoints": hookpoint_spec(hookpoint), "by": by,
-             "max_clips": max_items, "device": device}
-    cfg = resolve(SensitivityConfig, "analyze", config, set_, flags, dry_run, o)
+    flags = {**model_flags(model, family, trust, hookpoint, device), "by": by, "max_clips": max_items}
+    cfg = resolve(SensitivityConfig, "analyze", config, set_, flags, dry_run, ui)
     from ..analysis.sensitivity import sensitivity as run
 
-    res = run(source, out, cfg, overwrite, o.progress)
-    lines = [str(out), f"{res['n_clips']} clips x {len(res['hookpoints'])} hookpoints, perturbations: "
-                         f"{', '.join(res['perturbations'])} ({res['elapsed_s']:.1f} s)"]
-    for name in res["perturbations"]:
-        rows = [r for r in res["summary"] if r["perturbation"] == name]
-        peak = max(rows, key=lambda r: r["rel_change_mean"], default=None)
-        if peak:
-            lines.append(f"  {name}: largest relative change {peak['rel_change_mean']:.3f} at {peak['hookpoint']} "
-                         f"(setting {peak['setting']:g})")
-    if res["skipped"]:
-        lines.append(f"{len(res['skipped'])} skipped:")
-        lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    o.result(res, lines, out=out)
+    ui.show(run(source, out, cfg, overwrite, ui.progress), out=out)
 
 
 @command(app, "patch", config=f"{ANALYSIS}:PatchConfig", group="analyze",
@@ -100,16 +64,15 @@ def sensitivity(
              "musicsae analyze patch notes/ --perturb pitch=2 -o patch-pitch/ -m crepe-tiny --probe probes/pitch",
              "musicsae analyze patch notes/ --perturb pitch=2 -o patch-out/ -m crepe-tiny --metric outputs"])
 def patch(
-    pairs: Annotated[Path, typer.Argument(help="Pairs: a CSV/JSONL with clean and corrupt audio columns (optional "
-                                               "target, pair_id), or a dataset with --perturb.")],
+    pairs: PairsArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (effects.csv, per_pair.csv, "
                                                           "heatmap.png).")],
-    config: Annotated[str | None, config_option("analyze")] = None,
-    set_: SetOpt = None,
-    model: ModelOpt = None,
-    family: FamilyOpt = None,
-    trust: TrustCodeOpt = False,
-    hookpoint: HookpointsOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
+    model: opt.Model = None,
+    family: opt.Family = None,
+    trust: opt.TrustCode = False,
+    hookpoint: opt.Hookpoints = None,
     perturb: Annotated[str | None, typer.Option("--perturb", metavar="NAME=SETTING", help="Pairs from a dataset: "
                                                 "each item and the item perturbed, e.g. pitch=2, gain=-6.")] = None,
     metric: Annotated[str | None, typer.Option(help="probe, latent, outputs or loss.")] = None,
@@ -124,44 +87,24 @@ def patch(
     latent: Annotated[list[int] | None, typer.Option("--latent", help="SAE latent(s) read by metric latent "
                                                                       "(repeatable).")] = None,
     max_items: Annotated[int | None, typer.Option("--max-items", help="Use at most this many pairs.")] = None,
-    allow_other_model: AllowOtherModelOpt = False,
-    device: DeviceOpt = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    allow_other_model: opt.AllowOtherModel = False,
+    device: opt.Device = None,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Activation patching and ablation per hookpoint: how much of a clean/corrupt difference each layer carries."""
-    o = Output(json_out, quiet, verbose)
     from ..analysis.config import PatchConfig
 
-    trust_code(trust)
-    flags = {"model": model, "family": family, "hookpoints": hookpoint_spec(hookpoint), "perturbation": perturb,
-             "metric": metric, "probe": probe, "target": target, "sae": sae, "latents": latent or None,
-             "max_pairs": max_items, "device": device, "subspace": subspace, "windows": windows,
-             "patch_latents": patch_latent or None, "allow_other_model": allow_other_model or None}
-    cfg = resolve(PatchConfig, "analyze", config, set_, flags, dry_run, o)
+    flags = {**model_flags(model, family, trust, hookpoint, device), "perturbation": perturb, "metric": metric,
+             "probe": probe, "target": target, "sae": sae, "latents": latent or None, "max_pairs": max_items,
+             "subspace": subspace, "windows": windows, "patch_latents": patch_latent or None,
+             "allow_other_model": allow_other_model or None}
+    cfg = resolve(PatchConfig, "analyze", config, set_, flags, dry_run, ui)
     from ..analysis.patch import patch as run
 
-    res = run(pairs, out, cfg, overwrite, o.progress)
-    where = f" at {res['metric_hookpoint']}" if res["metric_hookpoint"] else ""
-    windows = f" x {res['windows']} time windows" if res["windows"] > 1 else ""
-    lines = [str(out), f"{res['n_pairs']} pairs x {len(res['hookpoints'])} hookpoints{windows}, {res['subspace']} "
-                       f"patches, metric {res['metric']}{where} (mean clean - corrupt gap {res['mean_gap']:.4g}); "
-                       f"{res['forward_passes']} forward passes for {res['patched_runs']} runs, "
-                       f"{res['elapsed_s']:.1f} s"]
-    for cond in res["conditions"]:
-        rows = [e for e in res["effects"] if e["condition"] == cond]
-        if res["windows"] > 1:
-            lines.append(f"  {cond.replace('_', ' ')} (per window): " + "; ".join(
-                f"{hp} " + " ".join(f"{e['effect']:.2f}" for e in rows if e["hookpoint"] == hp)
-                for hp in res["hookpoints"]))
-        else:
-            lines.append(f"  {cond.replace('_', ' ')}: " + ", ".join(
-                f"{e['hookpoint']} {e['effect']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in rows))
-    lines += res["notes"]
-    o.result(res, lines, out=out)
+    ui.show(run(pairs, out, cfg, overwrite, ui.progress), out=out)
 
 
 @command(app, "compare", config=f"{ANALYSIS}:CompareConfig", group="analyze",
@@ -177,8 +120,8 @@ def compare(
                                                           "directions.safetensors, compare.png).")],
     store: Annotated[Path | None, typer.Argument(help="Store mode: the activation store. Omit it in prompt "
                                                       "mode.")] = None,
-    config: Annotated[str | None, config_option("analyze")] = None,
-    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
     label: Annotated[str | None, typer.Option("--label", "-l", metavar="COL", help="Store mode: the label "
                                                                                    "column.")] = None,
     a: Annotated[str | None, typer.Option("--a", metavar="VALUE", help="Store mode: the label value of set a.")]
@@ -189,7 +132,7 @@ def compare(
                                                  help="Shorthand for --label COL --a A --b B.")] = None,
     where: Annotated[list[str] | None, typer.Option("--where", help="Row filter for both sets, e.g. stream=cond "
                                                                     "(repeatable).")] = None,
-    hookpoint: HookpointsOpt = None,
+    hookpoint: opt.Hookpoints = None,
     pooling: Annotated[str | None, typer.Option(help="item (mean of each item's frames) or frame.")] = None,
     n_permutations: Annotated[int | None, typer.Option(help="Label permutations for the p-values (0: none).")]
     = None,
@@ -200,19 +143,18 @@ def compare(
                                                                           "(repeatable).")] = None,
     prompt_b: Annotated[list[str] | None, typer.Option("--prompt-b", help="Prompt mode: a prompt of set b "
                                                                           "(repeatable).")] = None,
-    model: ModelOpt = None,
-    concepts: ConceptsOpt = None,
+    model: opt.Model = None,
+    concepts: opt.Concepts = None,
     device: Annotated[str | None, typer.Option(help="Prompt mode: auto, cpu, cuda, cuda:N or mps.")] = None,
     dtype: Annotated[str | None, typer.Option(help="Prompt mode: model precision fp32, fp16 or bf16.")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration-s", help="Prompt mode: seconds per generated "
                                                                           "clip.")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="Prompt mode: clips per prompt.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the permutations (and of generation).")] = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Do two sets look different inside the model? Per layer: cross- vs within-set cosines (raw and centred),
     standardised separation, a permutation p-value, and mean_a - mean_b saved for steering.
@@ -224,43 +166,19 @@ def compare(
 
     Steer with the result: musicsae steer generate --file OUT/directions.safetensors
     """
-    o = Output(json_out, quiet, verbose)
     from ..analysis.config import CompareConfig
-    from ..errors import UsageError
 
-    if contrast is not None:
-        if any(v is not None for v in (label, a, b)):
-            raise UsageError("--contrast is shorthand for --label/--a/--b; pass one or the other",
-                             "e.g. --contrast concept=notes:tempos")
-        from ..analysis.compare import parse_contrast
-
-        label, a, b = parse_contrast(contrast)
+    label, a, b = contrast_sets(contrast, label, a, b)
     flags = {"label": label, "a": a, "b": b, "where": where, "hookpoints": split_csv(hookpoint), "pooling": pooling,
              "n_permutations": n_permutations, "seed": seed, "prompts_a_file": prompts_a and str(prompts_a),
              "prompts_b_file": prompts_b and str(prompts_b), "prompts_a": prompt_a, "prompts_b": prompt_b,
              "extract.model": model, "extract.concepts": concepts, "extract.device": device,
              "extract.dtype": dtype, "extract.duration_s": duration_s,
              "extract.samples_per_prompt": samples_per_prompt, "extract.seed": seed}
-    cfg = resolve(CompareConfig, "analyze", config, set_, flags, dry_run, o)
+    cfg = resolve(CompareConfig, "analyze", config, set_, flags, dry_run, ui)
     from ..analysis.compare import compare as run
 
-    res = run(store, out, cfg, overwrite, o.progress)
-    lines = [str(out), f"{res['label']}: {res['a']} (a, {res['n_a']}) vs {res['b']} (b, {res['n_b']}), "
-                         f"{res['pooling']} pooling, {len(res['hookpoints'])} hookpoints, "
-                         f"{res['n_permutations']} permutations ({res['elapsed_s']:.1f} s)",
-             "  hookpoint: cosine cross vs within a/b (raw | centred), separation, p-value"]
-    if res.get("permutation_unit"):
-        perm = res.get("permutation") or {}
-        lines.insert(2, f"  permutation test over whole {res['permutation_unit']}s ({res['permutation_units']} units"
-                        + (f", {perm['mixed_groups']} holding both sets" if perm.get("mixed_groups") else "") + ")")
-    for r in res["layers"]:
-        sep = "n/a" if r["separation"] is None else f"{r['separation']:.2f}"
-        p = "n/a" if r["p_value"] is None else f"{r['p_value']:.3g}"
-        lines.append(f"  {r['hookpoint']}: {r['cos_ab_mean']:.3f} vs {r['cos_aa_mean']:.3f}/{r['cos_bb_mean']:.3f} "
-                     f"| {r['centred_cos_ab_mean']:+.3f} vs {r['centred_cos_aa_mean']:+.3f}/"
-                     f"{r['centred_cos_bb_mean']:+.3f}, separation {sep}, p={p}")
-    lines.append(f"direction mean_a - mean_b per hookpoint: {res['directions']} (musicsae steer generate --file)")
-    o.result(res, lines, out=out)
+    ui.show(run(store, out, cfg, overwrite, ui.progress), out=out)
 
 
 @command(app, "separation", config=f"{ANALYSIS}:SeparationConfig", group="analyze", keys={"label": "labels"},
@@ -273,36 +191,34 @@ def separation(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (JSON report, CSV/NPZ tables, PNGs).")],
     label: Annotated[list[str] | None, typer.Option("--label", "-l", metavar="COL",
                                                     help="Label column (repeatable or comma-separated).")] = None,
-    config: Annotated[str | None, config_option("analyze")] = None,
-    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
     sae: Annotated[str | None, typer.Option(help="SAE folder or run: analyse its latents (encoded on the fly "
                                                  "from an activation store).")] = None,
-    member: MemberOpt = None,
-    allow_other_model: AllowOtherModelOpt = False,
+    member: opt.Member = None,
+    allow_other_model: opt.AllowOtherModel = False,
     hookpoint: SingleHookpointOpt = None,
-    where: WhereOpt = None,
+    where: opt.Where = None,
     pooling: Annotated[str | None, typer.Option(help="frame, or mean/max over each item's frames.")] = None,
     task: Annotated[str | None, typer.Option(help="auto, classification or regression.")] = None,
     folds: Annotated[int | None, typer.Option(help="Cross-validation folds (grouped, stratified).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Analyse a stratified sample of at most this many.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of samples, splits, forests and projections.")] = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Top latents per class (mean difference, AUROC), MI, silhouettes, grouped CV forests, t-SNE and UMAP."""
-    o = Output(json_out, quiet, verbose)
     from ..analysis.config import SeparationConfig
 
     flags = {"labels": label, "sae": sae, "member": member, "allow_other_model": allow_other_model or None,
              "hookpoint": hookpoint, "where": where,
              "pooling": pooling, "task": task, "folds": folds, "max_rows": max_rows, "seed": seed}
-    cfg = resolve(SeparationConfig, "analyze", config, set_, flags, dry_run, o)
+    cfg = resolve(SeparationConfig, "analyze", config, set_, flags, dry_run, ui)
     from ..analysis.separation import separation as run
 
-    res = run(store, out, cfg, overwrite, o.progress)
+    res = run(store, out, cfg, overwrite, ui.progress)
     res["phase_elapsed_s"] = res.pop("timings_s", None)
     feats, samp = res["features"], res["sampling"]
     lines = [str(out), f"{samp['samples']} samples x {feats['width']} {feats['kind']} of {feats['hookpoint']} "
@@ -320,7 +236,7 @@ def separation(
             metric = "balanced_accuracy" if t == "classification" else "r2"
             scores = ", ".join(f"{m} {v[metric]['mean']:.3f}" for m, v in models.items())
             lines.append(f"  {t} {metric}: {scores}")
-    o.result(res, lines, out=out)
+    ui.result(res, lines, out=out)
 
 
 @command(app, "features", config=f"{ANALYSIS}:FeaturesConfig", group="analyze",
@@ -338,14 +254,14 @@ def features(
                                                "store from `sae encode`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: index.html, latents/*.html, audio/, plots/, "
                                                           "features.json (or, with --item, items/ITEM.png/.csv).")],
-    config: Annotated[str | None, config_option("analyze")] = None,
-    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
     sae: Annotated[str | None, typer.Option(help="SAE folder or training run (optional for a latent store; needed "
                                                  "for --probe).")] = None,
-    member: MemberOpt = None,
-    allow_other_model: AllowOtherModelOpt = False,
+    member: opt.Member = None,
+    allow_other_model: opt.AllowOtherModel = False,
     hookpoint: SingleHookpointOpt = None,
-    where: WhereOpt = None,
+    where: opt.Where = None,
     select: Annotated[str | None, typer.Option(help="Which latents: density (most often active), random, label "
                                                     "(with --by) or latents (with --latent).")] = None,
     latent: Annotated[list[str] | None, typer.Option("--latent", help="Show these latents, e.g. 3,17,42 "
@@ -367,49 +283,48 @@ def features(
                                                                      "latents of each frame of this item (printed, "
                                                                      "items/ITEM.png heatmap, items/ITEM.csv).")]
     = None,
-    device: DeviceOpt = None,
+    device: opt.Device = None,
     seed: Annotated[int | None, typer.Option(help="Seed of --select random.")] = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Static HTML dashboard of SAE latents: density, histogram, top frames with audio, label lift, nearest probes.
 
     Opens from disk (OUT/index.html), no server. Default selection: the 16 most frequently active latents.
     With --item ITEM_ID only the item view is written (a lighter mode): which latents fire on each frame.
     """
-    o = Output(json_out, quiet, verbose)
     from ..analysis.config import FeaturesConfig
-    from ..errors import UsageError
 
-    implied = [(name, kind) for name, kind, v in (("--latent", "latents", latent), ("--by", "label", by)) if v]
-    if len(implied) > 1 or (implied and select not in (None, implied[0][1])):
-        given = [f"{n}" for n, _ in implied] + ([f"--select {select}"] if select else [])
-        raise UsageError(f"choose one latent selection, not {' and '.join(given)}",
-                         "--select density|random [--top N], --latent 3,17,42, or --by COL [--top N]")
     flags = {"sae": sae, "member": member, "allow_other_model": allow_other_model or None, "hookpoint": hookpoint,
-             "where": where, "latents": split_csv(latent), "select": implied[0][1] if implied else select,
+             "where": where, "latents": split_csv(latent), "select": latent_selection(select, latent, by),
              "n": top, "by_label": by, "top_k": frames, "clip_s": duration_s, "labels": split_csv(label),
              "probes": probe, "item": item, "device": device, "seed": seed}
-    cfg = resolve(FeaturesConfig, "analyze", config, set_, flags, dry_run, o)
+    cfg = resolve(FeaturesConfig, "analyze", config, set_, flags, dry_run, ui)
     from ..analysis.features import analyze_features
 
-    res = analyze_features(store, out, cfg, overwrite, o.progress)
-    if res["mode"] == "item":
-        lines = [f"{res['heatmap']}  {res['csv']}",
-                 f"item {res['item_id']}: {res['n_frames']} frames, {res['latents_active']} latents active; "
-                 f"top {cfg.per_frame} per frame (latent (value)):"]
-        for f in res["frames"]:
-            when = f"{f['time_s']:8.3f} s" if f["time_s"] is not None else "        "
-            fired = ", ".join(f"{x['latent']} ({x['value']:.3g})" for x in f["latents"]) or "-"
-            lines.append(f"  {when}  frame {f['frame']:>5}: {fired}")
-        o.result(res, lines, out=out)
-        return
+    res = analyze_features(store, out, cfg, overwrite, ui.progress)
+    ui.result(*(_item_view(res, cfg.per_frame) if res["mode"] == "item" else _dashboard(res)), out=out)
+
+
+def _item_view(res: dict, per_frame: int) -> tuple[dict, list[str]]:
+    """`analyze features --item`: the latents of each frame of the item."""
+    lines = [f"{res['heatmap']}  {res['csv']}",
+             f"item {res['item_id']}: {res['n_frames']} frames, {res['latents_active']} latents active; "
+             f"top {per_frame} per frame (latent (value)):"]
+    for f in res["frames"]:
+        when = f"{f['time_s']:8.3f} s" if f["time_s"] is not None else "        "
+        fired = ", ".join(f"{x['latent']} ({x['value']:.3g})" for x in f["latents"]) or "-"
+        lines.append(f"  {when}  frame {f['frame']:>5}: {fired}")
+    return res, lines
+
+
+def _dashboard(res: dict) -> tuple[dict, list[str]]:
+    """`analyze features`: the dashboard's index and one line per latent shown."""
     res["index_html"] = res.pop("index")
     lines = [res["index_html"], f"{len(res['latents'])} of {res['width']} latents over {res['n_rows']} frames of "
-                           f"{res['hookpoint']}: {res['selection']['description']}",
+                                f"{res['hookpoint']}: {res['selection']['description']}",
              (f"{res['piano_rolls']} piano rolls of the notes around the top events (no audio: symbolic rows) "
               if res.get("piano_rolls") and not res["audio"]["clips"] else
               f"{res['audio']['clips']} clips written, {res['audio']['unavailable']} unavailable ")
@@ -425,4 +340,30 @@ def features(
         lines.append(f"  latent {e['latent']}: density {e['density']:.4g}, mean {mean}"
                      f"{'; ' + tops if tops else ''}{near}{position}")
     lines += [f"note: {n}" for n in res["probe_notes"]]
-    o.result(res, lines, out=out)
+    return res, lines
+
+
+def contrast_sets(contrast: str | None, label: str | None, a: str | None, b: str | None) -> tuple:
+    """`analyze compare`: (label, a, b) from --contrast COL=A:B, or as given by --label/--a/--b (never both)."""
+    if contrast is None:
+        return label, a, b
+    from ..errors import UsageError
+
+    if any(v is not None for v in (label, a, b)):
+        raise UsageError("--contrast is shorthand for --label/--a/--b; pass one or the other",
+                         "e.g. --contrast concept=notes:tempos")
+    from ..analysis.compare import parse_contrast
+
+    return parse_contrast(contrast)
+
+
+def latent_selection(select: str | None, latent: list[str] | None, by: str | None) -> str | None:
+    """`analyze features`: the --select mode, implied by --latent (latents) or --by (label); refuses two."""
+    implied = [(name, kind) for name, kind, v in (("--latent", "latents", latent), ("--by", "label", by)) if v]
+    if len(implied) > 1 or (implied and select not in (None, implied[0][1])):
+        from ..errors import UsageError
+
+        given = [f"{n}" for n, _ in implied] + ([f"--select {select}"] if select else [])
+        raise UsageError(f"choose one latent selection, not {' and '.join(given)}",
+                         "--select density|random [--top N], --latent 3,17,42, or --by COL [--top N]")
+    return implied[0][1] if implied else select

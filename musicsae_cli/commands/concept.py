@@ -8,23 +8,11 @@ from typing import Annotated
 
 import typer
 
-from ._command import MusicsaeGroup
-from ._common import (
-    EXAMPLES,
-    DeviceOpt,
-    DryRunOpt,
-    JsonOpt,
-    ModelOpt,
-    Output,
-    OverwriteOpt,
-    QuietOpt,
-    SetOpt,
-    VerboseOpt,
-    command,
-    config_option,
-    resolve,
-)
+from . import _options as opt
+from ._command import MusicsaeGroup, command
+from ._common import EXAMPLES, resolve
 
+ConfigOpt = opt.preset("concept")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Learned prompt concepts (textual inversion): learn them from audio, use them as <name> in "
                        "prompts with --concepts.")
@@ -41,32 +29,30 @@ def learn(
                                               "column.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Concepts folder to write (an interrupted run into it "
                                                           "resumes).")],
-    config: Annotated[str | None, config_option("concept")] = None,
-    set_: SetOpt = None,
-    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
+    model: opt.Model = None,
     tokens: Annotated[int | None, typer.Option(help="Prompt tokens per concept.")] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
     chunk_s: Annotated[float | None, typer.Option(help="Chunk length in seconds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split, initial rows and batches.")] = None,
-    device: DeviceOpt = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    device: opt.Device = None,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Learn new prompt tokens for each concept of DATA: only their embedding rows are trained, against the
     model's own loss on the concept audio's codes (encoded once and cached)."""
-    o = Output(json_out, quiet, verbose)
     from ..concepts.config import ConceptLearnConfig
 
     cfg = resolve(ConceptLearnConfig, "concept", config, set_, {"model": model, "tokens": tokens, "steps": steps,
                                                                 "chunk_s": chunk_s, "seed": seed, "device": device},
-                  dry_run, o)
+                  dry_run, ui)
     from ..concepts.learn import learn as run
 
-    res = run(data, out, cfg, overwrite=overwrite, progress=o.progress)
-    o.result(res.model_dump(), res.lines(), out=res.path)
+    res = run(data, out, cfg, overwrite=overwrite, progress=ui.progress)
+    ui.result(res.model_dump(), res.lines(), out=res.path)
 
 
 @command(app, "evaluate", examples=["musicsae concept evaluate concepts/ -o concepts-eval/",
@@ -78,18 +64,16 @@ def evaluate(
     duration_s: Annotated[float | None, typer.Option("--duration-s", help="Seconds per generated clip "
                                                                           "(default: the chunk length).")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed (and of the random-token control).")] = 0,
-    model: ModelOpt = None,
+    model: opt.Model = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    overwrite: OverwriteOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Do learned concepts generate their audio? Frechet distance of generated clips to the held-out audio (against
     random tokens and the training audio), validation CE before and after, nearest vocabulary words."""
-    o = Output(json_out, quiet, verbose)
     from ..concepts.evaluate import evaluate as run
 
     res = run(concepts, out, samples=samples, duration_s=duration_s, seed=seed, model=model, device=device,
-              overwrite=overwrite, progress=o.progress)
-    o.result(res.model_dump(), res.lines(), out=res.path)
+              overwrite=overwrite, progress=ui.progress)
+    ui.result(res.model_dump(), res.lines(), out=res.path)

@@ -7,27 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ._command import MusicsaeGroup
-from ._common import (
-    DeviceOpt,
-    DryRunOpt,
-    JsonOpt,
-    Output,
-    OverwriteOpt,
-    QuietOpt,
-    SetOpt,
-    VerboseOpt,
-    command,
-    config_option,
-    legacy_output,
-    resolve,
-    split_csv,
-)
+from ..results import skipped_lines
+from . import _options as opt
+from ._command import MusicsaeGroup, command
+from ._common import Output, legacy_output, resolve, split_csv
 
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Prepare audio: synthesise labelled concept audio, index datasets, separate stems, cut windows.")
 
-ConfigOpt = Annotated[str | None, config_option("data")]
+ConfigOpt = opt.preset("data")
 LegacyOut = Annotated[Path | None, typer.Argument(hidden=True, help="Deprecated: use -o.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (must not exist).")]
 SourcesArg = Annotated[list[Path], typer.Argument(help="A folder of audio, a dataset folder, a manifest, or audio "
@@ -46,31 +34,29 @@ def synth(
     out: OutOpt = None,
     legacy_out: LegacyOut = None,
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: opt.Set = None,
     concepts: Annotated[str | None, typer.Option(help="Comma list: notes,intervals,chords,tempos,timbres.")] = None,
     timbres: Annotated[str | None, typer.Option(help="Comma list of instruments, e.g. sine,piano,organ.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same files).")] = None,
     sample_rate: Annotated[int | None, typer.Option(help="Sample rate in Hz.")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration-s", help="Clip length in seconds.")] = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Synthesise labelled concept audio (notes, intervals, chords, tempos, timbres) with a manifest."""
-    out_ = Output(json_out, quiet, verbose)
     from ..audio.synth import SynthConfig
 
     out = legacy_output(out, legacy_out, dry_run)
     flags = {"concepts": split_csv(concepts), "timbres": split_csv(timbres), "seed": seed,
              "sample_rate": sample_rate, "duration_s": duration_s}
-    cfg = resolve(SynthConfig, "data", config, set_, flags, dry_run, out_)
+    cfg = resolve(SynthConfig, "data", config, set_, flags, dry_run, ui)
     from ..audio.concepts import make_concept_dataset
 
-    res = make_concept_dataset(out, cfg, overwrite, out_.progress)
+    res = make_concept_dataset(out, cfg, overwrite, ui.progress)
     per = ", ".join(f"{k} {v}" for k, v in res["per_concept"].items())
-    out_.result(res, [res["manifest"], f"{res['items']} clips ({per}), {res['seconds_of_audio']:.0f} s of audio"],
+    ui.result(res, [res["manifest"], f"{res['items']} clips ({per}), {res['seconds_of_audio']:.0f} s of audio"],
                 out=out)
 
 
@@ -90,7 +76,7 @@ def index(
                                                           "dataset, the folder to write (audio/ + manifest.csv; "
                                                           "rerun to resume).")],
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: opt.Set = None,
     path_column: Annotated[str | None, typer.Option(help="Manifest column with audio paths.")] = None,
     label: Annotated[list[str] | None, typer.Option(
         "--label", "-l", help="A manifest: label columns to keep (repeatable or comma list; default all). A folder: "
@@ -111,56 +97,63 @@ def index(
     audio_format: Annotated[str | None, typer.Option("--format", help="flac or wav: files a dataset's rows are "
                                                                       "written as.")] = None,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows (datasets).")] = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Index a folder or manifest into a checked manifest (path, item_id, group, labels, duration)."""
-    out_ = Output(json_out, quiet, verbose)
     from ..audio.dataset import IndexConfig, build_index
-    from ..audio.manifest import check_manifest_output
-    from ..errors import UsageError
-
-    labels = split_csv(label)
     from ..audio.hf_datasets import dataset_source
+    from ..audio.manifest import check_manifest_output
 
     dataset = dataset_source(source)
-    label_name = None
-    if labels and source.is_dir() and dataset is None:  # class subfolders give one label: --label names it
-        if len(labels) > 1:
-            raise UsageError(f"a folder gives one label (its class subfolders), not {len(labels)}",
-                             "pass one --label NAME, or index a manifest to keep several label columns")
-        label_name, labels = labels[0], None
+    label_name, labels = folder_label(split_csv(label), source, dataset is None)
     flags = {"path_column": path_column, "label_columns": labels, "group_column": group_column,
              "id_column": id_column, "label_name": label_name, "group_regex": group_regex, "strict": strict,
              "decode": decode, "keep_silent": keep_silent, "split": split, "subset": subset,
              "audio_column": audio_column, "sample_rate": sample_rate, "audio_format": audio_format, "limit": limit}
+    if dataset is None:
+        refuse_dataset_flags(flags, source)
+    cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, ui)
     if dataset is not None:
-        cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, out_)
-        _index_dataset(dataset, out, cfg, overwrite, out_)
+        _index_dataset(dataset, out, cfg, overwrite, ui)
         return
-    given = [f"--{k.replace('_', '-')}" for k in ("split", "subset", "audio_column", "sample_rate", "limit")
-             if flags[k] is not None] + (["--format"] if audio_format is not None else [])
-    if given:
-        raise UsageError(f"{', '.join(given)} applies to datasets (hf:OWNER/NAME, a save_to_disk folder, Parquet "
-                         f"files with an audio column, an audiofolder), not to {source}",
-                         "drop it, or pass a dataset")
-    cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, out_)
     check_manifest_output(out, overwrite)
-    res = build_index(source, cfg, out_.progress)
+    res = build_index(source, cfg, ui.progress)
     res.write(out)
     summary = {"items": len(res.manifest), "label_columns": res.manifest.label_columns,
                "skipped": [{"path": p, "reason": r} for p, r in res.skipped]}
     lines = [str(out), f"{len(res.manifest)} items indexed, labels: {', '.join(res.manifest.label_columns) or '-'}"]
-    if res.skipped:
-        lines.append(f"{len(res.skipped)} skipped:")
-        lines += [f"  {p}: {r}" for p, r in res.skipped]
-    out_.result(summary, lines, out=out)
+    ui.result(summary, lines + skipped_lines(res.skipped), out=out)
 
 
-def _index_dataset(dataset, out: Path, cfg, overwrite: bool, out_: Output) -> None:
+def folder_label(labels: list[str] | None, source: Path, plain: bool) -> tuple[str | None, list[str] | None]:
+    """(label name, label columns) of `data index`: a folder of class subfolders (not a dataset) gives one label,
+    which --label names; a manifest keeps the --label columns."""
+    if not (labels and source.is_dir() and plain):
+        return None, labels
+    if len(labels) > 1:
+        from ..errors import UsageError
+
+        raise UsageError(f"a folder gives one label (its class subfolders), not {len(labels)}",
+                         "pass one --label NAME, or index a manifest to keep several label columns")
+    return labels[0], None
+
+
+def refuse_dataset_flags(flags: dict, source: Path) -> None:
+    """`data index` of a folder or manifest: refuse the options that only datasets take."""
+    given = [f"--{k.replace('_', '-')}" for k in ("split", "subset", "audio_column", "sample_rate", "limit")
+             if flags[k] is not None] + (["--format"] if flags["audio_format"] is not None else [])
+    if given:
+        from ..errors import UsageError
+
+        raise UsageError(f"{', '.join(given)} applies to datasets (hf:OWNER/NAME, a save_to_disk folder, Parquet "
+                         f"files with an audio column, an audiofolder), not to {source}",
+                         "drop it, or pass a dataset")
+
+
+def _index_dataset(dataset, out: Path, cfg, overwrite: bool, ui: Output) -> None:
     """`data index` of a Hugging Face dataset: its rows as audio files plus a manifest in the folder `out`."""
     from ..audio.hf_datasets import import_dataset
     from ..errors import UsageError
@@ -168,18 +161,16 @@ def _index_dataset(dataset, out: Path, cfg, overwrite: bool, out_: Output) -> No
     if cfg.group_regex is not None:
         raise UsageError("--group-regex applies to folders of audio, not to a dataset",
                          "name each row's track with --group-column COLUMN")
-    res = import_dataset(dataset, out, cfg, overwrite, out_.progress)
+    res = import_dataset(dataset, out, cfg, overwrite, ui.progress)
     where = f"split {res['split']}" + (f", subset {res['subset']}" if res["subset"] else "")
     lines = [res["manifest"], f"{res['items']} items from {dataset.label} ({where}), {res['seconds_of_audio']:.0f} s "
              f"of audio; labels: {', '.join(res['label_columns']) or '-'}"
              + (" (SynTheory's under data synth's names)" if res["label_map"] == "syntheory" else "")]
     if res["resumed_rows"]:
         lines.append(f"resumed after {res['resumed_rows']} rows written by an interrupted run")
-    if res["skipped"]:
-        lines.append(f"{len(res['skipped'])} skipped:")
-        lines += [f"  {p}: {r}" for p, r in res["skipped"]]
+    lines += skipped_lines(res["skipped"])
     res["skipped"] = [{"row": p, "reason": r} for p, r in res["skipped"]]
-    out_.result(res, lines, out=out)
+    ui.result(res, lines, out=out)
 
 
 @command(app, "split", config="musicsae_cli.audio.config:SplitConfig", group="data",
@@ -194,13 +185,13 @@ def split(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <out>/<stem>/<relative path>.<ext> plus "
                                                           "manifest.csv; rerun to resume.")],
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: opt.Set = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Demucs model or bag name, e.g. htdemucs.")] = None,
     repo: Annotated[Path | None, typer.Option(help="Local model repository folder (offline).")] = None,
     two_stems: Annotated[str | None, typer.Option(help="Write this stem and the sum of the others "
                                                        "(e.g. vocals).")] = None,
     rest_name: Annotated[str | None, typer.Option(help="Name of the summed stem (default instrumental).")] = None,
-    device: DeviceOpt = None,
+    device: opt.Device = None,
     shifts: Annotated[int | None, typer.Option(help="Random time shifts averaged per file (0 = none).")] = None,
     overlap: Annotated[float | None, typer.Option(help="Overlap between segments (0-1).")] = None,
     segment: Annotated[float | None, typer.Option(help="Segment length in seconds (default: the model's).")] = None,
@@ -211,31 +202,27 @@ def split(
     bit_depth: BitDepthOpt = None,
     sample_rate: Annotated[int | None, typer.Option(help="Rate of the stems (default: the model's).")] = None,
     strict: StrictOpt = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Separate audio into stems with Demucs (all stems or two), with a manifest; resumable."""
-    out_ = Output(json_out, quiet, verbose)
     from ..audio.split import SplitConfig
 
     flags = {"model": model, "repo": str(repo) if repo is not None else None, "two_stems": two_stems,
              "rest_name": rest_name, "device": device, "shifts": shifts, "overlap": overlap, "segment_s": segment,
              "jobs": jobs, "seed": seed, "channels": channels, "format": audio_format, "bit_depth": bit_depth,
              "sample_rate": sample_rate, "strict": strict}
-    cfg = resolve(SplitConfig, "data", config, set_, flags, dry_run, out_)
+    cfg = resolve(SplitConfig, "data", config, set_, flags, dry_run, ui)
     from ..audio.split import split_dataset
 
-    res = split_dataset(sources, out, cfg, overwrite, out_.progress)
+    res = split_dataset(sources, out, cfg, overwrite, ui.progress)
     speed = f", {res['audio_s_per_s']:.2f} audio s/s" if res["audio_s_per_s"] else ""
     lines = [res["manifest"], f"{res['separated']} files separated, {res['already_done']} already done, "
                               f"{res['stem_files']} stem files ({', '.join(res['stems'])}) on {res['device']}{speed}"]
-    if res["skipped"]:
-        lines.append(f"{len(res['skipped'])} skipped:")
-        lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    out_.result(res, lines, out=out)
+    lines += skipped_lines(res["skipped"])
+    ui.result(res, lines, out=out)
 
 
 @command(app, "chunk", config="musicsae_cli.audio.config:ChunkConfig", group="data",
@@ -247,7 +234,7 @@ def chunk(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (must not exist): chunks plus "
                                                           "manifest.csv.")],
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: opt.Set = None,
     window_s: Annotated[float | None, typer.Option("--window-s", help="Window length in seconds.")] = None,
     hop_s: Annotated[float | None, typer.Option("--hop-s", help="Step between windows (default: the length).")] = None,
     last: Annotated[str | None, typer.Option(help="Short last piece: drop, pad or keep.")] = None,
@@ -257,26 +244,22 @@ def chunk(
     audio_format: FormatOpt = None,
     bit_depth: BitDepthOpt = None,
     strict: StrictOpt = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Cut audio into fixed-length windows (resample, mono, silence filter) with a manifest of their times."""
-    out_ = Output(json_out, quiet, verbose)
     from ..audio.chunk import ChunkConfig
 
     flags = {"length_s": window_s, "hop_s": hop_s, "last": last, "sample_rate": sample_rate, "mono": mono,
              "min_rms_db": min_rms_db, "format": audio_format, "bit_depth": bit_depth, "strict": strict}
-    cfg = resolve(ChunkConfig, "data", config, set_, flags, dry_run, out_)
+    cfg = resolve(ChunkConfig, "data", config, set_, flags, dry_run, ui)
     from ..audio.chunk import chunk_dataset
 
-    res = chunk_dataset(sources, out, cfg, overwrite, out_.progress)
+    res = chunk_dataset(sources, out, cfg, overwrite, ui.progress)
     lines = [res["manifest"], f"{res['chunks']} chunks from {res['sources']} files ({res['seconds_out']:.1f} s of "
                               f"{res['seconds_in']:.1f} s), dropped: {res['dropped_silent']} silent, "
                               f"{res['dropped_short']} short last pieces"]
-    if res["skipped"]:
-        lines.append(f"{len(res['skipped'])} skipped:")
-        lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    out_.result(res, lines, out=out)
+    lines += skipped_lines(res["skipped"])
+    ui.result(res, lines, out=out)

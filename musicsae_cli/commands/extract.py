@@ -7,32 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ._common import (
-    EXAMPLES,
-    ConceptsOpt,
-    DeviceOpt,
-    DryRunOpt,
-    FamilyOpt,
-    GenOpt,
-    HookpointsOpt,
-    JsonOpt,
-    ModelOpt,
-    NprocOpt,
-    Output,
-    OverwriteOpt,
-    QuietOpt,
-    SetOpt,
-    TrustCodeOpt,
-    VerboseOpt,
-    command,
-    config_option,
-    distributed_start,
-    generation_aliases,
-    generation_flags,
-    hookpoint_spec,
-    resolve,
-    trust_code,
-)
+from . import _options as opt
+from ._command import command
+from ._common import EXAMPLES, distributed_start, generation_aliases, generation_flags, model_flags, resolve
+
+ConfigOpt = opt.preset("extract")
 
 
 @command(None, "extract", config="musicsae_cli.extract.config:ExtractConfig", group="extract",
@@ -50,15 +29,15 @@ def extract(
     out: Annotated[Path, typer.Option("--out", "-o", help="Activation store to write (resumed if interrupted).")],
     source: Annotated[Path | None, typer.Argument(help="Audio to teacher-force: a manifest, a dataset folder or a "
                                                        "folder of audio. Omit it to generate from prompts.")] = None,
-    config: Annotated[str | None, config_option("extract")] = None,
-    set_: SetOpt = None,
-    model: ModelOpt = None,
-    concepts: ConceptsOpt = None,
-    family: FamilyOpt = None,
-    trust: TrustCodeOpt = False,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
+    model: opt.Model = None,
+    concepts: opt.Concepts = None,
+    family: opt.Family = None,
+    trust: opt.TrustCode = False,
     revision: Annotated[str | None, typer.Option(help="Hub revision of the model.")] = None,
-    hookpoint: HookpointsOpt = None,
-    device: DeviceOpt = None,
+    hookpoint: opt.Hookpoints = None,
+    device: opt.Device = None,
     dtype: Annotated[str | None, typer.Option(help="Model precision: fp32, fp16 or bf16.")] = None,
     store_dtype: Annotated[str | None, typer.Option(help="Stored precision: float32, float16, bfloat16.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows or clips per forward pass.")] = None,
@@ -72,62 +51,77 @@ def extract(
     prompt_column: Annotated[str | None, typer.Option(help="Prompt column of a prompts manifest.")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration-s", help="Seconds per generated clip.")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="Clips per prompt.")] = None,
-    gen: GenOpt = None,
+    gen: opt.Gen = None,
     stream: Annotated[str | None, typer.Option(help="Streams to store when generating: both, cond, uncond.")]
     = None,
     seed: Annotated[int | None, typer.Option(help="Seed (sampling; the tiny model's weights).")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unreadable audio.")] = None,
-    overwrite: OverwriteOpt = False,
-    nproc: NprocOpt = 1,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    nproc: opt.Nproc = 1,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Extract layer activations (residual streams) into an activation store."""
-    o = Output(json_out, quiet, verbose)
-    from ..distributed import launched, refusal
-    from ..errors import UsageError
     from ..extract.config import ExtractConfig
 
-    trust_code(trust)
-    flags = {**generation_flags(gen), "model": model, "family": family, "revision": revision, "concepts": concepts,
-             "hookpoints": hookpoint_spec(hookpoint), "device": device,
-             "dtype": dtype, "store_dtype": store_dtype, "batch_size": batch_size, "window_s": window_s, "hop_s": hop_s,
-             "text": text, "text_column": text_column, "duration_s": duration_s, "prompt_column": prompt_column,
-             "samples_per_prompt": samples_per_prompt, "stream": stream,
+    flags = {**generation_flags(gen), **model_flags(model, family, trust, hookpoint, device), "revision": revision,
+             "concepts": concepts, "dtype": dtype, "store_dtype": store_dtype, "batch_size": batch_size,
+             "window_s": window_s, "hop_s": hop_s, "text": text, "text_column": text_column, "duration_s": duration_s,
+             "prompt_column": prompt_column, "samples_per_prompt": samples_per_prompt, "stream": stream,
              "seed": seed, "strict": strict}
-    cfg = resolve(ExtractConfig, "extract", config, set_, flags, dry_run, o)
+    cfg = resolve(ExtractConfig, "extract", config, set_, flags, dry_run, ui)
+    generating = generation_mode(source, prompts, prompt, nproc)
+    distributed_start(nproc, cfg.device)
+    if generating:
+        from ..extract.generate import extract_generate
+
+        res = extract_generate(prompt_items(prompts, prompt, cfg.prompt_column), out, cfg, overwrite, ui.progress,
+                               source=str(prompts or "--prompt"))
+    else:
+        from ..extract.audio import extract_audio
+
+        res = extract_audio(source, out, cfg, overwrite, ui.progress)
+    res.pop("store", None)
+    ui.result(res, [str(out), *(generated_lines(res) if generating else audio_lines(res))], out=out)
+
+
+def generation_mode(source: Path | None, prompts: Path | None, prompt: list[str] | None, nproc: int) -> bool:
+    """True to generate from --prompts/--prompt, False to teacher-force SOURCE; refuses both or neither, and
+    generating on several processes."""
+    from ..distributed import launched, refusal
+    from ..errors import UsageError
+
     generating = prompts is not None or bool(prompt)
     if generating == (source is not None):
         raise UsageError("pass either SOURCE (audio to teacher-force) or --prompts/--prompt (to generate)",
                          "see `musicsae extract --help`")
     if generating and (nproc > 1 or launched().active):
         raise refusal("extract while generating (--prompts/--prompt)")
-    distributed_start(nproc, cfg.device)
-    if generating:
-        from ..extract.generate import Prompt, extract_generate, read_prompts
+    return generating
 
-        items = read_prompts(prompts, cfg.prompt_column) if prompts else []
-        items += [Prompt(f"prompt{i:03d}", p, {}) for i, p in enumerate(prompt or [])]
-        res = extract_generate(items, out, cfg, overwrite, o.progress, source=str(prompts or "--prompt"))
-        res.pop("store", None)
-        o.result(res, [str(out), f"{res['clips_written']} clips generated ({res['generated_seconds']:.1f} s of "
-                                     f"audio in {res['audio_dir']}), {res['rows_written']} rows, "
-                                     f"{res['elapsed_s']:.1f} s"], out=out)
-        return
-    from ..extract.audio import extract_audio
 
-    res = extract_audio(source, out, cfg, overwrite, o.progress)
-    res.pop("store", None)
+def prompt_items(prompts: Path | None, prompt: list[str] | None, column: str) -> list:
+    """The prompts to generate from: those of the --prompts file, then each --prompt (prompt000, ...)."""
+    from ..extract.generate import Prompt, read_prompts
+
+    items = read_prompts(prompts, column) if prompts else []
+    return items + [Prompt(f"prompt{i:03d}", p, {}) for i, p in enumerate(prompt or [])]
+
+
+def generated_lines(res: dict) -> list[str]:
+    return [f"{res['clips_written']} clips generated ({res['generated_seconds']:.1f} s of audio in "
+            f"{res['audio_dir']}), {res['rows_written']} rows, {res['elapsed_s']:.1f} s"]
+
+
+def audio_lines(res: dict) -> list[str]:
+    from ..results import skipped_lines
+
     if "items_written" in res:  # sequence files (codes, events)
-        lines = [str(out), f"{res['items_written']} sequence files, {res['rows_written']} rows of "
-                               f"{len(res['hookpoints'])} hookpoints in {res['elapsed_s']:.1f} s"]
+        line = (f"{res['items_written']} sequence files, {res['rows_written']} rows of {len(res['hookpoints'])} "
+                f"hookpoints in {res['elapsed_s']:.1f} s")
     else:
-        lines = [str(out), f"{res['windows_written']} windows, {res['rows_written']} rows of "
-                               f"{len(res['hookpoints'])} hookpoints; {res['audio_seconds']:.1f} s of audio in "
-                               f"{res['elapsed_s']:.1f} s ({res['audio_s_per_s'] or 0:.1f} audio s/s)"]
-    if res["skipped"]:
-        lines.append(f"{len(res['skipped'])} skipped:")
-        lines += [f"  {s['path']}: {s['reason']}" for s in res["skipped"]]
-    o.result(res, lines, out=out)
+        line = (f"{res['windows_written']} windows, {res['rows_written']} rows of {len(res['hookpoints'])} "
+                f"hookpoints; {res['audio_seconds']:.1f} s of audio in {res['elapsed_s']:.1f} s "
+                f"({res['audio_s_per_s'] or 0:.1f} audio s/s)")
+    return [line, *skipped_lines(res["skipped"])]

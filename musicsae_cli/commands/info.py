@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, Output, QuietOpt, VerboseOpt, command
+from . import _options as opt
+from ._command import command
 
 
 @command(None, "info", examples=["musicsae info store/", "musicsae info runs/topk --json",
@@ -18,12 +19,10 @@ def info(
                                               "file or a folder of audio.")],
     verify: Annotated[bool, typer.Option("--verify", help="Read every file (shards, metadata, weights) and report "
                                                           "what is broken; exit 1 if anything is.")] = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Summarise any musicsae artefact."""
-    out = Output(json_out, quiet, verbose)
     from ..describe import describe
 
     if not verify:
@@ -38,7 +37,7 @@ def info(
             summary = {"path": str(path), "unreadable": exc.message}
         found = check(path)
         summary["verify"] = {"ok": not found["problems"], **found}
-    out.result(summary, list(_lines(summary)))
+    ui.result(summary, list(_lines(summary)))
     if verify and found["problems"]:
         raise typer.Exit(1)
 

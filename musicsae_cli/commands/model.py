@@ -7,25 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ._command import MusicsaeGroup
-from ._common import (
-    EXAMPLES,
-    DryRunOpt,
-    FamilyOpt,
-    JsonOpt,
-    Output,
-    OverwriteOpt,
-    QuietOpt,
-    SetOpt,
-    TrustCodeOpt,
-    VerboseOpt,
-    command,
-    config_option,
-    legacy_output,
-    resolve,
-    trust_code,
-)
+from . import _options as opt
+from ._command import MusicsaeGroup, command
+from ._common import EXAMPLES, legacy_output, resolve, trust_code
 
+ConfigOpt = opt.preset("model")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Models: the registered families, a model's hookpoints, tiny models for trials "
                        "(random or trained).")
@@ -34,12 +20,10 @@ LegacyOut = Annotated[Path | None, typer.Argument(hidden=True, help="Deprecated:
 
 @command(app, "families", examples=["musicsae model families", "musicsae model families --json"])
 def families(
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """List the model families: what models each covers, what they can do, their generation settings."""
-    o = Output(json_out, quiet, verbose)
     from ..models import CAPABILITIES, FAMILIES
 
     rows = [fam.describe() for fam in FAMILIES.values()]
@@ -50,7 +34,7 @@ def families(
         if row["generation_settings"]:
             shown = ", ".join(f"{k}={v}" for k, v in row["generation_settings"].items())
             lines.append(f"  generation settings (--gen KEY=VALUE): {shown}")
-    o.result({"families": rows}, lines)
+    ui.result({"families": rows}, lines)
 
 
 @command(app, "save-tiny", examples=[f"musicsae model save-tiny -o {EXAMPLES['tiny']}/ && musicsae model hookpoints "
@@ -62,18 +46,16 @@ def save_tiny(
     family: Annotated[str | None, typer.Option(help="Model family whose tiny random model to write (default: that "
                                                     "of the default model; `model families`).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
-    overwrite: OverwriteOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Write a family's tiny random-weight model in its own saved format (for tests, demos and offline trials)."""
-    o = Output(json_out, quiet, verbose)
     from ..models import save_tiny as save
 
     out = legacy_output(out, legacy_out)
     res = save(family, out, seed=seed, overwrite=overwrite)
-    o.result(res, [res["path"], f"tiny {res['family']} model: {res['n_layers']} layers, width {res['hidden_size']}, "
+    ui.result(res, [res["path"], f"tiny {res['family']} model: {res['n_layers']} layers, width {res['hidden_size']}, "
                                 f"{res['parameters']:,} parameters"], out=res.pop("path"))
 
 
@@ -88,19 +70,17 @@ def save_tiny_demucs(
     name: Annotated[str, typer.Option(help="Model name (the bag name with --bag-size > 1).")] = "tiny-htdemucs",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     bag_size: Annotated[int, typer.Option(help="Write a bag of this many models instead of one.")] = 1,
-    overwrite: OverwriteOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Write a tiny random-weight HTDemucs in Demucs's local-repository layout (for tests, demos, offline trials)."""
-    o = Output(json_out, quiet, verbose)
     from ..audio.tiny_demucs import save_tiny_demucs as save
 
     repo = legacy_output(out, legacy_out)
     res = save(repo, name=name, seed=seed, bag_size=bag_size, overwrite=overwrite)
     kind = f"bag of {res['bag_size']}" if res["bag_size"] > 1 else "single model"
-    o.result(res, [f"{res['repo']}: {res['name']} ({kind}, {res['parameters_per_model']:,} parameters per model, "
+    ui.result(res, [f"{res['repo']}: {res['name']} ({kind}, {res['parameters_per_model']:,} parameters per model, "
                    f"stems {', '.join(res['sources'])}, {res['sample_rate']} Hz)", *res["files"]], out=repo)
 
 
@@ -111,17 +91,15 @@ def hookpoints(
     model: Annotated[str, typer.Argument(help="A built-in name, hub id, local folder or file, or "
                                               "py:package.module:factory (with --trust-code).")],
     revision: Annotated[str | None, typer.Option(help="Hub revision.")] = None,
-    family: FamilyOpt = None,
+    family: opt.Family = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", metavar="KEY=VALUE", help="A model option of its family (repeatable), e.g. sample_rate=44100.")]
     = None,
-    trust: TrustCodeOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    trust: opt.TrustCode = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """List a model's hookpoints and their widths."""
-    o = Output(json_out, quiet, verbose)
     from ..config import parse_set
     from ..models import load_adapter
 
@@ -129,7 +107,7 @@ def hookpoints(
     adapter = load_adapter(model, family=family or "auto", revision=revision, device="cpu",
                            options=parse_set(option) if option else None)
     widths = adapter.hookpoint_widths
-    o.result({"model": adapter.describe(), "hookpoints": widths}, [f"{h}\t{w}" for h, w in widths.items()])
+    ui.result({"model": adapter.describe(), "hookpoints": widths}, [f"{h}\t{w}" for h, w in widths.items()])
 
 
 @command(app, "train-tiny", config="musicsae_cli.models.tiny_train:TrainTinyConfig", group="model",
@@ -141,23 +119,21 @@ def train_tiny(
     out_arg: Annotated[Path | None, typer.Argument(metavar="OUT", help="Folder to write (or -o); an interrupted "
                                                                        "run into it resumes.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to write (the same as OUT).")] = None,
-    config: Annotated[str | None, config_option("model")] = None,
-    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
     data: Annotated[Path | None, typer.Option(help="A `data synth` folder to train on (default: synthesise "
                                                    "the concept audio of the config).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the weights, batches and condition dropout.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Decoder (and text encoder) training steps.")] = None,
     codec_steps: Annotated[int | None, typer.Option(help="Codec autoencoder steps (before its decoder-only "
                                                           "steps, codec.finetune_steps).")] = None,
-    overwrite: OverwriteOpt = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    overwrite: opt.Overwrite = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Train a tiny text-to-music model (audio codec, text encoder, decoder) on concept audio, with prompts naming
     the concept; saved like a hub checkpoint."""
-    o = Output(json_out, quiet, verbose)
     from ..errors import UsageError
     from ..models.tiny_train import TrainTinyConfig
 
@@ -166,10 +142,10 @@ def train_tiny(
     target = out if out is not None else out_arg
     flags = {"data": None if data is None else str(data), "seed": seed, "decoder.steps": steps,
              "codec.steps": codec_steps}
-    cfg = resolve(TrainTinyConfig, "model", config, set_, flags, dry_run, o)
+    cfg = resolve(TrainTinyConfig, "model", config, set_, flags, dry_run, ui)
     if target is None:
         raise UsageError("missing OUT", "name the folder to write, e.g. `musicsae model train-tiny my-tiny/`")
     from ..models.tiny_train import train_tiny as train
 
-    res = train(target, cfg, overwrite=overwrite, progress=o.progress)
-    o.result(res.model_dump(), res.lines(), out=res.path)
+    res = train(target, cfg, overwrite=overwrite, progress=ui.progress)
+    ui.result(res.model_dump(), res.lines(), out=res.path)

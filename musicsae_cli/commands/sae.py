@@ -7,28 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ._command import MusicsaeGroup
-from ._common import (
-    AllowOtherModelOpt,
-    DeviceOpt,
-    DryRunOpt,
-    JsonOpt,
-    MemberOpt,
-    ModelOpt,
-    NprocOpt,
-    Output,
-    OverwriteOpt,
-    QuietOpt,
-    SetOpt,
-    VerboseOpt,
-    WhereOpt,
-    command,
-    config_option,
-    distributed_start,
-    resolve,
-    split_csv,
-)
+from . import _options as opt
+from ._command import MusicsaeGroup, command
+from ._common import distributed_start, resolve, split_csv
 
+ConfigOpt = opt.preset("sae")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Sparse autoencoders: train on a store, encode stores into latents, evaluate.")
 StoreArg = Annotated[Path, typer.Argument(help="Activation store.")]
@@ -44,35 +27,63 @@ def train(
     store: Annotated[Path, typer.Argument(help="Activation store; with --resume and no -o, the run to continue.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder: the SAE (a sweep: one folder per "
                                                                 "SAE), logs, curves, checkpoint.")] = None,
-    config: Annotated[str | None, config_option("sae")] = None,
-    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: opt.Set = None,
     hookpoint: Annotated[str | None, typer.Option(help="Store hookpoint (default: the only one).")] = None,
-    where: WhereOpt = None,
+    where: opt.Where = None,
     architecture: Annotated[str | None, typer.Option(help="relu, topk, batchtopk or jumprelu.")] = None,
     k: Annotated[int | None, typer.Option(help="Active latents (topk, batchtopk).")] = None,
     expansion_factor: Annotated[float | None, typer.Option(help="Latents per input dimension.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: epochs).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
-    device: DeviceOpt = None,
+    device: opt.Device = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run with its saved settings "
                                                           "(`sae train RUN --resume`).")] = False,
     init_from: Annotated[Path | None, typer.Option(help="Start from this SAE's weights.")] = None,
-    overwrite: OverwriteOpt = False,
-    nproc: NprocOpt = 1,
+    overwrite: opt.Overwrite = False,
+    nproc: opt.Nproc = 1,
     distribute_hookpoints: Annotated[bool, typer.Option(
         "--distribute-hookpoints", help="One run per hookpoint matching --hookpoint (names or globs, comma "
         "separated; default all) in OUT/HOOKPOINT; under torchrun each process trains its own hookpoints.")]
     = False,
-    dry_run: DryRunOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    dry_run: opt.DryRun = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Train SAE(s) on a store (a sweep trains several from one pass over the data)."""
-    o = Output(json_out, quiet, verbose)
-    from ..errors import UsageError
     from ..sae.config import SAETrainConfig
+
+    store, out, base = _run_folders(store, out, resume)
+    flags = {"hookpoint": None if distribute_hookpoints else hookpoint, "where": where,
+             "architecture": architecture, "k": k,
+             "expansion_factor": expansion_factor, "max_steps": steps, "batch_size": batch_size,
+             "device": device, "seed": seed}
+    cfg = resolve(SAETrainConfig, "sae", config, set_, flags, dry_run, ui, base=base)
+    distributed_start(nproc, cfg.device)
+    from ..distributed import current
+    from ..sae.train import train_hookpoints, train_sae
+
+    if distribute_hookpoints:
+        if resume:
+            from ..errors import UsageError
+
+            raise UsageError("--resume with --distribute-hookpoints", "rerun the same command: finished runs are "
+                                                                      "kept and interrupted ones resume")
+        many = train_hookpoints(store, out, cfg, split_csv(hookpoint) or [], overwrite=overwrite,
+                                progress=ui.progress)
+        if many is not None:  # None: not rank 0 (rank 0 reports)
+            ui.result(many, [str(out), *_hookpoint_run_lines(many)], out=out)
+        return
+    res = train_sae(store, out, cfg, overwrite=overwrite, resume=resume, init_from=init_from, progress=ui.progress)
+    if current().main:  # rank 0 reports
+        run_path = res.pop("run")
+        ui.result(res, [run_path, *_train_lines(res)], out=run_path)
+
+
+def _run_folders(store: Path, out: Path | None, resume: bool) -> tuple[Path, Path, dict | None]:
+    """`sae train`: (store, run folder, saved settings) -- with --resume and no -o, those of the run STORE names."""
+    from ..errors import InputError, UsageError
     from ..sae.rundir import resume_settings
 
     base = None
@@ -84,51 +95,33 @@ def train(
             if out is None:
                 store, out = Path(store_path), run
         elif out is None:
-            from ..errors import InputError
-
             raise InputError(f"nothing to resume in {run}: it is not an unfinished training run",
                              "start one with `musicsae sae train STORE -o RUN`")
     if out is None:
         raise UsageError("missing option '-o' / '--out'", "name the run folder, e.g. -o runs/topk (or continue a "
                                                          "run with `sae train RUN --resume`)")
-    flags = {"hookpoint": None if distribute_hookpoints else hookpoint, "where": where,
-             "architecture": architecture, "k": k,
-             "expansion_factor": expansion_factor, "max_steps": steps, "batch_size": batch_size,
-             "device": device, "seed": seed}
-    cfg = resolve(SAETrainConfig, "sae", config, set_, flags, dry_run, o, base=base)
-    distributed_start(nproc, cfg.device)
-    from ..distributed import current
-    from ..sae.train import train_hookpoints, train_sae
+    return store, out, base
 
-    if distribute_hookpoints:
-        if resume:
-            raise UsageError("--resume with --distribute-hookpoints", "rerun the same command: finished runs are "
-                                                                      "kept and interrupted ones resume")
-        many = train_hookpoints(store, out, cfg, split_csv(hookpoint) or [], overwrite=overwrite,
-                                progress=o.progress)
-        if many is None:
-            return  # rank 0 reports
-        lines = [str(out), f"{len(many['hookpoints'])} hookpoint(s) on {many['processes']} process(es):"]
-        for hp, r in many["runs"].items():
-            if r.get("kept"):
-                lines.append(f"  {hp}: kept (already complete) -> {r['run']}")
-                continue
-            for name, m in r["members"].items():
-                lines.append(f"  {hp} {name}: explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, "
-                             f"dead {m['dead_fraction']:.3f} -> {m['path']}")
-        o.result(many, lines, out=out)
-        return
 
-    res = train_sae(store, out, cfg, overwrite=overwrite, resume=resume, init_from=init_from, progress=o.progress)
-    if not current().main:
-        return  # rank 0 reports
-    run_path = res.pop("run")
-    lines = [run_path, f"{res['steps']} steps on {res['hookpoint']} ({res['rows_per_s'] or 0:,.0f} rows/s); "
-                       f"metrics on {res['evaluated_on']} ({res['split']['val_rows']} rows):"]
-    for name, m in res["members"].items():
-        lines.append(f"  {name}: explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, "
-                     f"dead {m['dead_fraction']:.3f}, shrinkage {m['shrinkage']:.3f}  -> {m['path']}")
-    o.result(res, lines, out=run_path)
+def _member_line(m: dict) -> str:
+    return f"explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.3f}"
+
+
+def _hookpoint_run_lines(many: dict) -> list[str]:
+    lines = [f"{len(many['hookpoints'])} hookpoint(s) on {many['processes']} process(es):"]
+    for hp, r in many["runs"].items():
+        if r.get("kept"):
+            lines.append(f"  {hp}: kept (already complete) -> {r['run']}")
+            continue
+        lines += [f"  {hp} {name}: {_member_line(m)} -> {m['path']}" for name, m in r["members"].items()]
+    return lines
+
+
+def _train_lines(res: dict) -> list[str]:
+    lines = [f"{res['steps']} steps on {res['hookpoint']} ({res['rows_per_s'] or 0:,.0f} rows/s); "
+             f"metrics on {res['evaluated_on']} ({res['split']['val_rows']} rows):"]
+    return lines + [f"  {name}: {_member_line(m)}, shrinkage {m['shrinkage']:.3f}  -> {m['path']}"
+                    for name, m in res["members"].items()]
 
 
 @command(app, "encode", examples=[
@@ -139,22 +132,20 @@ def encode(
     store: StoreArg,
     sae: Annotated[Path, typer.Option("--sae", help="SAE folder or training run.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Latent store to write.")],
-    member: MemberOpt = None,
+    member: opt.Member = None,
     hookpoint: HookpointOpt = None,
-    where: WhereOpt = None,
+    where: opt.Where = None,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 4096,
     precision: Annotated[str, typer.Option(help="Encoder matmul precision: fp32, or bf16 (bf16 autocast over fp32 "
                                                 "weights: faster where the device has bf16 units).")] = "fp32",
-    device: DeviceOpt = None,
-    allow_other_model: AllowOtherModelOpt = False,
-    overwrite: OverwriteOpt = False,
-    nproc: NprocOpt = 1,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    device: opt.Device = None,
+    allow_other_model: opt.AllowOtherModel = False,
+    overwrite: opt.Overwrite = False,
+    nproc: opt.Nproc = 1,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Encode a store into a latent store (sparse: indices + values per row, same metadata)."""
-    o = Output(json_out, quiet, verbose)
     distributed_start(nproc, device)
     from ..models.identity import check_same_model
     from ..runtime import resolve_device
@@ -169,10 +160,10 @@ def encode(
                      against="the store's model")
     hp = hookpoint or cfg.get("hook_name") or None
     res = encode_store(model, store, out, hookpoint=hp, where=where, batch_size=batch_size, overwrite=overwrite,
-                       device=str(resolve_device(device or "auto")), progress=o.progress, precision=precision,
+                       device=str(resolve_device(device or "auto")), progress=ui.progress, precision=precision,
                        sae_info={"path": str(path), "architecture": model.spec.arch, "d_sae": model.spec.d_sae})
     res.pop("seconds", None)
-    o.result(res, [str(out), ", ".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, dict | list))],
+    ui.result(res, [str(out), ", ".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, dict | list))],
              out=out)
 
 
@@ -201,23 +192,21 @@ def evaluate(
     store: StoreArg,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for evaluation.json (and its manifest); "
                                                                 "without it the metrics are only printed.")] = None,
-    member: MemberOpt = None,
+    member: opt.Member = None,
     hookpoint: HookpointOpt = None,
-    where: WhereOpt = None,
+    where: opt.Where = None,
     max_rows: Annotated[int | None, typer.Option(help="Evaluate at most this many rows (evenly spaced).")] = None,
     downstream: Annotated[bool, typer.Option(help="Also splice the SAE into the model and report CE, KL and the "
                                                   "fraction of loss recovered.")] = False,
     max_items: Annotated[int, typer.Option("--max-items", help="Store items re-run through the model for "
                                                                "--downstream.")] = 16,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    overwrite: OverwriteOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    model: opt.Model = None,
+    device: opt.Device = None,
+    overwrite: opt.Overwrite = False,
+    *,
+    ui: opt.UI,
 ) -> None:
     """Reconstruction metrics of an SAE on any store; with --downstream, the model's loss with the SAE spliced in."""
-    o = Output(json_out, quiet, verbose)
     from ..artifacts import check_output
     from ..sae.evaluate import evaluate_downstream, evaluate_reconstruction, write_evaluation
 
@@ -228,13 +217,13 @@ def evaluate(
 
         check_items(max_items)  # before the reconstruction pass, not after it
     res = evaluate_reconstruction(sae, store, member=member, hookpoint=hookpoint, where=where, max_rows=max_rows,
-                                  device=device or "auto", progress=o.progress)
+                                  device=device or "auto", progress=ui.progress)
     lines = [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()]
     if downstream:
         res["downstream"] = d = evaluate_downstream(res["sae"], store, res["hookpoint"], model=model,
-                                                    n_items=max_items, device=device or "auto", progress=o.progress)
+                                                    n_items=max_items, device=device or "auto", progress=ui.progress)
         lines += _downstream_lines(d)
     if out is not None:
         write_evaluation(out, res, overwrite)
         lines.insert(0, str(out))
-    o.result(res, lines, out=out)
+    ui.result(res, lines, out=out)

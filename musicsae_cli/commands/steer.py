@@ -8,32 +8,11 @@ from typing import Annotated
 
 import typer
 
-from ._command import MusicsaeGroup
-from ._common import (
-    AllowOtherModelOpt,
-    ConceptsOpt,
-    DeviceOpt,
-    DryRunOpt,
-    FamilyOpt,
-    GenOpt,
-    HookpointsOpt,
-    JsonOpt,
-    ModelOpt,
-    Output,
-    OverwriteOpt,
-    QuietOpt,
-    SetOpt,
-    TrustCodeOpt,
-    VerboseOpt,
-    command,
-    config_option,
-    generation_aliases,
-    generation_flags,
-    hookpoint_spec,
-    resolve,
-    trust_code,
-)
+from . import _options as opt
+from ._command import MusicsaeGroup, OptionGroup, command
+from ._common import generation_aliases, generation_flags, hookpoint_spec, resolve, trust_code
 
+ConfigOpt = opt.preset("steer")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Steer generation along a probe, SAE-latent, difference-of-means or file direction.")
 Opt = typer.Option
@@ -70,18 +49,36 @@ ALIASES = {"--layers": "--hookpoint", "--hookpoints": "--hookpoint", "--duration
            **generation_aliases()}
 
 
-def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store, contrast,
-           file, hookpoint, strength, mode, every, stream, device, allow_other_model, family=None, gen=None,
-           trust=False, concepts=None) -> dict:
-    trust_code(trust)
-    return {**generation_flags(gen), "allow_other_model": allow_other_model or None, "model": model,
-            "family": family, "prompts": prompt,
-            "prompts_file": prompts, "audio": audio, "duration_s": duration,
-            "direction.probe": probe, "direction.target": target, "direction.sae": sae, "direction.latents": latent,
+def _direction_flags(probe, target, sae, latent, latent_scale, store, contrast, file, hookpoint, strength,
+                     mode) -> dict:
+    return {"direction.probe": probe, "direction.target": target, "direction.sae": sae, "direction.latents": latent,
             "direction.latent_scale": latent_scale, "direction.store": store, "direction.contrast": contrast,
-            "direction.file": file, "layers": hookpoint_spec(hookpoint), "strength": strength, "mode": mode,
-            "schedule.every": every,
-            "stream": stream, "device": device, "concepts": concepts}
+            "direction.file": file, "layers": hookpoint_spec(hookpoint), "strength": strength, "mode": mode}
+
+
+# The direction and where it is added (every steer command), as config flags.
+DIRECTION = OptionGroup(_direction_flags, {
+    "probe": (ProbeOpt, None), "target": (TargetOpt, None), "sae": (SaeOpt, None), "latent": (LatentOpt, None),
+    "latent_scale": (LatentScaleOpt, None), "store": (StoreOpt, None), "contrast": (ContrastOpt, None),
+    "file": (FileOpt, None), "hookpoint": (opt.Hookpoints, None), "strength": (StrengthOpt, None),
+    "mode": (ModeOpt, None)})
+Direction = Annotated[dict, DIRECTION]
+
+
+def _generation_flags(model, concepts, family, trust, gen, prompt, prompts, audio, duration, every, stream,
+                      **direction) -> dict:
+    trust_code(trust)
+    return {**generation_flags(gen), "model": model, "family": family, "concepts": concepts, "prompts": prompt,
+            "prompts_file": prompts, "audio": audio, "duration_s": duration, **_direction_flags(**direction),
+            "schedule.every": every, "stream": stream}
+
+
+# What `steer generate` and `steer sweep` share: the model, the prompts, the direction and the schedule.
+Generation = Annotated[dict, OptionGroup(_generation_flags, {
+    "model": (opt.Model, None), "concepts": (opt.Concepts, None), "family": (opt.Family, None),
+    "trust": (opt.TrustCode, False), "gen": (opt.Gen, None), "prompt": (PromptOpt, None), "prompts": (PromptsOpt, None),
+    "audio": (AudioOpt, None), "duration": (DurationOpt, None), **DIRECTION.options, "every": (EveryOpt, None),
+    "stream": (StreamOpt, None)})]
 
 
 @command(app, "generate", config="musicsae_cli.steering.config:SteerGenerateConfig", group="steer", keys=CONFIG_KEYS,
@@ -91,36 +88,26 @@ def _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, 
              "musicsae steer generate -c sae-latent --sae runs/topk --latent 1234 --store store/ --prompt 'a song' "
              "-o out/latent",
              "musicsae steer generate -c tiny --store store/ --contrast concept=notes:tempos -o out/contrast"])
-def generate(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
-             model: ModelOpt = None, concepts: ConceptsOpt = None, family: FamilyOpt = None,
-             trust: TrustCodeOpt = False, gen: GenOpt = None,
-             prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
-             duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
-             latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
-             contrast: ContrastOpt = None, file: FileOpt = None, hookpoint: HookpointsOpt = None,
-             strength: StrengthOpt = None, mode: ModeOpt = None, every: EveryOpt = None, stream: StreamOpt = None,
-             seed: SeedOpt = None, dim_bias: DimBiasOpt = None, dim_scale: DimScaleOpt = None,
-             device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False,
-             overwrite: OverwriteOpt = False, dry_run: DryRunOpt = False, json_out: JsonOpt = False,
-             quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+def generate(out: OutOpt, config: ConfigOpt = None, set_: opt.Set = None, *,
+             steering: Generation, seed: SeedOpt = None, dim_bias: DimBiasOpt = None, dim_scale: DimScaleOpt = None,
+             device: opt.Device = None, allow_other_model: opt.AllowOtherModel = False,
+             overwrite: opt.Overwrite = False, dry_run: opt.DryRun = False, ui: opt.UI) -> None:
     """Generate clips with steering (or re-synthesise --audio with a model that re-synthesises, such as RAVE);
     writes wav, tokens and a JSON record that reproduces them."""
-    o = Output(json_out, quiet, verbose)
     from ..steering.config import SteerGenerateConfig
 
-    flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
-                   trust, concepts) | {"seed": seed, "dims.bias": dim_bias, "dims.scale": dim_scale}
-    cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, o)
+    flags = {**steering, "device": device, "allow_other_model": allow_other_model or None, "seed": seed,
+             "dims.bias": dim_bias, "dims.scale": dim_scale}
+    cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, ui)
     from ..steering.generate import steer_generate
 
-    res = steer_generate(cfg, out, overwrite=overwrite, progress=o.progress)
+    res = steer_generate(cfg, out, overwrite=overwrite, progress=ui.progress)
     what = (f"{res['clips']} clips re-synthesised" if res.get("resynthesis")
             else f"{res['clips']} clips of {res['seconds_per_clip']:.2f} s")
     lines = [str(out), f"{what}, {steering_line(res)}, {res['elapsed_s']:.1f} s"]
     if res.get("resynthesis"):
         lines.append(f"outputs changed by {res['rel_change_mean']:.3f} of their norm on average")
-    o.result(res, lines, out=out)
+    ui.result(res, lines, out=out)
 
 
 def steering_line(res: dict) -> str:
@@ -136,14 +123,8 @@ def steering_line(res: dict) -> str:
              "musicsae steer sweep -c sweep --probe probes/genre --target rock --strengths 0,0.05,0.1,0.2 "
              "--seeds 0,1,2 -o sweep/",
              "musicsae steer sweep -c tiny --probe probes/concept --target notes -o sweep-tiny/"])
-def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
-          model: ModelOpt = None, concepts: ConceptsOpt = None, family: FamilyOpt = None,
-          trust: TrustCodeOpt = False, gen: GenOpt = None,
-          prompt: PromptOpt = None, prompts: PromptsOpt = None, audio: AudioOpt = None,
-          duration: DurationOpt = None, probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None,
-          latent: LatentOpt = None, latent_scale: LatentScaleOpt = None, store: StoreOpt = None,
-          contrast: ContrastOpt = None, file: FileOpt = None, hookpoint: HookpointsOpt = None,
-          strength: StrengthOpt = None, mode: ModeOpt = None, every: EveryOpt = None, stream: StreamOpt = None,
+def sweep(out: OutOpt, config: ConfigOpt = None, set_: opt.Set = None, *,
+          steering: Generation,
           strengths: Annotated[str | None, Opt("--strengths", help="Strengths swept, e.g. 0,2,4,8.")] = None,
           seeds: Annotated[str | None, Opt("--seeds", help="Sampling seeds, e.g. 0,1,2.")] = None,
           controls: Annotated[int | None, Opt("--controls", help="Random control directions.")] = None,
@@ -161,23 +142,19 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
                                                       "label).")] = None,
           resamples: Annotated[int | None, Opt("--resamples", help="Bootstrap resamples for CIs and "
                                                                    "p-values.")] = None,
-          device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False, overwrite: OverwriteOpt = False,
-          dry_run: DryRunOpt = False,
-          json_out: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+          device: opt.Device = None, allow_other_model: opt.AllowOtherModel = False, overwrite: opt.Overwrite = False,
+          dry_run: opt.DryRun = False, ui: opt.UI) -> None:
     """Dose-response: strengths x seeds x prompts, scored by a probe, against random directions and strength 0."""
-    o = Output(json_out, quiet, verbose)
     from ..steering.config import SteerSweepConfig
 
-    flags = _flags(model, prompt, prompts, audio, duration, probe, target, sae, latent, latent_scale, store,
-                   contrast, file, hookpoint, strength, mode, every, stream, device, allow_other_model, family, gen,
-                   trust, concepts)
-    flags |= {"strengths": strengths, "seeds": seeds, "random_controls": controls, "score_probe": score_probe,
-              "score_f0": score_f0 or None, "judge_probe": judge_probe, "judge_hookpoint": judge_hookpoint,
-              "judge_data": judge_data, "judge_label": judge_label, "resamples": resamples}
-    cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, o)
+    flags = {**steering, "device": device, "allow_other_model": allow_other_model or None, "strengths": strengths,
+             "seeds": seeds, "random_controls": controls, "score_probe": score_probe, "score_f0": score_f0 or None,
+             "judge_probe": judge_probe, "judge_hookpoint": judge_hookpoint, "judge_data": judge_data,
+             "judge_label": judge_label, "resamples": resamples}
+    cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, ui)
     from ..steering.sweep import steer_sweep
 
-    res = steer_sweep(cfg, out, overwrite=overwrite, progress=o.progress)
+    res = steer_sweep(cfg, out, overwrite=overwrite, progress=ui.progress)
     saturated = [f"saturated: {res['saturation']['reason']}"] if res["saturated"] else []
     timing = res["timing"]
     split = ", ".join(f"{k} {timing[f'{k}_s']:.1f} s" for k in ("generation", "reextraction", "scoring", "embedding"))
@@ -185,9 +162,9 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
     fit = [] if data is None or data["cv_accuracy"] is None else [
         f"data judge: cross-validated accuracy {data['cv_accuracy']:.2f} ({data['cv_folds']} folds, chance "
         f"{data['chance']:.2f})"]
-    o.result(res, [str(out), *saturated, *fit, res["judge_summary"], f"time: {split}",
-                   f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
-                   *res["summary"].splitlines()], out=out)
+    ui.result(res, [str(out), *saturated, *fit, res["judge_summary"], f"time: {split}",
+                    f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
+                    *res["summary"].splitlines()], out=out)
 
 
 @command(app, "audio", config="musicsae_cli.steering.config:SteerAudioConfig", group="steer", keys=CONFIG_KEYS,
@@ -196,33 +173,24 @@ def sweep(out: OutOpt, config: Annotated[str | None, config_option("steer")] = N
              "--strength 4 -o steer-a/",
              "musicsae steer audio songs/ -m ./encoder.ts --sae runs/enc --latent 3 --mode zero -o ablate/"])
 def audio(source: Annotated[Path, typer.Argument(help="Audio: a manifest, a dataset folder or a folder of audio.")],
-          out: OutOpt, config: Annotated[str | None, config_option("steer")] = None, set_: SetOpt = None,
-          model: ModelOpt = None, family: FamilyOpt = None, trust: TrustCodeOpt = False,
-          probe: ProbeOpt = None, target: TargetOpt = None, sae: SaeOpt = None, latent: LatentOpt = None,
-          latent_scale: LatentScaleOpt = None, store: StoreOpt = None, contrast: ContrastOpt = None,
-          file: FileOpt = None, hookpoint: HookpointsOpt = None, strength: StrengthOpt = None, mode: ModeOpt = None,
+          out: OutOpt, config: ConfigOpt = None, set_: opt.Set = None,
+          model: opt.Model = None, family: opt.Family = None, trust: opt.TrustCode = False, *, direction: Direction,
           dim_bias: DimBiasOpt = None, dim_scale: DimScaleOpt = None,
           max_items: Annotated[int | None, Opt("--max-items", help="Use at most this many audio files.")] = None,
-          device: DeviceOpt = None, allow_other_model: AllowOtherModelOpt = False, overwrite: OverwriteOpt = False,
-          dry_run: DryRunOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
-          verbose: VerboseOpt = False) -> None:
+          device: opt.Device = None, allow_other_model: opt.AllowOtherModel = False, overwrite: opt.Overwrite = False,
+          dry_run: opt.DryRun = False, ui: opt.UI) -> None:
     """Run a model over audio with and without steering and compare its own outputs (any model with outputs)."""
-    o = Output(json_out, quiet, verbose)
     from ..steering.config import SteerAudioConfig
 
     trust_code(trust)
-    flags = {"allow_other_model": allow_other_model or None, "model": model, "family": family,
-             "direction.probe": probe, "direction.target": target, "direction.sae": sae,
-             "direction.latents": latent, "direction.latent_scale": latent_scale, "direction.store": store,
-             "direction.contrast": contrast, "direction.file": file, "layers": hookpoint_spec(hookpoint),
-             "strength": strength, "mode": mode, "max_items": max_items, "device": device,
-             "dims.bias": dim_bias, "dims.scale": dim_scale}
-    cfg = resolve(SteerAudioConfig, "steer", config, set_, flags, dry_run, o)
+    flags = {"model": model, "family": family, "device": device, **direction, "max_items": max_items,
+             "allow_other_model": allow_other_model or None, "dims.bias": dim_bias, "dims.scale": dim_scale}
+    cfg = resolve(SteerAudioConfig, "steer", config, set_, flags, dry_run, ui)
     from ..steering.audio import steer_audio
 
-    res = steer_audio(source, out, cfg, overwrite=overwrite, progress=o.progress)
+    res = steer_audio(source, out, cfg, overwrite=overwrite, progress=ui.progress)
     lines = [str(out), f"{res['items']} items, {steering_line(res)}: "
                        f"outputs changed by {res['rel_change_mean']:.3f} of their norm on average"]
     lines += [f"  {name}: {res[f'{name}_plain_mean']:.4g} plain -> {res[f'{name}_steered_mean']:.4g} steered"
               for name in res["readings"]]
-    o.result(res, lines, out=out)
+    ui.result(res, lines, out=out)

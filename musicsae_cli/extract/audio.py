@@ -57,7 +57,6 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
     skipped: list[tuple[str, str]] = []
     stats = {"windows": 0, "rows": 0, "audio_s": 0.0}
     started = time.perf_counter()
-    jobs: list[_Job] = []
 
     def run(batch: list[_Job]) -> None:
         with out_of_memory_hint(cfg.batch_size):
@@ -72,16 +71,8 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
             stats["audio_s"] += len(job.audio) / sr
 
     with store, progress("Extracting", len(rows)) as bar:
-        for row in rows:
-            for job in _jobs_for(row, manifest.label_columns, store.done, cfg, sr, hop, skipped,
-                                 adapter.input_channels):
-                jobs.append(job)
-                if len(jobs) == cfg.batch_size:
-                    run(jobs)
-                    jobs = []
-            bar.advance()
-        if jobs:
-            run(jobs)
+        in_batches(rows, lambda row: _jobs_for(row, manifest.label_columns, store.done, cfg, sr, hop, skipped,
+                                               adapter.input_channels), cfg.batch_size, run, bar)
         # nothing stored anywhere: an error, and the empty store this run started is removed
         stats, skipped, n_items, n_rows = store.finish(stats, skipped, lambda s: nothing_usable(source, s))
     elapsed = time.perf_counter() - started
@@ -90,6 +81,21 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
             "audio_seconds": round(stats["audio_s"], 3), "elapsed_s": round(elapsed, 3),
             "audio_s_per_s": round(stats["audio_s"] / elapsed, 3) if elapsed > 0 else None,
             "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def in_batches(rows: list, jobs_of, batch_size: int, run, bar) -> None:
+    """Call `run` on the jobs of every row (`jobs_of(row)`, an iterable), `batch_size` jobs at a time (the last
+    batch may be smaller), advancing `bar` once per row."""
+    batch: list = []
+    for row in rows:
+        for job in jobs_of(row):
+            batch.append(job)
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+        bar.advance()
+    if batch:
+        run(batch)
 
 
 def nothing_usable(source, skipped: list[tuple[str, str]]) -> InputError:

@@ -17,6 +17,7 @@ from ..audio.io import skip_unusable
 from ..errors import InputError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
 from ..store.ranks import StoreRun
+from .audio import in_batches
 from .common import open_store, out_of_memory_hint, store_arguments, store_config, to_store
 from .config import ExtractConfig
 
@@ -130,7 +131,6 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
     skipped: list[tuple[str, str]] = []
     stats = {"items": 0, "rows": 0}
     started = time.perf_counter()
-    pending: list[tuple[dict, object]] = []
 
     def run(batch) -> None:
         with out_of_memory_hint(cfg.batch_size):
@@ -143,26 +143,24 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
                 stats["items"] += 1
                 stats["rows"] += seq.n_rows
 
+    def read(row: dict) -> list[tuple[dict, object]]:
+        """[(row, its sequence)], or [] for a row already stored or unusable (skipped)."""
+        if row["item_id"] in store.done:
+            return []
+        try:
+            text = row.get(cfg.text_column) if cfg.text_column else cfg.text
+            seq = adapter.read_sequence(row["path"], text=str(text) if text else None,
+                                        **({"stems": row["stems"]} if "stems" in row else {}))
+        except MusicSAEError as exc:
+            skip_unusable(Path(row["path"]), exc.message, cfg.strict, skipped, exc)
+            return []
+        if seq.n_rows > 0:
+            return [(row, seq)]
+        skip_unusable(Path(row["path"]), "no rows", cfg.strict, skipped)
+        return []
+
     with store, progress("Extracting", len(rows)) as bar:
-        for row in rows:
-            if row["item_id"] not in store.done:
-                try:
-                    text = row.get(cfg.text_column) if cfg.text_column else cfg.text
-                    seq = adapter.read_sequence(row["path"], text=str(text) if text else None,
-                                                **({"stems": row["stems"]} if "stems" in row else {}))
-                except MusicSAEError as exc:
-                    skip_unusable(Path(row["path"]), exc.message, cfg.strict, skipped, exc)
-                    seq = None
-                if seq is not None and seq.n_rows > 0:
-                    pending.append((row, seq))
-                elif seq is not None:
-                    skip_unusable(Path(row["path"]), "no rows", cfg.strict, skipped)
-                if len(pending) == cfg.batch_size:
-                    run(pending)
-                    pending = []
-            bar.advance()
-        if pending:
-            run(pending)
+        in_batches(rows, read, cfg.batch_size, run, bar)
         stats, skipped, n_items, n_rows = store.finish(stats, skipped, lambda s: _nothing(source, s))
     elapsed = time.perf_counter() - started
     return {"store": str(out), "hookpoints": hookpoints, "items_written": stats["items"],

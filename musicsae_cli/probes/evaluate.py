@@ -9,17 +9,55 @@ baseline of the probe's training data (its majority class, or its mean target). 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..artifacts import check_output, check_replaceable, new_manifest, staged_directory, write_json
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import ABSENT, Result, internal
 from .model import ProbeSet
+from .train import table_lines
 
 log = logging.getLogger("musicsae")
 EVAL_KIND = "probe_evaluation"
+
+
+@dataclass(kw_only=True)
+class ProbeEvaluation(Result):
+    """What `probe evaluate` reports: mean predictions per hookpoint and, on a labelled store, the metrics."""
+
+    evaluation: str = internal()  # the evaluation folder (the command's output)
+    probes: str
+    store: str
+    task: str
+    label: str
+    label_column: str | None
+    pooling: str
+    samples: int
+    where: list[str]
+    stream: dict | None
+    missing_labels: Any
+    sampled_from_rows: int | None
+    mean_probabilities: dict[str, dict[str, float]] = ABSENT  # classification
+    mean_prediction: dict[str, float] = ABSENT  # regression
+    unknown_labels: dict = ABSENT  # with labels: values the probes do not know, and their counts
+    labelled_samples: int = ABSENT
+    best: dict = ABSENT
+    layers: list[dict] = ABSENT
+
+    def lines(self) -> list[str]:
+        lines = [self.evaluation, f"{self.samples} samples predicted ({self.pooling} pooling)"]
+        for hp, probs in (self.get("mean_probabilities") or {}).items():
+            lines.append(f"  {hp}: " + ", ".join(f"{c} {p:.3f}" for c, p in probs.items()))
+        for hp, value in (self.get("mean_prediction") or {}).items():
+            lines.append(f"  {hp}: mean prediction {value:.4g}")
+        if self.get("layers"):
+            lines += [f"metrics on {self.labelled_samples} labelled samples:", *table_lines(self.layers, self.best)]
+        return lines
 
 
 def check_compatible(probes: ProbeSet, store, allow_other_model: bool = False) -> None:
@@ -39,7 +77,7 @@ def check_compatible(probes: ProbeSet, store, allow_other_model: bool = False) -
 
 def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | Path, *, where: list[str] | None = None,
                     label: str | None = None, allow_other_model: bool = False, max_rows: int | None = None,
-                    overwrite: bool = False, progress: ProgressFactory = no_progress) -> dict:
+                    overwrite: bool = False, progress: ProgressFactory = no_progress) -> ProbeEvaluation:
     """Predict every sample of a store with saved probes; metrics when the store has the label column."""
     from ..config import check_max_rows
     from ..store import ActivationStore
@@ -103,7 +141,7 @@ def evaluate_probes(probes_path: str | Path, store_path: str | Path, out: str | 
         write_json(stage / "manifest.json", new_manifest(EVAL_KIND, 1, {"where": list(where or []),
                                                                        "label": column, "max_rows": max_rows},
                                                          **{k: v for k, v in result.items() if k != "layers"}))
-    return result
+    return ProbeEvaluation(**result)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

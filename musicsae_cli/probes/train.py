@@ -20,21 +20,80 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..artifacts import check_output, check_replaceable, new_manifest, staged_directory, write_config
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, internal
 from .config import ProbeConfig
 from .model import FORMAT_VERSION, KIND, ProbeSet
 
 log = logging.getLogger("musicsae")
 
 
+def _num(value) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def table_lines(layers: list[dict], best: dict) -> list[str]:
+    """The per-layer metric table (beside its baseline and control) and the best layer, as printed."""
+    key = best["metric"]
+    lines = []
+    for row in layers:
+        extra = "".join(f"  {name} {_num(row[f'{name}_{key}'])}" for name in ("baseline", "control")
+                        if f"{name}_{key}" in row)
+        spread = f" ± {_num(row[f'{key}_std'])}" if row.get(f"{key}_std") is not None else ""
+        lines.append(f"  {row['hookpoint']}: {key} {_num(row[key])}{spread}{extra}")
+    lines.append(f"best: {best['hookpoint']} ({key} {_num(best['value'])})"
+                 + (f"; {best['undefined']}" if best.get("undefined") else ""))
+    return lines
+
+
+@dataclass(kw_only=True)
+class ProbeTrainResult(Result):
+    """What `probe train` reports: the split, per-layer metrics and the best layer (--json: timing_s is printed
+    last, as phase_elapsed_s)."""
+
+    probes: str = internal()  # the probes folder (the command's output)
+    store: str
+    task: str
+    label: str
+    loss: str
+    pooling: str
+    classes: list[str]
+    class_counts: dict[str, int] | None
+    split: dict
+    where: list[str]
+    stream: dict | None
+    missing_labels: Any
+    sampled_from_rows: int | None
+    best: dict
+    hookpoints: list[str]
+    iterations: int
+    converged: bool | None
+    bytes_read: int
+    timing_s: dict[str, float] = internal()
+    layers: list[dict]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "phase_elapsed_s": self.timing_s}
+
+    def lines(self) -> list[str]:
+        s = self.split
+        head = [self.probes, f"{self.task} probes for '{self.label}' on {len(self.hookpoints)} hookpoint(s) "
+                f"({self.pooling} pooling, {s['samples']} samples, {s['groups']} groups; "
+                + (f"{s['folds']}-fold by {s['column']})" if s["folds"] else
+                   f"test {s['test_samples']} samples of {s['test_groups']} {s['column']}s)")]
+        return head + table_lines(self.layers, self.best)
+
+
 def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, overwrite: bool = False,
-                 progress: ProgressFactory = no_progress) -> dict:
+                 progress: ProgressFactory = no_progress) -> ProbeTrainResult | None:
     """Train one probe per hookpoint of `cfg` on a store; returns the summary (per-layer metrics included); on
     ranks other than 0 of a distributed run, None (rank 0 writes and reports)."""
     from .. import distributed
@@ -119,13 +178,13 @@ def train_probes(store_path: str | Path, out: str | Path, cfg: ProbeConfig, over
         write_config(stage, {"store": str(store_path), **cfg.model_dump(mode="json")})
         write_report(stage, cfg.task, table, summary)
         write_split(stage / "split.csv", data, fold_of if cfg.folds else np.where(test0, "test", "train"))
-    return {"probes": str(out), "store": str(store_path), **summary, "hookpoints": hookpoints,
-            "iterations": fitted.iterations,
-            "converged": fitted.iterations < cfg.max_iter if cfg.optimizer == "lbfgs" else None,
-            "bytes_read": data.bytes_read,
-            "timing_s": {"read": round(read_s, 3), "fit": round(fit_s, 3),
-                         "total": round(time.perf_counter() - start, 3)},
-            "layers": table}
+    return ProbeTrainResult(probes=str(out), store=str(store_path), **summary, hookpoints=hookpoints,
+                            iterations=fitted.iterations,
+                            converged=fitted.iterations < cfg.max_iter if cfg.optimizer == "lbfgs" else None,
+                            bytes_read=data.bytes_read,
+                            timing_s={"read": round(read_s, 3), "fit": round(fit_s, 3),
+                                      "total": round(time.perf_counter() - start, 3)},
+                            layers=table)
 
 
 def write_split(path: Path, data, side: np.ndarray) -> None:
