@@ -2,9 +2,9 @@
 while keeping the SAE's reconstruction error. Each edit takes (h, ctx) and applies only at the positions its
 schedule selects and to the rows of its generation stream.
 
-Latent edits never replace h by the SAE reconstruction (the prior tools' defect, which degraded audio):
-h' = h + decode(f') - decode(f) = h + ((f' - f) @ W_dec) / norm_scale, summed over the edited latents only, so
-h' = x_hat(f') + (h - x_hat(f)) and an edit that changes no latent returns h exactly.
+Latent edits never replace h by the SAE reconstruction (that would add the SAE's reconstruction error to every
+frame, which degrades the audio): h' = h + decode(f') - decode(f) = h + ((f' - f) @ W_dec) / norm_scale, summed
+over the edited latents only, so h' = x_hat(f') + (h - x_hat(f)) and an edit that changes no latent returns h exactly.
 """
 
 from __future__ import annotations
