@@ -277,7 +277,9 @@ def test_compare_plot(tmp_path):
 
 
 def test_separation_cv_and_projection(tmp_path):
-    from musicsae_cli.analysis.separation import Label, _plot_cv, _plot_embedding
+    from musicsae_cli.analysis.separation_data import Label
+    from musicsae_cli.analysis.separation_plots import _plot_embedding
+    from musicsae_cli.analysis.separation_plots import plot_cv as _plot_cv
 
     def score(v):
         return {"mean": v, "std": 0.05}

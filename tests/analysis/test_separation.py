@@ -11,7 +11,8 @@ import scipy.sparse as sp
 
 from musicsae_cli.analysis.config import SeparationConfig
 from musicsae_cli.analysis.latent_stats import latent_stats
-from musicsae_cli.analysis.separation import separation, stratified_sample
+from musicsae_cli.analysis.separation import separation
+from musicsae_cli.analysis.separation_data import stratified_sample
 
 WIDTH = 96
 CLASSES = ("C", "E", "G")
@@ -210,7 +211,7 @@ def test_cli_json_and_bad_input(runner, app, latent_store, tmp_path):
 
 @pytest.mark.parametrize("how", ["mean", "max"])
 def test_item_pooling_equals_numpy_for_sparse_and_dense(how):
-    from musicsae_cli.analysis.separation import _pool
+    from musicsae_cli.analysis.separation_data import _pool
 
     rng = np.random.default_rng(0)
     d = ((rng.random((50, 7)) < 0.3) * rng.normal(size=(50, 7))).astype(np.float32)  # negatives and zeros
@@ -225,8 +226,8 @@ def test_item_pooling_equals_numpy_for_sparse_and_dense(how):
 
 def test_grouped_folds_keep_every_class_on_each_training_side():
     """A greedy stratified group split can leave a class out of a training side; another seed is taken then."""
-    from musicsae_cli.analysis.separation import grouped_folds
     from musicsae_cli.errors import InputError
+    from musicsae_cli.probes.splits import grouped_folds
 
     y = np.repeat(np.arange(3), 8)  # 3 classes, each in 2 groups of 4 rows, sizes uneven across classes
     groups = np.repeat(np.arange(6), 4)
