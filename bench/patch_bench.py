@@ -65,7 +65,8 @@ def random_probe(root: Path, hookpoint: str, width: int) -> Path:
 
 def bench(name: str, adapter, cfg_kw: dict, pairs: Path, repeats: int) -> None:
     from musicsae_cli.analysis.config import PatchConfig
-    from musicsae_cli.analysis.patch import Metric, patch
+    from musicsae_cli.analysis.patch import patch
+    from musicsae_cli.analysis.patch_metric import Metric
     from musicsae_cli.analysis.patch_pairs import read_pairs
 
     cfg = PatchConfig(model=adapter.model_id, ablations=[], **cfg_kw)

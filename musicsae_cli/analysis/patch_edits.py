@@ -12,13 +12,18 @@ A `PatchEdit` replaces batch row j of a pass with its own source, so several pat
 time window) share one forward pass; recorded sources are replayed call by call (the k-th call of the patched
 run gets the k-th call of the recorded run), so any family with the intervene capability is patched alike. A
 window restricts the edit to a span of the input's positions; the rest of the row is left as it is.
+
+`Subspaces` picks the subspace of each hookpoint from the config (the probe's direction depends on the pair's
+class), and `Statistics` holds the means over the pairs that mean ablations and difference-of-means directions use.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
+from .config import PatchConfig
+from .patch_metric import load_sae_checked
 
 
 class Unbatched(Exception):
@@ -154,3 +159,65 @@ class PatchEdit:
             out[j:j + 1] = new
         self.i += 1
         return out
+
+
+class Subspaces:
+    """What each hookpoint's patch replaces (cfg.subspace), for a pair's target class."""
+
+    def __init__(self, cfg: PatchConfig, adapter, hookpoints: list[str], probes):
+        self.kind, self.hookpoints, self.probes, self.cache = cfg.subspace, hookpoints, probes, {}
+        self.mean_diff: dict = {}
+        if self.kind == "latents":
+            sae_path = cfg.patch_sae or cfg.sae
+            if not sae_path or not cfg.patch_latents:
+                raise InputError("subspace latents needs an SAE (--set patch_sae=SAE, or --sae) and "
+                                 "--set 'patch_latents=[N,...]'", "name the SAE and the latents to patch")
+            self.sae, hp = load_sae_checked(sae_path, cfg.patch_latents, adapter, cfg.allow_other_model)
+            others = [h for h in hookpoints if h != hp]
+            if others:
+                raise UsageError(f"SAE latents can only be patched at the SAE's hookpoint {hp}, not "
+                                 f"{', '.join(others)}", f"pass --hookpoint {hp}")
+            self.latents = list(cfg.patch_latents)
+        elif self.kind == "direction" and cfg.direction_from == "probe":
+            if probes is None:
+                raise InputError("subspace direction from a probe needs --probe PROBES",
+                                 "or --set direction_from=mean_diff")
+            missing = [h for h in hookpoints if h not in probes.hookpoints]
+            if missing:
+                raise UsageError(f"no probe at {', '.join(missing)} for the direction (probes at: "
+                                 f"{', '.join(probes.hookpoints)})", "patch hookpoints the probes were trained on")
+        self.direction_from = cfg.direction_from
+
+    @property
+    def needs_means(self) -> bool:
+        return self.kind == "direction" and self.direction_from == "mean_diff"
+
+    def of(self, hookpoint: str, target: str | None):
+        key = (hookpoint, target if self.direction_from == "probe" else None)
+        if key not in self.cache:
+            if self.kind == "full":
+                self.cache[key] = Full()
+            elif self.kind == "latents":
+                self.cache[key] = Latents(self.sae, self.latents)
+            elif self.direction_from == "probe":
+                self.cache[key] = Direction(self.probes.direction(hookpoint, target))
+            else:
+                self.cache[key] = Direction(self.mean_diff[hookpoint])
+        return self.cache[key]
+
+
+class Statistics:
+    """Per hookpoint over every row of the pairs: the mean clean activation (mean ablation; for latents, the
+    latents' means) and the mean corrupt one (difference-of-means directions). One pass per side needed."""
+
+    def __init__(self):
+        self.sums: dict = {}
+        self.counts: dict = {}
+
+    def add(self, key, values) -> None:
+        flat = values.reshape(-1, values.shape[-1]).double()
+        self.sums[key] = flat.sum(dim=0) + (self.sums[key] if key in self.sums else 0)
+        self.counts[key] = self.counts.get(key, 0) + flat.shape[0]
+
+    def mean(self, key):
+        return (self.sums[key] / self.counts[key]).float()
