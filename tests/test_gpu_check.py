@@ -24,6 +24,7 @@ def run_check(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
     return proc, json.loads(out.read_text()) if out.exists() else {}
 
 
+@pytest.mark.slow
 def test_small_cpu_run_prints_every_phase_with_real_figures(tmp_path):
     proc, figures = run_check(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -56,6 +57,7 @@ def test_small_cpu_run_prints_every_phase_with_real_figures(tmp_path):
     assert 0.0 <= probe["best_value"] <= 1.0
 
 
+@pytest.mark.slow
 def test_a_failing_phase_is_reported_and_the_others_still_run(tmp_path):
     # More rows per SAE batch than the store holds: the sae service refuses; probe runs after it.
     proc, figures = run_check(tmp_path, "--phases", "extract,sae,probe", "--sae-batch", "100000")
@@ -68,6 +70,7 @@ def test_a_failing_phase_is_reported_and_the_others_still_run(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.slow
 def test_without_cuda_it_says_so_and_runs_nothing(tmp_path):
     proc = subprocess.run(["bash", str(WRAPPER), "--device", "cuda", "--json", str(tmp_path / "f.json")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -51,6 +51,7 @@ def audit(fig) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # the helpers
+@pytest.mark.slow
 def test_importing_the_modules_does_not_import_matplotlib():
     code = ("import sys, musicsae_cli.plotting, musicsae_cli.probes.report, musicsae_cli.sae.report, "
             "musicsae_cli.steering.report, musicsae_cli.analysis.features, musicsae_cli.analysis.sensitivity; "
@@ -171,6 +172,7 @@ def _sae_run(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_sae_curves_and_density(tmp_path):
     from musicsae_cli.sae.report import write_report
 
@@ -194,6 +196,7 @@ def test_sae_curves_and_density(tmp_path):
     assert density.axes[0].get_legend() is not None
 
 
+@pytest.mark.slow
 def test_sae_constant_l0_gets_a_fixed_range(tmp_path):
     from musicsae_cli.sae.report import write_report
 

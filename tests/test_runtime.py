@@ -32,6 +32,7 @@ def test_dtypes_and_seed():
     assert torch.equal(a, torch.rand(3))
 
 
+@pytest.mark.slow
 def test_bf16_model_into_bf16_store(concept_set, tmp_path):
     from musicsae_cli.extract.audio import extract_audio
     from musicsae_cli.extract.config import ExtractConfig

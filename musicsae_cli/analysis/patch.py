@@ -17,7 +17,7 @@ A metric is read from each run:
   latent    an SAE latent's mean activation at the SAE's hookpoint (the mean of several latents)
   outputs   the model's own outputs (capability `outputs`, e.g. CREPE's pitch activations): minus their distance
             to the clean run's outputs, so the clean run scores 0
-  loss      the model's own loss (capability `loss`, e.g. MusicGen): the mean log-probability of the clean input's
+  loss      the model's own loss (capability `loss`, a token model's): the mean log-probability of the clean input's
             next tokens, so a corrupt prompt or input that makes them less likely lowers it
 
 The effect of an intervention is normalised by the pair's clean - corrupt gap: patching clean -> corrupt reports

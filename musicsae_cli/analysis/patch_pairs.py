@@ -4,7 +4,7 @@ A pairs file (CSV or JSONL) has one row per pair; paths are relative to the file
 
   clean, corrupt            two inputs: audio files (audio families) or sequence files (MIDI, codes: families
                             that read sequences); the corrupt input differs in what the experiment asks about
-  clean_text, corrupt_text  two text prompts for a text-conditioned model (MusicGen); with them, `input` (or
+  clean_text, corrupt_text  two text prompts for a text-conditioned model; with them, `input` (or
                             clean/corrupt) is the audio both prompts are teacher-forced on
   text                      one prompt for both sides
   target, pair_id           the probe class the metric reads, and a name for the pair

@@ -84,9 +84,11 @@ class SAETrainConfig(BaseModel):
     def _known_architecture(cls, value: str) -> str:
         if value in BUILT_IN or value == "dictionary_learning":
             return value
-        from .architectures import architecture_class  # imports torch: only for a name not built in
+        from .architectures import ARCHITECTURES  # imports torch: only for a name not built in
 
-        architecture_class(value)  # ConfigError naming the registered architectures
+        if value not in ARCHITECTURES:
+            raise ConfigError(f"unknown SAE architecture {value!r}",
+                              f"use one of {', '.join([*ARCHITECTURES, 'dictionary_learning'])}")
         return value
 
     @model_validator(mode="after")

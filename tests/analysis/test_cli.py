@@ -14,6 +14,7 @@ def patched(monkeypatch, tiny_adapter):
     monkeypatch.setattr(models, "load_adapter", lambda *a, **k: tiny_adapter)
 
 
+@pytest.mark.slow
 def test_cli_json_writes_all_files_and_refuses_existing(runner, app, patched, concept_set, tmp_path):
     out = tmp_path / "sens"
     args = ["analyze", "sensitivity", str(concept_set), "-o", str(out), "--model", "tiny-musicgen", "--max-items",

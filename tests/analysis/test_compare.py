@@ -72,6 +72,7 @@ def _loop_mean_cos(xs, ys=None) -> float:
     return sum(values) / len(values)
 
 
+@pytest.mark.slow
 def test_shifted_layer_separates_and_the_direction_is_the_shift(shifted, shifted_result):
     r0, r1 = shifted_result.rows["layers.0"], shifted_result.rows["layers.1"]
     assert shifted_result.res["hookpoints"] == ["layers.0", "layers.1"]  # the CSR latents are left out
@@ -98,6 +99,7 @@ def test_shifted_layer_separates_and_the_direction_is_the_shift(shifted, shifted
     assert np.linalg.norm(d0) == pytest.approx(SHIFT, rel=0.1)
 
 
+@pytest.mark.slow
 def test_numbers_match_an_independent_recomputation(shifted, shifted_result):
     xa, xb = shifted.pooled["a"]["layers.0"], shifted.pooled["b"]["layers.0"]
     row = shifted_result.rows["layers.0"]
@@ -118,6 +120,7 @@ def test_numbers_match_an_independent_recomputation(shifted, shifted_result):
     assert row["cos_ab_std"] == pytest.approx(float(np.std(cross)), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_outputs_are_complete_and_self_describing(shifted_result):
     out = shifted_result.out
     assert {p.name for p in out.iterdir()} == FILES
@@ -133,6 +136,7 @@ def test_outputs_are_complete_and_self_describing(shifted_result):
     assert manifest["kind"] == "compare" and manifest["n_a"] == N_PER_SET
 
 
+@pytest.mark.slow
 def test_frame_pooling_with_a_seeded_subsample(shifted, tmp_path):
     cfg = CompareConfig(label="kind", a="a", b="b", pooling="frame", max_samples=50, n_permutations=100,
                         hookpoints=["layers.0"])
@@ -157,6 +161,7 @@ def test_exact_permutation_test_of_small_sets():
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_store_mode_cli_on_the_concept_store(runner, app, tiny_store, tiny_adapter, tmp_path):
     out = tmp_path / "cmp"
     args = ["analyze", "compare", str(tiny_store), "--contrast", "concept=notes:tempos", "-o", str(out),
@@ -183,6 +188,7 @@ def test_store_mode_cli_on_the_concept_store(runner, app, tiny_store, tiny_adapt
     assert "layers.3:" in human.stdout and "directions.safetensors" in human.stdout and "p=n/a" in human.stdout
 
 
+@pytest.mark.slow
 def test_prompt_mode_cli_generates_both_sets_and_compares_the_cond_stream(runner, app, monkeypatch, tiny_adapter,
                                                                           tmp_path):
     import musicsae_cli.models as models
@@ -225,6 +231,7 @@ def test_prompt_mode_cli_generates_both_sets_and_compares_the_cond_stream(runner
     (["--contrast", "concept=notes:tempos", "--prompt-a", "x"], "not both"),
     (["--contrast", "concept=notes:tempos", "--hookpoint", "layer.9"], "hookpoint 'layer.9' is not in the store"),
 ])
+@pytest.mark.slow
 def test_bad_store_input_is_refused(runner, app, tiny_store, tmp_path, extra, message):
     out = tmp_path / "cmp"
     result = runner.invoke(app, ["analyze", "compare", str(tiny_store), "-o", str(out), *extra])
@@ -234,6 +241,7 @@ def test_bad_store_input_is_refused(runner, app, tiny_store, tmp_path, extra, me
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sparse_hookpoints_are_refused(runner, app, shifted, tmp_path):
     out = tmp_path / "cmp"
     result = runner.invoke(app, ["analyze", "compare", str(shifted.path), "--contrast", "kind=a:b", "--hookpoint",

@@ -38,6 +38,7 @@ def _compare(store, out, **kw):
     return compare(store, out, cfg)
 
 
+@pytest.mark.slow
 def test_windows_of_a_track_are_not_independent_evidence(tmp_path):
     tracks = {f"t{i}": "a" if i < 4 else "b" for i in range(8)}  # 4 vs 4 tracks of 10 windows, no real difference
     store = write_track_store(tmp_path / "store", tracks)
@@ -82,6 +83,7 @@ def test_one_sample_per_group_is_the_item_test():
         assert exact == plain_exact and np.array_equal(grouped, plain)
 
 
+@pytest.mark.slow
 def test_tracks_in_both_sets_are_shuffled_within_and_few_permutations_warn(tmp_path, caplog):
     tracks = {"t0": "a", "t1": "a", "t2": "b", "t3": "b", "t4": "a"}
     store = write_track_store(tmp_path / "store", tracks, windows=4, both=("t4",))
@@ -102,6 +104,7 @@ def test_tracks_in_both_sets_are_shuffled_within_and_few_permutations_warn(tmp_p
     assert "smallest p-value is 0.17" in caplog.text
 
 
+@pytest.mark.slow
 def test_frame_pooling_moves_frames_of_a_track_together_and_bad_column_is_refused(tmp_path):
     tracks = {f"t{i}": "a" if i < 4 else "b" for i in range(8)}
     store = write_track_store(tmp_path / "store", tracks, windows=4)
@@ -146,6 +149,7 @@ def test_the_permutation_test_reports_progress(tmp_path):
     assert task[1] == 1 * (1 + 3) and task[2] == task[1]  # 300 permutations in 3 chunks of 128, plus the cosines
 
 
+@pytest.mark.slow
 def test_separation_reports_its_long_phases(tmp_path):
     from musicsae_cli.analysis.config import SeparationConfig
     from musicsae_cli.analysis.separation import separation

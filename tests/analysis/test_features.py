@@ -145,6 +145,7 @@ def dashboard(synth, tmp_path_factory) -> tuple[Path, dict]:
     return out, json.loads(res.stdout)
 
 
+@pytest.mark.slow
 def test_dashboard_matches_the_construction(synth, dashboard):
     out, res = dashboard
     feats = json.loads((out / "features.json").read_text())
@@ -180,6 +181,7 @@ def test_dashboard_matches_the_construction(synth, dashboard):
     assert (out / "config.yaml").is_file() and feats["config"]["top_k"] == 4 and feats["seed"] == 0
 
 
+@pytest.mark.slow
 def test_audio_clips_come_from_the_right_file_and_time(synth, dashboard):
     out, _ = dashboard
     feats = json.loads((out / "features.json").read_text())
@@ -207,6 +209,7 @@ def test_audio_clips_come_from_the_right_file_and_time(synth, dashboard):
     assert page.count("audio unavailable: audio file not found") == 2 and page.count("<audio ") == 2
 
 
+@pytest.mark.slow
 def test_position_feature_is_flagged_with_marked_spectrograms(synth, tmp_path):
     """POSITION_LATENT's top frames all sit at frame 0: flagged in features.json, index.html and its page; every
     clip gets a spectrogram PNG with the frame marked where it sits in the clip."""
@@ -265,6 +268,7 @@ def test_spectrogram_of_a_sine_peaks_at_its_frequency():
     assert np.all(silent == -80.0)
 
 
+@pytest.mark.slow
 def test_pages_list_informative_labels_and_hide_empty_columns(dashboard):
     """Co-occurring values are listed only with lift >= min_lift on >= min_lift_frames active frames (all of
     them stay in features.json with a `listed` flag); label columns missing on every top frame are hidden."""
@@ -296,6 +300,7 @@ def test_pages_list_informative_labels_and_hide_empty_columns(dashboard):
     assert f"{feats['run']} &middot; {HP} &middot; relu SAE" in page_d and feats["architecture"] == "relu"
 
 
+@pytest.mark.slow
 def test_selection_rules(synth, tmp_path):
     lat = synth["latents"]
     count = (lat > 0).sum(axis=0)
@@ -323,6 +328,7 @@ def test_selection_rules(synth, tmp_path):
     assert json.loads((tmp_path / "random1" / "features.json").read_text())["selection"]["seed"] == 3
 
 
+@pytest.mark.slow
 def test_item_view_matches_numpy(synth, tmp_path):
     res = _invoke([synth["store"], "--sae", synth["sae"], "-o", tmp_path / "item", "--item", "item3", "--json"])
     assert res.exit_code == 0, res.output
@@ -345,6 +351,7 @@ def test_item_view_matches_numpy(synth, tmp_path):
     assert human.exit_code == 0 and "frame     0: 5 (" in human.stdout
 
 
+@pytest.mark.slow
 def test_latent_store_reads_the_stored_latents(synth, tmp_path):
     from typer.testing import CliRunner
 
@@ -368,6 +375,7 @@ def test_latent_store_reads_the_stored_latents(synth, tmp_path):
     (["--latent", "1", "--select", "density", "--top", "3"], "choose one latent selection"),
     (["--label", "gain_db", "--set", "max_label_values=4"], "more than max_label_values=4"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_refused(synth, tmp_path, extra, message):
     out = tmp_path / "out"
     res = _invoke([synth["store"], "--sae", synth["sae"], "-o", out, *extra])
@@ -375,6 +383,7 @@ def test_bad_input_is_refused(synth, tmp_path, extra, message):
     assert message in res.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_raw_activations_and_existing_output_are_refused(synth, tmp_path):
     raw = _invoke([synth["store"], "-o", tmp_path / "raw"])
     assert raw.exit_code == 2 and "not SAE latents" in raw.stderr
@@ -386,6 +395,7 @@ def test_raw_activations_and_existing_output_are_refused(synth, tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_tiny_preset_on_the_concept_store(tiny_store, tmp_path):
     """The features-tiny preset on real extracted audio: clips cut from the concept files at their rate."""
     import torch
@@ -432,6 +442,7 @@ def _browser(chromium: str, tmp_path: Path, page: Path, *extra: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_pages_render_and_audio_decodes_in_chromium(dashboard, tmp_path):
     chromium = _chromium()
     out, _ = dashboard

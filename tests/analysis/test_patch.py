@@ -94,6 +94,7 @@ def _exact_sae(folder, model: str, width: int = 8, hook: str = "carrier"):
     return folder
 
 
+@pytest.mark.slow
 def test_time_windows_add_up_and_batched_runs_match_one_by_one(runner, app, planted, tmp_path):
     """Metric: an exact SAE's latent 0 at the carrier, a mean over rows, so each window restores its own share."""
     sae = _exact_sae(tmp_path / "sae", str(planted / "planted.ts"))
@@ -122,6 +123,7 @@ def test_time_windows_add_up_and_batched_runs_match_one_by_one(runner, app, plan
     assert res["windows"]["forward_passes"] == 3 * (2 + 2) and res["windows"]["patched_runs"] == 30
 
 
+@pytest.mark.slow
 def test_sae_latents_and_direction_subspaces(runner, app, planted, tmp_path):
     """All latents of an exact SAE restore what the whole activation does; so does the one direction a rank-1
     carrier varies along (found as the difference of the clean and corrupt means)."""
@@ -191,6 +193,7 @@ def test_latent_patch_keeps_the_sae_error_term():
     np.testing.assert_allclose(got, x + decode(f_new) - decode(f), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_prompt_pairs_and_the_model_loss_on_musicgen(runner, app, tiny_dir, tmp_path):
     """Two prompts over one teacher-forced clip: patching the last decoder layer carries everything the prompt
     changed in the loss; batched passes give what one-by-one passes give."""
@@ -249,6 +252,7 @@ def test_sequence_pairs_on_a_symbolic_transformer(runner, app, tmp_path):
     assert not (tmp_path / "uneven").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_one_line_each(runner, app, planted, tmp_path):
     model = str(planted / "planted.ts")
     (tmp_path / "bad.csv").write_text("a,b\nx.wav,y.wav\n")

@@ -29,6 +29,7 @@ def _rows(res, name):
     return [r for r in res["summary"] if r["perturbation"] == name]
 
 
+@pytest.mark.slow
 def test_identity_control_is_zero_at_every_layer(result):
     _, res = result
     rows = _rows(res, "identity")
@@ -37,6 +38,7 @@ def test_identity_control_is_zero_at_every_layer(result):
         assert r["rel_change_mean"] < 1e-6 and r["cos_distance_mean"] < 1e-6, r
 
 
+@pytest.mark.slow
 def test_pitch_shift_changes_more_than_identity_and_tiny_gain(result):
     _, res = result
     by_layer = {(r["perturbation"], r["hookpoint"]): r["rel_change_mean"] for r in res["summary"]}
@@ -48,6 +50,7 @@ def test_pitch_shift_changes_more_than_identity_and_tiny_gain(result):
         assert cos[("pitch", hp)] > cos[("gain", hp)]
 
 
+@pytest.mark.slow
 def test_tempo_uses_pooled_comparison_and_says_so(result):
     out, res = result
     assert all(r["comparison"] == "pooled" for r in _rows(res, "tempo"))
@@ -58,6 +61,7 @@ def test_tempo_uses_pooled_comparison_and_says_so(result):
     assert all(int(r["frames_perturbed"]) > int(r["frames_original"]) + 1 for r in tempo)  # rate 0.8 lengthens
 
 
+@pytest.mark.slow
 def test_confidence_intervals_contain_the_mean_and_by_values_are_reported(result):
     out, res = result
     summary = json.loads((out / "summary.json").read_text())
@@ -88,6 +92,7 @@ def test_by_column_never_reuses_a_field_name():
     assert by_column("label") == "by_label" and by_column("rel_change_mean") == "by_rel_change_mean"
 
 
+@pytest.mark.slow
 def test_breakdown_plot_per_perturbation(result):
     """With --by: one extra PNG per perturbation, a panel per setting, a line (with CI band) per value plus all
     clips, every panel on the same non-negative y range, titled with the output name."""
@@ -121,6 +126,7 @@ def test_breakdown_plot_per_perturbation(result):
     assert ident.get_ylim() == pytest.approx((0.0, 0.01))  # float noise on a fixed range, not auto-zoomed
 
 
+@pytest.mark.slow
 def test_outputs_written(result):
     out, res = result
     names = {p.name for p in out.iterdir()}
@@ -131,6 +137,7 @@ def test_outputs_written(result):
         assert "concept" in csv.DictReader(fh).fieldnames
 
 
+@pytest.mark.slow
 def test_relative_change_is_scale_free_and_matches_numpy(concept_set, tiny_adapter):
     from musicsae_cli.audio.io import load_audio
     from musicsae_cli.audio.manifest import load_dataset
@@ -191,6 +198,7 @@ def test_presets_resolve():
     assert resolve_config(SensitivityConfig, "analyze", "sensitivity-tiny").model == "tiny-musicgen"
 
 
+@pytest.mark.slow
 def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app, tmp_path):
     """A clip with NaN/Inf samples is bad input: skipped and listed, the good clip after it analysed; with
     strict: true the command fails naming it."""

@@ -94,6 +94,7 @@ def test_stratified_sample_keeps_class_shares():
     assert stratified_sample(codes, 5000, 0).size == 1000
 
 
+@pytest.mark.slow
 def test_planted_latents_found_and_classified(latent_store, tmp_path):
     cfg = SeparationConfig(labels=["pitch_class", "tempo"], folds=3, **FAST)
     res = separation(latent_store, tmp_path / "out", cfg)
@@ -133,6 +134,7 @@ def test_planted_latents_found_and_classified(latent_store, tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_grouped_folds_do_not_reward_track_leakage(tmp_path):
     """Each track fires its own latent and labels are random per track: frames of one track are trivially
     recognisable, so only folds split by track show the truth (chance level)."""
@@ -182,6 +184,7 @@ def _run(runner, app, *args):
     return runner.invoke(app, ["analyze", "separation", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_cli_json_and_bad_input(runner, app, latent_store, tmp_path):
     out = tmp_path / "cli"
     fast = ["--set", "n_estimators=20", "--set", "measures=[latents, cv]", "--folds", "3"]

@@ -86,6 +86,7 @@ def test_separation_reads_one_stream(generated, tmp_path, caplog, stream):
 
 
 @pytest.mark.parametrize("stream", [None, "uncond"])
+@pytest.mark.slow
 def test_features_reads_one_stream(generated, tmp_path, caplog, stream):
     where = [] if stream is None else [f"stream={stream}"]
     cfg = FeaturesConfig(hookpoint="layers.0.sae", n=4, top_k=2, where=where, labels=["genre"])

@@ -158,6 +158,7 @@ def test_chunk_of_a_chunk_keeps_the_original_recording_and_times(tmp_path):
     assert rows[5]["item_id"] == "a/00001/00001" and rows[5]["group"] == "a"
 
 
+@pytest.mark.slow
 def test_chunks_feed_extract_with_provenance(tmp_path, tiny_adapter):
     from musicsae_cli.extract.audio import extract_audio
     from musicsae_cli.extract.config import ExtractConfig

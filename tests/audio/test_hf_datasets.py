@@ -99,6 +99,7 @@ def test_dataset_dict_splits_are_listed_and_chosen(runner, app, tmp_path):
     assert [r["item_id"] for r in _rows(tmp_path / "x" / "manifest.csv")] == ["test-000000", "test-000001"]
 
 
+@pytest.mark.slow
 def test_parquet_file_and_hub_layout_folder(runner, app, tmp_path):
     _dataset(3).to_parquet(str(tmp_path / "one.parquet"))
     result = _index(runner, app, tmp_path / "one.parquet", "-o", tmp_path / "a", "--format", "wav", "--limit", 2)

@@ -144,6 +144,7 @@ def test_output_that_is_a_folder_is_refused(runner, app, class_folder, tmp_path)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@pytest.mark.slow
 def test_overwrite_replaces_only_an_unchanged_index_output(runner, app, class_folder, tmp_path, fmt):
     """--overwrite replaces a manifest file only when `data index` wrote it and nobody edited it since."""
     base = ["data", "index", str(class_folder), "--overwrite"]

@@ -72,6 +72,7 @@ def _read(path):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_layout_manifest_channels_and_rates(runner, app, repo, songs, tmp_path):
     out = tmp_path / "stems"
     result = runner.invoke(app, ["data", "split", str(songs), "-o", str(out), "--repo", str(repo), "-m",
@@ -91,6 +92,7 @@ def test_layout_manifest_channels_and_rates(runner, app, repo, songs, tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_stems_equal_apply_model_called_directly(repo, songs, tmp_path):
     mix, _ = _read(songs / "rock" / "one.wav")
     for shifts, seed in ((0, 0), (1, 7)):
@@ -105,6 +107,7 @@ def test_stems_equal_apply_model_called_directly(repo, songs, tmp_path):
     assert "torchaudio" not in sys.modules  # the Demucs modules used here never need it
 
 
+@pytest.mark.slow
 def test_two_stems_is_one_stem_and_the_sum_of_the_others(repo, songs, tmp_path):
     cfg = {"model": "tiny-htdemucs", "repo": str(repo), "shifts": 0, "bit_depth": 32}
     split_dataset(songs, tmp_path / "all", SplitConfig(**cfg))
@@ -117,6 +120,7 @@ def test_two_stems_is_one_stem_and_the_sum_of_the_others(repo, songs, tmp_path):
                                    parts["drums"] + parts["bass"] + parts["other"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bag_of_models_averages_its_members(repo, songs, tmp_path):
     res = split_dataset(songs / "rock" / "one.wav", tmp_path / "bag",
                         SplitConfig(model="tiny-bag", repo=str(repo), shifts=0, bit_depth=32))
@@ -128,6 +132,7 @@ def test_bag_of_models_averages_its_members(repo, songs, tmp_path):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_channels_model_rate_and_format_options(repo, songs, tmp_path):
     cfg = SplitConfig(model="tiny-htdemucs", repo=str(repo), shifts=0, channels="model", sample_rate=16000,
                       format="flac", two_stems="bass", rest_name="rest")
@@ -136,6 +141,7 @@ def test_channels_model_rate_and_format_options(repo, songs, tmp_path):
     assert (info.channels, info.samplerate, info.frames, info.subtype) == (2, 16000, round(0.8 * 16000), "PCM_16")
 
 
+@pytest.mark.slow
 def test_progress_counts_every_segment_pass(repo):
     from musicsae_cli.audio.demucs_models import load_separation_model
 
@@ -148,6 +154,7 @@ def test_progress_counts_every_segment_pass(repo):
         assert len(ends) == _model_calls(model, audio.shape[1], cfg) == expected
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_files_and_redoes_missing_ones(repo, songs, tmp_path, monkeypatch):
     import musicsae_cli.audio.split as split_mod
 
@@ -186,6 +193,7 @@ def test_resume_skips_finished_files_and_redoes_missing_ones(repo, songs, tmp_pa
     assert '"status": "complete"' in (out / "manifest.json").read_text()
 
 
+@pytest.mark.slow
 def test_bad_input(runner, app, repo, songs, tmp_path):
     base = ["data", "split", str(songs), "--repo", str(repo), "-c", "split-tiny"]
     # a model that is not in the repository: list what is there
@@ -240,6 +248,7 @@ def test_save_tiny_demucs_cli_and_real_loader(runner, app, tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_stems_feed_extract_with_provenance(repo, songs, tmp_path, tiny_adapter):
     from musicsae_cli.extract.audio import extract_audio
     from musicsae_cli.extract.config import ExtractConfig
@@ -304,6 +313,7 @@ def test_model_files_are_read_weights_only(runner, app, songs, tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_safetensors_model_in_a_local_repository(repo, songs, tmp_path):
     """The hub's safetensors layout (class and init arguments in the metadata) loads from a local folder too, and
     separates exactly like the .th copy of the same weights."""
@@ -330,6 +340,7 @@ def test_safetensors_model_in_a_local_repository(repo, songs, tmp_path):
         np.testing.assert_allclose(x, y, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_non_finite_audio_is_skipped_and_listed_and_the_next_file_separated(runner, app, repo, tmp_path):
     """A file with NaN/Inf samples is bad input: skipped and listed, the file after it still separated; --strict
     fails naming it."""
@@ -359,6 +370,7 @@ def test_non_finite_audio_is_skipped_and_listed_and_the_next_file_separated(runn
     assert result.stderr.startswith(f"error: {src / 'a_nan.wav'}: non-finite samples (NaN/Inf) at 0.50 s")
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_old_stems_until_the_new_ones_are_complete(repo, songs, tmp_path, interrupt_on_call):
     import musicsae_cli.audio.split as split_mod
 

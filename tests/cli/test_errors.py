@@ -57,6 +57,7 @@ def test_missing_model_directory_is_named_as_such(runner, app, tmp_path, no_hub,
     assert time.perf_counter() - started < FAST_S and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_org_name_with_a_local_org_folder_reads_as_a_path(runner, app, tmp_path, no_hub, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "checkpoints").mkdir()
@@ -81,6 +82,7 @@ def test_hub_id_without_network_fails_in_seconds(runner, app, tmp_path, no_hub):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_hub_id_without_network_loads_a_cached_copy(runner, app, tiny_dir, no_hub):
     snapshot = no_hub / "models--facebook--musicgen-small" / "snapshots" / ("0" * 40)
     shutil.copytree(tiny_dir, snapshot)  # the cache layout huggingface_hub writes (files instead of blob links)
@@ -205,6 +207,7 @@ def _train_args(store: Path, run: Path) -> list[str]:
             "--set", "checkpoint_every=5", "--set", "init_rows=64", "--set", "eval_every=100", "--json"]
 
 
+@pytest.mark.slow
 def test_sae_evaluate_max_rows_0_is_a_config_error(runner, app, small_store, tmp_path):
     trained = runner.invoke(app, _train_args(small_store, tmp_path / "run"))
     assert trained.exit_code == 0, trained.output
@@ -217,6 +220,7 @@ def test_sae_evaluate_max_rows_0_is_a_config_error(runner, app, small_store, tmp
 Usage = namedtuple("Usage", "total used free")
 
 
+@pytest.mark.slow
 def test_checkpoint_without_room_is_one_line_and_the_run_resumes(runner, app, small_store, tmp_path, monkeypatch):
     import musicsae_cli.sae.checkpoint as checkpoint
 

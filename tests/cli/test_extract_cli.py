@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_extract_audio_then_info(runner, app, concept_set, tmp_path):
     out = tmp_path / "store"
@@ -18,6 +20,7 @@ def test_extract_audio_then_info(runner, app, concept_set, tmp_path):
     assert "model: tiny-musicgen" in (out / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_extract_from_saved_model_and_prompts(runner, app, tiny_dir, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("jazz piano\nrock drums\n")
@@ -51,6 +54,7 @@ def test_extract_dry_run_shows_preset(runner, app, tmp_path):
     assert data["model"] == "facebook/musicgen-medium" and data["batch_size"] == 4 and data["window_s"] == 10.0
 
 
+@pytest.mark.slow
 def test_model_save_tiny_and_hookpoints(runner, app, tmp_path):
     out = tmp_path / "tiny"
     result = runner.invoke(app, ["model", "save-tiny", "-o", str(out), "--json"])

@@ -29,6 +29,7 @@ def _command_paths(app) -> list[list[str]]:
     return paths
 
 
+@pytest.mark.slow
 def test_help_on_every_command(runner, app):
     paths = _command_paths(app)
     for expected in (["data", "synth"], ["data", "index"], ["info"], ["extract"], ["model", "save-tiny"],
@@ -70,6 +71,7 @@ sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
     (["musicsae"], {"_MUSICSAE_COMPLETE": "complete_bash", "COMP_WORDS": "musicsae data synth out -c ",
                     "COMP_CWORD": "5"}),
 ])
+@pytest.mark.slow
 def test_help_and_completion_never_import_torch(argv, env):
     proc = subprocess.run([sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=60)

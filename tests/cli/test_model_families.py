@@ -45,6 +45,7 @@ def test_crepe_extracts_resampled_audio_and_records_the_source_rate(runner, app,
     (["-m", "crepe-tiny", "--set", "model_options.sample_rate=8000"], "takes no model options"),
     (["-m", "crepe-tiny", "--family", "rave9"], "unknown model family 'rave9'"),
 ])
+@pytest.mark.slow
 def test_bad_model_inputs_are_one_line_and_write_nothing(runner, app, notes, tmp_path, argv, needle):
     out = tmp_path / "out"
     line = _one_line_error(runner.invoke(app, ["extract", str(notes), "-o", str(out), *argv]))

@@ -127,6 +127,7 @@ def test_output_as_an_argument_still_works_with_a_warning(runner, app, tmp_path)
     assert missing.exit_code == 2 and "missing option '-o' / '--out'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_help_is_plain_shows_defaults_and_examples(runner, app):
     for path, cmd in _commands(app):
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
@@ -194,6 +195,7 @@ def test_preset_completion_offers_only_the_command_s_presets(app):
     assert "tiny" in sweep and "sweep" in sweep
 
 
+@pytest.mark.slow
 def test_every_offered_preset_resolves(runner, app):
     dummies = {"extract": ["src"], "probe": ["store"], "sae": ["store"], "analyze": ["store"], "data": ["src"],
                "steer": [], "model": [], "concept": ["audio"]}

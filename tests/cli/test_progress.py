@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXE = str(Path(sys.executable).parent / "musicsae")
 
 
@@ -31,6 +33,7 @@ def _run_with_tty_stderr(args: list[str]) -> tuple[str, str, int]:
     return stdout, b"".join(chunks).decode(errors="replace"), proc.wait(timeout=120)
 
 
+@pytest.mark.slow
 def test_progress_on_terminal_stderr_only(tmp_path):
     args = ["data", "synth", "-o", str(tmp_path / "ds"), "-c", "synth-small"]
     stdout, terminal, code = _run_with_tty_stderr(args)
@@ -39,6 +42,7 @@ def test_progress_on_terminal_stderr_only(tmp_path):
     assert "Synthesising" not in stdout and stdout.strip().splitlines()[0].endswith("manifest.csv")
 
 
+@pytest.mark.slow
 def test_no_progress_when_quiet_or_json(tmp_path):
     for i, flag in enumerate(["-q", "--json"]):
         stdout, terminal, code = _run_with_tty_stderr(

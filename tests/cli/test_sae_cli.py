@@ -8,6 +8,7 @@ import pytest
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_train_encode_evaluate(runner, app, tiny_store, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(run), "-c", "tiny", "--hookpoint",
@@ -52,7 +53,7 @@ def test_train_encode_evaluate(runner, app, tiny_store, tmp_path):
 def test_sae_bad_input(runner, app, tiny_store, tmp_path):
     unknown = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(tmp_path / "r"), "--architecture",
                                   "gated"])
-    assert unknown.exit_code == 2 and "invalid value for 'architecture'" in unknown.stderr
+    assert unknown.exit_code == 2 and "unknown SAE architecture 'gated'" in unknown.stderr
     preset = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(tmp_path / "r"), "-c", "topkk"])
     assert preset.exit_code == 2 and "did you mean 'topk'" in preset.stderr
     several = runner.invoke(app, ["sae", "train", str(tiny_store), "-o", str(tmp_path / "r"), "-c", "tiny"])
@@ -60,6 +61,7 @@ def test_sae_bad_input(runner, app, tiny_store, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_resume_alone_continues_with_the_saved_settings(runner, app, tiny_store, tmp_path, interrupt_on_call):
     """`sae train RUN --resume` needs no flag typed again; -o creates missing parent folders."""
     import musicsae_cli.sae.loop as loop
@@ -85,6 +87,7 @@ def test_resume_alone_continues_with_the_saved_settings(runner, app, tiny_store,
     assert fresh.exit_code == 2 and "nothing to resume" in fresh.stderr
 
 
+@pytest.mark.slow
 def test_encode_refuses_a_store_of_another_model(runner, app, tiny_store, tmp_path):
     """An SAE applied to another model's activations is refused unless --allow-other-model says it is deliberate."""
     import shutil

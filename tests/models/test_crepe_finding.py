@@ -47,6 +47,7 @@ def pitch(notes):
     return _probe(notes, "crepe-tiny", "pitch_class"), _probe(notes, "crepe-tiny-random", "pitch_class")
 
 
+@pytest.mark.slow
 def test_trained_crepe_reads_pitch_class_across_instruments_far_above_its_random_twin(pitch):
     trained, random = pitch
     for hp in ("block5", "block6"):
@@ -56,6 +57,7 @@ def test_trained_crepe_reads_pitch_class_across_instruments_far_above_its_random
         assert t >= trained[hp]["control_balanced_accuracy"] + 0.6  # the shuffled-label control stays near chance
 
 
+@pytest.mark.slow
 def test_the_first_layer_is_no_such_test(pitch):
     """A random first conv layer is already a filter bank: pitch is linearly readable there with random weights
     too, so only the deep layers tell what training added."""

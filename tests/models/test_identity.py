@@ -22,6 +22,7 @@ def two_dirs(tmp_path, tiny_dir):
     return work
 
 
+@pytest.mark.slow
 def test_one_model_however_its_path_is_spelled(two_dirs, monkeypatch):
     monkeypatch.chdir(two_dirs)
     a = MusicGenAdapter.load("tiny", device="cpu").describe()
@@ -34,6 +35,7 @@ def test_one_model_however_its_path_is_spelled(two_dirs, monkeypatch):
     check_same_model("the probe", moved, a, allow_other=False)  # a moved checkpoint is still that model
 
 
+@pytest.mark.slow
 def test_other_weights_under_the_same_name_are_refused(tmp_path, runner, app):
     from musicsae_cli.models.tiny import save_tiny_musicgen
 
@@ -51,6 +53,7 @@ def test_other_weights_under_the_same_name_are_refused(tmp_path, runner, app):
         check_same_model("the probe", {**first, "hidden_size": 32}, second, allow_other=True)  # never allowed
 
 
+@pytest.mark.slow
 def test_probe_trained_with_one_spelling_steers_with_another(two_dirs, concept_set, runner, app, monkeypatch):
     """The issue's case: extract and probe with --model tiny, then steer with --model ../work/tiny elsewhere."""
     monkeypatch.chdir(two_dirs)
@@ -70,6 +73,7 @@ def test_probe_trained_with_one_spelling_steers_with_another(two_dirs, concept_s
     assert evaluated.exit_code == 0, evaluated.output
 
 
+@pytest.mark.slow
 def test_resume_from_another_working_directory(two_dirs, concept_set, monkeypatch, interrupt_on_call):
     """An interrupted extract resumes from another folder with its paths spelled relative to there."""
     from musicsae_cli.extract.audio import extract_audio

@@ -366,6 +366,7 @@ def test_extract_midi_folder_through_the_cli(tmp_path):
     np.testing.assert_allclose(store.read_rows("layers.1", rows), ref, atol=2e-3, rtol=2e-3)  # float16 store
 
 
+@pytest.mark.slow
 def test_feature_dashboard_draws_piano_rolls_for_events(tmp_path):
     """An SAE on MMT rows: the dashboard shows the notes around each top event (no audio to cut)."""
     import json

@@ -43,6 +43,7 @@ def test_tiny_model_is_self_consistent(tiny_adapter):
     assert tiny_adapter.frame_rate == 50.0 and tiny_adapter.hop_length == 640
 
 
+@pytest.mark.slow
 def test_different_audio_gives_different_codes(tiny_adapter):
     a, b = tiny_adapter.encode([_tone(220, 1.0), _tone(1760, 1.0)])
     assert a.shape == (4, 50)
@@ -70,6 +71,7 @@ def test_residuals_equal_the_models_hidden_states(tiny_adapter, text):
         assert acts[h].shape == (t, 64)
 
 
+@pytest.mark.slow
 def test_batch_padding_never_reaches_the_output(tiny_adapter):
     clips = [_tone(220, 1.0), _tone(440, 0.42), _tone(880, 0.7)]
     codes = tiny_adapter.encode(clips)
@@ -80,6 +82,7 @@ def test_batch_padding_never_reaches_the_output(tiny_adapter):
         torch.testing.assert_close(item["layers.3"], alone, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_unconditional_item_in_a_text_batch(tiny_adapter):
     codes = tiny_adapter.encode([_tone(220, 0.5), _tone(220, 0.5)])
     mixed = tiny_adapter.code_activations(codes, ["layers.3"], ["rock drums", None])
@@ -106,6 +109,7 @@ def test_hooks_are_removed_when_the_run_fails(tiny_adapter):
 
 
 @pytest.mark.parametrize("texts", [["jazz piano", "rock drums"], [None, None]])
+@pytest.mark.slow
 def test_teacher_forcing_generated_codes_reproduces_generation(tiny_adapter, texts):
     hooks = ["layers.0", "layers.3"]
     gen = tiny_adapter.generate(texts, 0.4, hooks, seed=7, guidance_scale=3.0)
@@ -126,6 +130,7 @@ def test_teacher_forcing_generated_codes_reproduces_generation(tiny_adapter, tex
         assert (gen.acts["cond"]["layers.3"] - gen.acts["uncond"]["layers.3"]).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 def test_generation_is_seeded_and_streams_selectable(tiny_adapter):
     a = tiny_adapter.generate(["piano"], 0.2, ["layers.1"], seed=3)
     b = tiny_adapter.generate(["piano"], 0.2, ["layers.1"], seed=3, streams="cond")
@@ -154,6 +159,7 @@ def test_intervene_edits_downstream_only_and_is_removed(tiny_adapter):
             pass
 
 
+@pytest.mark.slow
 def test_intervene_applies_during_generation(tiny_adapter):
     plain = tiny_adapter.generate(["piano"], 0.2, ["layers.3"], seed=5)
     with tiny_adapter.intervene({"layers.2": lambda h: h + 5.0}):
@@ -161,6 +167,7 @@ def test_intervene_applies_during_generation(tiny_adapter):
     assert (plain.acts["cond"]["layers.3"] - steered.acts["cond"]["layers.3"]).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_saved_model_loads_through_from_pretrained_with_identical_activations(tiny_adapter, tiny_dir):
     loaded = MusicGenAdapter.load(str(tiny_dir), device="cpu")
     assert loaded.model_id == str(tiny_dir) and loaded.hookpoint_widths == tiny_adapter.hookpoint_widths

@@ -209,6 +209,7 @@ def test_unsteppable_reported_against_rave_names(adapter):
     assert exc.hidden(["pqmf", "encoder.0", "encoder.3", "latent"]) == ["encoder.0", "encoder.3"]
 
 
+@pytest.mark.slow
 def test_extract_through_cli(rave_ts, tmp_path):
     import soundfile as sf
     from typer.testing import CliRunner
@@ -244,6 +245,7 @@ def test_extract_through_cli(rave_ts, tmp_path):
     assert 0.0 < half["distance_to_clean"]["sae"] and half["fraction_recovered"]["zero_ablation"] < 1.0
 
 
+@pytest.mark.slow
 def test_channels_are_mixed_and_recorded(rave_ts, tmp_path):
     """A stereo file for a mono export is downmixed; a mono file for a stereo export is duplicated; both recorded."""
     import soundfile as sf
@@ -287,6 +289,7 @@ class _Half(nn.Module):
         return 0.5 * x
 
 
+@pytest.mark.slow
 def test_steer_audio_resynthesises_with_a_latent_bias(rave_ts, tmp_path):
     """The RAVE users' control: a bias on one latent dimension, heard in the re-synthesis (wav files)."""
     import json

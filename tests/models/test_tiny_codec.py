@@ -47,6 +47,7 @@ def test_config_derives_the_number_of_codebooks(k, size):
         assert sum(p.numel() for p in EncodecModel(cfg).parameters()) < 1_500_000
 
 
+@pytest.mark.slow
 def test_loss_decreases_over_a_few_dozen_steps():
     torch.set_num_threads(1)
     codec = _codec()
@@ -63,6 +64,7 @@ def test_loss_decreases_over_a_few_dozen_steps():
     assert float(after) < 0.8 * float(before)
 
 
+@pytest.mark.slow
 def test_second_phase_fits_the_codebooks_once_and_trains_the_decoder_alone():
     """At the switch the codebooks are fitted to the encoder; after it the encoder and codebooks never change (the
     codes `encode` gives are final) while the decoder keeps learning on the quantised latent."""
@@ -93,6 +95,7 @@ def test_second_phase_fits_the_codebooks_once_and_trains_the_decoder_alone():
         torch.testing.assert_close(quantized_latent(codec, codec.encoder(clips[:, None])), via_codes)
 
 
+@pytest.mark.slow
 def test_a_short_autoencoder_run_still_ends_with_fitted_codebooks():
     codec = _codec()
     clips = torch.as_tensor(_tones([220.0, 330.0], seconds=0.2))
@@ -103,6 +106,7 @@ def test_a_short_autoencoder_run_still_ends_with_fitted_codebooks():
     assert not torch.equal(codec.quantizer.layers[0].codebook.embed, random_book)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
     torch.set_num_threads(1)
     clips = torch.as_tensor(_tones([196.0, 262.0, 440.0], seconds=0.3))
@@ -184,6 +188,7 @@ def test_center_latent_keeps_the_codec_s_function_and_centres_its_latent():
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4 * float(before.abs().max()))
 
 
+@pytest.mark.slow
 def test_pitch_of_raw_audio_matches_known_f0_and_an_independent_estimate():
     from musicsae_cli.audio.synth import SynthConfig, plan, render
 

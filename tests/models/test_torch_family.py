@@ -138,6 +138,7 @@ def test_claims_files_and_factories():
     assert not claims("facebook/musicgen-small") and not claims("crepe-tiny") and not claims("model.onnx")
 
 
+@pytest.mark.slow
 def test_dry_run_finds_widths_layouts_and_rates(adapter):
     assert adapter.source in ("torchscript", "export", "python")
     assert adapter.sample_rate == SR and adapter.input_layout == "batch_channel_time"
@@ -419,6 +420,7 @@ def _reloaded(module: nn.Module):
     (_Tupled, ["pair.lin", "blocks.1.conv", "blocks.0"]),
     (_Recurrent, ["gru", "conv"]),
 ])
+@pytest.mark.slow
 def test_stepping_matches_the_compiled_forward(build, paths):
     torch.manual_seed(0)
     eager = build().eval()

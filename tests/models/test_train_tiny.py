@@ -36,6 +36,7 @@ def trained(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_a_checkpoint_and_reports(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "manifest.json", "config.yaml"} <= names
@@ -51,6 +52,7 @@ def test_cli_writes_a_checkpoint_and_reports(trained):
     assert manifest["config"]["decoder"]["steps"] == 12  # the preset's, recorded
 
 
+@pytest.mark.slow
 def test_val_ce_matches_an_independent_computation(trained):
     """The reported validation CE, recomputed from the saved model through musicsae's own teacher forcing."""
     import torch
@@ -76,6 +78,7 @@ def test_val_ce_matches_an_independent_computation(trained):
     assert abs(manifest["training"]["random_val_ce"] - math.log(adapter.model.decoder.config.vocab_size)) < 0.3
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_like_a_hub_checkpoint(trained):
     from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
@@ -92,6 +95,7 @@ def test_saved_folder_loads_like_a_hub_checkpoint(trained):
 
 
 @pytest.mark.parametrize("task,n", [("Training decoder", 7), ("Training codec", 3), ("Training codec", 7)])
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights(tmp_path, task, n):
     from safetensors.torch import load_file
 
@@ -112,6 +116,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, task, n):
     assert not (tmp_path / ".cut.partial").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_run_with_other_settings_is_refused(tmp_path, runner, app):
     from musicsae_cli.config import resolve_config
     from musicsae_cli.models.tiny_train import TrainTinyConfig, train_tiny
@@ -157,6 +162,7 @@ def test_data_without_concept_labels(runner, app, tmp_path):
     assert not (tmp_path / "m").exists() and _siblings(tmp_path / "m") == []
 
 
+@pytest.mark.slow
 def test_data_folder_from_data_synth(runner, app, tmp_path):
     data = tmp_path / "concepts"
     assert runner.invoke(app, ["data", "synth", "-o", str(data), "-c", "tiny"]).exit_code == 0
@@ -166,6 +172,7 @@ def test_data_folder_from_data_synth(runner, app, tmp_path):
     assert result["clips"]["train"] + result["clips"]["val"] == 10  # 5 concepts x 2 clips
 
 
+@pytest.mark.slow
 def test_existing_output_needs_overwrite_and_foreign_folders_are_never_replaced(runner, app, trained, tmp_path):
     before = (trained / "model.safetensors").read_bytes()
     _one_line_error(_train(runner, app, trained), "already exists")

@@ -66,6 +66,7 @@ def _notes(seed: int, timbres=("sine", "piano", "organ")):
     return np.stack([render(r, cfg) for r in rows]), np.array([r["frequency_hz"] for r in rows])
 
 
+@pytest.mark.slow
 def test_its_codec_keeps_the_pitch_of_notes_it_never_saw():
     """Round trip through the model's own encode/decode: the random codec of the same shape loses every note."""
     from transformers import EncodecModel, MusicgenForConditionalGeneration
@@ -83,6 +84,7 @@ def test_its_codec_keeps_the_pitch_of_notes_it_never_saw():
     assert lost["within_50_cents"] < kept["within_50_cents"] - 0.3
 
 
+@pytest.mark.slow
 def test_generated_clips_sound_at_the_prompted_pitch_class_far_above_chance():
     import torch
     from transformers import AutoProcessor, MusicgenForConditionalGeneration

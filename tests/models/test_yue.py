@@ -335,6 +335,7 @@ def _write_stems(root, name: str, seconds: float = 0.5):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_stems_are_encoded_by_the_codec_and_read_as_tracks(tiny_codec, tmp_path):
     """`extract STEMS/` (a data split output): each song's vocal and instrumental stems go through the codec; the
     rows equal the model's hidden states at the codes transformers' XcodecModel gives for each stem (vocal first)."""
@@ -375,6 +376,7 @@ def test_stems_are_encoded_by_the_codec_and_read_as_tracks(tiny_codec, tmp_path)
         adapter.read_sequence(stems["vocals"], stems={"vocals": str(stems["vocals"])})
 
 
+@pytest.mark.slow
 def test_generation_with_the_codec_writes_audio_and_codes(tiny_codec, tmp_path):
     """Generated codes decode to audio: the clip equals the sum of the tracks decoded by XcodecModel itself."""
     from transformers import XcodecModel

@@ -58,6 +58,7 @@ def test_evaluate_through_the_cli(trained, tiny_store, runner, app, tmp_path):
     assert len(lines) == 1 + res["samples"] * len(res["mean_probabilities"])
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_another_models_store(trained, runner, app, tmp_path):
     from musicsae_cli.store import StoreWriter
 

@@ -4,6 +4,7 @@ its own width, as if trained alone."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from .conftest import GENRES
 
@@ -22,6 +23,7 @@ def _mixed_store(path, n_groups=60, seed=1):
     return path
 
 
+@pytest.mark.slow
 def test_mixed_widths_train_together_like_alone(tmp_path):
     from musicsae_cli.probes.config import ProbeConfig
     from musicsae_cli.probes.model import ProbeSet

@@ -91,6 +91,7 @@ def test_a_class_missing_from_the_test_side_is_warned_and_recorded(tmp_path, cap
     assert "class 'rock' has no test samples" in caplog.text
 
 
+@pytest.mark.slow
 def test_folds_keep_every_class_on_each_training_side_and_groups_whole(tmp_path):
     genres = [GENRES[i % 3] for i in range(15)]
     store = write_clip_store(tmp_path / "s", genres)
@@ -124,6 +125,7 @@ def test_r2_of_a_constant_target_is_undefined_with_a_reason():
     assert scores("regression", np.array([1.0, 2.0]), np.array([1.0, 2.0]))["r2"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_evaluating_on_a_constant_target_reports_r2_as_undefined(tmp_path, runner, app):
     varied = write_clip_store(tmp_path / "train", [GENRES[i % 3] for i in range(20)])
     constant = write_clip_store(tmp_path / "const", [GENRES[i % 3] for i in range(6)], bpm=120.0, seed=1)

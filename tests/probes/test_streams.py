@@ -51,6 +51,7 @@ def test_train_pools_one_stream(streams, tmp_path, caplog, stream):
 
 
 @pytest.mark.parametrize("stream", [None, "uncond"])
+@pytest.mark.slow
 def test_evaluate_pools_one_stream(streams, tmp_path, runner, app, stream):
     path, acts = streams
     train_probes(path, tmp_path / "p", ProbeConfig(label="genre", device="cpu", where=["stream=cond"]))

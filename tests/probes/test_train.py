@@ -33,6 +33,7 @@ def _rows(res):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_finds_informative_layers_and_controls_sit_at_chance(big_store, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="musicsae"):
         res = train_probes(big_store, tmp_path / "p", ProbeConfig(label="genre", device="cpu"))
@@ -62,6 +63,7 @@ def test_finds_informative_layers_and_controls_sit_at_chance(big_store, tmp_path
     assert (tmp_path / "p" / "per_layer.png").stat().st_size > 0 and (tmp_path / "p" / "metrics.csv").is_file()
 
 
+@pytest.mark.slow
 def test_split_is_by_group_and_standardisation_uses_training_rows_only(planted_store, tmp_path):
     from musicsae_cli.store import ActivationStore
 
@@ -86,6 +88,7 @@ def test_split_is_by_group_and_standardisation_uses_training_rows_only(planted_s
         np.testing.assert_allclose(probes.std[h], pooled.std(axis=0), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_folds_partition_groups_and_report_spread(planted_store, tmp_path):
     res = train_probes(planted_store, tmp_path / "p", ProbeConfig(label="genre", device="cpu", folds=4))
     split = _split(tmp_path / "p")

@@ -182,6 +182,7 @@ def _recovered(sae, dirs) -> float:
     return float((cos > 0.9).float().mean())
 
 
+@pytest.mark.slow
 def test_topk_recovers_a_known_dictionary():
     sample, dirs = dictionary_data()
     sae = SparseAutoencoder.create(SAESpec("topk", D_IN, D_SAE, k=3), sample=sample(2048))
@@ -190,6 +191,7 @@ def test_topk_recovers_a_known_dictionary():
     assert _recovered(sae, dirs) >= 0.9
 
 
+@pytest.mark.slow
 def test_relu_recovers_a_known_dictionary():
     sample, dirs = dictionary_data()
     sae = SparseAutoencoder.create(spec("relu"), sample=sample(2048))

@@ -40,6 +40,7 @@ class Shrink(torch.nn.Module):
         return 0.5 * x
 
 
+@pytest.mark.slow
 def test_identity_recovers_everything_and_shrinking_part_of_it(crepe_store):
     from musicsae_cli.models import load_adapter
     from musicsae_cli.store import ActivationStore

@@ -23,6 +23,7 @@ def cfg(**kw) -> SAETrainConfig:
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_topk_learns_the_structure_and_writes_everything(sparse_store, tmp_path):
     store, dirs = sparse_store
     res = train_sae(store, tmp_path / "run", cfg())
@@ -57,6 +58,7 @@ def test_split_keeps_groups_on_one_side(sparse_store, tmp_path):
     assert np.array_equal(again.val, split.val)
 
 
+@pytest.mark.slow
 def test_sweep_trains_several_from_one_pass(sparse_store, tmp_path):
     res = train_sae(sparse_store[0], tmp_path / "sweep", cfg(sweep={"k": [2, 8]}, epochs=2))
     assert set(res["members"]) == {"k=2", "k=8"}
@@ -70,6 +72,7 @@ def test_sweep_trains_several_from_one_pass(sparse_store, tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, interrupt_on_call):
     from musicsae_cli.sae.io import load_sae
 
@@ -88,6 +91,7 @@ def test_interrupted_run_resumes_to_the_same_weights(sparse_store, tmp_path, int
         assert np.allclose(x.numpy(), y.numpy(), atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, interrupt_on_call):
     train_sae(sparse_store[0], tmp_path / "run", cfg(max_steps=5))
     with pytest.raises(InputError, match="nothing to resume in .*run: it is finished"):
@@ -101,6 +105,7 @@ def test_resume_with_changed_config_is_refused(sparse_store, tmp_path, interrupt
     assert "original settings to resume" in err.value.hint
 
 
+@pytest.mark.slow
 def test_the_same_command_after_a_kill_resumes_and_logs_each_step_once(sparse_store, tmp_path, interrupt_on_call):
     restore = interrupt_on_call(loop, "train_step", 60)  # after the checkpoints at steps 25 and 50
     with pytest.raises(KeyboardInterrupt):
@@ -115,6 +120,7 @@ def test_the_same_command_after_a_kill_resumes_and_logs_each_step_once(sparse_st
     assert evals == sorted(set(evals))
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(sparse_store, tmp_path, interrupt_on_call):
     from musicsae_cli.sae.io import load_sae
 
@@ -167,6 +173,7 @@ def test_a_second_trainer_on_the_same_run_is_refused(sparse_store, tmp_path, int
         held.release()
 
 
+@pytest.mark.slow
 def test_refusals(sparse_store, tmp_path):
     store = sparse_store[0]
     train_sae(store, tmp_path / "run", cfg(max_steps=3))
@@ -190,6 +197,7 @@ def test_nan_rows_are_reported_with_ids(tmp_path):
 
 @pytest.mark.parametrize("arch,extra", [("relu", {"l1_coefficient": 0.5, "lr": 1e-3}),
                                         ("batchtopk", {}), ("jumprelu", {"l0_coefficient": 1e-3})])
+@pytest.mark.slow
 def test_other_architectures_train(sparse_store, tmp_path, arch, extra):
     res = train_sae(sparse_store[0], tmp_path / arch, cfg(architecture=arch, **extra))
     m = res["members"]["sae"]
@@ -197,6 +205,7 @@ def test_other_architectures_train(sparse_store, tmp_path, arch, extra):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_dictionary_learning_baseline_through_the_same_commands(sparse_store, tmp_path):
     from musicsae_cli.sae.evaluate import evaluate_reconstruction
     from musicsae_cli.sae.io import load_sae
@@ -221,6 +230,7 @@ def test_empty_store_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_room_fails_before_writing_and_the_run_resumes(sparse_store, tmp_path, monkeypatch):
     import re
 

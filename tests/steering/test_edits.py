@@ -93,6 +93,7 @@ def test_relative_mode_scales_with_the_residual_norm(tiny_adapter):
     assert float(shift[1, 4].norm() / shift[0, 0].norm()) == pytest.approx(float(h[1, 4].norm() / h[0, 0].norm()))
 
 
+@pytest.mark.slow
 def test_zero_strength_is_bit_identical(tiny_adapter):
     plain = tiny_adapter.generate(["jazz piano"], 0.3, ["layers.3"], seed=4)
     edit = AddEdit(_unit(), 0.0, Schedule(), "cond", relative=False)  # the hook runs and adds 0 * v

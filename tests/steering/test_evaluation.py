@@ -179,6 +179,7 @@ def test_pitch_class_share():
     assert math.isnan(pitch_class_share(f0, np.zeros(7), 9, 0.5))
 
 
+@pytest.mark.slow
 def test_audio_embeddings_quantise_to_the_models_codes(tiny_adapter):
     """The embeddings are what the codes quantise: the adapter's own quantiser on them gives its tokens."""
     import torch

@@ -21,6 +21,7 @@ def _codes(out) -> list[np.ndarray]:
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_record_reproduces_the_clips(runner, app, tmp_path, direction_file, tiny_adapter):
     args = ["steer", "generate", "-c", "tiny", "--file", str(direction_file), "--duration-s", "0.4", "--stream", "cond",
             "--every", "2", "--seed", "5", "-q"]

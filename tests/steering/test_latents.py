@@ -27,6 +27,7 @@ def _most_active(sae, x: torch.Tensor, n: int = 1) -> list[int]:
 
 
 @pytest.mark.parametrize("sae_fixture", ["relu_sae", "topk_sae"])
+@pytest.mark.slow
 def test_no_op_latent_edits_are_bit_identical(tiny_adapter, sae_fixture, request):
     sae, _ = load_sae(request.getfixturevalue(sae_fixture))
     plain = tiny_adapter.generate(["jazz piano"], 0.3, [HP, "layers.3"], seed=2)

@@ -56,6 +56,7 @@ def _by_hand(rave_ts, path, edit):
         return module.decode(edit(module.encode(x)))[0, 0].numpy()
 
 
+@pytest.mark.slow
 def test_dim_bias_and_scale_resynthesis(rave_ts, notes, tmp_path):
     out = tmp_path / "dims"
     res = _run("steer", "generate", "-m", rave_ts, "--audio", notes / "low", "--dim-bias", "0=1.5",
@@ -110,6 +111,7 @@ def test_direction_at_a_decoder_block_and_at_the_latent_with_dims(rave_ts, notes
     np.testing.assert_allclose(got, _by_hand(rave_ts, notes / "high" / "n1.wav", edit), atol=2e-4)
 
 
+@pytest.mark.slow
 def test_resynthesis_bad_input(rave_ts, notes, tmp_path):
     runner = CliRunner()
     cases = [
@@ -133,6 +135,7 @@ def test_resynthesis_bad_input(rave_ts, notes, tmp_path):
     assert result.exit_code != 0 and "shorter than one frame" in result.output and not (tmp_path / "short-out").exists()
 
 
+@pytest.mark.slow
 def test_sweep_on_resynthesis_scored_by_probe_and_f0(rave_ts, notes, tmp_path):
     store, probes = tmp_path / "store", tmp_path / "probes"
     _run("extract", notes, "-o", store, "-m", rave_ts, "--hookpoint", "latent")

@@ -16,6 +16,7 @@ from musicsae_cli.steering.sweep import steer_sweep
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_sweep_cli_end_to_end(runner, app, tmp_path, concept_probe, tiny_adapter):
     out = tmp_path / "sweep"
     res = runner.invoke(app, ["steer", "sweep", "-c", "sweep-tiny", "--probe", str(concept_probe), "--target",
@@ -51,6 +52,7 @@ def test_sweep_cli_end_to_end(runner, app, tmp_path, concept_probe, tiny_adapter
     assert len(set(steered)) > 1  # the steering changed what the probe reads
 
 
+@pytest.mark.slow
 def test_latent_sweep_uses_random_latents(tmp_path, relu_sae, concept_probe, tiny_adapter, tiny_store):
     cfg = SteerSweepConfig(model="tiny-musicgen", prompts=["piano"], duration_s=0.3, top_k=50, mode="clamp",
                            direction={"sae": str(relu_sae), "latents": [7], "latent_scale": "mean",
@@ -87,6 +89,7 @@ def test_sweep_refuses_empty_lists(runner, app, tmp_path, concept_probe, flag, v
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_saturated_probe_is_flagged_and_the_summary_keeps_the_logits(runner, app, tmp_path, concept_probe,
                                                                      tiny_adapter):
     # the concept probe with a training std 1000x too small: every clip scores 1000x outside its training range,

@@ -32,6 +32,7 @@ def evaluated(tmp_path_factory, concept_probe, concept_set):
     return out, res
 
 
+@pytest.mark.slow
 def test_outputs_and_manifest(evaluated):
     out, res = evaluated
     for name in ("sweep.csv", "dose_response.png", "evaluation.csv", "slopes.csv", "evaluation.png"):
@@ -66,6 +67,7 @@ def test_outputs_and_manifest(evaluated):
     assert len(slope_rows) == len(scores) * len(conds)
 
 
+@pytest.mark.slow
 def test_table_numbers_against_the_clips(evaluated):
     out, _ = evaluated
     rows, table = _rows(out / "sweep.csv"), _rows(out / "evaluation.csv")
@@ -93,6 +95,7 @@ def test_table_numbers_against_the_clips(evaluated):
         assert p_rank == pytest.approx((1 + sum(r >= float(slopes[("direction", score)]["slope"]) for r in rs)) / 3)
 
 
+@pytest.mark.slow
 def test_judges_and_frechet_recomputed(evaluated, tiny_adapter, concept_probe, concept_set):
     """The baseline clips regenerated and scored independently: the judge probe on the codes, the data judge by a
     scikit-learn fit of our own."""
@@ -162,6 +165,7 @@ def test_judge_data_without_the_label_column(runner, app, tmp_path, concept_prob
     assert "--judge-label" in lines[0] and not out.exists()
 
 
+@pytest.mark.slow
 def test_f0_target_score(runner, app, tmp_path, concept_probe, tiny_adapter):
     """With score_f0 and a pitch-class target, each clip's share of confident CREPE frames at that pitch class,
     recomputed here from CREPE's frames with numpy."""
@@ -191,6 +195,7 @@ def test_f0_target_score(runner, app, tmp_path, concept_probe, tiny_adapter):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_resynthesis_records_what_is_not_available(tmp_path):
     """A model that re-synthesises audio without text (a tiny RAVE export): no text adherence, no audio embeddings
     (so no Frechet distance), each recorded with its reason; the rest is evaluated."""

@@ -81,6 +81,7 @@ with StoreWriter.create({path!r}, WIDTHS, "float16", shard_rows=1) as writer:
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_writer_leaves_a_readable_resumable_store(tmp_path):
     path = tmp_path / "s"
     here = Path(__file__).resolve().parent

@@ -140,6 +140,7 @@ def test_sae_training_rows_come_from_one_stream(store_path, caplog, stream):
     assert (NOTE in caplog.text) == (stream is None) and (split.stream is None) == (stream is not None)
 
 
+@pytest.mark.slow
 def test_sae_train_records_the_stream_it_used(store_path, tmp_path):
     import json
 
