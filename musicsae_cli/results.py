@@ -54,6 +54,10 @@ class Result:
     def get(self, key: str, default: Any = None) -> Any:
         return self[key] if key in self else default
 
+    def keys(self) -> list[str]:
+        """The fields present (internal ones too), so `dict(res)`, `{**res}` and `d.update(res)` work."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not ABSENT]
+
     def _names(self) -> set[str]:
         return {f.name for f in dataclasses.fields(self)}
 

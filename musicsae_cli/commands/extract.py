@@ -82,8 +82,7 @@ def extract(
         from ..extract.audio import extract_audio
 
         res = extract_audio(source, out, cfg, overwrite, ui.progress)
-    res.pop("store", None)
-    ui.result(res, [str(out), *(generated_lines(res) if generating else audio_lines(res))], out=out)
+    ui.show(res, out=out)
 
 
 def generation_mode(source: Path | None, prompts: Path | None, prompt: list[str] | None, nproc: int) -> bool:
@@ -107,21 +106,3 @@ def prompt_items(prompts: Path | None, prompt: list[str] | None, column: str) ->
 
     items = read_prompts(prompts, column) if prompts else []
     return items + [Prompt(f"prompt{i:03d}", p, {}) for i, p in enumerate(prompt or [])]
-
-
-def generated_lines(res: dict) -> list[str]:
-    return [f"{res['clips_written']} clips generated ({res['generated_seconds']:.1f} s of audio in "
-            f"{res['audio_dir']}), {res['rows_written']} rows, {res['elapsed_s']:.1f} s"]
-
-
-def audio_lines(res: dict) -> list[str]:
-    from ..results import skipped_lines
-
-    if "items_written" in res:  # sequence files (codes, events)
-        line = (f"{res['items_written']} sequence files, {res['rows_written']} rows of {len(res['hookpoints'])} "
-                f"hookpoints in {res['elapsed_s']:.1f} s")
-    else:
-        line = (f"{res['windows_written']} windows, {res['rows_written']} rows of {len(res['hookpoints'])} "
-                f"hookpoints; {res['audio_seconds']:.1f} s of audio in {res['elapsed_s']:.1f} s "
-                f"({res['audio_s_per_s'] or 0:.1f} audio s/s)")
-    return [line, *skipped_lines(res["skipped"])]

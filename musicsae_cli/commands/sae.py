@@ -73,12 +73,11 @@ def train(
         many = train_hookpoints(store, out, cfg, split_csv(hookpoint) or [], overwrite=overwrite,
                                 progress=ui.progress)
         if many is not None:  # None: not rank 0 (rank 0 reports)
-            ui.result(many, [str(out), *_hookpoint_run_lines(many)], out=out)
+            ui.show(many, out=out)
         return
     res = train_sae(store, out, cfg, overwrite=overwrite, resume=resume, init_from=init_from, progress=ui.progress)
     if current().main:  # rank 0 reports
-        run_path = res.pop("run")
-        ui.result(res, [run_path, *_train_lines(res)], out=run_path)
+        ui.show(res, out=res.run)
 
 
 def _run_folders(store: Path, out: Path | None, resume: bool) -> tuple[Path, Path, dict | None]:
@@ -101,27 +100,6 @@ def _run_folders(store: Path, out: Path | None, resume: bool) -> tuple[Path, Pat
         raise UsageError("missing option '-o' / '--out'", "name the run folder, e.g. -o runs/topk (or continue a "
                                                          "run with `sae train RUN --resume`)")
     return store, out, base
-
-
-def _member_line(m: dict) -> str:
-    return f"explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.3f}"
-
-
-def _hookpoint_run_lines(many: dict) -> list[str]:
-    lines = [f"{len(many['hookpoints'])} hookpoint(s) on {many['processes']} process(es):"]
-    for hp, r in many["runs"].items():
-        if r.get("kept"):
-            lines.append(f"  {hp}: kept (already complete) -> {r['run']}")
-            continue
-        lines += [f"  {hp} {name}: {_member_line(m)} -> {m['path']}" for name, m in r["members"].items()]
-    return lines
-
-
-def _train_lines(res: dict) -> list[str]:
-    lines = [f"{res['steps']} steps on {res['hookpoint']} ({res['rows_per_s'] or 0:,.0f} rows/s); "
-             f"metrics on {res['evaluated_on']} ({res['split']['val_rows']} rows):"]
-    return lines + [f"  {name}: {_member_line(m)}, shrinkage {m['shrinkage']:.3f}  -> {m['path']}"
-                    for name, m in res["members"].items()]
 
 
 @command(app, "encode", examples=[
@@ -162,26 +140,7 @@ def encode(
     res = encode_store(model, store, out, hookpoint=hp, where=where, batch_size=batch_size, overwrite=overwrite,
                        device=str(resolve_device(device or "auto")), progress=ui.progress, precision=precision,
                        sae_info={"path": str(path), "architecture": model.spec.arch, "d_sae": model.spec.d_sae})
-    res.pop("seconds", None)
-    ui.result(res, [str(out), ", ".join(f"{k}: {v}" for k, v in res.items() if not isinstance(v, dict | list))],
-             out=out)
-
-
-def _downstream_lines(d: dict) -> list[str]:
-    """The downstream result as lines: loss-based (token models) or output-based (models with outputs)."""
-    if "ce" in d:
-        lines = [f"downstream over {d['tokens']} tokens of {d['items']} items:"]
-        lines += [f"  CE {name}: {ce:.5f}" + (f"  KL to clean {d['kl_to_clean'][name]:.3g}" if name != "clean" else "")
-                  for name, ce in d["ce"].items()]
-        recovered, what = d["fraction_loss_recovered"], "loss"
-    else:
-        lines = [f"downstream over {d['items']} items: {d['metric'].replace('_', ' ')} of the model's output to the "
-                 "clean output"]
-        lines += [f"  {name}: {value:.5g}" for name, value in d["distance_to_clean"].items()]
-        recovered, what = d["fraction_recovered"], "output"
-    return lines + [f"  fraction of {what} recovered vs {k.replace('_', '-')}: {v:.4f}" if v is not None else
-                    f"  fraction of {what} recovered vs {k}: undefined (ablation does not change it)"
-                    for k, v in recovered.items()]
+    ui.show(res, out=out)
 
 
 @command(app, "evaluate", aliases={"--items": "--max-items"}, examples=[
@@ -207,23 +166,9 @@ def evaluate(
     ui: opt.UI,
 ) -> None:
     """Reconstruction metrics of an SAE on any store; with --downstream, the model's loss with the SAE spliced in."""
-    from ..artifacts import check_output
-    from ..sae.evaluate import evaluate_downstream, evaluate_reconstruction, write_evaluation
+    from ..sae.evaluate import evaluate_sae
 
-    if out is not None:
-        check_output(out, overwrite, "evaluation")  # before the work, not after it
-    if downstream:
-        from ..sae.downstream import check_items
-
-        check_items(max_items)  # before the reconstruction pass, not after it
-    res = evaluate_reconstruction(sae, store, member=member, hookpoint=hookpoint, where=where, max_rows=max_rows,
-                                  device=device or "auto", progress=ui.progress)
-    lines = [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()]
-    if downstream:
-        res["downstream"] = d = evaluate_downstream(res["sae"], store, res["hookpoint"], model=model,
-                                                    n_items=max_items, device=device or "auto", progress=ui.progress)
-        lines += _downstream_lines(d)
-    if out is not None:
-        write_evaluation(out, res, overwrite)
-        lines.insert(0, str(out))
-    ui.result(res, lines, out=out)
+    res = evaluate_sae(sae, store, out, overwrite, member=member, hookpoint=hookpoint, where=where,
+                       max_rows=max_rows, downstream=downstream, max_items=max_items, model=model,
+                       device=device or "auto", progress=ui.progress)
+    ui.show(res, out=out)

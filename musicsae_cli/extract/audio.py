@@ -12,6 +12,7 @@ from ..audio.io import audio_info, load_audio, skip_unusable
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, internal, skipped_lines
 from ..store.ranks import StoreRun
 from .common import open_store, out_of_memory_hint, store_arguments, store_config, to_store
 from .config import ExtractConfig
@@ -27,8 +28,29 @@ class _Job:
     text: str | None
 
 
+@dataclass(kw_only=True)
+class AudioExtraction(Result):
+    """What `extract` of audio reports: windows and rows written, speed, and the inputs skipped."""
+
+    store: str = internal()  # the store written (the command's output)
+    hookpoints: list[str]
+    windows_written: int
+    rows_written: int
+    store_items: int
+    store_rows: int
+    audio_seconds: float
+    elapsed_s: float
+    audio_s_per_s: float | None
+    skipped: list[dict]
+
+    def lines(self) -> list[str]:
+        return [self.store, f"{self.windows_written} windows, {self.rows_written} rows of {len(self.hookpoints)} "
+                f"hookpoints; {self.audio_seconds:.1f} s of audio in {self.elapsed_s:.1f} s "
+                f"({self.audio_s_per_s or 0:.1f} audio s/s)", *skipped_lines(self.skipped)]
+
+
 def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
-                  progress: ProgressFactory = no_progress, adapter=None) -> dict:
+                  progress: ProgressFactory = no_progress, adapter=None) -> Result:
     """Run the model over every window of every item in `source` and store the requested hookpoints."""
     from ..concepts.io import with_concepts
     from ..models import load_adapter
@@ -76,11 +98,11 @@ def extract_audio(source: str | Path, out: str | Path, cfg: ExtractConfig, overw
         # nothing stored anywhere: an error, and the empty store this run started is removed
         stats, skipped, n_items, n_rows = store.finish(stats, skipped, lambda s: nothing_usable(source, s))
     elapsed = time.perf_counter() - started
-    return {"store": str(out), "hookpoints": hookpoints, "windows_written": stats["windows"],
-            "rows_written": stats["rows"], "store_items": n_items, "store_rows": n_rows,
-            "audio_seconds": round(stats["audio_s"], 3), "elapsed_s": round(elapsed, 3),
-            "audio_s_per_s": round(stats["audio_s"] / elapsed, 3) if elapsed > 0 else None,
-            "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    return AudioExtraction(store=str(out), hookpoints=hookpoints, windows_written=stats["windows"],
+                           rows_written=stats["rows"], store_items=n_items, store_rows=n_rows,
+                           audio_seconds=round(stats["audio_s"], 3), elapsed_s=round(elapsed, 3),
+                           audio_s_per_s=round(stats["audio_s"] / elapsed, 3) if elapsed > 0 else None,
+                           skipped=[{"path": p, "reason": r} for p, r in skipped])
 
 
 def in_batches(rows: list, jobs_of, batch_size: int, run, bar) -> None:

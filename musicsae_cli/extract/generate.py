@@ -12,6 +12,7 @@ from ..audio.io import write_wav
 from ..audio.manifest import MANIFEST_FORMATS, read_records
 from ..errors import InputError, UsageError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, internal
 from .common import open_store, out_of_memory_hint, store_config, to_store
 from .config import ExtractConfig
 
@@ -48,8 +49,28 @@ def read_prompts(path: str | Path, column: str = "prompt") -> list[Prompt]:
     return prompts
 
 
+@dataclass(kw_only=True)
+class GenerationExtraction(Result):
+    """What `extract --prompts` reports: the clips generated (their audio folder) and the rows stored."""
+
+    store: str = internal()  # the store written (the command's output)
+    audio_dir: str
+    hookpoints: list[str]
+    clips_written: int
+    rows_written: int
+    store_items: int
+    store_rows: int
+    generated_seconds: float
+    elapsed_s: float
+
+    def lines(self) -> list[str]:
+        return [self.store, f"{self.clips_written} clips generated ({self.generated_seconds:.1f} s of audio in "
+                f"{self.audio_dir}), {self.rows_written} rows, {self.elapsed_s:.1f} s"]
+
+
 def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
-                     progress: ProgressFactory = no_progress, adapter=None, source: str = "prompts") -> dict:
+                     progress: ProgressFactory = no_progress, adapter=None,
+                     source: str = "prompts") -> GenerationExtraction:
     """Generate `samples_per_prompt` clips per prompt, storing each stream's activations and the audio."""
     from ..concepts.io import with_concepts
     from ..models import load_adapter
@@ -114,9 +135,10 @@ def extract_generate(prompts: list[Prompt], out: str | Path, cfg: ExtractConfig,
             bar.advance()
     elapsed = time.perf_counter() - started
     generated_s = written * res_seconds(cfg, adapter)
-    return {"store": str(out), "audio_dir": str(Path(out) / AUDIO_DIR), "hookpoints": hookpoints,
-            "clips_written": written, "rows_written": rows, "store_items": writer.n_items, "store_rows": writer.n_rows,
-            "generated_seconds": round(generated_s, 3), "elapsed_s": round(elapsed, 3)}
+    return GenerationExtraction(store=str(out), audio_dir=str(Path(out) / AUDIO_DIR), hookpoints=hookpoints,
+                                clips_written=written, rows_written=rows, store_items=writer.n_items,
+                                store_rows=writer.n_rows, generated_seconds=round(generated_s, 3),
+                                elapsed_s=round(elapsed, 3))
 
 
 def _rows(res, n: int) -> int:

@@ -11,11 +11,13 @@ audio store: resumable by item, nothing complete on zero rows, one-line errors f
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..audio.io import skip_unusable
 from ..errors import InputError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, internal, skipped_lines
 from ..store.ranks import StoreRun
 from .audio import in_batches
 from .common import open_store, out_of_memory_hint, store_arguments, store_config, to_store
@@ -107,8 +109,26 @@ def sequence_rows(source, suffixes) -> tuple[list[dict], list[str]]:
     return rows, (["label"] if nested else [])
 
 
+@dataclass(kw_only=True)
+class SequenceExtraction(Result):
+    """What `extract` of sequence files (codes, events) reports: files and rows written, the inputs skipped."""
+
+    store: str = internal()  # the store written (the command's output)
+    hookpoints: list[str]
+    items_written: int
+    rows_written: int
+    store_items: int
+    store_rows: int
+    elapsed_s: float
+    skipped: list[dict]
+
+    def lines(self) -> list[str]:
+        return [self.store, f"{self.items_written} sequence files, {self.rows_written} rows of "
+                f"{len(self.hookpoints)} hookpoints in {self.elapsed_s:.1f} s", *skipped_lines(self.skipped)]
+
+
 def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, overwrite: bool = False,
-                      progress: ProgressFactory = no_progress, adapter=None) -> dict:
+                      progress: ProgressFactory = no_progress, adapter=None) -> SequenceExtraction:
     """Read every sequence file of `source` with the model and store the requested hookpoints, row by row."""
     from ..models import load_adapter
 
@@ -163,9 +183,9 @@ def extract_sequences(source: str | Path, out: str | Path, cfg: ExtractConfig, o
         in_batches(rows, read, cfg.batch_size, run, bar)
         stats, skipped, n_items, n_rows = store.finish(stats, skipped, lambda s: _nothing(source, s))
     elapsed = time.perf_counter() - started
-    return {"store": str(out), "hookpoints": hookpoints, "items_written": stats["items"],
-            "rows_written": stats["rows"], "store_items": n_items, "store_rows": n_rows,
-            "elapsed_s": round(elapsed, 3), "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    return SequenceExtraction(store=str(out), hookpoints=hookpoints, items_written=stats["items"],
+                              rows_written=stats["rows"], store_items=n_items, store_rows=n_rows,
+                              elapsed_s=round(elapsed, 3), skipped=[{"path": p, "reason": r} for p, r in skipped])
 
 
 def _nothing(source, skipped: list) -> InputError:

@@ -7,6 +7,7 @@ written item by item in source row order, committed shard by shard, and resumabl
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, internal
 from ..store import CSR, ActivationStore, StoreWriter
 from ..store.csr import vstack
 from ..store.pool import item_chunks
@@ -32,10 +34,33 @@ _SHOWN_BAD_ROWS = 5
 _COUNT_CHUNK = 2**24  # stored indices counted at once when summarising
 
 
+@dataclasses.dataclass(kw_only=True)
+class EncodeResult(Result):
+    """What `sae encode` reports: the latent store written and a summary of its latents."""
+
+    out: str
+    source_store: str
+    hookpoint: str
+    latent_hookpoint: str
+    d_sae: int
+    dtype: str
+    rows_encoded: int
+    items_resumed: int
+    rows: int
+    items: int
+    mean_l0: float
+    dead_latents: int
+    seconds: float = internal()
+
+    def lines(self) -> list[str]:
+        return [self.out, ", ".join(f"{k}: {v}" for k, v in self.to_json().items())]
+
+
 def encode_store(sae, store_path: str | Path, out: str | Path, hookpoint: str | None = None,
                  where: list[str] | None = None, batch_size: int = 4096, overwrite: bool = False,
                  device: str = "cpu", progress: ProgressFactory = no_progress, sae_info: dict | None = None,
-                 dtype: str = "float32", shard_bytes: int = DEFAULT_SHARD_BYTES, precision: str = "fp32") -> dict:
+                 dtype: str = "float32", shard_bytes: int = DEFAULT_SHARD_BYTES,
+                 precision: str = "fp32") -> EncodeResult:
     """Write the SAE latents of the rows of `store_path` matching `where` into a latent store at `out`.
 
     `sae` needs `spec.d_in`, `spec.d_sae`, `encode(x) -> (B, d_sae)` and may offer `encode_sparse(x) ->
@@ -88,9 +113,9 @@ def encode_store(sae, store_path: str | Path, out: str | Path, hookpoint: str | 
         stats, _, _, _ = store.finish(stats, [], lambda skipped: InputError("no rows were encoded"))
     n_encoded = stats["rows"]
     summary = latent_summary(ActivationStore.open(out), latent)
-    return {"out": str(out), "source_store": str(source.path), "hookpoint": hookpoint, "latent_hookpoint": latent,
-            "d_sae": d_sae, "dtype": dtype, "rows_encoded": n_encoded, "items_resumed": resumed, **summary,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    return EncodeResult(out=str(out), source_store=str(source.path), hookpoint=hookpoint, latent_hookpoint=latent,
+                        d_sae=d_sae, dtype=dtype, rows_encoded=n_encoded, items_resumed=resumed, **summary,
+                        seconds=round(time.perf_counter() - t0, 3))
 
 
 def latent_summary(store: ActivationStore, hookpoint: str) -> dict:

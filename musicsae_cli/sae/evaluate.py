@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import ABSENT, Result, internal
 
 log = logging.getLogger("musicsae")
 
@@ -124,3 +127,65 @@ def write_evaluation(out: str | Path, result: dict, overwrite: bool = False) -> 
                                                                         ("sae", "store", "hookpoint")},
                                                          status="complete", **models))
     return Path(out)
+
+
+@dataclasses.dataclass(kw_only=True)
+class SAEEvaluation(Result):
+    """What `sae evaluate` reports: the reconstruction metrics (sae, store, hookpoint, rows, then the metrics, whose
+    names vary by SAE) and, with --downstream, the model's loss or output with the SAE spliced in."""
+
+    out: Path | None = internal(None)  # the evaluation folder written, if any
+    reconstruction: dict = internal()  # evaluate_reconstruction's result, printed as top-level fields
+    downstream: dict = ABSENT
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.reconstruction, **super().to_json()}
+
+    def lines(self) -> list[str]:
+        lines = [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in self.reconstruction.items()]
+        if self.downstream is not ABSENT:
+            lines += _downstream_lines(self.downstream)
+        return ([str(self.out)] if self.out is not None else []) + lines
+
+
+def evaluate_sae(sae_path: str | Path, store_path: str | Path, out: str | Path | None = None, overwrite: bool = False,
+                 member: str | None = None, hookpoint: str | None = None, where: list[str] | None = None,
+                 max_rows: int | None = None, downstream: bool = False, max_items: int = 16,
+                 model: str | None = None, device: str = "auto",
+                 progress: ProgressFactory = no_progress) -> SAEEvaluation:
+    """`sae evaluate`: the reconstruction metrics, with `downstream` the spliced model's metrics too, written to
+    `out` (evaluation.json and its manifest) when given."""
+    from ..artifacts import check_output
+
+    if out is not None:
+        check_output(out, overwrite, "evaluation")  # before the work, not after it
+    if downstream:
+        from .downstream import check_items
+
+        check_items(max_items)  # before the reconstruction pass, not after it
+    res = evaluate_reconstruction(sae_path, store_path, member=member, hookpoint=hookpoint, where=where,
+                                  max_rows=max_rows, device=device, progress=progress)
+    result = SAEEvaluation(out=None if out is None else Path(out), reconstruction=res)
+    if downstream:
+        result.downstream = evaluate_downstream(res["sae"], store_path, res["hookpoint"], model=model,
+                                                n_items=max_items, device=device, progress=progress)
+    if out is not None:
+        write_evaluation(out, result.to_json(), overwrite)
+    return result
+
+
+def _downstream_lines(d: dict) -> list[str]:
+    """The downstream result as lines: loss-based (token models) or output-based (models with outputs)."""
+    if "ce" in d:
+        lines = [f"downstream over {d['tokens']} tokens of {d['items']} items:"]
+        lines += [f"  CE {name}: {ce:.5f}" + (f"  KL to clean {d['kl_to_clean'][name]:.3g}" if name != "clean" else "")
+                  for name, ce in d["ce"].items()]
+        recovered, what = d["fraction_loss_recovered"], "loss"
+    else:
+        lines = [f"downstream over {d['items']} items: {d['metric'].replace('_', ' ')} of the model's output to the "
+                 "clean output"]
+        lines += [f"  {name}: {value:.5g}" for name, value in d["distance_to_clean"].items()]
+        recovered, what = d["fraction_recovered"], "output"
+    return lines + [f"  fraction of {what} recovered vs {k.replace('_', '-')}: {v:.4f}" if v is not None else
+                    f"  fraction of {what} recovered vs {k}: undefined (ablation does not change it)"
+                    for k, v in recovered.items()]

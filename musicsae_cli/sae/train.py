@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,13 +10,58 @@ from ..artifacts import read_manifest, staged_directory, write_json
 from ..errors import ConfigError, InputError
 from ..kinds import expect_kind, is_kind
 from ..progress import ProgressFactory, no_progress
+from ..results import ABSENT, Result, internal
 from .config import SAETrainConfig
 from .rundir import RUN_KIND, open_run, trim_logs
 
 
+def _member_line(m: dict) -> str:
+    return f"explained variance {m['explained_variance']:.4f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.3f}"
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainResult(Result):
+    """What `sae train` reports: steps, speed and each SAE's final metrics (members, split and evaluated_on only
+    on rank 0, which saves the SAEs)."""
+
+    run: str = internal()  # the run folder (the command's output)
+    hookpoint: str
+    steps: int
+    resumed_from: int
+    rows_per_s: float | None
+    members: dict = ABSENT
+    split: dict = ABSENT
+    evaluated_on: str = ABSENT
+
+    def lines(self) -> list[str]:
+        lines = [self.run, f"{self.steps} steps on {self.hookpoint} ({self.rows_per_s or 0:,.0f} rows/s); "
+                 f"metrics on {self.evaluated_on} ({self.split['val_rows']} rows):"]
+        return lines + [f"  {name}: {_member_line(m)}, shrinkage {m['shrinkage']:.3f}  -> {m['path']}"
+                        for name, m in self.members.items()]
+
+
+@dataclasses.dataclass(kw_only=True)
+class HookpointRuns(Result):
+    """What `sae train --distribute-hookpoints` reports: every hookpoint's run (kept or trained)."""
+
+    out: str = internal()  # the folder of the runs (the command's output)
+    runs: dict  # hookpoint -> a run's summary ({run, kept} when a complete run was kept)
+    hookpoints: list[str]
+    processes: int
+
+    def lines(self) -> list[str]:
+        lines = [self.out, f"{len(self.hookpoints)} hookpoint(s) on {self.processes} process(es):"]
+        for hp, r in self.runs.items():
+            if r.get("kept"):
+                lines.append(f"  {hp}: kept (already complete) -> {r['run']}")
+                continue
+            lines += [f"  {hp} {name}: {_member_line(m)} -> {m['path']}" for name, m in r["members"].items()]
+        return lines
+
+
 def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, overwrite: bool = False,
               resume: bool = False, init_from: str | Path | None = None,
-              progress: ProgressFactory = no_progress) -> dict:
+              progress: ProgressFactory = no_progress) -> TrainResult:
     """Train the SAE(s) of `cfg` on a store; returns a summary with the final validation metrics.
 
     On several ranks (torchrun): data-parallel training of the same SAEs on the same global batches, each rank
@@ -68,11 +114,11 @@ def train_sae(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, over
         raise
     if d.main:
         run.finish()
-    return {**res, "run": str(target)}
+    return TrainResult(run=str(target), **res)
 
 
 def train_hookpoints(store_path: str | Path, out: str | Path, cfg: SAETrainConfig, patterns: list[str],
-                     overwrite: bool = False, progress: ProgressFactory = no_progress) -> dict:
+                     overwrite: bool = False, progress: ProgressFactory = no_progress) -> HookpointRuns | None:
     """One training run per hookpoint matching `patterns`, in `out/<hookpoint>`; on several ranks the hookpoints
     are dealt out round-robin and each rank trains its own, alone (as sparsify's --distribute_modules). A run
     that is complete is kept (unless `overwrite`), an interrupted one resumes. Returns every run's summary (on
@@ -95,13 +141,15 @@ def train_hookpoints(store_path: str | Path, out: str | Path, cfg: SAETrainConfi
             if not overwrite and run_status(run) == "complete":
                 results[hp] = {"run": str(run), "kept": True}
                 continue
-            results[hp] = train_sae(store_path, run, cfg.model_copy(update={"hookpoint": hp}),
-                                    overwrite=overwrite, progress=progress)
+            res = train_sae(store_path, run, cfg.model_copy(update={"hookpoint": hp}), overwrite=overwrite,
+                            progress=progress)
+            results[hp] = {**res.to_json(), "run": res.run}
     shares = distributed.gather(results)
     if not d.main:
         return None
     merged = {hp: share[hp] for share in shares for hp in share}
-    return {"runs": {hp: merged[hp] for hp in hookpoints}, "hookpoints": hookpoints, "processes": d.world}
+    return HookpointRuns(out=str(out), runs={hp: merged[hp] for hp in hookpoints}, hookpoints=hookpoints,
+                         processes=d.world)
 
 
 def _train(run, store, store_path, hookpoint: str, split, cfg: SAETrainConfig, start_sae, device,
