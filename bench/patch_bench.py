@@ -71,8 +71,7 @@ def bench(name: str, adapter, cfg_kw: dict, pairs: Path, repeats: int) -> None:
 
     cfg = PatchConfig(model=adapter.model_id, ablations=[], **cfg_kw)
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
-    metric = Metric(cfg, adapter, None if cfg.metric != "probe" else _probes(cfg.probe))
-    metric.read = list(dict.fromkeys([*hookpoints, *([metric.hookpoint] if metric.hookpoint else [])]))
+    metric = Metric(cfg, adapter, hookpoints, None if cfg.metric != "probe" else _probes(cfg.probe))
     pair_list, _ = read_pairs(pairs, cfg, adapter)
 
     def plain():

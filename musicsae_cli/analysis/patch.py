@@ -110,8 +110,7 @@ def patch(source: str | Path, out: str | Path, cfg: PatchConfig, overwrite: bool
         probes = ProbeSet.load(cfg.probe)
         check_same_model(f"the probes {cfg.probe}", probes.model, adapter.describe(), cfg.allow_other_model)
     hookpoints = adapter.resolve_hookpoints(cfg.hookpoints)
-    metric = Metric(cfg, adapter, probes)
-    metric.read = list(dict.fromkeys([*hookpoints, *([metric.hookpoint] if metric.hookpoint else [])]))
+    metric = Metric(cfg, adapter, hookpoints, probes)
     subspaces = Subspaces(cfg, adapter, hookpoints, probes)
     pairs, notes = read_pairs(source, cfg, adapter)
     conditions = [*(d for d in DIRECTIONS if cfg.directions in ("both", d)), *(f"{a}_ablation" for a in cfg.ablations)]
@@ -123,14 +122,14 @@ def patch(source: str | Path, out: str | Path, cfg: PatchConfig, overwrite: bool
             run.pair(pair)
             bar.advance()
     rows = run.rows
-    gap = float(np.mean([r["gap"] for r in rows if r["hookpoint"] == hookpoints[0] and r["window"] == 0
-                         and r["condition"] == conditions[0]]))
+    gaps = [r["gap"] for r in rows if r["hookpoint"] == hookpoints[0] and r["window"] == 0
+            and r["condition"] == conditions[0]]  # one per pair
+    gap = float(np.mean(gaps))
     if abs(gap) < 1e-9:
         raise InputError("the clean and corrupt runs score the same on the metric (no gap to restore)",
                          "choose a corruption that changes the metric, or another metric")
     effects = _effects(rows, hookpoints, run.n_windows, conditions, cfg)
-    notes += _gap_note([r["gap"] for r in rows if r["hookpoint"] == hookpoints[0] and r["window"] == 0
-                        and r["condition"] == conditions[0]], cfg)
+    notes += _gap_note(gaps, cfg)
     ideal = len(pairs) * (2 + len(hookpoints) * run.n_windows * len(conditions))
     summary = _summary(effects, conditions)
     config = cfg.model_dump(mode="json")

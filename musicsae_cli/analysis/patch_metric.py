@@ -14,8 +14,8 @@ from .patch_pairs import Pair, Side
 class Metric:
     """What a run is scored by (see the module doc): `run` gives one reading per batch row, `score` a number."""
 
-    def __init__(self, cfg: PatchConfig, adapter, probes=None):
-        self.kind, self.adapter, self.hookpoint, self.read = cfg.metric, adapter, None, []
+    def __init__(self, cfg: PatchConfig, adapter, hookpoints: list[str], probes=None):
+        self.kind, self.adapter, self.hookpoint = cfg.metric, adapter, None
         if self.kind == "probe":
             if probes is None:
                 raise InputError("metric probe needs --probe PROBES", "train one with musicsae probe train")
@@ -40,6 +40,8 @@ class Metric:
                 adapter.require("tokens", "metric loss over audio")
         else:
             adapter.require("outputs", "metric outputs")
+        # every patched hookpoint is run (each recorder and edit sees its calls), and the metric's own
+        self.read = list(dict.fromkeys([*hookpoints, *([self.hookpoint] if self.hookpoint else [])]))
 
     @property
     def batches(self) -> bool:
