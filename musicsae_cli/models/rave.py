@@ -40,7 +40,8 @@ from typing import Any
 from ..errors import InputError, UsageError
 from .identity import canonical_id, weights_fingerprint
 from .script_stepper import Unsteppable
-from .torch_family import SCRIPT_SUFFIXES, TorchAdapter, _attribute_rate, _load_script
+from .torch_adapter import TorchAdapter
+from .torch_family import SCRIPT_SUFFIXES, _attribute_rate, _load_script
 
 LATENT = "latent"
 LATENT_RAW = "latent.raw"

@@ -21,7 +21,9 @@ from torch import nn
 from musicsae_cli.errors import InputError, MusicSAEError, UsageError
 from musicsae_cli.models import TRUST_CODE
 from musicsae_cli.models.base import contextual
-from musicsae_cli.models.torch_family import ScriptStepper, claims, load, measure_hop
+from musicsae_cli.models.script_stepper import ScriptStepper
+from musicsae_cli.models.torch_family import claims, load
+from musicsae_cli.models.torch_grid import measure_hop
 
 pytestmark = [pytest.mark.smoke, pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]
 
