@@ -89,7 +89,7 @@ def _is_mmt(name: str) -> bool:
     path = Path(str(name)).expanduser()
     if not (path.is_dir() or path.suffix.lower() in (".pt", ".pth")):
         return False  # hub ids and built-in names: no need to load the family's code (and torch) to say no
-    from .mmt import claims
+    from .mmt_checkpoint import claims
 
     return claims(name)
 

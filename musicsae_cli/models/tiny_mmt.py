@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .mmt import CHECKPOINT, TRAIN_ARGS, MmtConfig, MmtNetwork, build
+from .mmt_checkpoint import CHECKPOINT, TRAIN_ARGS
+from .mmt_network import MmtConfig, MmtNetwork, build
 
 TINY_CONFIG = MmtConfig(dim=32, layers=2, heads=2, max_seq_len=1024, max_beat=256, abs_pos_emb=True,
                         rel_pos_emb=False)

@@ -21,7 +21,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from musicsae_cli.errors import InputError, UsageError
 from musicsae_cli.models.base import EditContext, contextual
-from musicsae_cli.models.mmt import CHECKPOINT, TRAIN_ARGS, MmtAdapter, claims, load
+from musicsae_cli.models.mmt import MmtAdapter, load
+from musicsae_cli.models.mmt_checkpoint import CHECKPOINT, TRAIN_ARGS, claims
 from musicsae_cli.models.mmt_events import (
     FIELDS,
     INSTRUMENTS,
