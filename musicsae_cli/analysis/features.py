@@ -40,6 +40,7 @@ from .feature_media import (
     write_spectrograms,
 )
 from .feature_probes import load_probes, probe_neighbours
+from .feature_results import FeatureDashboard, FeatureItemView, FeaturesResult
 from .feature_scan import position_frame, rows_metadata, scan_all, scan_selected, select_latents
 from .latents import FeatureSource, open_features
 
@@ -50,7 +51,7 @@ KIND = "feature_dashboard"
 # ---------------------------------------------------------------------------------------------------------------
 # entry point
 def analyze_features(store: str | Path, out: str | Path, cfg: FeaturesConfig, overwrite: bool = False,
-                     progress: ProgressFactory = no_progress) -> dict:
+                     progress: ProgressFactory = no_progress) -> FeaturesResult:
     """Write the feature dashboard (or, with cfg.item, the item view) of the SAE latents of `store` to `out`."""
     started = time.perf_counter()
     check_output(out, overwrite)  # fail before any reading
@@ -65,7 +66,7 @@ def analyze_features(store: str | Path, out: str | Path, cfg: FeaturesConfig, ov
         res = _item_mode(source, rows, out, cfg, overwrite, streams)
     else:
         res = _dashboard(source, rows, out, cfg, overwrite, progress, streams)
-    res["elapsed_s"] = round(time.perf_counter() - started, 3)
+    res.elapsed_s = round(time.perf_counter() - started, 3)
     return res
 
 
@@ -82,7 +83,7 @@ def open_latents(store: str | Path, cfg: FeaturesConfig) -> FeatureSource:
 # ---------------------------------------------------------------------------------------------------------------
 # dashboard
 def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig, overwrite: bool,
-               progress: ProgressFactory, streams: StreamChoice) -> dict:
+               progress: ProgressFactory, streams: StreamChoice) -> FeatureDashboard:
     from .dashboard import write_pages
 
     store = source.store
@@ -168,13 +169,13 @@ def _dashboard(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
                                                          files=sorted(set(files))))
     n_clips = sum(1 for e in entries for f in e["top_frames"] if f["audio"]["file"])
     n_missing = sum(1 for e in entries for f in e["top_frames"] if not f["audio"]["file"])
-    return {"out": str(out), "mode": "dashboard", "index": str(Path(out) / "index.html"), **info,
-            "audio": {"clips": n_clips, "unavailable": n_missing},
-            "piano_rolls": sum(1 for e in entries for f in e["top_frames"] if f.get("roll")),
-            "latents": [{"latent": e["latent"], "density": e["density"], "mean_active": e["mean_active"],
-                         "top_labels": e["top_labels"], "nearest_probe": e["probes"][0] if e["probes"] else None,
-                         "position_frame": e["position_frame"]}
-                        for e in entries]}
+    return FeatureDashboard(out=str(out), mode="dashboard", **info, audio={"clips": n_clips, "unavailable": n_missing},
+                            piano_rolls=sum(1 for e in entries for f in e["top_frames"] if f.get("roll")),
+                            latents=[{"latent": e["latent"], "density": e["density"],
+                                      "mean_active": e["mean_active"], "top_labels": e["top_labels"],
+                                      "nearest_probe": e["probes"][0] if e["probes"] else None,
+                                      "position_frame": e["position_frame"]} for e in entries],
+                            index_html=str(Path(out) / "index.html"))
 
 
 def sae_architecture(source: FeatureSource) -> str | None:
@@ -195,7 +196,7 @@ def _frame_entry(rank: int, pos: int, value: float, rows: np.ndarray, meta: dict
 # ---------------------------------------------------------------------------------------------------------------
 # item view
 def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig, overwrite: bool,
-               streams: StreamChoice) -> dict:
+               streams: StreamChoice) -> FeatureItemView:
     store = source.store
     view = item_view(source, rows, cfg)
     name = safe_name(cfg.item)
@@ -220,8 +221,9 @@ def _item_mode(source: FeatureSource, rows: np.ndarray, out, cfg: FeaturesConfig
                                                          store=str(store.path), sae=source.sae_path,
                                                          hookpoint=source.hookpoint, item_id=cfg.item,
                                                          where=streams.where, stream=streams.record(), files=files))
-    return {"out": str(out), "mode": "item", **info, "heatmap": str(Path(out) / "items" / f"{name}.png"),
-            "csv": str(Path(out) / "items" / f"{name}.csv"), "frames": view.frame_rows}
+    return FeatureItemView(out=str(out), mode="item", **info, heatmap=str(Path(out) / "items" / f"{name}.png"),
+                           csv=str(Path(out) / "items" / f"{name}.csv"), frames=view.frame_rows,
+                           per_frame=cfg.per_frame)
 
 
 __all__ = ["KIND", "analyze_features"]

@@ -15,7 +15,9 @@ and projection_<label>.csv, config.yaml and manifest.json.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from ..artifacts import check_output, new_manifest, staged_directory, write_conf
 from ..errors import InputError
 from ..probes.data import check_label_column
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, internal
 from ..store.filters import choose_stream
 from .config import SeparationConfig
 from .latent_stats import latent_stats
@@ -35,8 +38,50 @@ FORMAT_VERSION = 1
 KIND = "separation"
 
 
+@dataclass(kw_only=True)
+class SeparationResult(Result):
+    """What `analyze separation` reports: separation.json's fields (but the config) and the files written
+    (--json: timings_s is printed last, as phase_elapsed_s)."""
+
+    out: str
+    kind: str
+    store: str
+    features: dict
+    model: Any
+    pooling: str
+    seed: int
+    where: list[str]
+    stream: dict | None
+    sampling: dict
+    labels: dict
+    timings_s: dict[str, float] = internal()
+    files: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "phase_elapsed_s": self.timings_s}
+
+    def lines(self) -> list[str]:
+        feats, samp = self.features, self.sampling
+        lines = [self.out, f"{samp['samples']} samples x {feats['width']} {feats['kind']} of {feats['hookpoint']} "
+                           f"(pooling {samp['pooling']}, {self.timings_s['total']:.1f} s)"]
+        for name, r in self.labels.items():
+            lines.append(f"{name} ({r['task']}, {len(r['classes'])} classes, {r['samples']} samples):")
+            for cls, top in list(r.get("latents", {}).get("per_class", {}).items())[:12]:
+                best = ", ".join(f"{t['latent']} ({t['auroc']:.2f})" for t in top["by_auroc"][:3])
+                lines.append(f"  {cls}: top by AUROC {best}")
+            sil = r.get("silhouette")
+            if sil and "mean" in sil:
+                lines.append(f"  silhouette {sil['mean']:.3f} ({sil['metric']}, {sil['samples']} samples): "
+                             f"{sil['share_below_-0.1']:.0%} below -0.1, {sil['share_above_0.1']:.0%} above 0.1")
+            for t, models in r.get("cv", {}).get("summary", {}).items():
+                metric = "balanced_accuracy" if t == "classification" else "r2"
+                scores = ", ".join(f"{m} {v[metric]['mean']:.3f}" for m, v in models.items())
+                lines.append(f"  {t} {metric}: {scores}")
+        return lines
+
+
 def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, overwrite: bool = False,
-               progress: ProgressFactory = no_progress) -> dict:
+               progress: ProgressFactory = no_progress) -> SeparationResult:
     """Run every configured measure for every label of `cfg` on the store's features; write them to `out`."""
     t0 = time.perf_counter()
     if not cfg.labels:
@@ -111,8 +156,8 @@ def separation(store_path: str | Path, out: str | Path, cfg: SeparationConfig, o
                                                          seed=cfg.seed, where=streams.where,
                                                          stream=streams.record(),
                                                          files=["separation.json", *files]))
-    return {"out": str(out), **{k: v for k, v in report.items() if k != "config"},
-            "files": [str(Path(out) / f) for f in ["separation.json", *files]]}
+    return SeparationResult(out=str(out), **{k: v for k, v in report.items() if k != "config"},
+                            files=[str(Path(out) / f) for f in ["separation.json", *files]])
 
 
 def _write_latent_tables(stage: Path, label: Label, stats: dict) -> list[str]:

@@ -311,7 +311,8 @@ def command(app: typer.Typer | None, name: str, *, examples: Sequence[str], conf
     def decorate(fn: Callable) -> Callable:
         fn = _expand_groups(fn)
         cls.kinds = _plain_metavars(fn)
-        path = fn.__module__.rsplit(".", 1)[-1]
+        # the command group: the module under commands/ (a package of one module per command counts as one)
+        path = fn.__module__.partition(".commands.")[2].split(".")[0] or fn.__module__.rsplit(".", 1)[-1]
         label = name if path == name.replace("-", "_") else f"{path} {name}"
         wrapped = cli_command(fn, label)
 

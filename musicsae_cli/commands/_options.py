@@ -11,7 +11,7 @@ import typer
 
 from ..models import MODEL_HELP
 from ._command import OptionGroup, config_option
-from ._common import Output
+from ._common import Output, model_flags
 
 Set = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a config key (repeatable; values parsed as YAML, dotted keys nest).")]
@@ -36,9 +36,38 @@ Gen = Annotated[list[str] | None, typer.Option(
 Hookpoints = Annotated[list[str] | None, typer.Option(
     "--hookpoint", help="Hookpoints: layers.N, ranges layers.A-B, layers.-1, globs, all (repeatable or comma "
                         "list).")]
+StoreHookpoint = Annotated[str | None, typer.Option(
+    "--hookpoint", help="Store hookpoint (default: the SAE's or the only one).")]
 AllowOtherModel = Annotated[bool, typer.Option(
     "--allow-other-model", help="Accept inputs made with another model (models are compared by a fingerprint of "
                                 "their weights; widths must still match).")]
+
+
+def _model_selection(model: str | None, family: str | None, trust: bool, hookpoint: list[str] | None) -> dict:
+    flags = model_flags(model, family, trust, hookpoint, None)  # --trust-code checked here
+    del flags["device"]  # --device stands apart (after the command's own options)
+    return flags
+
+
+# -m, --family, --trust-code and --hookpoint of a command that runs a model: the command receives their config flags
+# (model, family, hookpoints).
+ModelSelection = Annotated[dict, OptionGroup(_model_selection, {
+    "model": (Model, None), "family": (Family, None), "trust": (TrustCode, False), "hookpoint": (Hookpoints, None)})]
+
+
+def _feature_source(sae: str | None, member: str | None, allow_other_model: bool, hookpoint: str | None,
+                    where: list[str] | None) -> dict:
+    return {"sae": sae, "member": member, "allow_other_model": allow_other_model or None, "hookpoint": hookpoint,
+            "where": where}
+
+
+def feature_source(sae_help: str):
+    """--sae (helped by `sae_help`), --member, --allow-other-model, --hookpoint and --where of a command that reads
+    a store's activations or SAE latents: the command receives their config flags."""
+    sae = Annotated[str | None, typer.Option(help=sae_help)]
+    return Annotated[dict, OptionGroup(_feature_source, {
+        "sae": (sae, None), "member": (Member, None), "allow_other_model": (AllowOtherModel, False),
+        "hookpoint": (StoreHookpoint, None), "where": (Where, None)})]
 
 
 def preset(group: str):

@@ -12,9 +12,9 @@ from ..audio.io import audio_info, load_audio, skip_unusable
 from ..audio.manifest import load_dataset
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
-from ..results import Result, internal, skipped_lines
+from ..results import Result, skipped_lines
 from ..store.ranks import StoreRun
-from .common import open_store, out_of_memory_hint, store_arguments, store_config, to_store
+from .common import StoreExtraction, open_store, out_of_memory_hint, store_arguments, store_config, to_store
 from .config import ExtractConfig
 from .windows import plan_windows, window_id
 
@@ -28,20 +28,8 @@ class _Job:
     text: str | None
 
 
-@dataclass(kw_only=True)
-class AudioExtraction(Result):
+class AudioExtraction(StoreExtraction):
     """What `extract` of audio reports: windows and rows written, speed, and the inputs skipped."""
-
-    store: str = internal()  # the store written (the command's output)
-    hookpoints: list[str]
-    windows_written: int
-    rows_written: int
-    store_items: int
-    store_rows: int
-    audio_seconds: float
-    elapsed_s: float
-    audio_s_per_s: float | None
-    skipped: list[dict]
 
     def lines(self) -> list[str]:
         return [self.store, f"{self.windows_written} windows, {self.rows_written} rows of {len(self.hookpoints)} "

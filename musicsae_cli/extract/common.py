@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..artifacts import make_parents
 from ..errors import MusicSAEError
+from ..results import ABSENT, Result, internal
 from ..store import StoreWriter
 from ..store.prepare import resume_or_refuse
 
@@ -17,6 +19,24 @@ from ..store.prepare import resume_or_refuse
 # are the same at any batch size (tests/models/test_batch_invariance.py). Generation samples clips batch by batch,
 # so there the batch size decides the clips and a resume must match it (open_store tells the modes apart).
 _RUNTIME_ONLY = ("device", "batch_size", "strict", "shard_mb")
+
+
+@dataclass(kw_only=True)
+class StoreExtraction(Result):
+    """What `extract` of inputs reports: what was written and the inputs skipped. Audio counts windows and audio
+    seconds, sequence files count items; the other mode's fields are absent."""
+
+    store: str = internal()  # the store written (the command's output)
+    hookpoints: list[str]
+    windows_written: int = ABSENT  # audio
+    items_written: int = ABSENT  # sequence files
+    rows_written: int
+    store_items: int
+    store_rows: int
+    audio_seconds: float = ABSENT  # audio
+    elapsed_s: float
+    audio_s_per_s: float | None = ABSENT  # audio
+    skipped: list[dict]
 
 
 def store_config(cfg, mode: str, source: str) -> dict:

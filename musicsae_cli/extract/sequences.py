@@ -11,16 +11,15 @@ audio store: resumable by item, nothing complete on zero rows, one-line errors f
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..audio.io import skip_unusable
 from ..errors import InputError, MusicSAEError
 from ..progress import ProgressFactory, no_progress
-from ..results import Result, internal, skipped_lines
+from ..results import skipped_lines
 from ..store.ranks import StoreRun
 from .audio import in_batches
-from .common import open_store, out_of_memory_hint, store_arguments, store_config, to_store
+from .common import StoreExtraction, open_store, out_of_memory_hint, store_arguments, store_config, to_store
 from .config import ExtractConfig
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
@@ -109,18 +108,8 @@ def sequence_rows(source, suffixes) -> tuple[list[dict], list[str]]:
     return rows, (["label"] if nested else [])
 
 
-@dataclass(kw_only=True)
-class SequenceExtraction(Result):
+class SequenceExtraction(StoreExtraction):
     """What `extract` of sequence files (codes, events) reports: files and rows written, the inputs skipped."""
-
-    store: str = internal()  # the store written (the command's output)
-    hookpoints: list[str]
-    items_written: int
-    rows_written: int
-    store_items: int
-    store_rows: int
-    elapsed_s: float
-    skipped: list[dict]
 
     def lines(self) -> list[str]:
         return [self.store, f"{self.items_written} sequence files, {self.rows_written} rows of "
