@@ -62,7 +62,7 @@ class FeatureDashboard(FeaturesResult):
                    f"(cos {probe['cosine']:.3f})" if probe else ""
             mean = f"{e['mean_active']:.4g}" if e["mean_active"] is not None else "-"
             position = f"; position feature (every top frame at frame {e['position_frame']})" \
-                if e.get("position_feature") else ""
+                if e["position_frame"] is not None else ""
             lines.append(f"  latent {e['latent']}: density {e['density']:.4g}, mean {mean}"
                          f"{'; ' + tops if tops else ''}{near}{position}")
         return lines + [f"note: {n}" for n in self.probe_notes]

@@ -228,7 +228,12 @@ def test_position_feature_is_flagged_with_marked_spectrograms(synth, tmp_path):
     pos, cls = feats["latents"]
     assert (pos["position_feature"], pos["position_frame"]) == (True, 0)
     assert (cls["position_feature"], cls["position_frame"]) == (False, None)
-    assert [e["position_frame"] for e in json.loads(res.stdout)["latents"]] == [0, None]
+    reported = json.loads(res.stdout)
+    assert [e["position_frame"] for e in reported["latents"]] == [0, None]
+    from musicsae_cli.analysis.feature_results import FeatureDashboard
+
+    human = FeatureDashboard(**{k: v for k, v in reported.items() if k != "command"}).lines()
+    assert [line.endswith("position feature (every top frame at frame 0)") for line in human[3:5]] == [True, False]
     index = (out / "index.html").read_text()
     assert index.count('class="flag position-flag"') == 1 and "position feature: frame 0" in index
     assert 'id="position-feature"' in (out / "latents" / f"{POSITION_LATENT}.html").read_text()
