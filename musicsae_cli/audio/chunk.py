@@ -27,6 +27,7 @@ import numpy as np
 from ..artifacts import new_manifest, staged_directory, write_config, write_json
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, skipped_lines
 from .config import ChunkConfig
 from .derive import (
     PROVENANCE,
@@ -57,6 +58,28 @@ class Piece:
     start: int
     length: int  # samples of real audio
     padded: int  # samples written (length, or length_s worth with last=pad)
+
+
+@dataclass(kw_only=True)
+class ChunkResult(Result):
+    """What `data chunk` reports: chunks written from how many files, seconds in and out, what was dropped."""
+
+    path: str
+    manifest: str
+    sources: int
+    chunks: int
+    dropped_silent: int
+    dropped_short: int
+    files_without_window: int
+    seconds_in: float
+    seconds_out: float
+    elapsed_s: float
+    skipped: list[dict]
+
+    def lines(self) -> list[str]:
+        return [self.manifest, f"{self.chunks} chunks from {self.sources} files ({self.seconds_out:.1f} s of "
+                               f"{self.seconds_in:.1f} s), dropped: {self.dropped_silent} silent, "
+                               f"{self.dropped_short} short last pieces", *skipped_lines(self.skipped)]
 
 
 def window_start(k: int, hop_s: float, rate: int) -> int:
@@ -154,7 +177,7 @@ def rms_db(audio: np.ndarray) -> float:
 
 
 def chunk_dataset(sources, out: str | Path, cfg: ChunkConfig, overwrite: bool = False,
-                  progress: ProgressFactory = no_progress) -> dict:
+                  progress: ProgressFactory = no_progress) -> ChunkResult:
     """Cut every file of `sources` (a folder, dataset folder, manifest, or audio files) into a dataset at `out`."""
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     out = Path(out)
@@ -187,11 +210,11 @@ def chunk_dataset(sources, out: str | Path, cfg: ChunkConfig, overwrite: bool = 
             skipped=[{"path": p, "reason": r} for p, r in skipped]))
         write_config(stage, cfg_json)
     elapsed = time.perf_counter() - started
-    return {"path": str(out), "manifest": str(out / "manifest.csv"), "sources": len(manifest.rows),
-            "chunks": stats["chunks"], "dropped_silent": stats["silent"], "dropped_short": stats["short_pieces"],
-            "files_without_window": stats["no_window"], "seconds_in": round(stats["seconds_in"], 3),
-            "seconds_out": round(stats["seconds_out"], 3), "elapsed_s": round(elapsed, 3),
-            "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    return ChunkResult(path=str(out), manifest=str(out / "manifest.csv"), sources=len(manifest.rows),
+                       chunks=stats["chunks"], dropped_silent=stats["silent"], dropped_short=stats["short_pieces"],
+                       files_without_window=stats["no_window"], seconds_in=round(stats["seconds_in"], 3),
+                       seconds_out=round(stats["seconds_out"], 3), elapsed_s=round(elapsed, 3),
+                       skipped=[{"path": p, "reason": r} for p, r in skipped])
 
 
 def _chunk_one(row: dict, labels: list[str], name, stage: Path, cfg: ChunkConfig, stats: dict,

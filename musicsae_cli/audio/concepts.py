@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..artifacts import new_manifest, staged_directory, write_config, write_json
 from ..progress import ProgressFactory, no_progress
+from ..results import Result
 from .manifest import RESERVED, Manifest
 
 DATASET_FORMAT_VERSION = 1
 
 
+@dataclass(kw_only=True)
+class ConceptDataset(Result):
+    """What `data synth` reports: the clips written, per concept, and their length in all."""
+
+    path: str
+    manifest: str
+    items: int
+    seconds_of_audio: float
+    per_concept: dict[str, int]
+
+    def lines(self) -> list[str]:
+        per = ", ".join(f"{k} {v}" for k, v in self.per_concept.items())
+        return [self.manifest, f"{self.items} clips ({per}), {self.seconds_of_audio:.0f} s of audio"]
+
+
 def make_concept_dataset(out: str | Path, config, overwrite: bool = False,
-                         progress: ProgressFactory = no_progress) -> dict[str, Any]:
+                         progress: ProgressFactory = no_progress) -> ConceptDataset:
     """Synthesise every clip of `config` into `out`; the folder appears only once it is complete."""
     from .synth import synthesize
 
@@ -30,6 +46,6 @@ def make_concept_dataset(out: str | Path, config, overwrite: bool = False,
             n_items=len(rows), label_columns=labels))
         write_config(stage, cfg)
     per_concept = Counter(str(r.get("concept")) for r in rows)
-    return {"path": str(out), "manifest": str(out / "manifest.csv"), "items": len(rows),
-            "seconds_of_audio": round(sum(float(r.get("duration_s") or 0) for r in rows), 3),
-            "per_concept": dict(per_concept)}
+    return ConceptDataset(path=str(out), manifest=str(out / "manifest.csv"), items=len(rows),
+                          seconds_of_audio=round(sum(float(r.get("duration_s") or 0) for r in rows), 3),
+                          per_concept=dict(per_concept))

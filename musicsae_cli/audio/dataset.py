@@ -1,4 +1,7 @@
-"""`data index`: turn a folder or a manifest into a checked manifest, skipping unusable audio with reasons."""
+"""`data index`: turn a folder or a manifest into a checked manifest, skipping unusable audio with reasons.
+
+`index_source` is the service of the command: a folder or manifest here (`write_index`), a Hugging Face dataset
+in hf_datasets (`import_dataset`)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ import numpy as np
 
 from ..errors import AudioError, InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, internal, skipped_lines
 from .config import IndexConfig
 from .io import NonFiniteAudioError, audio_info, check_finite, skip_unusable
-from .manifest import MANIFEST_FORMATS, Manifest, index_folder, read_manifest_file
+from .manifest import MANIFEST_FORMATS, Manifest, check_manifest_output, index_folder, read_manifest_file
 from .manifest_record import write_recorded
 
 
@@ -27,6 +31,41 @@ class IndexResult:
     def write(self, out: str | Path) -> Path:
         """Write the manifest with the record that lets a later --overwrite replace it (see write_recorded)."""
         return write_recorded(self.manifest, out, self.source, self.config)
+
+
+@dataclass(kw_only=True)
+class IndexSummary(Result):
+    """What `data index` of a folder or manifest reports: the items kept, their label columns, the files skipped."""
+
+    out: str = internal()  # the manifest written
+    items: int
+    label_columns: list[str]
+    skipped: list[dict]  # {"path", "reason"}
+
+    def lines(self) -> list[str]:
+        return [self.out, f"{self.items} items indexed, labels: {', '.join(self.label_columns) or '-'}",
+                *skipped_lines(self.skipped)]
+
+
+def index_source(source: str | Path, out: str | Path, cfg: IndexConfig, overwrite: bool = False,
+                 progress: ProgressFactory = no_progress, dataset=None) -> Result:
+    """`data index`: a folder or manifest into the checked manifest `out`, or the rows of `dataset` (a
+    hf_sources.DatasetSource) as audio files plus a manifest in the folder `out`."""
+    if dataset is not None:
+        from .hf_datasets import import_dataset
+
+        return import_dataset(dataset, Path(out), cfg, overwrite, progress)
+    return write_index(source, out, cfg, overwrite, progress)
+
+
+def write_index(source: str | Path, out: str | Path, cfg: IndexConfig, overwrite: bool = False,
+                progress: ProgressFactory = no_progress) -> IndexSummary:
+    """Check the items of a folder or manifest (`build_index`) and write the manifest `out`."""
+    check_manifest_output(out, overwrite)
+    res = build_index(source, cfg, progress)
+    res.write(out)
+    return IndexSummary(out=str(out), items=len(res.manifest), label_columns=res.manifest.label_columns,
+                        skipped=[{"path": p, "reason": r} for p, r in res.skipped])
 
 
 def build_index(source: str | Path, config: IndexConfig, progress: ProgressFactory = no_progress) -> IndexResult:

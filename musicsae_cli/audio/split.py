@@ -27,6 +27,7 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from ..artifacts import (
 )
 from ..errors import AudioError, InputError, MusicSAEError, OutputExistsError, StoreError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result, skipped_lines
 from .config import SplitConfig
 from .demucs_models import describe_model, load_separation_model, max_segment
 from .derive import (
@@ -70,6 +72,33 @@ except ImportError:  # pragma: no cover
     fcntl = None
 PARTIAL_PREFIX = ".partial-"
 log = logging.getLogger("musicsae")
+
+
+@dataclass(kw_only=True)
+class SplitResult(Result):
+    """What `data split` reports: files separated now and before, the stem files written, speed, files skipped."""
+
+    path: str
+    manifest: str
+    model: dict
+    stems: list[str]
+    resumed: bool
+    files: int
+    separated: int
+    already_done: int
+    stem_files: int
+    audio_seconds: float
+    separation_s: float
+    elapsed_s: float
+    audio_s_per_s: float | None
+    device: str
+    skipped: list[dict]
+
+    def lines(self) -> list[str]:
+        speed = f", {self.audio_s_per_s:.2f} audio s/s" if self.audio_s_per_s else ""
+        return [self.manifest, f"{self.separated} files separated, {self.already_done} already done, "
+                               f"{self.stem_files} stem files ({', '.join(self.stems)}) on {self.device}{speed}",
+                *skipped_lines(self.skipped)]
 
 
 def _segments(model) -> list[float]:
@@ -136,7 +165,7 @@ def stem_names(sources: list[str], cfg: SplitConfig) -> list[str]:
 
 # ---------------------------------------------------------------- datasets
 def split_dataset(sources, out: str | Path, cfg: SplitConfig, overwrite: bool = False,
-                  progress: ProgressFactory = no_progress, model=None) -> dict:
+                  progress: ProgressFactory = no_progress, model=None) -> SplitResult:
     """Separate every file of `sources` (a folder, dataset folder, manifest or audio files) into `out`.
 
     `model` (already loaded, e.g. by a benchmark) replaces loading `cfg.model` from `cfg.repo`.
@@ -198,12 +227,12 @@ def split_dataset(sources, out: str | Path, cfg: SplitConfig, overwrite: bool = 
         (out / LOCK_NAME).unlink(missing_ok=True)
         swap_into_place(out, target, LOCK_NAME, "stems folder")
     elapsed = time.perf_counter() - started
-    return {"path": str(target), "manifest": str(target / "manifest.csv"), "model": info, "stems": stems,
-            "resumed": resume, "files": len(manifest.rows), "separated": stats["separated"],
-            "already_done": stats["already_done"], "stem_files": n, "audio_seconds": round(stats["audio_s"], 3),
-            "separation_s": round(stats["separate_s"], 3), "elapsed_s": round(elapsed, 3),
-            "audio_s_per_s": round(stats["audio_s"] / elapsed, 3) if stats["separated"] and elapsed > 0 else None,
-            "device": str(device), "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    speed = round(stats["audio_s"] / elapsed, 3) if stats["separated"] and elapsed > 0 else None
+    return SplitResult(path=str(target), manifest=str(target / "manifest.csv"), model=info, stems=stems,
+                       resumed=resume, files=len(manifest.rows), separated=stats["separated"],
+                       already_done=stats["already_done"], stem_files=n, audio_seconds=round(stats["audio_s"], 3),
+                       separation_s=round(stats["separate_s"], 3), elapsed_s=round(elapsed, 3), audio_s_per_s=speed,
+                       device=str(device), skipped=[{"path": p, "reason": r} for p, r in skipped])
 
 
 def _split_one(row, name, targets: dict[str, Path], out: Path, model, stems, cfg: SplitConfig, device, stats,

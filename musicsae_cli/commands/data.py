@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ..results import skipped_lines
+from ..audio.index_options import folder_label, refuse_dataset_flags
 from . import _options as opt
 from ._command import MusicsaeGroup, command
-from ._common import Output, legacy_output, resolve, split_csv
+from ._common import legacy_output, resolve, split_csv
 
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Prepare audio: synthesise labelled concept audio, index datasets, separate stems, cut windows.")
@@ -54,10 +54,7 @@ def synth(
     cfg = resolve(SynthConfig, "data", config, set_, flags, dry_run, ui)
     from ..audio.concepts import make_concept_dataset
 
-    res = make_concept_dataset(out, cfg, overwrite, ui.progress)
-    per = ", ".join(f"{k} {v}" for k, v in res["per_concept"].items())
-    ui.result(res, [res["manifest"], f"{res['items']} clips ({per}), {res['seconds_of_audio']:.0f} s of audio"],
-                out=out)
+    ui.show(make_concept_dataset(out, cfg, overwrite, ui.progress), out=out)
 
 
 @command(app, "index", config="musicsae_cli.audio.config:IndexConfig", group="data",
@@ -103,9 +100,8 @@ def index(
     ui: opt.UI,
 ) -> None:
     """Index a folder or manifest into a checked manifest (path, item_id, group, labels, duration)."""
-    from ..audio.dataset import IndexConfig, build_index
-    from ..audio.hf_datasets import dataset_source
-    from ..audio.manifest import check_manifest_output
+    from ..audio.dataset import IndexConfig
+    from ..audio.hf_sources import dataset_source
 
     dataset = dataset_source(source)
     label_name, labels = folder_label(split_csv(label), source, dataset is None)
@@ -116,61 +112,9 @@ def index(
     if dataset is None:
         refuse_dataset_flags(flags, source)
     cfg = resolve(IndexConfig, "data", config, set_, flags, dry_run, ui)
-    if dataset is not None:
-        _index_dataset(dataset, out, cfg, overwrite, ui)
-        return
-    check_manifest_output(out, overwrite)
-    res = build_index(source, cfg, ui.progress)
-    res.write(out)
-    summary = {"items": len(res.manifest), "label_columns": res.manifest.label_columns,
-               "skipped": [{"path": p, "reason": r} for p, r in res.skipped]}
-    lines = [str(out), f"{len(res.manifest)} items indexed, labels: {', '.join(res.manifest.label_columns) or '-'}"]
-    ui.result(summary, lines + skipped_lines(res.skipped), out=out)
+    from ..audio.dataset import index_source
 
-
-def folder_label(labels: list[str] | None, source: Path, plain: bool) -> tuple[str | None, list[str] | None]:
-    """(label name, label columns) of `data index`: a folder of class subfolders (not a dataset) gives one label,
-    which --label names; a manifest keeps the --label columns."""
-    if not (labels and source.is_dir() and plain):
-        return None, labels
-    if len(labels) > 1:
-        from ..errors import UsageError
-
-        raise UsageError(f"a folder gives one label (its class subfolders), not {len(labels)}",
-                         "pass one --label NAME, or index a manifest to keep several label columns")
-    return labels[0], None
-
-
-def refuse_dataset_flags(flags: dict, source: Path) -> None:
-    """`data index` of a folder or manifest: refuse the options that only datasets take."""
-    given = [f"--{k.replace('_', '-')}" for k in ("split", "subset", "audio_column", "sample_rate", "limit")
-             if flags[k] is not None] + (["--format"] if flags["audio_format"] is not None else [])
-    if given:
-        from ..errors import UsageError
-
-        raise UsageError(f"{', '.join(given)} applies to datasets (hf:OWNER/NAME, a save_to_disk folder, Parquet "
-                         f"files with an audio column, an audiofolder), not to {source}",
-                         "drop it, or pass a dataset")
-
-
-def _index_dataset(dataset, out: Path, cfg, overwrite: bool, ui: Output) -> None:
-    """`data index` of a Hugging Face dataset: its rows as audio files plus a manifest in the folder `out`."""
-    from ..audio.hf_datasets import import_dataset
-    from ..errors import UsageError
-
-    if cfg.group_regex is not None:
-        raise UsageError("--group-regex applies to folders of audio, not to a dataset",
-                         "name each row's track with --group-column COLUMN")
-    res = import_dataset(dataset, out, cfg, overwrite, ui.progress)
-    where = f"split {res['split']}" + (f", subset {res['subset']}" if res["subset"] else "")
-    lines = [res["manifest"], f"{res['items']} items from {dataset.label} ({where}), {res['seconds_of_audio']:.0f} s "
-             f"of audio; labels: {', '.join(res['label_columns']) or '-'}"
-             + (" (SynTheory's under data synth's names)" if res["label_map"] == "syntheory" else "")]
-    if res["resumed_rows"]:
-        lines.append(f"resumed after {res['resumed_rows']} rows written by an interrupted run")
-    lines += skipped_lines(res["skipped"])
-    res["skipped"] = [{"row": p, "reason": r} for p, r in res["skipped"]]
-    ui.result(res, lines, out=out)
+    ui.show(index_source(source, out, cfg, overwrite, ui.progress, dataset=dataset), out=out)
 
 
 @command(app, "split", config="musicsae_cli.audio.config:SplitConfig", group="data",
@@ -217,12 +161,7 @@ def split(
     cfg = resolve(SplitConfig, "data", config, set_, flags, dry_run, ui)
     from ..audio.split import split_dataset
 
-    res = split_dataset(sources, out, cfg, overwrite, ui.progress)
-    speed = f", {res['audio_s_per_s']:.2f} audio s/s" if res["audio_s_per_s"] else ""
-    lines = [res["manifest"], f"{res['separated']} files separated, {res['already_done']} already done, "
-                              f"{res['stem_files']} stem files ({', '.join(res['stems'])}) on {res['device']}{speed}"]
-    lines += skipped_lines(res["skipped"])
-    ui.result(res, lines, out=out)
+    ui.show(split_dataset(sources, out, cfg, overwrite, ui.progress), out=out)
 
 
 @command(app, "chunk", config="musicsae_cli.audio.config:ChunkConfig", group="data",
@@ -257,9 +196,4 @@ def chunk(
     cfg = resolve(ChunkConfig, "data", config, set_, flags, dry_run, ui)
     from ..audio.chunk import chunk_dataset
 
-    res = chunk_dataset(sources, out, cfg, overwrite, ui.progress)
-    lines = [res["manifest"], f"{res['chunks']} chunks from {res['sources']} files ({res['seconds_out']:.1f} s of "
-                              f"{res['seconds_in']:.1f} s), dropped: {res['dropped_silent']} silent, "
-                              f"{res['dropped_short']} short last pieces"]
-    lines += skipped_lines(res["skipped"])
-    ui.result(res, lines, out=out)
+    ui.show(chunk_dataset(sources, out, cfg, overwrite, ui.progress), out=out)

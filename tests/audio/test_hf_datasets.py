@@ -197,7 +197,8 @@ def test_bad_input_one_line_each(runner, app, tmp_path):
 
 def test_label_column_of_mixed_types_fails_and_leaves_nothing(tmp_path):
     from musicsae_cli.audio.config import IndexConfig
-    from musicsae_cli.audio.hf_datasets import dataset_source, import_dataset
+    from musicsae_cli.audio.hf_datasets import import_dataset
+    from musicsae_cli.audio.hf_sources import dataset_source
     from musicsae_cli.errors import InputError
 
     folder = tmp_path / "af"
@@ -232,7 +233,8 @@ def test_existing_output_and_overwrite_keep_the_old_until_done(runner, app, tmp_
 
 def test_interrupted_import_resumes_and_matches_an_uninterrupted_one(tmp_path):
     from musicsae_cli.audio.config import IndexConfig
-    from musicsae_cli.audio.hf_datasets import dataset_source, import_dataset
+    from musicsae_cli.audio.hf_datasets import import_dataset
+    from musicsae_cli.audio.hf_sources import dataset_source
 
     _dataset(6).save_to_disk(str(tmp_path / "s"))
     src = dataset_source(tmp_path / "s")
