@@ -15,14 +15,15 @@ Per hookpoint, on pooled vectors (float64):
   windows of one track are not independent; a group holding samples of both sets has its samples shuffled
   within itself (a paired comparison) while the other groups move as units;
 - the difference-of-means direction mean_a - mean_b (float32), saved for `musicsae steer generate --file`.
+
+This module is the service (modes, checks, writing the output); the statistics live in compare_stats.py, reading
+the two sets from a store in compare_data.py, the figure in compare_plots.py.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,17 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import check_output, new_manifest, staged_directory, write_config, write_csv_rows, write_json
-from ..errors import ConfigError, InputError, MusicSAEError, UsageError
-from ..probes.data import check_label_column, label_text
+from ..errors import ConfigError, InputError, UsageError
 from ..progress import ProgressFactory, no_progress
 from ..results import ABSENT, Result
-from ..store.filters import choose_stream
+from .compare_data import Sets, load_sets
+from .compare_plots import plot_compare as _plot
+from .compare_stats import (
+    compare_sets,
+    grouped_permutation_masks,
+    permutation_chunks,
+    permutation_masks,  # noqa: F401 (re-exported)
+)
 from .config import CompareConfig
 
 log = logging.getLogger("musicsae")
@@ -43,9 +50,6 @@ FORMAT_VERSION = 1
 DIRECTIONS_FILE = "directions.safetensors"
 STORE_DIR = "store"
 SET_LABEL = "set"
-_EPS = 1e-12
-_QUANTILES = (0.05, 0.5, 0.95)
-_PERM_CHUNK = 128
 NOTES = [
     "Raw cosines of residual-stream vectors are dominated by a direction shared by every item, so they sit close "
     "to 1 for any pair; the centred cosines subtract the mean of all a and b samples and show what tells the "
@@ -119,150 +123,6 @@ class CompareResult(Result):
         return lines
 
 
-# -- the statistics ------------------------------------------------------------------------------------------
-def cosine_summary(values: np.ndarray) -> dict:
-    """mean, std and the 5/50/95% quantiles of a set of cosines."""
-    q = np.quantile(values, _QUANTILES)
-    return {"mean": float(values.mean()), "std": float(values.std()), "q05": float(q[0]), "q50": float(q[1]),
-            "q95": float(q[2])}
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
-
-
-def pair_cosines(xa: np.ndarray, xb: np.ndarray) -> dict[str, np.ndarray]:
-    """Cosines a x b (every pair), and a x a and b x b (pairs i<j), flattened."""
-    ua, ub = _unit(xa), _unit(xb)
-    ia = np.triu_indices(ua.shape[0], 1)
-    ib = np.triu_indices(ub.shape[0], 1)
-    return {"ab": (ua @ ub.T).ravel(), "aa": (ua @ ua.T)[ia], "bb": (ub @ ub.T)[ib]}
-
-
-def permutation_masks(n_a: int, n_b: int, n_permutations: int, seed: int) -> tuple[np.ndarray, bool]:
-    """((P, n_a + n_b) bool, exact): True where a relabelling puts the sample in set a (n_a per row).
-
-    When there are no more distinct splits than `n_permutations`, every split is enumerated (exact test);
-    otherwise P = n_permutations seeded random relabellings.
-    """
-    n = n_a + n_b
-    if math.comb(n, n_a) <= n_permutations:
-        masks = np.zeros((math.comb(n, n_a), n), dtype=bool)
-        for i, chosen in enumerate(itertools.combinations(range(n), n_a)):
-            masks[i, list(chosen)] = True
-        return masks, True
-    rng = np.random.default_rng([seed, 7])
-    ranks = np.argsort(rng.random((n_permutations, n)), axis=1)  # a uniform permutation per row
-    return ranks < n_a, False
-
-
-def grouped_permutation_masks(groups_a, groups_b, n_permutations: int, seed: int) -> tuple[np.ndarray, bool, dict]:
-    """((P, n_a + n_b) bool, exact, record): relabellings that keep each group's samples together.
-
-    A group whose samples all lie in one set moves as a unit: the relabelling picks as many such groups for a as
-    a has. A group holding samples of both sets (mixed) keeps its number of a samples and shuffles them within
-    itself. With one sample per group this is permutation_masks (the same masks for the same seed). When there
-    are no more distinct relabellings than `n_permutations`, every one is enumerated (exact).
-    """
-    labels = np.asarray([str(g) for g in [*groups_a, *groups_b]])
-    in_a = np.r_[np.ones(len(groups_a), bool), np.zeros(len(groups_b), bool)]
-    _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")  # number the groups in order of appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    codes = rank[codes.ravel()]
-    size = np.bincount(codes)
-    n_in_a = np.bincount(codes, weights=in_a, minlength=size.size).astype(np.int64)
-    mixed = np.flatnonzero((n_in_a > 0) & (n_in_a < size))
-    pure = np.flatnonzero((n_in_a == 0) | (n_in_a == size))
-    k = int((n_in_a[pure] > 0).sum())  # pure groups in set a
-    members = {int(g): np.flatnonzero(codes == g) for g in mixed}
-    distinct = math.comb(pure.size, k) * math.prod(math.comb(int(size[g]), int(n_in_a[g])) for g in mixed)
-    record = {"units": int(size.size), "units_a": int(np.unique(codes[in_a]).size),
-              "units_b": int(np.unique(codes[~in_a]).size), "mixed_groups": int(mixed.size),
-              "mixed_examples": [str(labels[first[order[g]]]) for g in mixed[:3]],
-              "distinct_permutations": distinct if distinct <= 10**15 else ">1e15"}
-    n = labels.size
-    if distinct <= n_permutations:
-        choices = [itertools.combinations(range(pure.size), k),
-                   *(itertools.combinations(members[int(g)].tolist(), int(n_in_a[g])) for g in mixed)]
-        masks = np.zeros((distinct, n), dtype=bool)
-        for i, (chosen, *within) in enumerate(itertools.product(*choices)):
-            masks[i] = np.isin(codes, pure[list(chosen)])
-            for picked in within:
-                masks[i, list(picked)] = True
-        return masks, True, record
-    rng = np.random.default_rng([seed, 7])
-    group_in_a = np.zeros((n_permutations, size.size), dtype=bool)
-    group_in_a[:, pure] = np.argsort(rng.random((n_permutations, pure.size)), axis=1) < k
-    masks = group_in_a[:, codes]
-    for g in mixed:
-        idx = members[int(g)]
-        masks[:, idx] = np.argsort(rng.random((n_permutations, idx.size)), axis=1) < n_in_a[g]
-    return masks, False, record
-
-
-def permutation_null(x: np.ndarray, masks: np.ndarray, tracker=None) -> np.ndarray:
-    """(P,) ||mean of the masked rows - mean of the others|| of `x` (n, d) for each permutation mask.
-
-    Set sizes may differ between masks (whole groups of unequal sizes move); `tracker` advances per chunk.
-    """
-    out = np.empty(masks.shape[0])
-    for lo in range(0, masks.shape[0], _PERM_CHUNK):
-        m = masks[lo:lo + _PERM_CHUNK]
-        n_a = m.sum(1, keepdims=True)
-        w = np.where(m, 1.0 / n_a, -1.0 / (m.shape[1] - n_a))  # (chunk, n): mean over a minus mean over b
-        out[lo:lo + _PERM_CHUNK] = np.linalg.norm(w @ x, axis=1)
-        if tracker is not None:
-            tracker.advance(1)
-    return out
-
-
-def permutation_chunks(masks: np.ndarray | None) -> int:
-    """How many steps permutation_null reports for `masks`."""
-    return 0 if masks is None else -(-masks.shape[0] // _PERM_CHUNK)
-
-
-def compare_sets(xa, xb, masks: np.ndarray | None = None, exact: bool = False,
-                 tracker=None) -> tuple[dict, np.ndarray]:
-    """Every statistic of one hookpoint for samples `xa` (n_a, d) and `xb` (n_b, d), and mean_a - mean_b.
-
-    `masks` (from permutation_masks) drive the permutation test; None skips it (p_value None). With `exact`
-    the masks are every split (the observed one included): p = #null >= observed / #splits; otherwise
-    p = (1 + #null >= observed) / (1 + #permutations).
-    """
-    xa = np.asarray(xa, dtype=np.float64)
-    xb = np.asarray(xb, dtype=np.float64)
-    n_a, n_b = xa.shape[0], xb.shape[0]
-    mean_a, mean_b = xa.mean(0), xb.mean(0)
-    diff = mean_a - mean_b
-    row: dict = {"width": int(xa.shape[1]), "n_a": n_a, "n_b": n_b}
-    for prefix, (ca, cb) in (("", (xa, xb)), ("centred_", _centre(xa, xb))):
-        for pair, values in pair_cosines(ca, cb).items():
-            row.update({f"{prefix}cos_{pair}_{k}": v for k, v in cosine_summary(values).items()})
-    diff_norm = float(np.linalg.norm(diff))
-    within = float(np.sqrt((((xa - mean_a) ** 2).sum() + ((xb - mean_b) ** 2).sum()) / (n_a + n_b - 2)))
-    norm_a, norm_b = float(np.linalg.norm(mean_a)), float(np.linalg.norm(mean_b))
-    row.update(cos_means=float(mean_a @ mean_b / max(norm_a * norm_b, _EPS)), norm_mean_a=norm_a,
-               norm_mean_b=norm_b, diff_norm=diff_norm, within_rms=within,
-               separation=diff_norm / within if within > 0 else None,
-               p_value=None, n_permutations=0, permutation_exact=None, null_diff_norm_mean=None,
-               null_diff_norm_q95=None)
-    if masks is not None and masks.shape[0]:
-        null = permutation_null(np.concatenate([xa, xb]), masks, tracker)
-        # a relative tolerance: a permutation equal to the observed split must count despite rounding
-        hits = int((null >= diff_norm * (1 - 1e-9)).sum())
-        p_value = hits / null.size if exact else (1 + hits) / (1 + null.size)
-        row.update(p_value=p_value, n_permutations=int(null.size), permutation_exact=bool(exact),
-                   null_diff_norm_mean=float(null.mean()), null_diff_norm_q95=float(np.quantile(null, 0.95)))
-    return row, diff.astype(np.float32)
-
-
-def _centre(xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    grand = np.concatenate([xa, xb]).mean(0)
-    return xa - grand, xb - grand
-
-
 # -- the command -----------------------------------------------------------------------------------------------
 def parse_contrast(text: str) -> tuple[str, str, str]:
     """'label=a:b' -> (label, a, b), as `musicsae steer generate --contrast` writes it."""
@@ -284,7 +144,7 @@ def compare(store: str | Path | None, out: str | Path, cfg: CompareConfig, overw
     from ..store import ActivationStore
 
     opened = ActivationStore.open(store)
-    sets = _load_sets(opened, cfg.label, cfg.a, cfg.b, cfg, progress)
+    sets = load_sets(opened, cfg.label, cfg.a, cfg.b, cfg, progress)
     record = {"mode": "store", "store": str(store)}
     with staged_directory(out, overwrite) as stage:
         res = _analyse_and_write(stage, out, opened, sets, cfg, record, progress)
@@ -315,131 +175,8 @@ def _check_mode(store, cfg: CompareConfig) -> None:
         raise UsageError(f"--a and --b are the same value ({cfg.a!r})", "compare two different values")
 
 
-# -- reading the two sets ----------------------------------------------------------------------------------------
-class _Sets:
-    """The samples of both sets: per hookpoint (n, d) float32, plus item ids and availability."""
-
-    def __init__(self, hookpoints, xa, xb, items_a, items_b, available, label, a, b, where, stream=None,
-                 groups_a=None, groups_b=None, group_column="item_id"):
-        self.hookpoints, self.xa, self.xb = hookpoints, xa, xb
-        self.items_a, self.items_b, self.available = items_a, items_b, available
-        self.label, self.a, self.b, self.where, self.stream = label, a, b, where, stream
-        n_a, n_b = next(iter(xa.values())).shape[0], next(iter(xb.values())).shape[0]
-        # the permutation unit of each sample (its group, else its position: every sample on its own)
-        self.groups_a = [f"a{i}" for i in range(n_a)] if groups_a is None else list(groups_a)
-        self.groups_b = [f"b{i}" for i in range(n_b)] if groups_b is None else list(groups_b)
-        self.group_column = group_column
-
-
-def _load_sets(store, label: str, a: str, b: str, cfg: CompareConfig, progress) -> _Sets:
-    check_label_column(store, label)
-    hookpoints = pick_dense_hookpoints(store, cfg.hookpoints)
-    # Both generation streams pooled into one sample would mix two computations: one stream, cond by default.
-    streams = choose_stream(store, cfg.where, labels=[label])
-    where = streams.where
-    base = store.select(where) if where else np.arange(store.n_rows, dtype=np.int64)
-    if base.size == 0:
-        raise InputError(f"no store rows match --where {where}", "check the filters against `musicsae info STORE`")
-    unit = "items" if cfg.pooling == "item" else "frames"
-    group_column = _group_column(store, cfg.group_column)
-    selected = {}
-    for name, value in (("a", a), ("b", b)):
-        rows = store.select([*where, f"{label}={value}"])
-        if rows.size == 0:
-            raise InputError(f"no store rows with {label}={value}" + (" (after --where)" if where else ""),
-                             f"values of {label}: {', '.join(_values(store, label, base))}")
-        selected[name] = rows
-    if np.intersect1d(selected["a"], selected["b"]).size:
-        raise InputError(f"{label}={a} and {label}={b} select the same rows", "compare two different values")
-    xs, items, available, groups = {}, {}, {}, {}
-    for name, seed_part in (("a", 1), ("b", 2)):
-        x, ids, n, groups[name] = _samples(store, hookpoints, selected[name], cfg, seed_part, progress,
-                                           group_column)
-        value = a if name == "a" else b
-        if n < 2:
-            raise InputError(f"set {name} ({label}={value}) has {n} {unit[:-1] if n == 1 else unit}; the within-set "
-                             "cosines need at least 2", "choose values with more samples, or relax --where")
-        xs[name], items[name], available[name] = x, ids, n
-    for name, x in xs.items():
-        bad = [hp for hp in hookpoints if not np.isfinite(x[hp]).all()]
-        if bad:
-            raise MusicSAEError(f"non-finite activations (NaN/Inf) in set {name} at {bad[0]}",
-                                "re-extract those items, or exclude them with --where")
-    return _Sets(hookpoints, xs["a"], xs["b"], items["a"], items["b"], available, label, a, b, where,
-                 streams.record(), groups["a"], groups["b"], group_column)
-
-
-def _group_column(store, column: str) -> str:
-    """The column whose values the permutation test keeps together: `column`, or item_id when the store lacks
-    the default 'group' (a store of generated prompts); another missing column is an error."""
-    if column in store.metadata_columns:
-        return column
-    if column == "group":
-        log.debug("the store has no 'group' column: the permutation test permutes items")
-        return "item_id"
-    columns = [c for c in store.metadata_columns if c not in ("frame", "time_s")]
-    raise InputError(f"the store has no column '{column}' to group the permutation test by",
-                     "set group_column to one of: " + ", ".join(columns))
-
-
-def pick_dense_hookpoints(store, patterns: list[str]) -> list[str]:
-    """Store hookpoints matching names or globs (all dense ones by default), in store order; CSR refused."""
-    dense = [hp for hp in store.hookpoints if not store.is_sparse(hp)]
-    if not patterns:
-        if not dense:
-            raise InputError("the store holds only sparse (CSR) latent hookpoints",
-                             "compare reads dense activations: pass an activation store from `musicsae extract`")
-        return dense
-    from ..probes.data import pick_hookpoints
-
-    chosen = pick_hookpoints(store, patterns)  # names or globs, closest-name errors, one width
-    sparse = [hp for hp in chosen if store.is_sparse(hp)]
-    if sparse:
-        raise InputError(f"hookpoint {sparse[0]} is stored sparse (CSR latents); compare needs dense activations",
-                         "choose dense hookpoints: " + (", ".join(dense) if dense else "(none in this store)"))
-    return chosen
-
-
-def _values(store, label: str, rows: np.ndarray, limit: int = 20) -> list[str]:
-    values = store.metadata([label]).column(label).take(rows).to_pylist()
-    found = sorted({label_text(v) for v in values if v is not None})
-    return found[:limit] + (["..."] if len(found) > limit else []) if found else ["(none: every value is missing)"]
-
-
-def _samples(store, hookpoints: list[str], rows: np.ndarray, cfg: CompareConfig, seed_part: int, progress,
-             group_column: str = "item_id"):
-    """({hookpoint: (n, d) float32}, item ids of the samples (unique, in order), samples available, group of
-    each sample (`group_column`; an empty value counts as the sample's item))."""
-    rng = np.random.default_rng([cfg.seed, seed_part])
-    columns = list(dict.fromkeys(["item_id", group_column]))
-    if cfg.pooling == "item":
-        items, pooled = store.pool(hookpoints, "mean", rows=rows, progress=progress)
-        ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
-        available = ids.size
-        if available > cfg.max_samples:
-            keep = np.sort(rng.choice(available, size=cfg.max_samples, replace=False))
-            ids, pooled = ids[keep], {hp: x[keep] for hp, x in pooled.items()}
-        table = store.metadata(columns).take(rows)  # a per-frame group column is read at each item's first row
-        group_of = dict(zip(table.column("item_id").to_pylist()[::-1], table.column(group_column).to_pylist()[::-1],
-                            strict=True))
-        groups = [_group_text(group_of.get(i), i) for i in ids]
-        return pooled, [str(i) for i in ids], available, groups
-    available = rows.size
-    if available > cfg.max_samples:
-        rows = np.sort(rng.choice(rows, size=cfg.max_samples, replace=False))
-    table = store.metadata(columns).take(rows)
-    ids = np.asarray(table.column("item_id").to_pylist(), dtype=object)
-    groups = [_group_text(g, i) for g, i in zip(table.column(group_column).to_pylist(), ids, strict=True)]
-    x = {hp: store.read_rows(hp, rows) for hp in hookpoints}
-    return x, [str(i) for i in dict.fromkeys(ids.tolist())], available, groups
-
-
-def _group_text(value, item_id) -> str:
-    return f"item:{item_id}" if value is None or value == "" else label_text(value)
-
-
 # -- analysis and output ---------------------------------------------------------------------------------------
-def _analyse_and_write(stage: Path, out, store, sets: _Sets, cfg: CompareConfig, record: dict, progress,
+def _analyse_and_write(stage: Path, out, store, sets: Sets, cfg: CompareConfig, record: dict, progress,
                        extra_files: tuple[str, ...] = ()) -> dict:
     from safetensors.numpy import save_file
 
@@ -483,7 +220,7 @@ def _analyse_and_write(stage: Path, out, store, sets: _Sets, cfg: CompareConfig,
     return result
 
 
-def _permutations(sets: _Sets, cfg: CompareConfig) -> tuple[np.ndarray | None, bool, dict]:
+def _permutations(sets: Sets, cfg: CompareConfig) -> tuple[np.ndarray | None, bool, dict]:
     """(masks, exact, record) of the permutation test: whole groups move between the sets (see NOTES)."""
     unit = "item" if sets.group_column == "item_id" else "group"
     if not cfg.n_permutations:
@@ -502,41 +239,6 @@ def _permutations(sets: _Sets, cfg: CompareConfig) -> tuple[np.ndarray | None, b
                     "" if unit == "item" else " (--set group_column=item_id treats the items of a group as "
                     "independent, which is optimistic)")
     return masks, exact, record
-
-
-def _plot(path: Path, layers: list[dict], sets: _Sets) -> None:
-    """Cross- vs within-set cosine (mean, +-1 std band) per layer, raw and centred, and the separation."""
-    from ..plotting import figure, figure_legend, hookpoint_ticks, output_name, style_axis, title
-
-    x = np.arange(len(layers))
-    names = [r["hookpoint"] for r in layers]
-    n = f"n_a={layers[0]['n_a']}, n_b={layers[0]['n_b']} samples" if layers else None
-    head = title(f"{sets.label}: {sets.a} (a) vs {sets.b} (b), per layer", run=output_name(path.parent), n=n)
-    with figure(path, ncols=3, panel=(5.0, 3.8), title=head) as (fig, axes):
-        series = (("ab", "cross a x b", "C3"), ("aa", f"within a ({sets.a})", "C0"),
-                  ("bb", f"within b ({sets.b})", "C2"))
-        panels = ((axes[0], "", "raw cosine"), (axes[1], "centred_", "centred cosine (shared mean removed)"))
-        for ax, prefix, name in panels:
-            for pair, label, color in series:
-                mean = np.array([r[f"{prefix}cos_{pair}_mean"] for r in layers], dtype=float)
-                std = np.array([r[f"{prefix}cos_{pair}_std"] for r in layers], dtype=float)
-                ax.plot(x, mean, marker="o", ms=3, color=color, label=label)
-                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, label=f"_{label} std")
-            ax.set_title(name)
-            hookpoint_ticks(ax, names)
-            style_axis(ax, xlabel="hookpoint", ylabel="cosine (mean ± std over pairs)", bounded=(None, 1.0),
-                       legend=False)
-        sep = np.array([np.nan if r["separation"] is None else r["separation"] for r in layers], dtype=float)
-        axes[2].plot(x, sep, marker="o", ms=3, color="C1", label="separation")
-        for xi, r in zip(x, layers, strict=True):
-            if r["p_value"] is not None and np.isfinite(sep[xi]):
-                axes[2].annotate(f"p={r['p_value']:.2g}", (xi, sep[xi]), fontsize=6, textcoords="offset points",
-                                 xytext=(0, 4), ha="center")
-        axes[2].set_title("separation: ||mean_a - mean_b|| / within-set RMS")
-        hookpoint_ticks(axes[2], names)
-        style_axis(axes[2], xlabel="hookpoint", ylabel="separation", unit="within-set RMS distances",
-                   bounded=(0.0, max(1.0, float(np.nanmax(sep)) * 1.15) if np.isfinite(sep).any() else 1.0))
-        figure_legend(fig, axes[0])
 
 
 # -- prompt mode ------------------------------------------------------------------------------------------------
@@ -572,7 +274,7 @@ def _prompt_mode(out, cfg: CompareConfig, overwrite: bool, progress, adapter,
                                adapter=adapter, source=source)
         store = ActivationStore.open(stage / STORE_DIR)
         run_cfg = cfg.model_copy(update={"where": where, "hookpoints": hookpoints})
-        sets = _load_sets(store, SET_LABEL, "a", "b", run_cfg, progress)
+        sets = load_sets(store, SET_LABEL, "a", "b", run_cfg, progress)
         record = {"mode": "prompts", "store": str(Path(out) / STORE_DIR),
                   "prompts": {n: [{"prompt_id": p.prompt_id, "text": p.text} for p in items]
                               for n, items in prompts.items()},
