@@ -7,15 +7,66 @@ kinds that name none show what their manifest records."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import kinds
 from .artifacts import MANIFEST_NAME, read_manifest
-from .errors import InputError
+from .errors import InputError, MusicSAEError
+from .results import Result, internal
 
 _TOP_VALUES = 10
 _LIST_UNREADABLE = 20  # unreadable files named in full; the count is always given
+
+
+@dataclass(kw_only=True)
+class Info(Result):
+    """What `musicsae info` shows: the artefact's summary (its fields vary by kind), with --verify what is
+    broken; printed as indented `key: value` lines."""
+
+    summary: dict[str, Any] = internal()  # describe()'s summary, printed as top-level fields
+    verified: bool = internal(False)  # every file read (--verify): summary["verify"] says what is broken
+
+    @property
+    def broken(self) -> bool:
+        """Whether --verify found problems."""
+        return self.verified and bool(self.summary["verify"]["problems"])
+
+    def to_json(self) -> dict[str, Any]:
+        return self.summary
+
+    def lines(self) -> list[str]:
+        return list(_lines(self.summary))
+
+
+def _lines(data: dict[str, Any], indent: int = 0) -> Iterator[str]:
+    pad = "  " * indent
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield f"{pad}{key}:"
+            yield from _lines(value, indent + 1)
+        elif isinstance(value, list):
+            yield f"{pad}{key}: {', '.join(map(str, value)) if value else '-'}"
+        else:
+            yield f"{pad}{key}: {'-' if value is None or value == {} else value}"
+
+
+def info(path: str | Path, verify: bool = False) -> Info:
+    """`musicsae info`: the summary of the artefact at `path`; with `verify`, every file read and what is broken
+    (`verify`: ok and the problems), the summary then saying what could not be read instead of failing."""
+    if not verify:
+        return Info(summary=describe(path))
+    from .verify import verify as check
+
+    try:
+        summary = describe(path)
+    except MusicSAEError as exc:  # a damaged artefact: say what could not be read, then what is broken
+        summary = {"path": str(path), "unreadable": exc.message}
+    found = check(path)
+    summary["verify"] = {"ok": not found["problems"], **found}
+    return Info(summary=summary, verified=True)
 
 
 def describe(path: str | Path) -> dict[str, Any]:

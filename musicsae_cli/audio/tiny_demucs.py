@@ -9,9 +9,11 @@ load offline from that folder like downloaded models (`data split --repo`, which
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import make_parents
+from ..results import Result
 
 SOURCES = ("drums", "bass", "other", "vocals")
 TINY_DEMUCS_NAME = "tiny-htdemucs"
@@ -49,8 +51,27 @@ def save_demucs_model(model, repo_dir: str | Path, signature: str) -> Path:
     return new
 
 
+@dataclass(kw_only=True)
+class TinyDemucs(Result):
+    """A tiny HTDemucs (or bag of them) written into a model repository (`model save-tiny-demucs`)."""
+
+    repo: str
+    name: str
+    files: list[str]
+    bag_size: int
+    parameters_per_model: int
+    sources: list[str]
+    sample_rate: int
+    audio_channels: int
+
+    def lines(self) -> list[str]:
+        kind = f"bag of {self.bag_size}" if self.bag_size > 1 else "single model"
+        return [f"{self.repo}: {self.name} ({kind}, {self.parameters_per_model:,} parameters per model, "
+                f"stems {', '.join(self.sources)}, {self.sample_rate} Hz)", *self.files]
+
+
 def save_tiny_demucs(repo_dir: str | Path, name: str = TINY_DEMUCS_NAME, seed: int = 0, bag_size: int = 1,
-                     overwrite: bool = False, **kwargs) -> dict:
+                     overwrite: bool = False, **kwargs) -> TinyDemucs:
     """Write a tiny HTDemucs (or a bag of `bag_size` of them) named `name` into the model repository `repo_dir`."""
     import yaml
 
@@ -82,9 +103,9 @@ def save_tiny_demucs(repo_dir: str | Path, name: str = TINY_DEMUCS_NAME, seed: i
         bag = repo_dir / f"{name}.yaml"
         atomic_write_text(bag, yaml.safe_dump({"models": members}, sort_keys=False))
         files.append(bag)
-    return {"repo": str(repo_dir), "name": name, "files": [f.name for f in files], "bag_size": bag_size,
-            "parameters_per_model": params, "sources": list(model.sources), "sample_rate": int(model.samplerate),
-            "audio_channels": int(model.audio_channels)}
+    return TinyDemucs(repo=str(repo_dir), name=name, files=[f.name for f in files], bag_size=bag_size,
+                      parameters_per_model=params, sources=list(model.sources), sample_rate=int(model.samplerate),
+                      audio_channels=int(model.audio_channels))
 
 
 def _files_of(repo_dir: Path, signatures: list[str]) -> list[Path]:

@@ -52,7 +52,7 @@ def learn(
     from ..concepts.learn import learn as run
 
     res = run(data, out, cfg, overwrite=overwrite, progress=ui.progress)
-    ui.result(res.model_dump(), res.lines(), out=res.path)
+    ui.show(res, out=res.path)
 
 
 @command(app, "evaluate", examples=["musicsae concept evaluate concepts/ -o concepts-eval/",
@@ -76,4 +76,4 @@ def evaluate(
 
     res = run(concepts, out, samples=samples, duration_s=duration_s, seed=seed, model=model, device=device,
               overwrite=overwrite, progress=ui.progress)
-    ui.result(res.model_dump(), res.lines(), out=res.path)
+    ui.show(res, out=res.path)

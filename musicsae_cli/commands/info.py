@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -23,32 +23,9 @@ def info(
     ui: opt.UI,
 ) -> None:
     """Summarise any musicsae artefact."""
-    from ..describe import describe
+    from ..describe import info as run
 
-    if not verify:
-        summary = describe(path)
-    else:
-        from ..errors import MusicSAEError
-        from ..verify import verify as check
-
-        try:
-            summary = describe(path)
-        except MusicSAEError as exc:  # a damaged artefact: say what could not be read, then what is broken
-            summary = {"path": str(path), "unreadable": exc.message}
-        found = check(path)
-        summary["verify"] = {"ok": not found["problems"], **found}
-    ui.result(summary, list(_lines(summary)))
-    if verify and found["problems"]:
+    res = run(path, verify=verify)
+    ui.show(res)
+    if res.broken:
         raise typer.Exit(1)
-
-
-def _lines(data: dict[str, Any], indent: int = 0):
-    pad = "  " * indent
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            yield f"{pad}{key}:"
-            yield from _lines(value, indent + 1)
-        elif isinstance(value, list):
-            yield f"{pad}{key}: {', '.join(map(str, value)) if value else '-'}"
-        else:
-            yield f"{pad}{key}: {'-' if value is None or value == {} else value}"

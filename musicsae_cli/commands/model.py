@@ -24,17 +24,9 @@ def families(
     ui: opt.UI,
 ) -> None:
     """List the model families: what models each covers, what they can do, their generation settings."""
-    from ..models import CAPABILITIES, FAMILIES
+    from ..models.reports import list_families
 
-    rows = [fam.describe() for fam in FAMILIES.values()]
-    lines = []
-    for row in rows:
-        lines.append(f"{row['name']}: {row['summary']}")
-        lines.append(f"  can: {'; '.join(CAPABILITIES[c] for c in row['capabilities'])}")
-        if row["generation_settings"]:
-            shown = ", ".join(f"{k}={v}" for k, v in row["generation_settings"].items())
-            lines.append(f"  generation settings (--gen KEY=VALUE): {shown}")
-    ui.result({"families": rows}, lines)
+    ui.show(list_families())
 
 
 @command(app, "save-tiny", examples=[f"musicsae model save-tiny -o {EXAMPLES['tiny']}/ && musicsae model hookpoints "
@@ -55,8 +47,7 @@ def save_tiny(
 
     out = legacy_output(out, legacy_out)
     res = save(family, out, seed=seed, overwrite=overwrite)
-    ui.result(res, [res["path"], f"tiny {res['family']} model: {res['n_layers']} layers, width {res['hidden_size']}, "
-                                f"{res['parameters']:,} parameters"], out=res.pop("path"))
+    ui.show(res, out=res.path)
 
 
 @command(app, "save-tiny-demucs", examples=[
@@ -78,10 +69,7 @@ def save_tiny_demucs(
     from ..audio.tiny_demucs import save_tiny_demucs as save
 
     repo = legacy_output(out, legacy_out)
-    res = save(repo, name=name, seed=seed, bag_size=bag_size, overwrite=overwrite)
-    kind = f"bag of {res['bag_size']}" if res["bag_size"] > 1 else "single model"
-    ui.result(res, [f"{res['repo']}: {res['name']} ({kind}, {res['parameters_per_model']:,} parameters per model, "
-                   f"stems {', '.join(res['sources'])}, {res['sample_rate']} Hz)", *res["files"]], out=repo)
+    ui.show(save(repo, name=name, seed=seed, bag_size=bag_size, overwrite=overwrite), out=repo)
 
 
 @command(app, "hookpoints", examples=[f"musicsae model hookpoints {EXAMPLES['tiny']}",
@@ -101,13 +89,10 @@ def hookpoints(
 ) -> None:
     """List a model's hookpoints and their widths."""
     from ..config import parse_set
-    from ..models import load_adapter
+    from ..models.reports import model_hookpoints
 
     trust_code(trust)
-    adapter = load_adapter(model, family=family or "auto", revision=revision, device="cpu",
-                           options=parse_set(option) if option else None)
-    widths = adapter.hookpoint_widths
-    ui.result({"model": adapter.describe(), "hookpoints": widths}, [f"{h}\t{w}" for h, w in widths.items()])
+    ui.show(model_hookpoints(model, family, revision, options=parse_set(option) if option else None))
 
 
 @command(app, "train-tiny", config="musicsae_cli.models.tiny_train:TrainTinyConfig", group="model",
@@ -148,4 +133,4 @@ def train_tiny(
     from ..models.tiny_train import train_tiny as train
 
     res = train(target, cfg, overwrite=overwrite, progress=ui.progress)
-    ui.result(res.model_dump(), res.lines(), out=res.path)
+    ui.show(res, out=res.path)

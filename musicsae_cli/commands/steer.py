@@ -101,21 +101,7 @@ def generate(out: OutOpt, config: ConfigOpt = None, set_: opt.Set = None, *,
     cfg = resolve(SteerGenerateConfig, "steer", config, set_, flags, dry_run, ui)
     from ..steering.generate import steer_generate
 
-    res = steer_generate(cfg, out, overwrite=overwrite, progress=ui.progress)
-    what = (f"{res['clips']} clips re-synthesised" if res.get("resynthesis")
-            else f"{res['clips']} clips of {res['seconds_per_clip']:.2f} s")
-    lines = [str(out), f"{what}, {steering_line(res)}, {res['elapsed_s']:.1f} s"]
-    if res.get("resynthesis"):
-        lines.append(f"outputs changed by {res['rel_change_mean']:.3f} of their norm on average")
-    ui.result(res, lines, out=out)
-
-
-def steering_line(res: dict) -> str:
-    """'add probe direction at layers.4 (strengths 4)', or 'per-dimension controls at latent'."""
-    if res["mode"] == "dims":
-        return f"per-dimension controls at {', '.join(res['layers'])}"
-    return (f"{res['mode']} {res['direction']} direction at {', '.join(res['layers'])} (strengths "
-            f"{', '.join(f'{s:g}' for s in res['strengths'])})")
+    ui.show(steer_generate(cfg, out, overwrite=overwrite, progress=ui.progress), out=out)
 
 
 @command(app, "sweep", config="musicsae_cli.steering.config:SteerSweepConfig", group="steer", keys=CONFIG_KEYS,
@@ -154,17 +140,7 @@ def sweep(out: OutOpt, config: ConfigOpt = None, set_: opt.Set = None, *,
     cfg = resolve(SteerSweepConfig, "steer", config, set_, flags, dry_run, ui)
     from ..steering.sweep import steer_sweep
 
-    res = steer_sweep(cfg, out, overwrite=overwrite, progress=ui.progress)
-    saturated = [f"saturated: {res['saturation']['reason']}"] if res["saturated"] else []
-    timing = res["timing"]
-    split = ", ".join(f"{k} {timing[f'{k}_s']:.1f} s" for k in ("generation", "reextraction", "scoring", "embedding"))
-    data = res["judges"]["data"]
-    fit = [] if data is None or data["cv_accuracy"] is None else [
-        f"data judge: cross-validated accuracy {data['cv_accuracy']:.2f} ({data['cv_folds']} folds, chance "
-        f"{data['chance']:.2f})"]
-    ui.result(res, [str(out), *saturated, *fit, res["judge_summary"], f"time: {split}",
-                    f"{res['clips']} clips; P({res['target']}) at {res['score_hookpoint']}:",
-                    *res["summary"].splitlines()], out=out)
+    ui.show(steer_sweep(cfg, out, overwrite=overwrite, progress=ui.progress), out=out)
 
 
 @command(app, "audio", config="musicsae_cli.steering.config:SteerAudioConfig", group="steer", keys=CONFIG_KEYS,
@@ -188,9 +164,4 @@ def audio(source: Annotated[Path, typer.Argument(help="Audio: a manifest, a data
     cfg = resolve(SteerAudioConfig, "steer", config, set_, flags, dry_run, ui)
     from ..steering.audio import steer_audio
 
-    res = steer_audio(source, out, cfg, overwrite=overwrite, progress=ui.progress)
-    lines = [str(out), f"{res['items']} items, {steering_line(res)}: "
-                       f"outputs changed by {res['rel_change_mean']:.3f} of their norm on average"]
-    lines += [f"  {name}: {res[f'{name}_plain_mean']:.4g} plain -> {res[f'{name}_steered_mean']:.4g} steered"
-              for name in res["readings"]]
-    ui.result(res, lines, out=out)
+    ui.show(steer_audio(source, out, cfg, overwrite=overwrite, progress=ui.progress), out=out)

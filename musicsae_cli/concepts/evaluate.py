@@ -10,16 +10,21 @@ and the vocabulary tokens nearest each learned row. Writes report.json, report.c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
 
 from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result
 
 
-class ConceptEvaluateResult(BaseModel):
+@dataclass(kw_only=True)
+class ConceptEvaluateResult(Result):
+    """What `concept evaluate` reports: per concept, the Frechet distances against the controls, the validation
+    CE and the nearest words."""
+
     path: str
     model: str
     rows: list[dict]

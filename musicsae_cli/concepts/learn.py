@@ -21,19 +21,20 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel
 
 from ..errors import ConfigError, InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result
 from .config import ConceptLearnConfig
 
 FORMAT_VERSION = 1
 log = logging.getLogger("musicsae")
 
 
-class ConceptLearnResult(BaseModel):
+@dataclass(kw_only=True)
+class ConceptLearnResult(Result):
     """What `concept learn` prints and records."""
 
     path: str

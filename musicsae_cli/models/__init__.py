@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import CAPABILITIES, EditContext, GenerationOutput, ModelAdapter, contextual
+from .reports import TinyModel
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def generation_setting_names() -> dict[str, str]:
     return names
 
 
-def save_tiny(family: str | None, out, seed: int = 0, overwrite: bool = False) -> dict:
+def save_tiny(family: str | None, out, seed: int = 0, overwrite: bool = False) -> TinyModel:
     """Write the tiny random model of `family` (None: the default model's family), loadable with --model;
     UsageError naming the families that have one."""
     from ..errors import UsageError
@@ -167,7 +168,7 @@ def save_tiny(family: str | None, out, seed: int = 0, overwrite: bool = False) -
     fam = family_of("", family) if family else family_of(DEFAULT_MODEL)
     if fam.save_tiny is None:
         raise UsageError(f"model family {family} has no tiny model to write", f"families with one: {', '.join(having)}")
-    return {"family": fam.name, **_attr(fam.save_tiny)(out, seed=seed, overwrite=overwrite)}
+    return TinyModel(family=fam.name, **_attr(fam.save_tiny)(out, seed=seed, overwrite=overwrite))
 
 
 def load_adapter(name: str, family: str = "auto", revision: str | None = None, device: str = "auto",

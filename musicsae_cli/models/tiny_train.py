@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,7 @@ from ..artifacts import STATE, load_state, save_state
 from ..audio.config import SynthConfig
 from ..errors import ConfigError, InputError
 from ..progress import ProgressFactory, no_progress
+from ..results import Result
 from .musicgen_loss import delayed
 from .tiny import TRAINED_NAME  # the name its manifest records
 
@@ -278,7 +280,8 @@ def _lr(cfg: DecoderSettings, step: int) -> float:
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
-class TrainTinyResult(BaseModel):
+@dataclass(kw_only=True)
+class TrainTinyResult(Result):
     """What `model train-tiny` prints: where the model is, its size, CE before and after, pitch survival, time."""
 
     path: str
@@ -506,7 +509,7 @@ def _save(out, model, processor, cfg, rows, train_idx, val_idx, result, overwrit
     with staged_directory(out, overwrite) as stage:
         model.save_pretrained(stage)
         processor.save_pretrained(stage)
-        training = result.model_dump(exclude={"path", "resumed"})
+        training = {k: v for k, v in result.to_json().items() if k not in ("path", "resumed")}
         training["data"] = {"source": cfg.data or "synth", "per_concept": concepts,
                             "val_items": [rows[i]["item_id"] for i in val_idx],
                             "prompts": len({r["prompt"] for r in rows})}

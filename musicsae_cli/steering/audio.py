@@ -22,13 +22,14 @@ from ..errors import InputError
 from ..progress import ProgressFactory, no_progress
 from .config import SteerAudioConfig
 from .edits import build_steering
+from .results import SteeredAudio
 
 KIND = "steer_audio"
 FORMAT_VERSION = 1
 
 
 def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, overwrite: bool = False,
-                progress: ProgressFactory = no_progress, adapter=None) -> dict:
+                progress: ProgressFactory = no_progress, adapter=None) -> SteeredAudio:
     """Outputs of every item plain and steered; results.csv, the outputs and the record, moved into place whole."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_csv_rows, write_json
     from ..audio.io import load_audio, write_wav
@@ -86,6 +87,8 @@ def steer_audio(source: str | Path, out: str | Path, cfg: SteerAudioConfig, over
             steering=steering.record, summary=summary,
             files=["results.csv", *(["directions.safetensors"] if direction is not None else [])]))
         write_config(stage, {"source": str(source), **cfg.model_dump(mode="json")})
-    return {"out": str(out), **summary, "layers": steering.layers, "strengths": steering.strengths,
-            "mode": steering.record["mode"], "direction": steering.record["direction"]["kind"], "readings": readings,
-            "elapsed_s": round(time.perf_counter() - started, 3)}
+    means = {k: v for k, v in summary.items() if k not in ("items", "rel_change_mean")}
+    return SteeredAudio(out=str(out), items=summary["items"], rel_change_mean=summary["rel_change_mean"], means=means,
+                        layers=steering.layers, strengths=steering.strengths, mode=steering.record["mode"],
+                        direction=steering.record["direction"]["kind"], readings=readings,
+                        elapsed_s=round(time.perf_counter() - started, 3))

@@ -25,6 +25,7 @@ from ..progress import ProgressFactory, no_progress
 from .config import GenerationSettings, ModelSettings, SteerGenerateConfig
 from .directions import Direction, load_direction, sha256
 from .edits import build_steering
+from .results import SteeredGeneration
 
 KIND = "steer_generate"
 FORMAT_VERSION = 1
@@ -119,7 +120,7 @@ def chosen_direction(cfg, adapter) -> Direction | None:
 
 
 def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = False,
-                   progress: ProgressFactory = no_progress, adapter=None) -> dict:
+                   progress: ProgressFactory = no_progress, adapter=None) -> SteeredGeneration:
     """Generate `samples_per_prompt` steered clips per prompt; write audio, codes and the reproducing record."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_json
     from ..audio.io import write_wav
@@ -178,7 +179,7 @@ def steer_generate(cfg: SteerGenerateConfig, out: str | Path, overwrite: bool = 
             clips=clips, reproduce="musicsae steer generate -c OUT/config.yaml -o NEW_OUT")
         write_json(stage / "manifest.json", record)
         write_config(stage, resolved.model_dump(mode="json"))
-    return {"out": str(out), "clips": len(clips), "layers": steering.layers, "strengths": steering.strengths,
-            "mode": steering.record["mode"], "direction": steering.record["direction"]["kind"],
-            "seconds_per_clip": n_frames / adapter.frame_rate if adapter.frame_rate else cfg.duration_s,
-            "elapsed_s": round(time.perf_counter() - started, 3)}
+    return SteeredGeneration(out=str(out), clips=len(clips), layers=steering.layers, strengths=steering.strengths,
+                             mode=steering.record["mode"], direction=steering.record["direction"]["kind"],
+                             seconds_per_clip=n_frames / adapter.frame_rate if adapter.frame_rate else cfg.duration_s,
+                             elapsed_s=round(time.perf_counter() - started, 3))

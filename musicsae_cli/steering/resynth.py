@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..progress import ProgressFactory, no_progress
+from .results import SteeredGeneration
 
 KIND = "steer_resynthesis"
 FORMAT_VERSION = 1
@@ -104,7 +105,7 @@ def resynthesise(adapter, audios: list[np.ndarray], edits: dict, seed: int) -> R
 
 
 def steer_resynthesis(cfg, out: str | Path, adapter, direction, steering, overwrite: bool = False,
-                      progress: ProgressFactory = no_progress) -> dict:
+                      progress: ProgressFactory = no_progress) -> SteeredGeneration:
     """`steer generate` for a re-synthesising model: plain and steered re-synthesis of every input item."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_json
     from ..audio.io import write_wav
@@ -140,8 +141,8 @@ def steer_resynthesis(cfg, out: str | Path, adapter, direction, steering, overwr
                    "rate"}, steering=steering.record, clips=clips,
             reproduce="musicsae steer generate -c OUT/config.yaml -o NEW_OUT"))
         write_config(stage, cfg.model_dump(mode="json"))
-    return {"out": str(out), "clips": len(clips), "layers": steering.layers, "strengths": steering.strengths,
-            "mode": steering.record["mode"], "direction": steering.record["direction"]["kind"],
-            "seconds_per_clip": float(np.mean(seconds)), "resynthesis": True,
-            "rel_change_mean": float(np.mean([c["rel_change"] for c in clips])),
-            "elapsed_s": round(time.perf_counter() - started, 3)}
+    return SteeredGeneration(out=str(out), clips=len(clips), layers=steering.layers, strengths=steering.strengths,
+                             mode=steering.record["mode"], direction=steering.record["direction"]["kind"],
+                             seconds_per_clip=float(np.mean(seconds)), resynthesis=True,
+                             rel_change_mean=float(np.mean([c["rel_change"] for c in clips])),
+                             elapsed_s=round(time.perf_counter() - started, 3))

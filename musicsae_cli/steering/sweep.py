@@ -34,6 +34,7 @@ from .edits import build_steering, steer_layers
 from .generate import audio_prompt, environment, load_model, resolve_prompts, sampling_options
 from .pitch import summarize_f0
 from .report import plot_dose_response, saturation, summarize
+from .results import SweepResult
 
 KIND = "steer_sweep"
 FORMAT_VERSION = 1
@@ -147,7 +148,7 @@ class _Units:
 
 
 def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
-                progress: ProgressFactory = no_progress, adapter=None) -> dict:
+                progress: ProgressFactory = no_progress, adapter=None) -> SweepResult:
     """Run the sweep; write sweep.csv, dose_response.png, the evaluation and the manifest; return the summary."""
     from ..artifacts import new_manifest, staged_directory, write_config, write_json
     from ..audio.io import write_wav
@@ -225,7 +226,7 @@ def steer_sweep(cfg: SteerSweepConfig, out: str | Path, overwrite: bool = False,
             evaluation=evaluation, timing=timing,
             files=["sweep.csv", "dose_response.png", *evaluation["files"]]))
         write_config(stage, resolved.model_dump(mode="json"))
-    return {"out": str(out), "clips": len(rows), "summary": line, "f0_stats": f0_stats, "saturated": sat["saturated"],
-            "saturation": sat, "score_hookpoint": hp, "target": target, "layers": layers, "stats": stats,
-            "judge_summary": judge_line, "primary_score": evaluation["primary"], "slopes": evaluation["slopes"],
-            "judges": scorer.record(), "timing": timing, "elapsed_s": round(time.perf_counter() - started, 3)}
+    return SweepResult(out=str(out), clips=len(rows), summary=line, f0_stats=f0_stats, saturated=sat["saturated"],
+                       saturation=sat, score_hookpoint=hp, target=target, layers=layers, stats=stats,
+                       judge_summary=judge_line, primary_score=evaluation["primary"], slopes=evaluation["slopes"],
+                       judges=scorer.record(), timing=timing, elapsed_s=round(time.perf_counter() - started, 3))
