@@ -49,7 +49,7 @@ def build_model(cfg: TrainTinyConfig, words: list[str]):
         T5Tokenizer,
     )
 
-    from .musicgen import quiet_transformers
+    from .musicgen_hub import quiet_transformers
     from .tiny import SAMPLE_RATE
     from .tiny_codec import tiny_codec_config
 
