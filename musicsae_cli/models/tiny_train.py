@@ -99,7 +99,6 @@ def _open_partial(partial: Path, record: dict, overwrite: bool) -> tuple[int | N
     return lock, state
 
 
-
 # ---- the run ---------------------------------------------------------------------------------------------------
 class TrainTinyResult(BaseModel):
     """What `model train-tiny` prints: where the model is, its size, CE before and after, pitch survival, time."""
@@ -190,7 +189,6 @@ def train_tiny(out: str | Path, cfg: TrainTinyConfig, overwrite: bool = False,
             os.close(lock)
     shutil.rmtree(partial, ignore_errors=True)
     return result
-
 
 
 def _save(out, model, processor, cfg, rows, train_idx, val_idx, result, overwrite) -> None:

@@ -64,7 +64,6 @@ class TrainTinyConfig(BaseModel):
     checkpoint_every: int = Field(250, ge=1, description="Checkpoint every this many steps of either phase.")
 
 
-
 def check_shapes(cfg: TrainTinyConfig) -> tuple[int, int]:
     """(num_codebooks, vocab_size) of the decoder; ConfigError when they do not match the codec's."""
     k = cfg.decoder.num_codebooks if cfg.decoder.num_codebooks is not None else cfg.codec.num_codebooks
@@ -80,4 +79,3 @@ def check_shapes(cfg: TrainTinyConfig) -> tuple[int, int]:
         raise ConfigError(f"decoder.num_heads {cfg.decoder.num_heads} does not divide decoder.hidden_size "
                           f"{cfg.decoder.hidden_size}", "choose a head count that divides the width")
     return k, v
-

@@ -92,7 +92,6 @@ def split_rows(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[i
     return train, val
 
 
-
 def vocabulary(prompts: list[str]) -> list[str]:
     """The tokenizer's words: tiny.WORDS (so prompts like 'calm jazz piano' still tokenise), every prompt word, and
     every note name (C0..B8), instrument, chord quality and interval word, so any concept prompt tokenises."""
@@ -103,4 +102,3 @@ def vocabulary(prompts: list[str]) -> list[str]:
                      *(w for name in INTERVAL_WORDS.values() for w in name.split()), "an", "playing", "above",
                      "inversion", *INVERSIONS.values(), "bpm", "loop", "click", "track", "waltz", "melodic"]
     return list(dict.fromkeys([*WORDS, "calm", *(w for p in prompts for w in p.split()), *concept_words]))
-

@@ -147,4 +147,3 @@ def _train_decoder(model, codes, tok, train_idx, val_idx, cfg, partial, state, s
             tracker.advance(1)
     tail = losses[-max(1, min(50, len(losses) // 10)):]
     return sum(tail) / len(tail), _val_ce(model, codes, ids, mask, val_idx, pad), random_ce
-
