@@ -44,7 +44,8 @@ def build_adapter(dims: dict, device, dtype, seed: int = 0):
     import torch
     import transformers as hf
 
-    from musicsae_cli.models.musicgen import MusicGenAdapter, quiet_transformers
+    from musicsae_cli.models.musicgen import MusicGenAdapter
+    from musicsae_cli.models.musicgen_hub import quiet_transformers
     from musicsae_cli.models.tiny import build_tiny_processor, init_codebooks
 
     quiet_transformers()

@@ -43,7 +43,8 @@ def main() -> None:
     import torch
 
     from musicsae_cli.config import resolve_config
-    from musicsae_cli.models.tiny_train import TrainTinyConfig, train_tiny
+    from musicsae_cli.models.tiny_train import train_tiny
+    from musicsae_cli.models.tiny_train_config import TrainTinyConfig
     from musicsae_cli.progress import line_progress
 
     if args.threads:

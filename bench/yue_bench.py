@@ -43,7 +43,8 @@ def main() -> None:
 
     from musicsae_cli.models.base import Sequence
     from musicsae_cli.models.tiny_yue import build_tiny_yue
-    from musicsae_cli.models.yue import TokenLayout, YueAdapter
+    from musicsae_cli.models.yue import YueAdapter
+    from musicsae_cli.models.yue_layout import TokenLayout
 
     if a.quick:
         sizes, seconds, repeats = {"hidden_size": 128, "num_layers": 4, "num_heads": 4}, 2.0, 1

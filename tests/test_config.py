@@ -84,7 +84,7 @@ def test_every_shipped_preset_validates(monkeypatch):
     from musicsae_cli.audio.synth import SynthConfig
     from musicsae_cli.concepts.config import ConceptLearnConfig
     from musicsae_cli.extract.config import ExtractConfig
-    from musicsae_cli.models.tiny_train import TrainTinyConfig
+    from musicsae_cli.models.tiny_train_config import TrainTinyConfig
     from musicsae_cli.probes.config import ProbeConfig
     from musicsae_cli.sae.config import SAETrainConfig
     from musicsae_cli.steering.config import SteerGenerateConfig, SteerSweepConfig

@@ -95,7 +95,7 @@ def hookpoints(
     ui.show(model_hookpoints(model, family, revision, options=parse_set(option) if option else None))
 
 
-@command(app, "train-tiny", config="musicsae_cli.models.tiny_train:TrainTinyConfig", group="model",
+@command(app, "train-tiny", config="musicsae_cli.models.tiny_train_config:TrainTinyConfig", group="model",
          keys={"steps": "decoder.steps", "codec_steps": "codec.steps", "out_arg": "out"}, examples=[
              "musicsae model train-tiny my-tiny/ && musicsae model hookpoints my-tiny/",
              "musicsae model train-tiny my-tiny/ -c fast --seed 1",
@@ -120,7 +120,7 @@ def train_tiny(
     """Train a tiny text-to-music model (audio codec, text encoder, decoder) on concept audio, with prompts naming
     the concept; saved like a hub checkpoint."""
     from ..errors import UsageError
-    from ..models.tiny_train import TrainTinyConfig
+    from ..models.tiny_train_config import TrainTinyConfig
 
     if out is not None and out_arg is not None and out != out_arg:
         raise UsageError(f"two outputs: {out_arg} and -o {out}", "pass the output once")

@@ -33,7 +33,7 @@ def build_tiny_musicgen(seed: int = 0, num_codebooks: int = 4, codebook_size: in
         T5Config,
     )
 
-    from .musicgen import quiet_transformers
+    from .musicgen_hub import quiet_transformers
 
     quiet_transformers()
     nbits = math.ceil(math.log2(codebook_size))

@@ -22,188 +22,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ..artifacts import STATE, load_state, save_state
-from ..audio.config import SynthConfig
+from ..artifacts import STATE, load_state
 from ..errors import ConfigError, InputError
 from ..progress import ProgressFactory, no_progress
 from ..results import Result
-from .musicgen_loss import delayed
 from .tiny import TRAINED_NAME  # the name its manifest records
+from .tiny_train_config import TrainTinyConfig, check_shapes
+from .tiny_train_data import _rows_and_audio, split_rows, vocabulary
+from .tiny_train_loop import _encode, _train_codec, _train_decoder
 
 FORMAT_VERSION = 1
 log = logging.getLogger("musicsae")
 LOCK = ".train.lock"
-INTERVAL_WORDS = {1: "minor second", 2: "major second", 3: "minor third", 4: "major third", 5: "perfect fourth",
-                  6: "tritone", 7: "perfect fifth", 8: "minor sixth", 9: "major sixth", 10: "minor seventh",
-                  11: "major seventh", 12: "octave"}
-INVERSIONS = {1: "first", 2: "second", 3: "third"}
-PATTERN_WORDS = {"rock": "a drum loop", "click": "a click track", "waltz": "a waltz click track"}
-
-
-def _default_synth() -> SynthConfig:
-    return SynthConfig(timbres=["sine", "piano", "organ"], duration_s=1.0, max_per_concept=108, variants=2,
-                       chord_qualities=["major", "minor"], intervals=[3, 4, 5, 7, 12], interval_play=["harmonic"])
-
-
-class CodecSettings(BaseModel):
-    """The EnCodec-compatible codec and its training."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_codebooks: int = Field(4, ge=1, le=32, description="Residual quantizers (codebooks).")
-    codebook_size: int = Field(256, ge=2, le=4096, description="Entries per codebook.")
-    steps: int = Field(300, ge=0, description="Autoencoder steps: encoder and decoder on the continuous latent.")
-    finetune_steps: int = Field(200, ge=0, description="Then, with the codebooks fitted to the trained encoder, "
-                                "steps of the decoder alone on the quantised latents (both 0: the random codec).")
-    batch_size: int = Field(8, ge=1, description="Clips per codec step.")
-    lr: float = Field(2e-3, gt=0, description="Codec learning rate.")
-
-
-class DecoderSettings(BaseModel):
-    """The text encoder and the decoder, and their joint training."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_codebooks: int | None = Field(None, ge=1, description="Decoder codebooks; null: the codec's (they must "
-                                                              "match).")
-    vocab_size: int | None = Field(None, ge=2, description="Decoder vocabulary; null: the codec's codebook size "
-                                                           "(they must match).")
-    hidden_size: int = Field(64, ge=8, description="Decoder width.")
-    num_layers: int = Field(4, ge=1, description="Decoder blocks.")
-    num_heads: int = Field(4, ge=1, description="Attention heads (must divide hidden_size).")
-    steps: int = Field(1500, ge=1, description="Decoder training steps.")
-    batch_size: int = Field(16, ge=1, description="Clips per decoder step.")
-    lr: float = Field(3e-3, gt=0, description="Peak learning rate (linear warm-up, cosine decay).")
-    warmup: int = Field(100, ge=0, description="Warm-up steps.")
-    cond_dropout: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows trained with the "
-                                                                  "unconditional (empty) text, for guidance.")
-
-
-class TrainTinyConfig(BaseModel):
-    """How `model train-tiny` builds and trains the tiny MusicGen."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    synth: SynthConfig = Field(default_factory=_default_synth, description="Concept audio synthesised in-process "
-                               "(unused with --data).")
-    data: str | None = Field(None, description="A dataset folder written by `musicsae data synth` to train on "
-                                               "instead (its manifest.csv labels name the prompts).")
-    codec: CodecSettings = Field(default_factory=CodecSettings, description="The codec.")
-    decoder: DecoderSettings = Field(default_factory=DecoderSettings, description="Text encoder and decoder.")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Clips of each concept held out for the "
-                                                                  "validation CE (at least one).")
-    seed: int = Field(0, ge=0, description="Seed of the weights, batches and condition dropout.")
-    checkpoint_every: int = Field(250, ge=1, description="Checkpoint every this many steps of either phase.")
-
-
-def prompt_of(row: dict) -> str:
-    """The text prompt of a concept clip, naming the concept and its value ('a piano playing C4')."""
-    concept = row.get("concept")
-    timbre = row.get("timbre")
-    art = "an" if str(timbre or "")[:1] in "aeiou" else "a"
-    if concept in ("notes", "timbres"):
-        return f"{art} {timbre} playing {row['pitch_class']}{int(row['octave'])}"
-    if concept == "intervals":
-        play = "" if row.get("play") in (None, "harmonic") else f" {row['play']}"
-        return (f"{art} {timbre} playing a{play} {INTERVAL_WORDS[int(row['interval_semitones'])]} above "
-                f"{row['root_pitch_class']}{int(row['octave'])}")
-    if concept == "chords":
-        inv = int(row.get("chord_inversion") or 0)
-        tail = f" in {INVERSIONS[inv]} inversion" if inv else ""
-        return f"{art} {timbre} playing a {row['chord_root']} {row['chord_quality']} chord{tail}"
-    if concept == "tempos":
-        return f"{PATTERN_WORDS.get(row['beat_pattern'], 'a beat')} at {float(row['bpm']):g} bpm"
-    raise InputError(f"clip {row.get('item_id')} has no concept label to build a prompt from",
-                     "train on a folder written by `musicsae data synth` (its manifest names each clip's concept)")
-
-
-def _rows_and_audio(cfg: TrainTinyConfig, progress: ProgressFactory) -> tuple[list[dict], object]:
-    """(manifest rows with their prompts, float32 clips (N, samples) at 32 kHz): synthesised, or read from cfg.data."""
-    import numpy as np
-
-    from .tiny import SAMPLE_RATE
-
-    if cfg.data is None:
-        from ..audio.synth import plan, render
-
-        synth = cfg.synth.model_copy(update={"sample_rate": SAMPLE_RATE})
-        rows = plan(synth)
-        audio = []
-        with progress("Synthesising", len(rows)) as tracker:
-            for row in rows:
-                audio.append(render(row, synth))
-                tracker.advance(1)
-    else:
-        from ..audio.io import load_audio
-        from ..audio.manifest import load_dataset
-
-        manifest = load_dataset(cfg.data)
-        rows = manifest.rows
-        needed = {"concept", "timbre", "pitch_class", "octave", "bpm"}
-        if not rows or not needed & set(manifest.label_columns) or "concept" not in manifest.label_columns:
-            raise InputError(f"{cfg.data} has no concept labels to build prompts from (labels: "
-                             f"{', '.join(manifest.label_columns) or 'none'})",
-                             "train on a folder written by `musicsae data synth`, or leave --data out")
-        for row in rows:  # every clip must name its concept before any audio is read
-            prompt_of(row)
-        audio = []
-        with progress("Reading audio", len(rows)) as tracker:
-            for row in rows:
-                audio.append(load_audio(row["path"], SAMPLE_RATE)[0].astype(np.float32))
-                tracker.advance(1)
-    rows = [{**r, "prompt": prompt_of(r)} for r in rows]
-    n = min(len(a) for a in audio)
-    return rows, np.stack([a[:n] for a in audio])  # (N, samples): clips cut to the shortest
-
-
-def split_rows(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, val) indices: per concept, round(val_fraction * groups) groups (at least one) held out."""
-    import numpy as np
-
-    train, val = [], []
-    for concept in dict.fromkeys(r["concept"] for r in rows):
-        idx = [i for i, r in enumerate(rows) if r["concept"] == concept]
-        groups = list(dict.fromkeys(rows[i].get("group") or rows[i]["item_id"] for i in idx))
-        if len(groups) < 2:
-            raise InputError(f"concept {concept} has a single clip (or group): none can be held out for validation",
-                             "give every concept at least two clips (e.g. raise max_per_concept or variants)")
-        rng = np.random.default_rng([seed, len(concept), sum(map(ord, concept))])
-        n_val = max(1, int(round(val_fraction * len(groups))))
-        held = {groups[j] for j in rng.permutation(len(groups))[:n_val]}
-        for i in idx:
-            (val if (rows[i].get("group") or rows[i]["item_id"]) in held else train).append(i)
-    return train, val
-
-
-def check_shapes(cfg: TrainTinyConfig) -> tuple[int, int]:
-    """(num_codebooks, vocab_size) of the decoder; ConfigError when they do not match the codec's."""
-    k = cfg.decoder.num_codebooks if cfg.decoder.num_codebooks is not None else cfg.codec.num_codebooks
-    v = cfg.decoder.vocab_size if cfg.decoder.vocab_size is not None else cfg.codec.codebook_size
-    if k != cfg.codec.num_codebooks:
-        raise ConfigError(f"decoder.num_codebooks {k} does not match the codec's {cfg.codec.num_codebooks} quantizers",
-                          "leave decoder.num_codebooks unset (it follows codec.num_codebooks) or make them equal")
-    if v != cfg.codec.codebook_size:
-        raise ConfigError(f"decoder.vocab_size {v} does not match the codec's codebook size "
-                          f"{cfg.codec.codebook_size}", "leave decoder.vocab_size unset (it follows "
-                          "codec.codebook_size) or make them equal")
-    if cfg.decoder.hidden_size % cfg.decoder.num_heads:
-        raise ConfigError(f"decoder.num_heads {cfg.decoder.num_heads} does not divide decoder.hidden_size "
-                          f"{cfg.decoder.hidden_size}", "choose a head count that divides the width")
-    return k, v
-
-
-def vocabulary(prompts: list[str]) -> list[str]:
-    """The tokenizer's words: tiny.WORDS (so prompts like 'calm jazz piano' still tokenise), every prompt word, and
-    every note name (C0..B8), instrument, chord quality and interval word, so any concept prompt tokenises."""
-    from ..audio.config import CHORD_QUALITIES, PITCH_CLASSES, VOICE_NAMES
-    from .tiny import WORDS
-
-    concept_words = [*(f"{pc}{o}" for o in range(9) for pc in PITCH_CLASSES), *VOICE_NAMES, *CHORD_QUALITIES,
-                     *(w for name in INTERVAL_WORDS.values() for w in name.split()), "an", "playing", "above",
-                     "inversion", *INVERSIONS.values(), "bpm", "loop", "click", "track", "waltz", "melodic"]
-    return list(dict.fromkeys([*WORDS, "calm", *(w for p in prompts for w in p.split()), *concept_words]))
 
 
 def build_model(cfg: TrainTinyConfig, words: list[str]):
@@ -219,7 +49,7 @@ def build_model(cfg: TrainTinyConfig, words: list[str]):
         T5Tokenizer,
     )
 
-    from .musicgen import quiet_transformers
+    from .musicgen_hub import quiet_transformers
     from .tiny import SAMPLE_RATE
     from .tiny_codec import tiny_codec_config
 
@@ -267,16 +97,6 @@ def _open_partial(partial: Path, record: dict, overwrite: bool) -> tuple[int | N
         shutil.rmtree(partial / STATE)
         state = None
     return lock, state
-
-
-def _seed_of(seed: int, phase: int, step: int) -> int:
-    """A step's own seed, so a resumed run draws exactly what an uninterrupted one would."""
-    return (seed * 1_000_003 + phase * 7_919 + step) % (2**63)
-
-
-def _lr(cfg: DecoderSettings, step: int) -> float:
-    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
@@ -370,135 +190,6 @@ def train_tiny(out: str | Path, cfg: TrainTinyConfig, overwrite: bool = False,
             os.close(lock)
     shutil.rmtree(partial, ignore_errors=True)
     return result
-
-
-def _train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, seconds, progress) -> dict:
-    """Train the codec (phase 'codec'), checkpointing as it goes; returns the pitch survival (median |cents|,
-    fraction within 50 cents) of held-out note clips (held-in ones when none is held out): the input itself, through
-    the random codec, through the trained one."""
-    import numpy as np
-
-    from .tiny_codec import CodecTrainer, pitch_survival
-
-    pitched = [i for i in val_idx if rows[i].get("frequency_hz") not in (None, "")]  # held out: unseen by the codec
-    notes = (pitched or [i for i in train_idx if rows[i].get("frequency_hz") not in (None, "")])[:32]
-    clips = [audio[i] for i in notes]
-    f0 = np.array([float(rows[i]["frequency_hz"]) for i in notes])
-    if state and state["phase"] != "codec":
-        return state["survival"]
-    # the random codec's figures are measured once, before training, and kept in the checkpoint
-    before = state["random_codec"] if state else pitch_survival(model.audio_encoder, clips, f0)["decoded"]
-    trainer = CodecTrainer(model.audio_encoder, audio[train_idx], seed=cfg.seed, autoencoder_steps=cfg.codec.steps,
-                           batch_size=cfg.codec.batch_size, lr=cfg.codec.lr)
-    total = cfg.codec.steps + cfg.codec.finetune_steps
-    step = 0
-    if state:
-        trainer.load_state_dict(state["codec_trainer"])
-        step = int(state["step"])
-    t0 = time.perf_counter() - seconds["codec"]
-    with progress("Training codec", total) as tracker:
-        tracker.advance(step)
-        while step < total:
-            trainer.step()
-            step += 1
-            seconds["codec"] = time.perf_counter() - t0
-            if step % cfg.checkpoint_every == 0 and step < total:
-                save_state(partial, {"config": cfg.model_dump(mode="json"), "phase": "codec", "step": step,
-                                     "seconds": seconds, "model": model.state_dict(), "random_codec": before,
-                                     "codec_trainer": trainer.state_dict()})
-            tracker.advance(1)
-    trainer.finish()  # codebooks fitted to the encoder if no decoder step did it
-    model.audio_encoder.eval()
-    after = pitch_survival(model.audio_encoder, clips, f0)
-    return {"input": after["input"], "random_codec": before, "trained_codec": after["decoded"]}
-
-
-def _encode(model, audio, progress):
-    """Codes (N, K, T) of every clip, each encoded on its own (see MusicGenAdapter.encode), cut to the shortest."""
-    import numpy as np
-    import torch
-
-    out = []
-    encoder = model.audio_encoder.eval()
-    with torch.inference_mode(), progress("Encoding clips", len(audio)) as tracker:
-        for a in audio:
-            x = torch.from_numpy(np.asarray(a, dtype=np.float32))[None, None]  # (1, 1, N)
-            out.append(encoder.encode(x).audio_codes[0, 0])  # (K, T)
-            tracker.advance(1)
-    t = min(c.shape[-1] for c in out)
-    return torch.stack([c[:, :t] for c in out]).long()  # (N, K, T)
-
-
-def _decoder_parameters(model) -> list:
-    parts = [model.text_encoder, model.decoder, getattr(model, "enc_to_dec_proj", None)]
-    return [p for part in parts if part is not None for p in part.parameters()]
-
-
-def _val_ce(model, codes, ids, mask, val_idx, pad: int) -> float:
-    """Mean next-code cross-entropy (nats) of the held-out clips with their own prompts."""
-    import torch
-
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(val_idx), 32):
-            batch = torch.tensor(val_idx[start:start + 32])
-            inputs, labels = delayed(codes[batch], pad)
-            loss = model(input_ids=ids[batch], attention_mask=mask[batch], decoder_input_ids=inputs,
-                         labels=labels).loss
-            total += float(loss) * len(batch)
-            count += len(batch)
-    model.train()
-    return total / count
-
-
-def _train_decoder(model, codes, tok, train_idx, val_idx, cfg, partial, state, seconds, survival, progress):
-    """Phase 'decoder': text encoder and decoder trained jointly; returns (train CE, val CE, random model's val CE)."""
-    import torch
-
-    d, pad = cfg.decoder, int(model.decoder.config.pad_token_id)
-    ids, mask = tok["input_ids"], tok["attention_mask"]
-    for p in model.audio_encoder.parameters():
-        p.requires_grad_(False)
-    params = _decoder_parameters(model)
-    opt = torch.optim.AdamW(params, lr=d.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    step, losses = 0, []
-    if state:
-        opt.load_state_dict(state["optimizer"])
-        step, losses, random_ce = int(state["step"]), list(state["losses"]), float(state["random_val_ce"])
-    else:
-        random_ce = _val_ce(model, codes, ids, mask, val_idx, pad)
-    pool = torch.tensor(train_idx)
-    model.train()
-    model.audio_encoder.eval()
-    t0 = time.perf_counter() - seconds["decoder"]
-    with progress("Training decoder", d.steps) as tracker:
-        tracker.advance(step)
-        while step < d.steps:
-            g = torch.Generator().manual_seed(_seed_of(cfg.seed, 2, step))
-            torch.manual_seed(_seed_of(cfg.seed, 3, step))  # dropout inside the model
-            batch = pool[torch.randint(len(pool), (d.batch_size,), generator=g)]
-            drop = torch.rand(d.batch_size, generator=g) < d.cond_dropout  # these rows see the unconditional text
-            inputs, labels = delayed(codes[batch], pad)
-            for group in opt.param_groups:
-                group["lr"] = _lr(d, step)
-            loss = model(input_ids=ids[batch], attention_mask=mask[batch].masked_fill(drop[:, None], 0),
-                         decoder_input_ids=inputs, labels=labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            seconds["decoder"] = time.perf_counter() - t0
-            if step % cfg.checkpoint_every == 0 and step < d.steps:
-                save_state(partial, {"config": cfg.model_dump(mode="json"), "phase": "decoder", "step": step,
-                                     "seconds": seconds, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "codes": codes, "losses": losses, "random_val_ce": random_ce,
-                                     "survival": survival})
-            tracker.advance(1)
-    tail = losses[-max(1, min(50, len(losses) // 10)):]
-    return sum(tail) / len(tail), _val_ce(model, codes, ids, mask, val_idx, pad), random_ce
 
 
 def _save(out, model, processor, cfg, rows, train_idx, val_idx, result, overwrite) -> None:

@@ -18,7 +18,7 @@ def build_tiny_yue(seed: int = 0, hidden_size: int = 64, num_layers: int = 4, nu
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .musicgen import quiet_transformers
+    from .musicgen_hub import quiet_transformers
 
     quiet_transformers()
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
@@ -61,7 +61,7 @@ def build_tiny_xcodec(seed: int = 0):
     import torch
     from transformers import XcodecConfig, XcodecModel
 
-    from .musicgen import quiet_transformers
+    from .musicgen_hub import quiet_transformers
 
     quiet_transformers()
     semantic = {"model_type": "hubert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,

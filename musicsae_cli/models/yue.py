@@ -29,74 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InputError, UsageError
-from .base import EditContext, GenerationOutput, ModelAdapter, Sequence
+from .base import EditContext, ModelAdapter, Sequence
 from .hookpoints import layer_index, layer_name, parse_hookpoints
 from .yue_codec import Codec, find_codec, from_pretrained, load_codec
+from .yue_layout import LAYOUT_FILE, SUFFIXES, TokenLayout, read_codes, read_layout
 from .yue_settings import TokenSampling
 from .yue_text import PromptTokenizer, find_tokenizer
 
 TINY_NAME = "tiny-yue"
 HUB_IDS = ("m-a-p/YuE-s1-7B-anneal-en-cot", "m-a-p/YuE-s2-1B-general")
-LAYOUT_FILE = "musicsae_layout.json"
-SUFFIXES = (".npy", ".npz")
-YUE_TEMPLATE = "Generate music from the given lyrics segment by segment.\n[Genre] {genre}\n{lyrics}"
 POSITION_CONVENTION = ("row (frame t, track j) = the residual stream at the position of track j's token of frame "
                        "t in [prompt ids] + prefix + interleaved codes + suffix (the hidden state after reading that "
                        "token); rows are frame-major; time = frame / frame_rate")
-
-
-class TokenLayout(BaseModel):
-    """Where a causal LM keeps its audio tokens and how a code file becomes its input."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    audio_offset: int = Field(45334, ge=0, description="Id of code 0 of codebook 0.")
-    codebook_size: int = Field(1024, ge=2, description="Codes per codebook.")
-    codebooks: int = Field(12, ge=1, description="Codebooks of the codec (each has its own id range).")
-    codebook: int = Field(0, ge=0, description="The codebook the model reads (stage 1: 0).")
-    frame_rate: float = Field(50.0, gt=0, description="Codec frames per second.")
-    sample_rate: int = Field(16000, gt=0, description="The codec's audio sample rate.")
-    tracks: list[str] = Field(["vocal", "instrumental"], min_length=1, description="Tracks interleaved frame by "
-                              "frame, in order.")
-    prefix: list[int] = Field([32001, 32016], description="Ids before the codes (YuE: start-of-audio, <xcodec>).")
-    suffix: list[int] = Field([32002], description="Ids after the codes (YuE: end-of-audio).")
-    max_positions: int | None = Field(None, ge=1, description="Context length (default: the model config's).")
-    prompt_template: str = Field(YUE_TEMPLATE, description="The text before the first segment, with {genre} "
-                                 "and {lyrics} (every segment) filled in.")
-    segment_start: str = Field("[start_of_segment]", description="The text before a segment's lyrics.")
-
-    def token(self, codes: np.ndarray) -> np.ndarray:
-        return self.audio_offset + self.codebook * self.codebook_size + codes
-
-    @property
-    def needs_vocab(self) -> int:
-        return max(self.audio_offset + self.codebooks * self.codebook_size, *(i + 1 for i in self.prefix),
-                   *(i + 1 for i in self.suffix))
-
-
-def read_layout(options: dict, folder: Path | None) -> TokenLayout:
-    """The layout of the model option `layout` (a dict or a JSON file), else `musicsae_layout.json` beside the
-    checkpoint, else YuE's."""
-    given = options.pop("layout", None)
-    source = "YuE's default"
-    if isinstance(given, str):
-        path, source = Path(given).expanduser(), given
-        if not path.is_file():
-            raise InputError(f"token layout file {given} does not exist", "pass a JSON file or a mapping")
-        given = json.loads(path.read_text("utf-8"))
-    elif given is None and folder is not None and (folder / LAYOUT_FILE).is_file():
-        source = str(folder / LAYOUT_FILE)
-        given = json.loads((folder / LAYOUT_FILE).read_text("utf-8"))
-    try:
-        return TokenLayout(**(given or {}))
-    except (ValidationError, TypeError) as exc:
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
-        where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"token layout ({source}): {where + ': ' if where else ''}{first['msg']}",
-                         f"keys: {', '.join(TokenLayout.model_fields)}") from None
 
 
 class YueAdapter(ModelAdapter):
@@ -306,83 +252,9 @@ class YueAdapter(ModelAdapter):
         sampled together, groups one after another from one seeded generator. Returns tokens (B, tracks, frames)
         and acts {"main": {hookpoint: (B, tracks * frames, d)}}; with a codec that decodes, audio (B, 1, N) is the
         tracks' codes decoded and summed."""
-        import torch
+        from .yue_generate import generate
 
-        if prompt_audio is not None:
-            raise UsageError("an audio prompt needs the codec, which this model has not loaded",
-                             "generate without --audio")
-        s = self.generation_settings(settings)
-        names = self.resolve_hookpoints(list(hookpoints)) if hookpoints else []
-        texts = [t or "" for t in texts] or [""]
-        tracks = len(self.layout.tracks)
-        n_frames = max(1, int(round(duration_s * self.frame_rate)))
-        n_new = n_frames * tracks
-        prompts = {t: self.prompt_ids(t) for t in dict.fromkeys(texts)}
-        start = max(len(ids) for ids, _ in prompts.values()) + len(self.layout.prefix)
-        if self.max_positions and start + n_new + 1 > self.max_positions:
-            room = (self.max_positions - start - 1) // tracks / self.frame_rate
-            raise UsageError(f"{duration_s:g} s of {tracks} tracks is {n_new} tokens after {start} prompt and "
-                             f"prefix tokens, more than the model's context of {self.max_positions}",
-                             f"ask for at most {room:g} s" if room > 0 else "shorten the prompt")
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        tokens = torch.zeros(len(texts), n_new, dtype=torch.long)
-        acts: dict = {}
-        for text, (ids, _) in prompts.items():
-            rows = [i for i, t in enumerate(texts) if t == text]
-            codes, got = self._sample(ids + list(self.layout.prefix), len(rows), n_new, names, s, gen)
-            tokens[rows] = codes.cpu()
-            for n, a in got.items():
-                if n not in acts:
-                    acts[n] = a.new_zeros((len(texts), *a.shape[1:]))
-                acts[n][rows] = a
-        tokens = tokens.reshape(len(texts), n_frames, tracks).permute(0, 2, 1).numpy()
-        audio = None
-        if self.codec is not None and self.codec.can_decode:  # the tracks decoded and mixed, as one mono clip
-            audio = sum(self.codec.decode(tokens[:, j]) for j in range(tracks))[:, None].astype(np.float32)
-        return GenerationOutput(audio=audio, tokens=tokens, acts={"main": acts}, n_frames=n_frames,
-                                settings=s.model_dump(), row_frames=np.repeat(np.arange(n_frames), tracks),
-                                row_meta={"track": list(self.layout.tracks) * n_frames})
-
-    def _sample(self, first: list[int], batch: int, n_new: int, names: list[str], s: TokenSampling, gen):
-        """n_new codes per row after the ids `first` (the same for every row), with the active edits; returns codes
-        (batch, n_new) and {hookpoint: (batch, n_new, d)} captured at the generated tokens."""
-        import torch
-
-        from .hooks import scoped_hooks
-
-        lo = self.layout.audio_offset + self.layout.codebook * self.layout.codebook_size
-        captured: dict = {n: [] for n in names}
-        state: dict = {"ctx": None}  # the pass's EditContext, set before each step
-
-        def capture(name):
-            def hook(module, args, output):
-                captured[name].append(_first(output).detach().float())
-            return hook
-
-        regs = [(self.blocks[layer_index(n)], "forward", _edit_hook(fn, state), False) for n, fn in self._edits.items()]
-        regs += [(self.blocks[layer_index(n)], "forward", capture(n), False) for n in names]
-        ids = torch.tensor([first] * batch, device=self.device)
-        seen = torch.zeros(batch, self.layout.codebook_size, dtype=torch.bool, device=self.device)
-        codes, past, fed = [], None, 0
-        with torch.inference_mode(), scoped_hooks(regs):
-            for step in range(n_new + 1):
-                state["ctx"] = EditContext(start=fed, length=int(ids.shape[1]), batch=batch)
-                out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
-                past, fed = out.get(self._cache_arg), fed + int(ids.shape[1])
-                if step == 0:
-                    for n in names:
-                        captured[n].clear()  # the prompt's and prefix's rows are not stored
-                if step == n_new:
-                    break
-                logits = out.logits[:, -1, lo:lo + self.layout.codebook_size].float()
-                if s.repetition_penalty != 1.0:  # as transformers' repetition penalty, over the codes drawn so far
-                    penalised = torch.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
-                    logits = torch.where(seen, penalised, logits)
-                code = _sample(logits, s.temperature, s.top_k, s.top_p, gen)  # (B,)
-                seen[torch.arange(batch, device=seen.device), code] = True
-                codes.append(code)
-                ids = (code + lo)[:, None]
-        return torch.stack(codes, 1), {n: torch.cat(parts, 1) for n, parts in captured.items()}
+        return generate(self, texts, duration_s, hookpoints, seed=seed, prompt_audio=prompt_audio, settings=settings)
 
     @contextmanager
     def intervene(self, edits: dict):
@@ -394,24 +266,6 @@ class YueAdapter(ModelAdapter):
             yield
         finally:
             self._edits = previous
-
-
-def _sample(logits, temperature: float, top_k: int, top_p: float, generator):
-    """One code per row from (B, V) logits: temperature, then top-k and nucleus filtering, then a draw."""
-    import torch
-
-    logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set whose mass reaches top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 def _decoder_layers(model) -> list:
@@ -448,49 +302,6 @@ def _edit_hook(fn, state: dict):
         edited = fn(h, state["ctx"]) if takes_ctx else fn(h)
         return (edited, *output[1:]) if isinstance(output, tuple) else edited
     return hook
-
-
-def read_codes(path, layout: TokenLayout) -> np.ndarray:
-    """(tracks, frames) int64 codes of the layout's codebook from a .npy or .npz code file; InputError naming the
-    file for a wrong shape, missing tracks or codes outside the codebook."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                missing = [t for t in layout.tracks if t not in data.files]
-                if missing:
-                    raise InputError(f"{path}: no array for track(s) {', '.join(missing)} (has "
-                                     f"{', '.join(data.files) or 'none'})",
-                                     f"save one array per track: {', '.join(layout.tracks)}")
-                arrays = [np.asarray(data[t]) for t in layout.tracks]
-            if len({a.shape for a in arrays}) != 1:
-                raise InputError(f"{path}: the tracks have different shapes "
-                                 f"({', '.join(str(a.shape) for a in arrays)})", "save tracks of equal length")
-            codes = np.stack(arrays)
-        else:
-            codes = np.load(path, allow_pickle=False)
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable code file ({str(exc).splitlines()[0]})",
-                         "save codes with numpy.save / numpy.savez") from None
-    n_tracks = len(layout.tracks)
-    if codes.ndim == 3 and codes.shape[0] == n_tracks:
-        if codes.shape[1] <= layout.codebook:
-            raise InputError(f"{path}: {codes.shape[1]} codebooks, the model reads codebook {layout.codebook}",
-                             "save (tracks, codebooks, frames) with that codebook")
-        codes = codes[:, layout.codebook]
-    if codes.ndim != 2 or codes.shape[0] != n_tracks:
-        raise InputError(f"{path}: codes of shape {codes.shape}, expected ({n_tracks}, frames) or ({n_tracks}, "
-                         "codebooks, frames)", f"tracks in order: {', '.join(layout.tracks)}")
-    if not np.issubdtype(codes.dtype, np.integer):
-        raise InputError(f"{path}: codes are {codes.dtype}, not integers", "save the codec's integer codes")
-    bad = (codes < 0) | (codes >= layout.codebook_size)
-    if bad.any():
-        j, t = (int(v[0]) for v in np.nonzero(bad))
-        raise InputError(f"{path}: code {int(codes[j, t])} at track {layout.tracks[j]}, frame {t} is outside the "
-                         f"codebook [0, {layout.codebook_size})", "check the codec the codes came from")
-    return codes.astype(np.int64)
 
 
 def claims(name: str) -> bool:
@@ -559,4 +370,4 @@ def _from_pretrained(name: str, revision: str | None, dtype):
                            dtype=dtype)
 
 
-__all__ = ["TINY_NAME", "TokenLayout", "YueAdapter", "claims", "load", "read_codes"]
+__all__ = ["TINY_NAME", "YueAdapter", "claims", "load"]

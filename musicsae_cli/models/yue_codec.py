@@ -87,7 +87,7 @@ class Codec:
 def from_pretrained(cls, name: str, revision: str | None, what: str, hints: tuple[str, str], **kwargs):
     """`cls.from_pretrained` of a save_pretrained folder or a hub id, with one-line errors: hints = (for a folder
     without config.json, for a checkpoint that does not load)."""
-    from .musicgen import _hub_access, quiet_transformers
+    from .musicgen_hub import _hub_access, quiet_transformers
 
     path = Path(name).expanduser()
     local = path.exists()

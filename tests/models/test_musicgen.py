@@ -203,7 +203,7 @@ def test_unreachable_hub_id_says_offline(monkeypatch):
     ("org/has space", True), ("facebook/musicgen-small", False), ("someone/their-model.v2", False),
     ("musicgen-small", False)])
 def test_which_missing_names_are_paths(tmp_path, monkeypatch, name, path_like):
-    from musicsae_cli.models.musicgen import _looks_like_path
+    from musicsae_cli.models.musicgen_hub import _looks_like_path
 
     monkeypatch.chdir(tmp_path)
     assert _looks_like_path(name) is path_like

@@ -60,7 +60,8 @@ def test_val_ce_matches_an_independent_computation(trained):
     from musicsae_cli.audio.synth import plan, render
     from musicsae_cli.models import load_adapter
     from musicsae_cli.models.musicgen_loss import codebook_log_probs
-    from musicsae_cli.models.tiny_train import TrainTinyConfig, prompt_of
+    from musicsae_cli.models.tiny_train_config import TrainTinyConfig
+    from musicsae_cli.models.tiny_train_data import prompt_of
 
     manifest = json.loads((trained / "manifest.json").read_text())
     cfg = TrainTinyConfig.model_validate(manifest["config"])
@@ -100,7 +101,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, task, n):
     from safetensors.torch import load_file
 
     from musicsae_cli.config import resolve_config
-    from musicsae_cli.models.tiny_train import TrainTinyConfig, train_tiny
+    from musicsae_cli.models.tiny_train import train_tiny
+    from musicsae_cli.models.tiny_train_config import TrainTinyConfig
 
     cfg = resolve_config(TrainTinyConfig, "model", "fast", ["codec.steps=6", "checkpoint_every=2"],
                          command="train-tiny")
@@ -119,7 +121,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, task, n):
 @pytest.mark.slow
 def test_interrupted_run_with_other_settings_is_refused(tmp_path, runner, app):
     from musicsae_cli.config import resolve_config
-    from musicsae_cli.models.tiny_train import TrainTinyConfig, train_tiny
+    from musicsae_cli.models.tiny_train import train_tiny
+    from musicsae_cli.models.tiny_train_config import TrainTinyConfig
 
     cfg = resolve_config(TrainTinyConfig, "model", "fast", None, command="train-tiny")
     with pytest.raises(_Stop):

@@ -191,7 +191,8 @@ def test_retraining_reproduces_the_shipped_model(tmp_path, shipped):
     import torch
 
     from musicsae_cli.config import resolve_config
-    from musicsae_cli.models.tiny_train import TrainTinyConfig, train_tiny
+    from musicsae_cli.models.tiny_train import train_tiny
+    from musicsae_cli.models.tiny_train_config import TrainTinyConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(shipped["training"]["threads"])
