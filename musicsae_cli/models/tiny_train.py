@@ -77,10 +77,6 @@ def build_model(cfg: TrainTinyConfig, words: list[str]):
     return model, MusicgenProcessor(feature_extractor=features, tokenizer=tokenizer)
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def _open_partial(partial: Path, record: dict, overwrite: bool) -> tuple[int | None, dict | None]:
     """(lock, saved state) of the resumable sibling: a state with other settings is an error (--overwrite: dropped)."""
     from ..artifacts import hold_lock
