@@ -16,7 +16,7 @@ from .base import GenerationOutput, ModelAdapter
 from .hookpoints import layer_index, layer_name, parse_hookpoints
 from .hooks import StopForward, scoped_hooks
 from .identity import canonical_id, weights_fingerprint
-from .musicgen_hub import _from_pretrained
+from .musicgen_hub import load_pretrained
 from .musicgen_settings import Sampling
 from .positions import DecoderPositions, check_transformers, unsupported
 
@@ -68,10 +68,10 @@ class MusicGenAdapter(ModelAdapter):
             model, processor = build_tiny_musicgen(seed)
             adapter = cls(model, processor, TINY_NAME, None)
         elif name == TRAINED_NAME:
-            model, processor = _from_pretrained(str(trained_path()), None)
+            model, processor = load_pretrained(str(trained_path()), None)
             adapter = cls(model, processor, TRAINED_NAME, None)
         else:
-            model, processor = _from_pretrained(name, revision)
+            model, processor = load_pretrained(name, revision)
             adapter = cls(model, processor, canonical_id(name), revision)  # a local folder by its resolved path
         return adapter.placed(torch_device, torch_dtype)
 

@@ -30,7 +30,7 @@ def quiet_transformers() -> None:
             handler.addFilter(_FILTER)
 
 
-def _from_pretrained(name: str, revision: str | None):
+def load_pretrained(name: str, revision: str | None):
     """Load model and processor (fp32) from a local directory or the hub, with errors that say what to do."""
     import json
 
@@ -61,7 +61,7 @@ def _from_pretrained(name: str, revision: str | None):
     kwargs = {"revision": revision} if revision and not local else {}
     quiet_transformers()
     if not local:
-        kwargs.update(_hub_access(name, revision))  # fails in seconds, not after minutes of retries, when offline
+        kwargs.update(hub_access(name, revision))  # fails in seconds, not after minutes of retries, when offline
     try:
         model = MusicgenForConditionalGeneration.from_pretrained(str(path) if local else name,
                                                                  dtype=torch.float32, **kwargs)
@@ -99,7 +99,7 @@ def _looks_like_path(name: str) -> bool:
     return Path(parts[0]).is_dir()
 
 
-def _hub_access(name: str, revision: str | None) -> dict:
+def hub_access(name: str, revision: str | None) -> dict:
     """from_pretrained options for hub id `name`: {} when the hub answers, local_files_only when it does not but the
     model is cached; without either an InputError after one quick request.
 

@@ -41,7 +41,7 @@ from ..errors import InputError, UsageError
 from .identity import canonical_id, weights_fingerprint
 from .script_stepper import Unsteppable
 from .torch_adapter import TorchAdapter
-from .torch_family import SCRIPT_SUFFIXES, _attribute_rate, _load_script
+from .torch_family import SCRIPT_SUFFIXES, attribute_rate, load_script
 
 LATENT = "latent"
 LATENT_RAW = "latent.raw"
@@ -77,7 +77,7 @@ def _module_for(path: Path, keep: bool):
     key = _key(path)
     module = _CACHE.pop(key, None) if not keep else _CACHE.get(key)
     if module is None:
-        module = _load_script(path)
+        module = load_script(path)
         if keep:
             _CACHE.clear()  # one pending module at most
             _CACHE[key] = module
@@ -299,7 +299,7 @@ def load(name: str, revision: str | None = None, device: str = "auto", dtype: st
         found = sorted(m for m in _methods(module) if not m.startswith("_"))
         raise RaveError(f"{path.name} is TorchScript but not a RAVE export: {', '.join(missing)} (methods: "
                         f"{', '.join(found) or 'none'})", "load it with --family torch")
-    rate = _attribute_rate(module)
+    rate = attribute_rate(module)
     if rate is None:
         raise RaveError(f"RAVE export '{model_id}' has no sample rate attribute sr",
                         "re-export it from a RAVE model, or load it with --family torch and sample_rate=...")

@@ -28,8 +28,8 @@ from ..progress import ProgressFactory, no_progress
 from ..results import Result
 from .tiny import TRAINED_NAME  # the name its manifest records
 from .tiny_train_config import TrainTinyConfig, check_shapes
-from .tiny_train_data import _rows_and_audio, split_rows, vocabulary
-from .tiny_train_loop import _encode, _train_codec, _train_decoder
+from .tiny_train_data import rows_and_audio, split_rows, vocabulary
+from .tiny_train_loop import encode_clips, train_codec, train_decoder
 
 FORMAT_VERSION = 1
 log = logging.getLogger("musicsae")
@@ -142,7 +142,7 @@ def train_tiny(out: str | Path, cfg: TrainTinyConfig, overwrite: bool = False,
     if out.exists():
         check_replaceable(out)
     record = cfg.model_dump(mode="json")
-    rows, audio = _rows_and_audio(cfg, progress)
+    rows, audio = rows_and_audio(cfg, progress)
     train_idx, val_idx = split_rows(rows, cfg.val_fraction, cfg.seed)
     model, processor = build_model(cfg, vocabulary([r["prompt"] for r in rows]))
     tok = processor.tokenizer([r["prompt"] for r in rows], padding=True, return_tensors="pt")
@@ -160,12 +160,12 @@ def train_tiny(out: str | Path, cfg: TrainTinyConfig, overwrite: bool = False,
         seconds = dict(state["seconds"]) if state else {"codec": 0.0, "encoding": 0.0, "decoder": 0.0}
         if state:
             model.load_state_dict(state["model"])
-        survival = _train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, seconds, progress)
+        survival = train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, seconds, progress)
         state = state if state and state["phase"] != "codec" else None
         t0 = time.perf_counter()
-        codes = state["codes"] if state else _encode(model, audio, progress)
+        codes = state["codes"] if state else encode_clips(model, audio, progress)
         seconds["encoding"] += 0.0 if state else time.perf_counter() - t0
-        train_ce, val_ce, random_ce = _train_decoder(model, codes, tok, train_idx, val_idx, cfg, partial, state,
+        train_ce, val_ce, random_ce = train_decoder(model, codes, tok, train_idx, val_idx, cfg, partial, state,
                                                      seconds, survival, progress)
         model.eval()
         result = TrainTinyResult(

@@ -34,7 +34,7 @@ def prompt_of(row: dict) -> str:
                      "train on a folder written by `musicsae data synth` (its manifest names each clip's concept)")
 
 
-def _rows_and_audio(cfg: TrainTinyConfig, progress: ProgressFactory) -> tuple[list[dict], object]:
+def rows_and_audio(cfg: TrainTinyConfig, progress: ProgressFactory) -> tuple[list[dict], object]:
     """(manifest rows with their prompts, float32 clips (N, samples) at 32 kHz): synthesised, or read from cfg.data."""
     import numpy as np
 

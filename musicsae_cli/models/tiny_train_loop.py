@@ -20,7 +20,7 @@ def _lr(cfg: DecoderSettings, step: int) -> float:
     return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
 
 
-def _train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, seconds, progress) -> dict:
+def train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, seconds, progress) -> dict:
     """Train the codec (phase 'codec'), checkpointing as it goes; returns the pitch survival (median |cents|,
     fraction within 50 cents) of held-out note clips (held-in ones when none is held out): the input itself, through
     the random codec, through the trained one."""
@@ -61,7 +61,7 @@ def _train_codec(model, audio, rows, train_idx, val_idx, cfg, partial, state, se
     return {"input": after["input"], "random_codec": before, "trained_codec": after["decoded"]}
 
 
-def _encode(model, audio, progress):
+def encode_clips(model, audio, progress):
     """Codes (N, K, T) of every clip, each encoded on its own (see MusicGenAdapter.encode), cut to the shortest."""
     import numpy as np
     import torch
@@ -100,7 +100,7 @@ def _val_ce(model, codes, ids, mask, val_idx, pad: int) -> float:
     return total / count
 
 
-def _train_decoder(model, codes, tok, train_idx, val_idx, cfg, partial, state, seconds, survival, progress):
+def train_decoder(model, codes, tok, train_idx, val_idx, cfg, partial, state, seconds, survival, progress):
     """Phase 'decoder': text encoder and decoder trained jointly; returns (train CE, val CE, random model's val CE)."""
     import torch
 

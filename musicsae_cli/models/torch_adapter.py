@@ -17,8 +17,8 @@ from .hookpoints import resolve_names
 from .hooks import scoped_hooks
 from .identity import weights_fingerprint
 from .script_stepper import ScriptStepper, Unsteppable, chain
-from .torch_capture import _capture_hook, _edit_hook, _first_tensor, _pad_batch, _unsteppable_error
-from .torch_dryrun import TorchDryRun, _first_line
+from .torch_capture import capture_hook, edit_hook, first_tensor, pad_batch, unsteppable_error
+from .torch_dryrun import TorchDryRun, first_line
 from .torch_grid import Grid, Hookpoint
 
 POSITION_CONVENTION = ("frame-aligned hookpoints: row t covers samples [t*hop, (t+1)*hop) of the window at the "
@@ -215,7 +215,7 @@ class TorchAdapter(TorchDryRun, ModelAdapter):
         except RuntimeError as exc:
             if "Expected input at" not in str(exc):
                 raise
-            raise UsageError(f"the .pt2 program rejects input of shape {tuple(x.shape)}: {_first_line(exc)}",
+            raise UsageError(f"the .pt2 program rejects input of shape {tuple(x.shape)}: {first_line(exc)}",
                              "re-export it with dynamic shapes (torch.export.Dim) for the batch and time axes") \
                 from None
 
@@ -236,14 +236,14 @@ class TorchAdapter(TorchDryRun, ModelAdapter):
             return self._call(x, hooks)
         except Unsteppable as exc:
             hidden = exc.hidden(hooks) or [exc.hides]
-            raise _unsteppable_error(exc, hidden[0]) from None
+            raise unsteppable_error(exc, hidden[0]) from None
 
     def _edit_hooks(self, batch: int) -> dict[str, list[Callable]]:
         """The active edits as hooks, for a pass of `batch` items."""
         if not self._edits:
             return {}
         hooks = self.hookpoints
-        return {n: [_edit_hook(hooks[n], fn, batch)] for n, fn in self._edits.items()}
+        return {n: [edit_hook(hooks[n], fn, batch)] for n, fn in self._edits.items()}
 
     def _capture(self, x, names: list[str], factors: dict[str, int] | None = None) -> dict[str, Any]:
         """{hookpoint: (B, T, d) float32} for (B, N) audio with the active edits applied; a hookpoint with a
@@ -257,7 +257,7 @@ class TorchAdapter(TorchDryRun, ModelAdapter):
         def hooks_for(batch: int) -> dict:
             regs = self._edit_hooks(batch)  # edits first: captures see the edited value
             for n in names:
-                regs.setdefault(n, []).append(_capture_hook(hooks[n], store, (factors or {}).get(n, 1)))
+                regs.setdefault(n, []).append(capture_hook(hooks[n], store, (factors or {}).get(n, 1)))
             return regs
 
         with torch.inference_mode():
@@ -268,7 +268,7 @@ class TorchAdapter(TorchDryRun, ModelAdapter):
             for part in steps:
                 real = part.shape[0]
                 if b0 is not None and real < b0:
-                    part = _pad_batch(part, b0)
+                    part = pad_batch(part, b0)
                 store.clear()
                 self._call_steps(self._shaped(part), hooks_for(part.shape[0]))
                 for n in names:
@@ -307,9 +307,9 @@ class TorchAdapter(TorchDryRun, ModelAdapter):
         x = torch.from_numpy(np.asarray(audio, dtype=np.float32).reshape(1, -1)).to(self.device, self.dtype)
         with torch.inference_mode():
             if self.static_batch not in (None, 1):
-                x = _pad_batch(x, self.static_batch)
+                x = pad_batch(x, self.static_batch)
             out = self._call_steps(self._shaped(x), self._edit_hooks(x.shape[0]))
-        first = _first_tensor(out)
+        first = first_tensor(out)
         if first is None:
             raise UsageError(f"model '{self.model_id}' returned {type(out).__name__}, not a tensor",
                              "hook the module that gives the output you want")

@@ -10,7 +10,7 @@ from .script_stepper import Unsteppable
 from .torch_grid import Hookpoint
 
 
-def _first_tensor(output):
+def first_tensor(output):
     import torch
 
     if isinstance(output, torch.Tensor):
@@ -51,11 +51,11 @@ def from_rows(h, like, hook: Hookpoint):
     return h.reshape(moved.shape).movedim(1, hook.time_axis).to(like.dtype)
 
 
-def _capture_hook(hook: Hookpoint, store: dict, factor: int = 1) -> Callable:
+def capture_hook(hook: Hookpoint, store: dict, factor: int = 1) -> Callable:
     """Keep a hookpoint's output as float32 (batch, rows, width), averaged over groups of `factor` rows (a trailing
     partial group dropped) in the module's own layout before any copy, so fine layers cost little to capture."""
     def capture(module, args, output):
-        tensor = _first_tensor(output).detach()
+        tensor = first_tensor(output).detach()
         if factor > 1 and hook.time_axis is not None:
             rows = to_rows(_group_mean(tensor, hook.time_axis, factor), hook)
         else:
@@ -81,11 +81,11 @@ def _float32():
     return torch.float32
 
 
-def _edit_hook(hook: Hookpoint, fn: Callable, batch: int) -> Callable:
+def edit_hook(hook: Hookpoint, fn: Callable, batch: int) -> Callable:
     takes_ctx = bool(getattr(fn, "needs_context", False))
 
     def edit(module, args, output):
-        tensor = _first_tensor(output)
+        tensor = first_tensor(output)
         h = to_rows(tensor, hook)
         edited = fn(h, EditContext(start=0, length=int(h.shape[1]), batch=batch)) if takes_ctx else fn(h)
         if tuple(edited.shape) != tuple(h.shape):
@@ -95,13 +95,13 @@ def _edit_hook(hook: Hookpoint, fn: Callable, batch: int) -> Callable:
     return edit
 
 
-def _pad_batch(x, batch: int):
+def pad_batch(x, batch: int):
     import torch
 
     return torch.cat([x, x.new_zeros((batch - x.shape[0], *x.shape[1:]))])
 
 
-def _unsteppable_error(exc: Unsteppable, hookpoint: str) -> UsageError:
+def unsteppable_error(exc: Unsteppable, hookpoint: str) -> UsageError:
     return UsageError(f"cannot step through {exc.kind} in {exc.path or 'the model'}'s {exc.method} to reach "
                       f"hookpoint {hookpoint}", "hook a module above it, or export the model with torch.export "
                       "(.pt2), which supports every module path")

@@ -11,14 +11,14 @@ import numpy as np
 
 from ..errors import MusicSAEError, UsageError
 from .script_stepper import Unsteppable
-from .torch_capture import _first_tensor, _unsteppable_error
+from .torch_capture import first_tensor, unsteppable_error
 from .torch_grid import Hookpoint, measure_hop
 
 INPUTS = {"batch_channel_time": "(batch, 1, samples)", "batch_time": "(batch, samples)"}
 DRY_RUN_S = (1.0, 2.0)  # seconds of silence the dry run feeds the model (one second apart)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0].strip()
 
@@ -57,7 +57,7 @@ class TorchDryRun:
             if first is None:
                 shapes = " or ".join(str(tuple(self._shaped(self._silence(lengths[0]), c).shape)) for c in candidates)
                 raise UsageError(f"model '{self.model_id}' failed on {lengths[0] / self.sample_rate:g} s of silence "
-                                 f"shaped {shapes}: {_first_line(errors[0])}",
+                                 f"shaped {shapes}: {first_line(errors[0])}",
                                  "check the model options sample_rate, input (batch_channel_time or batch_time) "
                                  "and method")
             runs = [(lengths[0], first)]
@@ -68,7 +68,7 @@ class TorchDryRun:
                     raise
                 except Exception as exc:
                     raise UsageError(f"model '{self.model_id}' failed on {n / self.sample_rate:g} s of silence: "
-                                     f"{_first_line(exc)}", "musicsae feeds windows of any length; make the model "
+                                     f"{first_line(exc)}", "musicsae feeds windows of any length; make the model "
                                      "accept them") from None
             for hook in found.values():
                 self._read_hookpoint(hook, runs, blocked)
@@ -103,7 +103,7 @@ class TorchDryRun:
 
         def record(name: str):
             def hook(module, args, output):
-                tensor = _first_tensor(output)
+                tensor = first_tensor(output)
                 shapes[name] = tuple(tensor.shape) if tensor is not None else type(output).__name__
             return hook
 
@@ -121,7 +121,7 @@ class TorchDryRun:
                                      "export the model with torch.export (.pt2), which supports every module path") \
                         from None
                 for n in hidden:
-                    blocked[n] = _unsteppable_error(exc, n)
+                    blocked[n] = unsteppable_error(exc, n)
 
     def _read_hookpoint(self, hook: Hookpoint, runs: list, blocked: dict) -> None:
         """What the first runs say about one hookpoint: usable or why not, and its layout and width."""

@@ -49,7 +49,7 @@ from pathlib import Path
 from ..errors import InputError, UsageError
 from .identity import canonical_id, weights_fingerprint
 from .torch_adapter import TorchAdapter
-from .torch_dryrun import INPUTS, _first_line
+from .torch_dryrun import INPUTS, first_line
 
 SCRIPT_SUFFIXES = (".ts", ".pt", ".jit")
 EXPORT_SUFFIX = ".pt2"
@@ -112,7 +112,7 @@ def _options(options: dict) -> _Options:
     return out
 
 
-def _load_script(path: Path):
+def load_script(path: Path):
     import torch
 
     try:
@@ -120,7 +120,7 @@ def _load_script(path: Path):
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream, still loads
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # any failure means "not a TorchScript archive"
-        raise InputError(f"{path} is not a TorchScript model ({_first_line(exc)})", SCRIPT_HINT) from None
+        raise InputError(f"{path} is not a TorchScript model ({first_line(exc)})", SCRIPT_HINT) from None
 
 
 def _load_export(path: Path):
@@ -133,7 +133,7 @@ def _load_export(path: Path):
             program = torch.export.load(str(path))
             module = torch.export.unflatten(program)
     except Exception as exc:
-        raise InputError(f"{path} is not a torch.export program ({_first_line(exc)})",
+        raise InputError(f"{path} is not a torch.export program ({first_line(exc)})",
                          "save it with torch.export.save(torch.export.export(model, (audio,)), PATH)") from None
     user = list(program.graph_signature.user_inputs)
     if len(user) != 1:
@@ -168,7 +168,7 @@ def _load_python(name: str, seed: int):
     try:
         package = importlib.import_module(module_name)
     except Exception as exc:  # an import error of the user's package
-        raise InputError(f"cannot import {module_name} ({_first_line(exc)})",
+        raise InputError(f"cannot import {module_name} ({first_line(exc)})",
                          "install the package or put its folder on PYTHONPATH") from None
     factory = getattr(package, attr, None)
     if not callable(factory):
@@ -182,7 +182,7 @@ def _load_python(name: str, seed: int):
     return model.eval()
 
 
-def _attribute_rate(module) -> int | None:
+def attribute_rate(module) -> int | None:
     for attr in RATE_ATTRIBUTES:
         try:
             value = getattr(module, attr, None)
@@ -227,10 +227,10 @@ def load(name: str, revision: str | None = None, device: str = "auto", dtype: st
             if opts.method != "forward":
                 raise UsageError("a .pt2 program has one entry point, forward", "drop the model option method")
         else:
-            module, source = _load_script(path), "torchscript"
+            module, source = load_script(path), "torchscript"
     if not callable(getattr(module, opts.method, None)):
         raise UsageError(f"model '{model_id}' has no method {opts.method}", "set the model option method")
-    rate = opts.sample_rate or _attribute_rate(module)
+    rate = opts.sample_rate or attribute_rate(module)
     if rate is None:
         raise UsageError(f"model '{model_id}' does not say its sample rate",
                          "pass the model option sample_rate (Hz), e.g. sample_rate=16000")
@@ -238,7 +238,7 @@ def load(name: str, revision: str | None = None, device: str = "auto", dtype: st
     try:
         module.to(device=torch_device, dtype=torch_dtype)
     except Exception as exc:
-        raise UsageError(f"cannot move model '{model_id}' to {torch_device} in {torch_dtype}: {_first_line(exc)}",
+        raise UsageError(f"cannot move model '{model_id}' to {torch_device} in {torch_dtype}: {first_line(exc)}",
                          "use --device cpu and --dtype fp32") from None
     if hasattr(module, "eval"):
         module.eval()

@@ -237,7 +237,7 @@ class YueAdapter(ModelAdapter):
         state = {"ctx": EditContext(start=0, length=int(ids.shape[1]), batch=int(ids.shape[0]))}
         regs = []
         for name, fn in self._edits.items():
-            regs.append((self.blocks[layer_index(name)], "forward", _edit_hook(fn, state), False))
+            regs.append((self.blocks[layer_index(name)], "forward", edit_hook(fn, state), False))
         for name in names:
             regs.append((self.blocks[layer_index(name)], "forward", _capture_hook(name, captured), False))
         with torch.inference_mode(), scoped_hooks(regs):
@@ -282,23 +282,23 @@ def _decoder_layers(model) -> list:
     return list(max(lists, key=len))
 
 
-def _first(output):
+def first_output(output):
     return output[0] if isinstance(output, tuple) else output
 
 
 def _capture_hook(name: str, captured: dict):
     def hook(module, args, output):
-        captured[name] = _first(output).detach()
+        captured[name] = first_output(output).detach()
     return hook
 
 
-def _edit_hook(fn, state: dict):
+def edit_hook(fn, state: dict):
     """A forward hook applying edit `fn` to a layer's output, with state["ctx"] (the current pass's EditContext)
     when fn has `needs_context`."""
     takes_ctx = bool(getattr(fn, "needs_context", False))
 
     def hook(module, args, output):
-        h = _first(output)
+        h = first_output(output)
         edited = fn(h, state["ctx"]) if takes_ctx else fn(h)
         return (edited, *output[1:]) if isinstance(output, tuple) else edited
     return hook

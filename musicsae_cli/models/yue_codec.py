@@ -87,7 +87,7 @@ class Codec:
 def from_pretrained(cls, name: str, revision: str | None, what: str, hints: tuple[str, str], **kwargs):
     """`cls.from_pretrained` of a save_pretrained folder or a hub id, with one-line errors: hints = (for a folder
     without config.json, for a checkpoint that does not load)."""
-    from .musicgen_hub import _hub_access, quiet_transformers
+    from .musicgen_hub import hub_access, quiet_transformers
 
     path = Path(name).expanduser()
     local = path.exists()
@@ -95,7 +95,7 @@ def from_pretrained(cls, name: str, revision: str | None, what: str, hints: tupl
         raise InputError(f"{name} is not {what} checkpoint (no config.json)", hints[0])
     quiet_transformers()
     if not local:
-        kwargs.update({"revision": revision} if revision else {}, **_hub_access(name, revision))
+        kwargs.update({"revision": revision} if revision else {}, **hub_access(name, revision))
     try:
         return cls.from_pretrained(str(path) if local else name, **kwargs)
     except (OSError, ValueError, TypeError) as exc:

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import UsageError
 from .base import EditContext, GenerationOutput
 from .hookpoints import layer_index
-from .yue import _edit_hook, _first
+from .yue import edit_hook, first_output
 from .yue_settings import TokenSampling
 
 
@@ -64,10 +64,10 @@ def _sample_codes(adapter, first: list[int], batch: int, n_new: int, names: list
 
     def capture(name):
         def hook(module, args, output):
-            captured[name].append(_first(output).detach().float())
+            captured[name].append(first_output(output).detach().float())
         return hook
 
-    regs = [(adapter.blocks[layer_index(n)], "forward", _edit_hook(fn, state), False)
+    regs = [(adapter.blocks[layer_index(n)], "forward", edit_hook(fn, state), False)
             for n, fn in adapter._edits.items()]
     regs += [(adapter.blocks[layer_index(n)], "forward", capture(n), False) for n in names]
     ids = torch.tensor([first] * batch, device=adapter.device)
