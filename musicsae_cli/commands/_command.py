@@ -26,14 +26,7 @@ from typing import Any
 import typer
 
 from ._errors import cli_command
-from ._help import (  # noqa: F401 (MusicsaeGroup, PIPELINE, config_default, _NONE: re-exported)
-    _NONE,
-    PIPELINE,
-    HelpfulCommand,
-    MusicsaeGroup,
-    config_default,
-    plain_metavars,
-)
+from ._help import HelpfulCommand, plain_metavars
 
 # The spellings every command uses for an idea, and the old spellings still accepted (hidden, with a warning).
 # A test walks every command and fails on a visible option that spells a known idea another way.

@@ -9,7 +9,7 @@ import typer
 
 from .. import __version__
 from . import analyze, concept, data, extract, info, model, probe, sae, steer
-from ._command import MusicsaeGroup
+from ._help import MusicsaeGroup
 
 app = typer.Typer(
     cls=MusicsaeGroup,

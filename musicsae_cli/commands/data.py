@@ -9,8 +9,9 @@ import typer
 
 from ..audio.index_options import folder_label, refuse_dataset_flags
 from . import _options as opt
-from ._command import MusicsaeGroup, command
+from ._command import command
 from ._common import legacy_output, resolve, split_csv
+from ._help import MusicsaeGroup
 
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
                   help="Prepare audio: synthesise labelled concept audio, index datasets, separate stems, cut windows.")

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from . import _options as opt
-from ._command import MusicsaeGroup, command
+from ._command import command
 from ._common import EXAMPLES, legacy_output, resolve, trust_code
+from ._help import MusicsaeGroup
 
 ConfigOpt = opt.preset("model")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from . import _options as opt
-from ._command import MusicsaeGroup, command
+from ._command import command
 from ._common import distributed_start, resolve, split_csv
+from ._help import MusicsaeGroup
 
 ConfigOpt = opt.preset("sae")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,

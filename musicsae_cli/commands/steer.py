@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from . import _options as opt
-from ._command import MusicsaeGroup, OptionGroup, command
+from ._command import OptionGroup, command
 from ._common import generation_aliases, generation_flags, hookpoint_spec, resolve, trust_code
+from ._help import MusicsaeGroup
 
 ConfigOpt = opt.preset("steer")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,

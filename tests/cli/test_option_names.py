@@ -9,15 +9,8 @@ import shlex
 import pytest
 import typer
 
-from musicsae_cli.commands._command import (
-    _NONE,
-    IDEAS,
-    PIPELINE,
-    Alias,
-    MusicsaeCommand,
-    config_default,
-    rewrite_aliases,
-)
+from musicsae_cli.commands._command import IDEAS, Alias, MusicsaeCommand, rewrite_aliases
+from musicsae_cli.commands._help import _NONE, PIPELINE, config_default
 from musicsae_cli.config import list_presets
 
 pytestmark = pytest.mark.smoke

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import _options as opt
-from .._command import MusicsaeGroup
+from .._help import MusicsaeGroup
 
 ConfigOpt = opt.preset("analyze")
 app = typer.Typer(cls=MusicsaeGroup, rich_markup_mode="rich", no_args_is_help=True,
